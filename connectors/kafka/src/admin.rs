@@ -1,0 +1,136 @@
+//! Provisioning Kafka from the topology: create what is missing, report what differs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use pavilion_runtime::topology::TopicSpec;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::settings::KafkaSettings;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `ensure_topics` found or did for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicStatus {
+    /// Created now.
+    Created,
+    /// Already there, as declared.
+    Exists,
+    /// Already there but not as declared; each string names one difference. Nothing is
+    /// changed: partitions cannot shrink and config changes are an operator's call.
+    Differs(Vec<String>),
+}
+
+/// Creates every missing topic and compares existing ones with their declaration.
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &[&TopicSpec],
+) -> Result<Vec<(String, TopicStatus)>> {
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client()
+        .create()
+        .context("creating the admin client")?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, TIMEOUT)
+        .with_context(|| format!("reading cluster metadata from {}", settings.bootstrap))?;
+    let existing: BTreeMap<&str, i32> = metadata
+        .topics()
+        .iter()
+        .map(|t| (t.name(), t.partitions().len() as i32))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+
+    let configs: Vec<BTreeMap<String, String>> = topics.iter().map(|t| t.kafka_configs()).collect();
+    let missing: Vec<NewTopic<'_>> = topics
+        .iter()
+        .zip(&configs)
+        .filter(|(t, _)| !existing.contains_key(t.name.as_str()))
+        .map(|(t, c)| {
+            let mut new = NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(t.replication),
+            );
+            for (k, v) in c {
+                new = new.set(k, v);
+            }
+            new
+        })
+        .collect();
+    let mut report = BTreeMap::new();
+    if !missing.is_empty() {
+        for result in admin
+            .create_topics(&missing, &options)
+            .await
+            .context("creating topics")?
+        {
+            match result {
+                Ok(name) => {
+                    report.insert(name, TopicStatus::Created);
+                }
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    report.insert(name, TopicStatus::Exists);
+                }
+                Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+            }
+        }
+    }
+
+    let present: Vec<(&TopicSpec, &BTreeMap<String, String>)> = topics
+        .iter()
+        .zip(&configs)
+        .filter(|(t, _)| existing.contains_key(t.name.as_str()))
+        .map(|(t, c)| (*t, c))
+        .collect();
+    if !present.is_empty() {
+        let specifiers: Vec<ResourceSpecifier<'_>> = present
+            .iter()
+            .map(|(t, _)| ResourceSpecifier::Topic(&t.name))
+            .collect();
+        let described = admin
+            .describe_configs(&specifiers, &options)
+            .await
+            .context("describing topic configs")?;
+        for ((topic, wanted), result) in present.iter().zip(described) {
+            let mut differences = Vec::new();
+            let partitions = existing[topic.name.as_str()];
+            if partitions != topic.partitions {
+                differences.push(format!(
+                    "partitions: {partitions}, declared {}",
+                    topic.partitions
+                ));
+            }
+            let resource = result.with_context(|| format!("describing {}", topic.name))?;
+            let actual = resource.entry_map();
+            for (key, value) in *wanted {
+                let have = actual.get(key.as_str()).and_then(|e| e.value.as_deref());
+                if have != Some(value.as_str()) {
+                    differences.push(format!(
+                        "{key}: {}, declared {value}",
+                        have.unwrap_or("unset")
+                    ));
+                }
+            }
+            let status = if differences.is_empty() {
+                TopicStatus::Exists
+            } else {
+                TopicStatus::Differs(differences)
+            };
+            report.insert(topic.name.clone(), status);
+        }
+    }
+    Ok(topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                report.remove(&t.name).unwrap_or(TopicStatus::Exists),
+            )
+        })
+        .collect())
+}

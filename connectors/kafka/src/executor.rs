@@ -1,0 +1,489 @@
+//! The exactly-once executor: consume → process → produce, one Kafka transaction at a time.
+//!
+//! Per task and process: a group consumer (read_committed, static membership), a
+//! transactional producer (transactional.id = application.task.instance), and a restore
+//! consumer for changelogs. Every transaction carries the task's outputs, its dead letters,
+//! the changelog records of its store writes, and its input offsets
+//! (`send_offsets_to_transaction` with the group metadata, the KIP-447 model). Local stores
+//! change only after the commit. On revoke the open transaction commits; on lost partitions
+//! it aborts; on any transaction error the task aborts, drops its clients and starts again
+//! from the committed offsets and changelogs.
+//!
+//! All of it is blocking librdkafka work and runs on the task's own thread, never on an
+//! async executor.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use pavilion_runtime::store::PartitionStores;
+use pavilion_runtime::telemetry::{TaskState, Telemetry};
+use pavilion_runtime::topology::Topology;
+use pavilion_runtime::{OutRecord, RawRecord, TaskRunner};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::settings::KafkaSettings;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+const RESTORE_BATCH: usize = 2_000;
+
+/// Builds a fresh [`TaskRunner`] each time the task (re)starts.
+pub type RunnerFactory = dyn Fn() -> Result<TaskRunner, String> + Send + Sync;
+
+/// Runs one task until `shutdown` is set, restarting it after fatal or transaction errors.
+pub fn run_task(
+    topology: &Topology,
+    task: &str,
+    build: &RunnerFactory,
+    settings: &KafkaSettings,
+    telemetry: Arc<Telemetry>,
+    shutdown: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        telemetry.task_state(task, TaskState::Starting);
+        match run_once(topology, task, build, settings, telemetry.clone(), shutdown) {
+            Ok(()) => {
+                telemetry.task_state(task, TaskState::Stopped);
+                return Ok(());
+            }
+            Err(e) => {
+                telemetry.task_restarted(task, &format!("{e:#}"));
+                if shutdown.load(Ordering::SeqCst) {
+                    return Err(e);
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+struct OpenTransaction {
+    started: Instant,
+    records: usize,
+    offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// What the processing loop and the rebalance callbacks share.
+struct Core {
+    task: String,
+    runner: TaskRunner,
+    producer: BaseProducer,
+    partitions: BTreeMap<i32, PartitionStores>,
+    pending_restore: BTreeSet<i32>,
+    transaction: Option<OpenTransaction>,
+    failure: Option<anyhow::Error>,
+    out: Vec<OutRecord>,
+    state_dir: std::path::PathBuf,
+    telemetry: Arc<Telemetry>,
+}
+
+struct TaskContext {
+    core: Arc<Mutex<Core>>,
+    task: String,
+    telemetry: Arc<Telemetry>,
+}
+
+fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ClientContext for TaskContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.telemetry
+                        .lag_observed(&self.task, topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for TaskContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut core = lock(&self.core);
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                if consumer.assignment_lost() {
+                    core.abort("partitions lost");
+                } else if let Some(metadata) = consumer.group_metadata() {
+                    if let Err(e) = core.commit(&metadata) {
+                        core.failure.get_or_insert(e.context("commit on revoke"));
+                    }
+                }
+                for element in list.elements() {
+                    core.partitions.remove(&element.partition());
+                    core.pending_restore.remove(&element.partition());
+                }
+            }
+            Rebalance::Error(e) => {
+                core.failure.get_or_insert(anyhow!("rebalance failed: {e}"));
+            }
+            Rebalance::Assign(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let mut core = lock(&self.core);
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(task = self.task, ?partitions, "partitions assigned");
+            core.pending_restore.extend(partitions);
+            self.telemetry.task_state(&self.task, TaskState::Restoring);
+        }
+    }
+}
+
+fn run_once(
+    topology: &Topology,
+    task: &str,
+    build: &RunnerFactory,
+    settings: &KafkaSettings,
+    telemetry: Arc<Telemetry>,
+    shutdown: &AtomicBool,
+) -> anyhow::Result<()> {
+    let spec = &topology.tasks[task];
+    let runner = build().map_err(|e| anyhow!(e))?;
+    let producer: BaseProducer = settings
+        .producer(&topology.transactional_id(task, &settings.instance))
+        .create()
+        .context("creating the transactional producer")?;
+    producer
+        .init_transactions(CALL_TIMEOUT)
+        .context("init_transactions (fences any previous instance with the same id)")?;
+    let core = Arc::new(Mutex::new(Core {
+        task: task.to_owned(),
+        runner,
+        producer,
+        partitions: BTreeMap::new(),
+        pending_restore: BTreeSet::new(),
+        transaction: None,
+        failure: None,
+        out: Vec::new(),
+        state_dir: settings.state_dir.join(&topology.application).join(task),
+        telemetry: telemetry.clone(),
+    }));
+    let consumer: BaseConsumer<TaskContext> = settings
+        .consumer(&topology.group_id(task))
+        .create_with_context(TaskContext {
+            core: core.clone(),
+            task: task.to_owned(),
+            telemetry: telemetry.clone(),
+        })
+        .context("creating the group consumer")?;
+    let inputs: Vec<&str> = spec.inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&inputs).context("subscribing")?;
+    let restorer: BaseConsumer = settings
+        .restore_consumer()
+        .create()
+        .context("creating the restore consumer")?;
+
+    let commit_interval = settings.commit_interval;
+    let max_records = settings.max_records_per_transaction;
+    loop {
+        if shutdown.load(Ordering::SeqCst) {
+            if let Some(metadata) = consumer.group_metadata() {
+                lock(&core).commit(&metadata).context("final commit")?;
+            }
+            tracing::info!(task, "shut down cleanly");
+            return Ok(());
+        }
+        let message = consumer.poll(POLL);
+        let mut core = lock(&core);
+        if let Some(e) = core.failure.take() {
+            core.abort("task failure");
+            return Err(e);
+        }
+        if !core.pending_restore.is_empty() {
+            core.restore(&restorer)?;
+        }
+        match message {
+            Some(Ok(m)) => core.process(&m)?,
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => {
+                if matches!(&e, KafkaError::MessageConsumptionFatal(_)) {
+                    return Err(e).context("consumer failed");
+                }
+                tracing::warn!(task, error = %e, "consumer error");
+            }
+        }
+        core.punctuate()?;
+        let due = core
+            .transaction
+            .as_ref()
+            .is_some_and(|t| t.started.elapsed() >= commit_interval || t.records >= max_records);
+        if due {
+            let metadata = consumer
+                .group_metadata()
+                .ok_or_else(|| anyhow!("consumer has no group metadata"))?;
+            core.commit(&metadata)?;
+        }
+        core.producer.poll(Duration::ZERO);
+    }
+}
+
+impl Core {
+    fn begin(&mut self) -> anyhow::Result<()> {
+        if self.transaction.is_none() {
+            self.producer
+                .begin_transaction()
+                .context("begin_transaction")?;
+            self.transaction = Some(OpenTransaction {
+                started: Instant::now(),
+                records: 0,
+                offsets: BTreeMap::new(),
+            });
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let partition = message.partition();
+        self.begin()?;
+        let raw = RawRecord {
+            topic: message.topic(),
+            partition,
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+            key: message.key(),
+            value: message.payload(),
+        };
+        let stores = self.partitions.get_mut(&partition).ok_or_else(|| {
+            anyhow!("record from partition {partition}, which has no open stores")
+        })?;
+        let mut out = std::mem::take(&mut self.out);
+        self.runner.process(stores, raw, &mut out);
+        let sent = self.send_all(&mut out);
+        self.out = out;
+        sent?;
+        let transaction = self.transaction.as_mut().expect("begun above");
+        transaction.records += 1;
+        transaction.offsets.insert(
+            (message.topic().to_owned(), partition),
+            message.offset() + 1,
+        );
+        Ok(())
+    }
+
+    fn punctuate(&mut self) -> anyhow::Result<()> {
+        let due = self.runner.punctuations_due();
+        if due.is_empty() || self.partitions.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
+        let mut out = std::mem::take(&mut self.out);
+        for (partition, stores) in &mut self.partitions {
+            self.runner.punctuate(&due, stores, *partition, &mut out);
+        }
+        let sent = self.send_all(&mut out);
+        self.out = out;
+        sent
+    }
+
+    fn send_all(&mut self, out: &mut Vec<OutRecord>) -> anyhow::Result<()> {
+        for record in out.drain(..) {
+            send(
+                &self.producer,
+                &record.topic,
+                record.partition,
+                &record.key,
+                Some(&record.value),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction: changelog records, offsets, commit; then local state.
+    fn commit(&mut self, metadata: &ConsumerGroupMetadata) -> anyhow::Result<()> {
+        let Some(transaction) = self.transaction.take() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let result = self.commit_transaction(&transaction, metadata);
+        if let Err(e) = result {
+            self.transaction = Some(transaction);
+            self.abort(&format!("{e:#}"));
+            return Err(e);
+        }
+        for stores in self.partitions.values_mut() {
+            stores.apply_committed()?;
+        }
+        self.telemetry
+            .transaction_committed(&self.task, transaction.records, started.elapsed());
+        Ok(())
+    }
+
+    fn commit_transaction(
+        &self,
+        transaction: &OpenTransaction,
+        metadata: &ConsumerGroupMetadata,
+    ) -> anyhow::Result<()> {
+        for (partition, stores) in &self.partitions {
+            for (changelog, key, value) in stores.changelog_records() {
+                send(&self.producer, changelog, Some(*partition), key, value)?;
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in &transaction.offsets {
+            offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        if offsets.count() > 0 {
+            self.producer
+                .send_offsets_to_transaction(&offsets, metadata, CALL_TIMEOUT)
+                .context("send_offsets_to_transaction")?;
+        }
+        self.producer
+            .commit_transaction(CALL_TIMEOUT)
+            .context("commit_transaction")?;
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if any, and forgets its store writes.
+    fn abort(&mut self, why: &str) {
+        if self.transaction.take().is_some() {
+            if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
+                tracing::warn!(task = self.task, error = %e, "abort_transaction failed; the broker will time the transaction out");
+            }
+            self.telemetry.transaction_aborted(&self.task, why);
+        }
+        for stores in self.partitions.values_mut() {
+            stores.discard();
+        }
+    }
+
+    /// Opens the stores of newly assigned partitions and replays their changelogs to the end.
+    fn restore(&mut self, restorer: &BaseConsumer) -> anyhow::Result<()> {
+        let partitions = std::mem::take(&mut self.pending_restore);
+        for partition in partitions {
+            let started = Instant::now();
+            let path = self.state_dir.join(partition.to_string());
+            let mut stores = PartitionStores::open(&path, self.runner.store_infos().to_vec())?;
+            let mut replayed = 0;
+            for index in 0..stores.infos().len() {
+                replayed += restore_store(
+                    restorer,
+                    &mut stores,
+                    index,
+                    partition,
+                    &self.task,
+                    &self.telemetry,
+                )?;
+            }
+            tracing::info!(task = self.task, partition, replayed, took = ?started.elapsed(), "partition restored");
+            self.partitions.insert(partition, stores);
+        }
+        self.telemetry.task_state(&self.task, TaskState::Running);
+        Ok(())
+    }
+}
+
+/// Replays one store's changelog partition from its checkpoint to the end offset seen when
+/// the restore starts. Reading read_committed, the end is reached only once any transaction
+/// still open there (a dead previous owner's) is resolved, so nothing committed is missed.
+fn restore_store(
+    restorer: &BaseConsumer,
+    stores: &mut PartitionStores,
+    index: usize,
+    partition: i32,
+    task: &str,
+    telemetry: &Telemetry,
+) -> anyhow::Result<usize> {
+    let changelog = stores.infos()[index].changelog.clone();
+    let (_, end) = restorer
+        .fetch_watermarks(&changelog, partition, CALL_TIMEOUT)
+        .with_context(|| format!("end offset of {changelog}/{partition}"))?;
+    let start = stores.checkpoint(&changelog)?.unwrap_or(0);
+    if start >= end {
+        stores.restore(index, &[], end)?;
+        return Ok(0);
+    }
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(&changelog, partition, Offset::Offset(start))?;
+    restorer.assign(&list)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut batch = Vec::with_capacity(RESTORE_BATCH);
+    let mut replayed = 0;
+    loop {
+        match restorer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => batch.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().map(<[u8]>::to_vec),
+            )),
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => {
+                return Err(e).with_context(|| format!("reading {changelog}/{partition}"))
+            }
+        }
+        let position = position(restorer, &changelog, partition)?;
+        if batch.len() >= RESTORE_BATCH || position >= end {
+            replayed += batch.len();
+            stores.restore(index, &batch, position.max(start))?;
+            telemetry.restore_progressed(
+                task,
+                &changelog,
+                partition,
+                batch.len(),
+                (end - position).max(0),
+            );
+            batch.clear();
+        }
+        if position >= end {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("restore of {changelog}/{partition} made no progress to offset {end} (at {position})");
+        }
+    }
+    restorer.unassign()?;
+    Ok(replayed)
+}
+
+fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<i64> {
+    let list = consumer.position()?;
+    Ok(
+        match list.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => 0,
+        },
+    )
+}
+
+/// Produces one record, waiting while the producer queue is full.
+fn send(
+    producer: &BaseProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> anyhow::Result<()> {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e).with_context(|| format!("producing to {topic}")),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The only crate that speaks Kafka.
+//!
+//! [`run_task`] is the exactly-once executor every stage runs under; [`ensure_topics`]
+//! provisions topics from the topology. Stages never see anything from here.
+
+mod admin;
+mod executor;
+mod settings;
+
+pub use admin::{ensure_topics, TopicStatus};
+pub use executor::{run_task, RunnerFactory};
+pub use settings::KafkaSettings;

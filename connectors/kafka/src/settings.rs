@@ -1,0 +1,104 @@
+//! How the executor talks to Kafka: one place for every client setting the guarantees rest on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// Settings of one process's Kafka clients and local state.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+    /// This process's stable identity: static group membership and transactional ids derive
+    /// from it, so a restarted instance takes over its own partitions and fences its zombie.
+    pub instance: String,
+    /// Where local RocksDB state lives (a cache; deletable).
+    pub state_dir: PathBuf,
+    /// A transaction commits after this long (or after `max_records_per_transaction`).
+    pub commit_interval: Duration,
+    /// Upper bound of input records per transaction.
+    pub max_records_per_transaction: usize,
+    /// Consumer `session.timeout.ms`: how long a dead instance keeps its partitions.
+    pub session_timeout: Duration,
+    /// Producer `transaction.timeout.ms`: how long a dead instance's open transaction blocks
+    /// readers before the broker aborts it.
+    pub transaction_timeout: Duration,
+    /// Extra librdkafka settings for every client (`key=value`), e.g. security.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl KafkaSettings {
+    /// Settings with defaults for everything but the address and identity.
+    pub fn new(
+        bootstrap: impl Into<String>,
+        instance: impl Into<String>,
+        state_dir: PathBuf,
+    ) -> Self {
+        KafkaSettings {
+            bootstrap: bootstrap.into(),
+            instance: instance.into(),
+            state_dir,
+            commit_interval: Duration::from_millis(100),
+            max_records_per_transaction: 10_000,
+            session_timeout: Duration::from_secs(10),
+            transaction_timeout: Duration::from_secs(10),
+            overrides: Vec::new(),
+        }
+    }
+
+    /// A client config with the bootstrap servers and overrides.
+    pub fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.overrides {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// Transactional producer of a task.
+    pub(crate) fn producer(&self, transactional_id: &str) -> ClientConfig {
+        let mut config = self.client();
+        config
+            .set("transactional.id", transactional_id)
+            .set("enable.idempotence", "true")
+            .set(
+                "transaction.timeout.ms",
+                self.transaction_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "5")
+            // Java clients' default, so keys land where any other producer would put them.
+            .set("partitioner", "murmur2_random");
+        config
+    }
+
+    /// Group consumer of a task: read_committed, offsets only through transactions.
+    pub(crate) fn consumer(&self, group_id: &str) -> ClientConfig {
+        let mut config = self.client();
+        config
+            .set("group.id", group_id)
+            .set("group.instance.id", &self.instance)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            .set("statistics.interval.ms", "5000");
+        config
+    }
+
+    /// Changelog reader for restore: no group, read_committed.
+    pub(crate) fn restore_consumer(&self) -> ClientConfig {
+        let mut config = self.client();
+        config
+            .set("group.id", "pavilion-restore-unused")
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest");
+        config
+    }
+}

@@ -1,0 +1,154 @@
+//! The context a processor works through: its stores, `emit`, the clock. No Kafka in sight.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use pavilion_schemas::{Event, Registry};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::processor::ProcessError;
+use crate::store::PartitionStores;
+
+/// A record a processor emitted, encoded, addressed to a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    /// Destination topic.
+    pub topic: String,
+    /// Key bytes.
+    pub key: Vec<u8>,
+    /// Framed Avro value.
+    pub value: Vec<u8>,
+}
+
+/// How one stage is wired inside its task.
+#[derive(Debug, Clone)]
+pub struct StageWiring {
+    /// Stage name.
+    pub name: String,
+    /// Input topics.
+    pub inputs: Vec<String>,
+    /// Output name → topic.
+    pub outputs: BTreeMap<String, String>,
+    /// Its stores' indexes in [`PartitionStores`].
+    pub stores: Range<usize>,
+}
+
+/// What a processor can do while handling a record or a punctuation.
+pub struct Context<'a> {
+    wiring: &'a StageWiring,
+    stores: &'a mut PartitionStores,
+    emitted: &'a mut Vec<Emitted>,
+    registry: &'static Registry,
+    now: SystemTime,
+    partition: i32,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        wiring: &'a StageWiring,
+        stores: &'a mut PartitionStores,
+        emitted: &'a mut Vec<Emitted>,
+        registry: &'static Registry,
+        now: SystemTime,
+        partition: i32,
+    ) -> Self {
+        Context {
+            wiring,
+            stores,
+            emitted,
+            registry,
+            now,
+            partition,
+        }
+    }
+
+    /// Encodes `value` and sends it to the topic mapped to `output` in topology.yaml.
+    pub fn emit<E: Event>(
+        &mut self,
+        output: &str,
+        key: impl Into<Vec<u8>>,
+        value: &E,
+    ) -> Result<(), ProcessError> {
+        let topic = self.wiring.outputs.get(output).ok_or_else(|| {
+            ProcessError::new(format!(
+                "stage `{}` emitted to undeclared output `{output}`",
+                self.wiring.name
+            ))
+        })?;
+        let value = self.registry.encode(value).map_err(|e| {
+            ProcessError::new(format!("encoding {} for `{output}`: {e}", E::FULL_NAME))
+        })?;
+        self.emitted.push(Emitted {
+            topic: topic.clone(),
+            key: key.into(),
+            value,
+        });
+        Ok(())
+    }
+
+    /// A state store of this stage.
+    pub fn store(&mut self, name: &str) -> Result<Store<'_>, ProcessError> {
+        let index = self
+            .wiring
+            .stores
+            .clone()
+            .find(|&i| self.stores.infos()[i].name == name)
+            .ok_or_else(|| {
+                ProcessError::new(format!(
+                    "stage `{}` has no store `{name}`",
+                    self.wiring.name
+                ))
+            })?;
+        Ok(Store {
+            stores: self.stores,
+            index,
+        })
+    }
+
+    /// The current time from the runtime's clock.
+    pub fn now(&self) -> SystemTime {
+        self.now
+    }
+
+    /// The partition being processed; stores are per partition.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The schema registry, for stages that decode nested payloads.
+    pub fn registry(&self) -> &'static Registry {
+        self.registry
+    }
+}
+
+/// One key-value store, scoped to the current partition. Values are JSON-encoded.
+pub struct Store<'a> {
+    stores: &'a mut PartitionStores,
+    index: usize,
+}
+
+impl Store<'_> {
+    /// Reads a value.
+    pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ProcessError> {
+        let raw = self
+            .stores
+            .get(self.index, key)
+            .map_err(|e| ProcessError::new(e.to_string()))?;
+        raw.map(|bytes| serde_json::from_slice(&bytes))
+            .transpose()
+            .map_err(|e| ProcessError::new(format!("corrupt state value: {e}")))
+    }
+
+    /// Writes a value.
+    pub fn put<T: Serialize>(&mut self, key: &[u8], value: &T) -> Result<(), ProcessError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| ProcessError::new(e.to_string()))?;
+        self.stores.stage(self.index, key, Some(bytes));
+        Ok(())
+    }
+
+    /// Deletes a key.
+    pub fn delete(&mut self, key: &[u8]) {
+        self.stores.stage(self.index, key, None);
+    }
+}

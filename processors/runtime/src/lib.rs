@@ -1,0 +1,24 @@
+//! What a stage sees, and nothing about Kafka.
+//!
+//! A stage is a [`Processor`]: typed records in, [`Context`] with state stores and `emit`,
+//! records out. [`TaskRunner`] runs a chain of stages (one, or several fused) on a partition's
+//! [`PartitionStores`], making each record's effects atomic and sending failures to the
+//! dead-letter topic. The Kafka executor in `connectors/kafka` wraps that in transactions;
+//! [`testing::TestDriver`] runs it in-process for unit tests.
+#![deny(missing_docs)]
+
+pub mod clock;
+mod context;
+mod processor;
+pub mod store;
+mod task;
+pub mod telemetry;
+pub mod testing;
+pub mod topology;
+
+pub use context::{Context, Emitted, StageWiring, Store};
+pub use processor::{
+    parse_config, DynProcessor, Input, ProcessError, Processor, RawRecord, Record, StageError,
+    StageKind, StageKinds,
+};
+pub use task::{OutRecord, TaskRunner};

@@ -1,0 +1,178 @@
+//! The shape every stage has: typed records in, state stores, records out.
+
+use pavilion_schemas::{CodecError, Event, Registry};
+
+use crate::context::Context;
+
+/// A record as a processor sees it: decoded value plus where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<T> {
+    /// The record key (empty when the record had none).
+    pub key: Vec<u8>,
+    /// The decoded value.
+    pub value: T,
+    /// Topic it was read from.
+    pub topic: String,
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Offset, or -1 for a record handed over inside a fused task before it has one.
+    pub offset: i64,
+    /// Record timestamp, milliseconds since the epoch.
+    pub timestamp_ms: i64,
+}
+
+/// What a processor reads: one event type, or an enum over the types of several inputs.
+pub trait Input: Sized {
+    /// Decodes the framed bytes read from `topic`.
+    fn decode(registry: &Registry, topic: &str, bytes: &[u8]) -> Result<Self, CodecError>;
+}
+
+impl<E: Event> Input for E {
+    fn decode(registry: &Registry, _topic: &str, bytes: &[u8]) -> Result<Self, CodecError> {
+        registry.decode(bytes)
+    }
+}
+
+/// A stage's failure on one record: the record goes to the dead-letter topic with this reason
+/// and nothing it wrote or emitted survives.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProcessError(pub String);
+
+impl ProcessError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ProcessError(message.into())
+    }
+}
+
+/// A stage's logic. It never sees Kafka: the runtime decodes input, hands it a [`Context`]
+/// with its stores and an `emit`, and makes the effects of each record atomic.
+pub trait Processor: Send {
+    /// What the stage reads.
+    type Input: Input;
+
+    /// Handles one record.
+    fn process(
+        &mut self,
+        ctx: &mut Context<'_>,
+        record: Record<Self::Input>,
+    ) -> Result<(), ProcessError>;
+
+    /// Called every `punctuate_every` (topology.yaml) for each assigned partition, with the
+    /// context's clock; for expiry and periodic output.
+    fn punctuate(&mut self, _ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+/// Why a raw record could not be processed; names the dead-letter reason code.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The bytes are not a record of the contract.
+    #[error(transparent)]
+    Decode(#[from] CodecError),
+    /// The processor refused the record.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+impl StageError {
+    /// The dead-letter reason code (`DeadLetterReason` in `dead_letter.avsc`).
+    pub fn reason(&self) -> pavilion_schemas::DeadLetterReason {
+        use pavilion_schemas::DeadLetterReason as R;
+        match self {
+            StageError::Decode(CodecError::SchemaMismatch { .. }) => R::SchemaMismatch,
+            StageError::Decode(CodecError::UnknownFingerprint(_)) => R::UnknownSchema,
+            StageError::Decode(_) => R::Undecodable,
+            StageError::Process(_) => R::ProcessorError,
+        }
+    }
+}
+
+/// A raw record as the runtime hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset (-1 inside a fused task).
+    pub offset: i64,
+    /// Timestamp, ms.
+    pub timestamp_ms: i64,
+    /// Key bytes.
+    pub key: Option<&'a [u8]>,
+    /// Value bytes.
+    pub value: Option<&'a [u8]>,
+}
+
+/// A processor with its input type erased, so the runtime can hold stages of any kind.
+pub trait DynProcessor: Send {
+    /// Decodes and processes one raw record.
+    fn process_raw(&mut self, ctx: &mut Context<'_>, raw: RawRecord<'_>) -> Result<(), StageError>;
+    /// Punctuates.
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError>;
+}
+
+impl<P: Processor> DynProcessor for P {
+    fn process_raw(&mut self, ctx: &mut Context<'_>, raw: RawRecord<'_>) -> Result<(), StageError> {
+        let bytes = raw.value.unwrap_or_default();
+        let value = P::Input::decode(ctx.registry(), raw.topic, bytes)?;
+        let record = Record {
+            key: raw.key.unwrap_or_default().to_vec(),
+            value,
+            topic: raw.topic.to_owned(),
+            partition: raw.partition,
+            offset: raw.offset,
+            timestamp_ms: raw.timestamp_ms,
+        };
+        Ok(self.process(ctx, record)?)
+    }
+
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        Processor::punctuate(self, ctx)
+    }
+}
+
+/// A processor kind: what `kind:` in topology.yaml names. Each stage crate exports one.
+pub struct StageKind {
+    /// The name used in topology.yaml.
+    pub name: &'static str,
+    /// Output names the processor emits to; the topology maps each to a topic.
+    pub outputs: &'static [&'static str],
+    /// Stores the processor opens.
+    pub stores: &'static [&'static str],
+    /// Validates the `config:` section without building anything.
+    pub check_config: fn(&serde_json::Value) -> Result<(), String>,
+    /// Builds a processor from a checked config.
+    pub build: fn(&serde_json::Value) -> Result<Box<dyn DynProcessor>, String>,
+}
+
+/// The kinds a binary knows, by name.
+#[derive(Default)]
+pub struct StageKinds(Vec<&'static StageKind>);
+
+impl StageKinds {
+    /// A set of kinds.
+    pub fn new(kinds: impl IntoIterator<Item = &'static StageKind>) -> Self {
+        StageKinds(kinds.into_iter().collect())
+    }
+
+    /// Looks a kind up.
+    pub fn get(&self, name: &str) -> Option<&'static StageKind> {
+        self.0.iter().copied().find(|k| k.name == name)
+    }
+
+    /// Every kind's name.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|k| k.name).collect()
+    }
+}
+
+/// Deserializes a stage config strictly (the config struct should deny unknown fields).
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<T, String> {
+    serde_json::from_value(value.clone()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,219 @@
+//! State stores of one task on one partition: a RocksDB database that caches the stores'
+//! compacted changelog topics.
+//!
+//! Writes go through two overlays. A record's writes are *staged*; when the record succeeds
+//! they join the *transaction* overlay, when it fails they vanish with it. The transaction
+//! overlay is what the executor writes to the changelog inside the Kafka transaction, and is
+//! applied to RocksDB only after that transaction commits. So RocksDB only ever holds
+//! committed state, and the local directory can be deleted at any time.
+//!
+//! Each store has a *checkpoint*: a changelog offset up to which local state is known to be
+//! complete. Restore replays the changelog from there (from the start when there is none).
+//! Replaying from an earlier offset than needed is harmless: every changelog record carries
+//! the full value of its key, so replay converges to the same state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
+
+const CHECKPOINTS: &str = "__checkpoints";
+
+/// Failure of the local store.
+#[derive(Debug, thiserror::Error)]
+#[error("state store {path}: {source}")]
+pub struct StoreError {
+    path: PathBuf,
+    #[source]
+    source: rocksdb::Error,
+}
+
+/// Identity of one store within a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// Stage owning the store.
+    pub stage: String,
+    /// Store name.
+    pub name: String,
+    /// Its changelog topic.
+    pub changelog: String,
+}
+
+impl StoreInfo {
+    fn column_family(&self) -> String {
+        format!("{}.{}", self.stage, self.name)
+    }
+}
+
+type Overlay = BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
+
+/// The stores of one task on one partition.
+pub struct PartitionStores {
+    db: DB,
+    path: PathBuf,
+    stores: Vec<StoreInfo>,
+    transaction: Overlay,
+    staged: Overlay,
+}
+
+impl PartitionStores {
+    /// Opens (or creates) the database at `path` with a column family per store.
+    pub fn open(path: &Path, stores: Vec<StoreInfo>) -> Result<Self, StoreError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = stores
+            .iter()
+            .map(StoreInfo::column_family)
+            .chain([CHECKPOINTS.to_owned()])
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let err = |source| StoreError {
+            path: path.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(path).ok();
+        let db = DB::open_cf_descriptors(&options, path, families).map_err(err)?;
+        Ok(PartitionStores {
+            db,
+            path: path.to_owned(),
+            stores,
+            transaction: Overlay::new(),
+            staged: Overlay::new(),
+        })
+    }
+
+    fn err(&self, source: rocksdb::Error) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The stores, in index order.
+    pub fn infos(&self) -> &[StoreInfo] {
+        &self.stores
+    }
+
+    /// Index of a stage's store.
+    pub fn index(&self, stage: &str, name: &str) -> Option<usize> {
+        self.stores
+            .iter()
+            .position(|s| s.stage == stage && s.name == name)
+    }
+
+    /// Reads a key: staged writes first, then the open transaction, then committed state.
+    pub fn get(&self, store: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = (store, key.to_vec());
+        if let Some(v) = self.staged.get(&k).or_else(|| self.transaction.get(&k)) {
+            return Ok(v.clone());
+        }
+        let cf = self.cf(store);
+        self.db.get_cf(cf, key).map_err(|e| self.err(e))
+    }
+
+    /// Stages a write (`None` deletes).
+    pub fn stage(&mut self, store: usize, key: &[u8], value: Option<Vec<u8>>) {
+        self.staged.insert((store, key.to_vec()), value);
+    }
+
+    /// The record succeeded: its writes join the transaction.
+    pub fn keep_staged(&mut self) {
+        let staged = std::mem::take(&mut self.staged);
+        self.transaction.extend(staged);
+    }
+
+    /// The record failed: its writes are dropped.
+    pub fn drop_staged(&mut self) {
+        self.staged.clear();
+    }
+
+    /// The transaction's writes, last value per key, as changelog records.
+    pub fn changelog_records(&self) -> impl Iterator<Item = (&str, &[u8], Option<&[u8]>)> {
+        self.transaction.iter().map(|((store, key), value)| {
+            (
+                self.stores[*store].changelog.as_str(),
+                key.as_slice(),
+                value.as_deref(),
+            )
+        })
+    }
+
+    /// Whether the open transaction wrote anything.
+    pub fn is_dirty(&self) -> bool {
+        !self.transaction.is_empty()
+    }
+
+    /// The transaction committed in Kafka: make its writes local state.
+    pub fn apply_committed(&mut self) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for ((store, key), value) in std::mem::take(&mut self.transaction) {
+            let cf = self.cf(store);
+            match value {
+                Some(v) => batch.put_cf(cf, key, v),
+                None => batch.delete_cf(cf, key),
+            }
+        }
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    /// The transaction aborted: forget its writes.
+    pub fn discard(&mut self) {
+        self.transaction.clear();
+        self.staged.clear();
+    }
+
+    /// Offset of the changelog up to which local state is complete.
+    pub fn checkpoint(&self, changelog: &str) -> Result<Option<i64>, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(CHECKPOINTS)
+            .expect("checkpoint family exists");
+        let raw = self.db.get_cf(cf, changelog).map_err(|e| self.err(e))?;
+        Ok(raw.and_then(|b| b.try_into().ok()).map(i64::from_be_bytes))
+    }
+
+    /// Applies changelog records read during restore, and moves the checkpoint to `next_offset`
+    /// in the same atomic write.
+    pub fn restore(
+        &mut self,
+        store: usize,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+        next_offset: i64,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(store);
+        for (key, value) in records {
+            match value {
+                Some(v) => batch.put_cf(cf, key, v),
+                None => batch.delete_cf(cf, key),
+            }
+        }
+        let checkpoints = self
+            .db
+            .cf_handle(CHECKPOINTS)
+            .expect("checkpoint family exists");
+        batch.put_cf(
+            checkpoints,
+            &self.stores[store].changelog,
+            next_offset.to_be_bytes(),
+        );
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    /// Committed contents of a store, in key order (tests, tooling).
+    pub fn committed(&self, store: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(store), rocksdb::IteratorMode::Start)
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| self.err(e))
+            })
+            .collect()
+    }
+
+    fn cf(&self, store: usize) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(&self.stores[store].column_family())
+            .expect("every store has its column family")
+    }
+}

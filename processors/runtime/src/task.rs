@@ -1,0 +1,299 @@
+//! A task's processing, independent of Kafka: run a record through the task's chain of
+//! stages, make each stage's effects on one record atomic, route failures to the DLQ, hand
+//! intermediate records to the next fused stage. The Kafka executor (connectors/kafka) and
+//! the test driver ([`crate::testing`]) both drive this same code.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pavilion_schemas::{DeadLetter, Registry};
+
+use crate::clock::{epoch_millis, Clock};
+use crate::context::{Context, Emitted, StageWiring};
+use crate::processor::{DynProcessor, RawRecord, StageError, StageKinds};
+use crate::store::{PartitionStores, StoreInfo};
+use crate::telemetry::Telemetry;
+use crate::topology::Topology;
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Topic.
+    pub topic: String,
+    /// Explicit partition when the record stays on its input partition (co-partitioned
+    /// topics); `None` lets the producer hash the key.
+    pub partition: Option<i32>,
+    /// Key.
+    pub key: Vec<u8>,
+    /// Framed value.
+    pub value: Vec<u8>,
+}
+
+struct Stage {
+    wiring: StageWiring,
+    processor: Box<dyn DynProcessor>,
+    punctuate_every: Option<Duration>,
+    last_punctuation: Option<Instant>,
+}
+
+/// The stages of one task, ready to process.
+pub struct TaskRunner {
+    name: String,
+    stages: Vec<Stage>,
+    stores: Vec<StoreInfo>,
+    input_partitions: i32,
+    topic_partitions: std::collections::BTreeMap<String, i32>,
+    dlq: String,
+    registry: &'static Registry,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl TaskRunner {
+    /// Builds the processors of task `task` from the topology.
+    pub fn new(
+        topology: &Topology,
+        task: &str,
+        kinds: &StageKinds,
+        registry: &'static Registry,
+        clock: Arc<dyn Clock>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, String> {
+        let spec = topology
+            .tasks
+            .get(task)
+            .ok_or_else(|| format!("no task `{task}` in the topology"))?;
+        let mut stages = Vec::new();
+        let mut stores = Vec::new();
+        for name in &spec.stages {
+            let stage = &topology.stages[name];
+            let kind = kinds
+                .get(&stage.kind)
+                .ok_or_else(|| format!("unknown kind `{}`", stage.kind))?;
+            let processor =
+                (kind.build)(&stage.config).map_err(|e| format!("stage `{name}`: {e}"))?;
+            let first = stores.len();
+            stores.extend(stage.stores.iter().map(|s| StoreInfo {
+                stage: name.clone(),
+                name: s.name.clone(),
+                changelog: s.changelog.clone(),
+            }));
+            stages.push(Stage {
+                wiring: StageWiring {
+                    name: name.clone(),
+                    inputs: stage.inputs.clone(),
+                    outputs: stage.outputs.clone(),
+                    stores: first..stores.len(),
+                },
+                processor,
+                punctuate_every: stage.punctuate_every,
+                last_punctuation: None,
+            });
+        }
+        Ok(TaskRunner {
+            name: task.to_owned(),
+            stages,
+            stores,
+            input_partitions: topology.task_partitions(spec),
+            topic_partitions: topology
+                .topics
+                .iter()
+                .map(|(n, t)| (n.clone(), t.partitions))
+                .collect(),
+            dlq: topology.dlq.clone(),
+            registry,
+            clock,
+            telemetry,
+        })
+    }
+
+    /// Task name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stores every partition of this task has.
+    pub fn store_infos(&self) -> &[StoreInfo] {
+        &self.stores
+    }
+
+    /// Runs one input record through the chain; appends what to produce to `out`.
+    pub fn process(
+        &mut self,
+        stores: &mut PartitionStores,
+        raw: RawRecord<'_>,
+        out: &mut Vec<OutRecord>,
+    ) {
+        self.run_stage(0, stores, raw, out);
+    }
+
+    fn run_stage(
+        &mut self,
+        index: usize,
+        stores: &mut PartitionStores,
+        raw: RawRecord<'_>,
+        out: &mut Vec<OutRecord>,
+    ) {
+        let started = Instant::now();
+        let mut emitted = Vec::new();
+        let stage = &mut self.stages[index];
+        let result = {
+            let mut ctx = Context::new(
+                &stage.wiring,
+                stores,
+                &mut emitted,
+                self.registry,
+                self.clock.now(),
+                raw.partition,
+            );
+            stage.processor.process_raw(&mut ctx, raw)
+        };
+        let stage_name = stage.wiring.name.clone();
+        self.telemetry
+            .record_processed(&stage_name, started.elapsed());
+        match result {
+            Ok(()) => {
+                stores.keep_staged();
+                for e in emitted {
+                    let hand_over = self.feeds_next(index, &e.topic);
+                    self.push(&stage_name, raw.partition, &e, out);
+                    if hand_over {
+                        let next = RawRecord {
+                            topic: &e.topic,
+                            partition: raw.partition,
+                            offset: -1,
+                            timestamp_ms: raw.timestamp_ms,
+                            key: Some(&e.key),
+                            value: Some(&e.value),
+                        };
+                        self.run_stage(index + 1, stores, next, out);
+                    }
+                }
+            }
+            Err(error) => {
+                stores.drop_staged();
+                self.dead_letter(&stage_name, &error, raw, out);
+            }
+        }
+    }
+
+    fn feeds_next(&self, index: usize, topic: &str) -> bool {
+        self.stages
+            .get(index + 1)
+            .is_some_and(|next| next.wiring.inputs.len() == 1 && next.wiring.inputs[0] == topic)
+    }
+
+    fn push(&self, stage: &str, partition: i32, e: &Emitted, out: &mut Vec<OutRecord>) {
+        self.telemetry.record_emitted(stage, &e.topic);
+        let copartitioned = self.topic_partitions.get(&e.topic) == Some(&self.input_partitions);
+        out.push(OutRecord {
+            topic: e.topic.clone(),
+            partition: copartitioned.then_some(partition),
+            key: e.key.clone(),
+            value: e.value.clone(),
+        });
+    }
+
+    fn dead_letter(
+        &self,
+        stage: &str,
+        error: &StageError,
+        raw: RawRecord<'_>,
+        out: &mut Vec<OutRecord>,
+    ) {
+        let reason = error.reason();
+        let detail = error.to_string();
+        let reason_name = serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.telemetry.record_dead_lettered(
+            stage,
+            &reason_name,
+            &detail,
+            raw.topic,
+            raw.partition,
+            raw.offset,
+        );
+        let record = DeadLetter {
+            stage: stage.to_owned(),
+            reason,
+            detail,
+            source_topic: raw.topic.to_owned(),
+            source_partition: raw.partition,
+            source_offset: raw.offset,
+            original_key: raw.key.map(<[u8]>::to_vec),
+            original_value: raw.value.map(<[u8]>::to_vec),
+            record_timestamp: Some(raw.timestamp_ms),
+            dead_lettered_at: epoch_millis(self.clock.now()),
+        };
+        let value = self
+            .registry
+            .encode(&record)
+            .expect("the DeadLetter schema encodes every DeadLetter");
+        out.push(OutRecord {
+            topic: self.dlq.clone(),
+            partition: None,
+            key: raw.key.unwrap_or_default().to_vec(),
+            value,
+        });
+    }
+
+    /// Stages whose punctuation is due now; marks them as punctuated. The executor then calls
+    /// [`TaskRunner::punctuate`] with them for every assigned partition.
+    pub fn punctuations_due(&mut self) -> Vec<usize> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (index, stage) in self.stages.iter_mut().enumerate() {
+            let Some(every) = stage.punctuate_every else {
+                continue;
+            };
+            if stage
+                .last_punctuation
+                .is_none_or(|t| now.duration_since(t) >= every)
+            {
+                stage.last_punctuation = Some(now);
+                due.push(index);
+            }
+        }
+        due
+    }
+
+    /// Punctuates the given stages on one partition's stores.
+    pub fn punctuate(
+        &mut self,
+        due: &[usize],
+        stores: &mut PartitionStores,
+        partition: i32,
+        out: &mut Vec<OutRecord>,
+    ) {
+        for &index in due {
+            let stage = &mut self.stages[index];
+            let mut emitted = Vec::new();
+            let result = {
+                let mut ctx = Context::new(
+                    &stage.wiring,
+                    stores,
+                    &mut emitted,
+                    self.registry,
+                    self.clock.now(),
+                    partition,
+                );
+                stage.processor.punctuate(&mut ctx)
+            };
+            let name = stage.wiring.name.clone();
+            match result {
+                Ok(()) => {
+                    stores.keep_staged();
+                    for e in &emitted {
+                        self.push(&name, partition, e, out);
+                    }
+                }
+                Err(e) => {
+                    stores.drop_staged();
+                    tracing::error!(stage = name, error = %e, "punctuation failed; its effects were dropped");
+                }
+            }
+        }
+    }
+}

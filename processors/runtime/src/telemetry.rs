@@ -1,0 +1,253 @@
+//! Everything observable about a running pipeline, in one place: metric names, the events
+//! that move them (each logs and counts), and task health for `/readyz`.
+//!
+//! Stages never count their own inputs and outputs; the runtime does it around them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry,
+};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Creating clients, joining the group.
+    Starting,
+    /// Replaying changelogs into local stores.
+    Restoring,
+    /// Processing.
+    Running,
+    /// Stopped after shutdown.
+    Stopped,
+}
+
+/// Prometheus metrics of one process.
+pub struct Telemetry {
+    registry: PromRegistry,
+    records_in: IntCounterVec,
+    records_out: IntCounterVec,
+    dead_letters: IntCounterVec,
+    transactions: IntCounterVec,
+    transaction_seconds: HistogramVec,
+    processing_seconds: HistogramVec,
+    consumer_lag: IntGaugeVec,
+    restore_remaining: IntGaugeVec,
+    restored_records: IntCounterVec,
+    restarts: IntCounterVec,
+    states: Mutex<BTreeMap<String, TaskState>>,
+}
+
+fn counter(r: &PromRegistry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &PromRegistry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(
+    r: &PromRegistry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Telemetry {
+    /// Fresh metrics, registered in their own registry.
+    pub fn new() -> Arc<Self> {
+        let r = PromRegistry::new();
+        Arc::new(Telemetry {
+            records_in: counter(
+                &r,
+                "pavilion_records_in_total",
+                "Records handed to a stage.",
+                &["stage"],
+            ),
+            records_out: counter(
+                &r,
+                "pavilion_records_out_total",
+                "Records a stage emitted, by topic.",
+                &["stage", "topic"],
+            ),
+            dead_letters: counter(
+                &r,
+                "pavilion_dead_letters_total",
+                "Records sent to the dead-letter topic.",
+                &["stage", "reason"],
+            ),
+            transactions: counter(
+                &r,
+                "pavilion_transactions_total",
+                "Kafka transactions ended, by outcome.",
+                &["task", "outcome"],
+            ),
+            transaction_seconds: histogram(
+                &r,
+                "pavilion_transaction_commit_seconds",
+                "Time to commit a transaction (changelog flush, offsets, commit).",
+                &["task"],
+                prometheus::exponential_buckets(0.001, 2.0, 14).expect("buckets"),
+            ),
+            processing_seconds: histogram(
+                &r,
+                "pavilion_processing_seconds",
+                "Time a stage spends on one record.",
+                &["stage"],
+                prometheus::exponential_buckets(0.000_005, 2.0, 18).expect("buckets"),
+            ),
+            consumer_lag: gauge(
+                &r,
+                "pavilion_consumer_lag",
+                "Records behind the end of each input partition.",
+                &["task", "topic", "partition"],
+            ),
+            restore_remaining: gauge(
+                &r,
+                "pavilion_restore_remaining_records",
+                "Changelog records left to restore.",
+                &["task", "changelog", "partition"],
+            ),
+            restored_records: counter(
+                &r,
+                "pavilion_restored_records_total",
+                "Changelog records replayed into local stores.",
+                &["task", "changelog"],
+            ),
+            restarts: counter(
+                &r,
+                "pavilion_task_restarts_total",
+                "Task restarts after a fatal or transaction error.",
+                &["task"],
+            ),
+            states: Mutex::new(BTreeMap::new()),
+            registry: r,
+        })
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&families, &mut out)
+            .expect("text encoding cannot fail");
+        out
+    }
+
+    /// A stage handled a record.
+    pub fn record_processed(&self, stage: &str, took: Duration) {
+        self.records_in.with_label_values(&[stage]).inc();
+        self.processing_seconds
+            .with_label_values(&[stage])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A stage emitted a record.
+    pub fn record_emitted(&self, stage: &str, topic: &str) {
+        self.records_out.with_label_values(&[stage, topic]).inc();
+    }
+
+    /// A record went to the dead-letter topic.
+    pub fn record_dead_lettered(
+        &self,
+        stage: &str,
+        reason: &str,
+        detail: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) {
+        tracing::warn!(
+            stage,
+            reason,
+            detail,
+            topic,
+            partition,
+            offset,
+            "record dead-lettered"
+        );
+        self.dead_letters.with_label_values(&[stage, reason]).inc();
+    }
+
+    /// A transaction committed.
+    pub fn transaction_committed(&self, task: &str, records: usize, took: Duration) {
+        tracing::trace!(task, records, ?took, "transaction committed");
+        self.transactions
+            .with_label_values(&[task, "committed"])
+            .inc();
+        self.transaction_seconds
+            .with_label_values(&[task])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A transaction aborted.
+    pub fn transaction_aborted(&self, task: &str, why: &str) {
+        tracing::warn!(task, why, "transaction aborted");
+        self.transactions
+            .with_label_values(&[task, "aborted"])
+            .inc();
+    }
+
+    /// A task is restarting after an error.
+    pub fn task_restarted(&self, task: &str, error: &str) {
+        tracing::error!(task, error, "task failed; restarting");
+        self.restarts.with_label_values(&[task]).inc();
+    }
+
+    /// Lag of an input partition, from the consumer's statistics.
+    pub fn lag_observed(&self, task: &str, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .with_label_values(&[task, topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    /// Restore moved on.
+    pub fn restore_progressed(
+        &self,
+        task: &str,
+        changelog: &str,
+        partition: i32,
+        applied: usize,
+        remaining: i64,
+    ) {
+        self.restored_records
+            .with_label_values(&[task, changelog])
+            .inc_by(applied as u64);
+        self.restore_remaining
+            .with_label_values(&[task, changelog, &partition.to_string()])
+            .set(remaining);
+    }
+
+    /// A task changed state.
+    pub fn task_state(&self, task: &str, state: TaskState) {
+        tracing::info!(task, ?state, "task state");
+        self.states
+            .lock()
+            .expect("states lock")
+            .insert(task.to_owned(), state);
+    }
+
+    /// Ready when every task is running.
+    pub fn ready(&self) -> bool {
+        let states = self.states.lock().expect("states lock");
+        !states.is_empty() && states.values().all(|s| *s == TaskState::Running)
+    }
+
+    /// Task states, for `/readyz`.
+    pub fn states(&self) -> BTreeMap<String, TaskState> {
+        self.states.lock().expect("states lock").clone()
+    }
+}

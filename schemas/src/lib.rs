@@ -1,0 +1,343 @@
+//! The Avro wire contract of every Pavilion topic.
+//!
+//! Framing is Avro **single-object encoding**: `C3 01`, the 8-byte little-endian CRC-64-AVRO
+//! (Rabin) fingerprint of the writer schema's Parsing Canonical Form, then the Avro binary
+//! datum. It needs no schema registry: a consumer that has the `.avsc` files of this folder
+//! (current and `released/`) can map every fingerprint to its writer schema and resolve it to
+//! the current reader schema. `examples/python/pavilion_avro.py` does exactly that.
+//!
+//! The schemas are embedded at build time (`build.rs`), so the binary carries the contract.
+#![deny(missing_docs)]
+
+mod events;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use apache_avro::rabin::Rabin;
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use serde::{de::DeserializeOwned, Serialize};
+
+pub use events::*;
+
+/// Marker bytes that open every single-object-encoded record.
+pub const MAGIC: [u8; 2] = [0xC3, 0x01];
+const HEADER_LEN: usize = 10;
+
+/// A typed event with a schema in this folder.
+pub trait Event: Serialize + DeserializeOwned {
+    /// Full Avro name (`namespace.Name`) of the record schema this type mirrors.
+    const FULL_NAME: &'static str;
+}
+
+/// One `.avsc` file embedded in the binary.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaFile {
+    /// Path relative to `schemas/`.
+    pub file: &'static str,
+    /// Whether it is a frozen, published version under `released/`.
+    pub released: bool,
+    /// The schema text.
+    pub json: &'static str,
+}
+
+/// Every schema file of the contract, current ones first.
+pub const SCHEMA_FILES: &[SchemaFile] = include!(concat!(env!("OUT_DIR"), "/schema_files.rs"));
+
+/// Errors from encoding or decoding a framed record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The bytes do not start with the single-object marker, or are shorter than its header.
+    #[error("not a single-object-encoded Avro record (expected C3 01 + 8-byte fingerprint, got {got} bytes starting {prefix})")]
+    BadFraming {
+        /// Length of the input.
+        got: usize,
+        /// Hex of the first bytes.
+        prefix: String,
+    },
+    /// The fingerprint names no schema of the contract.
+    #[error("unknown schema fingerprint {0}")]
+    UnknownFingerprint(String),
+    /// The record was written with another record type than the one expected.
+    #[error("schema mismatch: expected {expected}, record is {found}")]
+    SchemaMismatch {
+        /// The full name the reader expected.
+        expected: String,
+        /// The full name of the writer schema.
+        found: String,
+    },
+    /// No current schema exists with this name.
+    #[error("no schema named {0} in schemas/")]
+    UnknownSchema(String),
+    /// The Avro library rejected the datum.
+    #[error("avro {op} of {schema}: {source}")]
+    Avro {
+        /// "encode" or "decode".
+        op: &'static str,
+        /// Full schema name.
+        schema: String,
+        /// The library error.
+        #[source]
+        source: Box<apache_avro::Error>,
+    },
+}
+
+/// A schema file that could not be loaded, or a released version the current one cannot read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContractError {
+    /// The file does not parse as an Avro schema.
+    #[error("{file}: {source}")]
+    Parse {
+        /// File name.
+        file: String,
+        /// The library error.
+        #[source]
+        source: Box<apache_avro::Error>,
+    },
+    /// The top-level schema is not a named record.
+    #[error("{file}: top-level schema must be a named record")]
+    NotARecord {
+        /// File name.
+        file: String,
+    },
+    /// Two current files define the same record.
+    #[error("{file}: {name} is already defined by {other}")]
+    Duplicate {
+        /// File name.
+        file: String,
+        /// Full record name.
+        name: String,
+        /// The earlier file.
+        other: String,
+    },
+    /// A released version has no current schema any more.
+    #[error("{file}: released schema {name} has no current schema (records of it would become unreadable)")]
+    Removed {
+        /// File name.
+        file: String,
+        /// Full record name.
+        name: String,
+    },
+    /// The current schema cannot read data written with a released version.
+    #[error(
+        "{file}: current {name} cannot read data written with this released version: {reason}"
+    )]
+    Incompatible {
+        /// File name of the released version.
+        file: String,
+        /// Full record name.
+        name: String,
+        /// Why, from the compatibility checker.
+        reason: String,
+    },
+}
+
+struct Writer {
+    name: String,
+    schema: Schema,
+}
+
+/// All schemas of the contract, indexed by full name (current) and fingerprint (every version).
+pub struct Registry {
+    current: HashMap<String, (Schema, [u8; 8])>,
+    writers: HashMap<[u8; 8], Writer>,
+}
+
+impl Registry {
+    /// The registry of the embedded contract. Panics only if the embedded files are broken,
+    /// which `contract_is_valid` in this crate's tests rules out.
+    pub fn builtin() -> &'static Registry {
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        REGISTRY.get_or_init(|| {
+            Registry::load(SCHEMA_FILES)
+                .unwrap_or_else(|errors| panic!("embedded schemas are invalid: {errors:?}"))
+        })
+    }
+
+    /// Loads and checks a set of schema files; reports every problem, not just the first.
+    pub fn load(files: &[SchemaFile]) -> Result<Registry, Vec<ContractError>> {
+        let mut errors = Vec::new();
+        let mut current: HashMap<String, (Schema, [u8; 8])> = HashMap::new();
+        let mut current_file: HashMap<String, &str> = HashMap::new();
+        let mut writers = HashMap::new();
+        let mut released = Vec::new();
+        for f in files {
+            let schema = match Schema::parse_str(f.json) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(ContractError::Parse {
+                        file: f.file.into(),
+                        source: Box::new(e),
+                    });
+                    continue;
+                }
+            };
+            let Schema::Record(record) = &schema else {
+                errors.push(ContractError::NotARecord {
+                    file: f.file.into(),
+                });
+                continue;
+            };
+            let name = record.name.fullname(None);
+            let fp = match fingerprint_json(f.json) {
+                Ok(fp) => fp,
+                Err(e) => {
+                    errors.push(ContractError::Parse {
+                        file: f.file.into(),
+                        source: Box::new(e),
+                    });
+                    continue;
+                }
+            };
+            if f.released {
+                released.push((f.file, name.clone(), schema.clone()));
+            } else if let Some(other) = current_file.insert(name.clone(), f.file) {
+                errors.push(ContractError::Duplicate {
+                    file: f.file.into(),
+                    name: name.clone(),
+                    other: other.into(),
+                });
+            } else {
+                current.insert(name.clone(), (schema.clone(), fp));
+            }
+            writers.insert(fp, Writer { name, schema });
+        }
+        for (file, name, old) in released {
+            match current.get(&name) {
+                None => errors.push(ContractError::Removed {
+                    file: file.into(),
+                    name,
+                }),
+                Some((new, _)) => {
+                    if let Err(e) = SchemaCompatibility::can_read(&old, new) {
+                        errors.push(ContractError::Incompatible {
+                            file: file.into(),
+                            name,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Registry { current, writers })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The current schema of a record type.
+    pub fn schema(&self, full_name: &str) -> Option<&Schema> {
+        self.current.get(full_name).map(|(s, _)| s)
+    }
+
+    /// Encodes a typed event with its current schema, framed.
+    pub fn encode<E: Event>(&self, event: &E) -> Result<Vec<u8>, CodecError> {
+        let (schema, fp) = self
+            .current
+            .get(E::FULL_NAME)
+            .ok_or_else(|| CodecError::UnknownSchema(E::FULL_NAME.into()))?;
+        let avro = |source| CodecError::Avro {
+            op: "encode",
+            schema: E::FULL_NAME.into(),
+            source: Box::new(source),
+        };
+        let value = apache_avro::to_value(event)
+            .and_then(|v| v.resolve(schema))
+            .map_err(avro)?;
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(fp);
+        out.extend(apache_avro::to_avro_datum(schema, value).map_err(avro)?);
+        Ok(out)
+    }
+
+    /// Decodes a framed record into the expected event type, resolving an older writer
+    /// schema to the current one.
+    pub fn decode<E: Event>(&self, bytes: &[u8]) -> Result<E, CodecError> {
+        let (name, value) = self.decode_value(bytes)?;
+        if name != E::FULL_NAME {
+            return Err(CodecError::SchemaMismatch {
+                expected: E::FULL_NAME.into(),
+                found: name.into(),
+            });
+        }
+        apache_avro::from_value(&value).map_err(|e| CodecError::Avro {
+            op: "decode",
+            schema: name.into(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Decodes any framed record of the contract into its full name and a generic value.
+    pub fn decode_value<'a>(&'a self, bytes: &[u8]) -> Result<(&'a str, Value), CodecError> {
+        if bytes.len() < HEADER_LEN || bytes[..2] != MAGIC {
+            return Err(CodecError::BadFraming {
+                got: bytes.len(),
+                prefix: hex(&bytes[..bytes.len().min(HEADER_LEN)]),
+            });
+        }
+        let fp: [u8; 8] = bytes[2..HEADER_LEN].try_into().expect("8 bytes");
+        let writer = self
+            .writers
+            .get(&fp)
+            .ok_or_else(|| CodecError::UnknownFingerprint(hex(&fp)))?;
+        let reader = &self.current[&writer.name].0;
+        let mut body = &bytes[HEADER_LEN..];
+        let value =
+            apache_avro::from_avro_datum(&writer.schema, &mut body, Some(reader)).map_err(|e| {
+                CodecError::Avro {
+                    op: "decode",
+                    schema: writer.name.clone(),
+                    source: Box::new(e),
+                }
+            })?;
+        Ok((&writer.name, value))
+    }
+
+    /// Names of every current record schema, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<_> = self.current.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form, in wire (little-endian)
+/// order, as Java's `SchemaNormalization` and Python's fastavro compute it.
+///
+/// apache-avro 0.21 keeps `{"type":"long"}` for a `timestamp-millis` long where the spec's
+/// canonical form is `"long"` (logical types are stripped), so the annotations are removed
+/// before the crate computes the form; `fingerprints_match_the_spec` pins this.
+pub fn fingerprint_json(json: &str) -> Result<[u8; 8], apache_avro::Error> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("logicalType");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| apache_avro::Error::from(apache_avro::error::Details::ParseSchemaJson(e)))?;
+    strip(&mut value);
+    let schema = Schema::parse(&value)?;
+    Ok(schema
+        .fingerprint::<Rabin>()
+        .bytes
+        .try_into()
+        .expect("Rabin fingerprints are 8 bytes"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

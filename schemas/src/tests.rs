@@ -1,0 +1,185 @@
+use super::*;
+
+fn file(name: &'static str, released: bool, json: &'static str) -> SchemaFile {
+    SchemaFile {
+        file: name,
+        released,
+        json,
+    }
+}
+
+#[test]
+fn contract_is_valid() {
+    let registry = Registry::load(SCHEMA_FILES).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(registry.names().contains(&"pavilion.DeadLetter"));
+    assert!(registry.names().contains(&"pavilion.VerificationRequest"));
+}
+
+#[test]
+fn fingerprints_match_the_spec() {
+    // Avro spec / Java SchemaNormalization: CRC-64-AVRO("int") = 0x7275d51a3f395c8f.
+    assert_eq!(
+        fingerprint_json(r#""int""#).unwrap(),
+        0x7275d51a3f395c8f_u64.to_le_bytes()
+    );
+    // A logical type does not change the canonical form (fastavro and Java agree).
+    let plain = r#"{"type":"record","name":"T","fields":[{"name":"t","type":"long"}]}"#;
+    let logical = r#"{"type":"record","name":"T","fields":[{"name":"t","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+    assert_eq!(
+        fingerprint_json(plain).unwrap(),
+        fingerprint_json(logical).unwrap()
+    );
+}
+
+#[test]
+fn every_event_round_trips() {
+    let r = Registry::builtin();
+    let event = DemoEvent {
+        key: "k".into(),
+        seq: 7,
+        payload: "p".into(),
+    };
+    assert_eq!(
+        r.decode::<DemoEvent>(&r.encode(&event).unwrap()).unwrap(),
+        event
+    );
+    let count = KeyCount {
+        key: "k".into(),
+        seq: 7,
+        count: 3,
+    };
+    assert_eq!(
+        r.decode::<KeyCount>(&r.encode(&count).unwrap()).unwrap(),
+        count
+    );
+    let total = KeyTotal {
+        key: "k".into(),
+        seq: 7,
+        count: 3,
+        sum: 6,
+    };
+    assert_eq!(
+        r.decode::<KeyTotal>(&r.encode(&total).unwrap()).unwrap(),
+        total
+    );
+    let dead = DeadLetter {
+        stage: "s".into(),
+        reason: DeadLetterReason::Undecodable,
+        detail: "d".into(),
+        source_topic: "t".into(),
+        source_partition: 2,
+        source_offset: 9,
+        original_key: Some(b"k".to_vec()),
+        original_value: None,
+        record_timestamp: Some(1),
+        dead_lettered_at: 2,
+    };
+    assert_eq!(
+        r.decode::<DeadLetter>(&r.encode(&dead).unwrap()).unwrap(),
+        dead
+    );
+}
+
+#[test]
+fn decoding_rejects_what_is_not_ours() {
+    let r = Registry::builtin();
+    assert!(matches!(
+        r.decode::<DemoEvent>(b"garbage"),
+        Err(CodecError::BadFraming { .. })
+    ));
+    assert!(matches!(
+        r.decode::<DemoEvent>(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0]),
+        Err(CodecError::UnknownFingerprint(_))
+    ));
+    let count = r
+        .encode(&KeyCount {
+            key: "k".into(),
+            seq: 1,
+            count: 1,
+        })
+        .unwrap();
+    assert!(matches!(
+        r.decode::<DemoEvent>(&count),
+        Err(CodecError::SchemaMismatch { .. })
+    ));
+    let mut truncated = r
+        .encode(&DemoEvent {
+            key: "key".into(),
+            seq: 1,
+            payload: "x".repeat(40),
+        })
+        .unwrap();
+    truncated.truncate(20);
+    assert!(matches!(
+        r.decode::<DemoEvent>(&truncated),
+        Err(CodecError::Avro { .. })
+    ));
+}
+
+const V1: &str =
+    r#"{"type":"record","name":"E","namespace":"t","fields":[{"name":"a","type":"long"}]}"#;
+
+#[test]
+fn a_compatible_change_reads_old_records() {
+    let v2 = r#"{"type":"record","name":"E","namespace":"t","fields":[{"name":"a","type":"long"},{"name":"b","type":"string","default":"none"}]}"#;
+    let registry = Registry::load(&[
+        file("e.avsc", false, v2),
+        file("released/e.v1.avsc", true, V1),
+    ])
+    .unwrap();
+    let old = apache_avro::to_avro_datum(
+        &Schema::parse_str(V1).unwrap(),
+        Value::Record(vec![("a".into(), Value::Long(5))]),
+    )
+    .unwrap();
+    let mut framed = MAGIC.to_vec();
+    framed.extend(fingerprint_json(V1).unwrap());
+    framed.extend(old);
+    let (name, value) = registry.decode_value(&framed).unwrap();
+    assert_eq!(name, "t.E");
+    assert_eq!(
+        value,
+        Value::Record(vec![
+            ("a".into(), Value::Long(5)),
+            ("b".into(), Value::String("none".into()))
+        ])
+    );
+}
+
+#[test]
+fn an_incompatible_change_is_refused() {
+    let no_default = r#"{"type":"record","name":"E","namespace":"t","fields":[{"name":"a","type":"long"},{"name":"b","type":"string"}]}"#;
+    let errors = Registry::load(&[
+        file("e.avsc", false, no_default),
+        file("released/e.v1.avsc", true, V1),
+    ])
+    .err()
+    .expect("adding a field without default must be refused");
+    assert!(
+        matches!(&errors[..], [ContractError::Incompatible { name, .. }] if name == "t.E"),
+        "{errors:?}"
+    );
+
+    let removed = Registry::load(&[file("released/e.v1.avsc", true, V1)])
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&removed[..], [ContractError::Removed { .. }]),
+        "{removed:?}"
+    );
+}
+
+/// Every current schema has a frozen copy in `released/`, so a later change that breaks
+/// backward compatibility fails `contract_is_valid` instead of slipping through.
+#[test]
+fn every_current_schema_is_released() {
+    let registry = Registry::builtin();
+    for name in registry.names() {
+        let (_, fp) = &registry.current[name];
+        let released = SCHEMA_FILES
+            .iter()
+            .filter(|f| f.released)
+            .any(|f| fingerprint_json(f.json).ok().as_ref() == Some(fp));
+        assert!(released, "{name} changed since its last release: run `pavilion schemas release` after checking compatibility");
+    }
+}
