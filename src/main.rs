@@ -1,1 +1,168 @@
-fn main() {}
+//! `pavilion`: the one binary. Parsing and validation live here; the work lives in the
+//! crates under `processors/`, `connectors/` and `schemas/`.
+
+mod bench;
+mod demo;
+mod kinds;
+mod run;
+mod schemas_cmd;
+mod topology_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Pavilion trust broker: an exactly-once stream-processing pipeline on Apache Kafka.
+///
+/// Start the local broker with `scripts/infra up`, then try `pavilion demo`.
+#[derive(Parser)]
+#[command(name = "pavilion", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and validate topology.yaml.
+    Topology {
+        #[command(subcommand)]
+        command: TopologyCommand,
+    },
+    /// Provision Kafka topics from topology.yaml.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Run the pipeline's tasks (all, or those named) until SIGTERM/SIGINT.
+    Run(run::RunArgs),
+    /// Run the sample pipeline end to end on the local broker and print a summary.
+    Demo(demo::DemoArgs),
+    /// Benchmarks; results are printed and written as JSON under bench/results/.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// The Avro wire contract in schemas/.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopologyCommand {
+    /// Check the file and list every error with its line; exit 1 if there is any.
+    Check(TopologyFile),
+    /// Print the tasks, their stages, topics and derived names.
+    Show(TopologyFile),
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create missing topics (declared ones and store changelogs); report existing ones that
+    /// differ from their declaration. Idempotent.
+    Create(ClusterArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Records/s through the two-stage exactly-once topology vs a plain produce→consume
+    /// pass-through on the same broker, in one run.
+    Passthrough(bench::PassthroughArgs),
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// List record schemas with their fingerprints.
+    List,
+    /// Check the contract: every file parses, every released version is readable.
+    Check,
+    /// Freeze current schemas that changed into schemas/released/ (after `check` passes).
+    Release {
+        /// The schemas folder.
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+}
+
+/// Where topology.yaml is.
+#[derive(Args, Clone)]
+pub struct TopologyFile {
+    /// Path of the topology file.
+    #[arg(
+        long,
+        short = 't',
+        env = "PAVILION_TOPOLOGY",
+        default_value = "topology.yaml"
+    )]
+    pub topology: PathBuf,
+}
+
+/// How to reach Kafka, and which topology.
+#[derive(Args, Clone)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub file: TopologyFile,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        short = 'b',
+        env = "PAVILION_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    /// Extra librdkafka client setting, repeatable (e.g. `-X security.protocol=SASL_SSL`).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub client_config: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+/// Parses `100ms`, `2s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 100ms, 2s, 1m)"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAVILION_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,pavilion=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Topology { command } => match command {
+            TopologyCommand::Check(f) => topology_cmd::check(&f),
+            TopologyCommand::Show(f) => topology_cmd::show(&f),
+        },
+        Command::Topics { command } => match command {
+            TopicsCommand::Create(args) => topology_cmd::create_topics(&args),
+        },
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::demo(args),
+        Command::Bench { command } => match command {
+            BenchCommand::Passthrough(args) => bench::passthrough(args),
+        },
+        Command::Schemas { command } => match command {
+            SchemasCommand::List => schemas_cmd::list(),
+            SchemasCommand::Check => schemas_cmd::check(),
+            SchemasCommand::Release { dir } => schemas_cmd::release(&dir),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

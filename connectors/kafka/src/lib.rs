@@ -4,9 +4,11 @@
 //! provisions topics from the topology. Stages never see anything from here.
 
 mod admin;
+mod client;
 mod executor;
 mod settings;
 
 pub use admin::{ensure_topics, TopicStatus};
+pub use client::{PlainProducer, ReadRecord, TopicReader};
 pub use executor::{run_task, RunnerFactory};
 pub use settings::KafkaSettings;

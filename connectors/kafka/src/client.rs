@@ -1,0 +1,152 @@
+//! Plain clients for the edges (demo load, benchmarks, tests): an idempotent producer and a
+//! read_committed reader that reads whole topics. Stages never use these.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::settings::KafkaSettings;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An idempotent, non-transactional producer, as an RP back end would use.
+pub struct PlainProducer {
+    inner: BaseProducer,
+}
+
+impl PlainProducer {
+    /// Connects.
+    pub fn new(settings: &KafkaSettings) -> Result<Self> {
+        let inner = settings
+            .client()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random")
+            .create()
+            .context("creating producer")?;
+        Ok(PlainProducer { inner })
+    }
+
+    /// Queues a record, waiting while the local queue is full.
+    pub fn send(&self, topic: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut record = BaseRecord::to(topic).key(key).payload(value);
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.inner.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).with_context(|| format!("producing to {topic}")),
+            }
+        }
+    }
+
+    /// Waits until every queued record is acknowledged.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush(TIMEOUT).context("flushing producer")
+    }
+}
+
+/// A record read back.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value (`None` for a tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Timestamp, ms.
+    pub timestamp_ms: i64,
+}
+
+/// Reads every partition of some topics from the beginning, read_committed, without a group.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+}
+
+impl TopicReader {
+    /// Assigns every partition of `topics` from the beginning.
+    pub fn new(settings: &KafkaSettings, topics: &[&str]) -> Result<Self> {
+        let consumer: BaseConsumer = settings
+            .client()
+            .set("group.id", "pavilion-reader-unused")
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .context("creating reader")?;
+        let mut list = TopicPartitionList::new();
+        for topic in topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), TIMEOUT)
+                .with_context(|| format!("metadata of {topic}"))?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    list.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+                }
+            }
+        }
+        consumer.assign(&list)?;
+        Ok(TopicReader { consumer })
+    }
+
+    /// The next record, if one arrives within `timeout`.
+    pub fn poll(&self, timeout: Duration) -> Result<Option<ReadRecord>> {
+        match self.consumer.poll(timeout) {
+            None | Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(m)) => Ok(Some(ReadRecord {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().unwrap_or_default().to_vec(),
+                value: m.payload().map(<[u8]>::to_vec),
+                timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+            })),
+        }
+    }
+
+    /// Reads until every assigned partition's position reaches the end offset it had when
+    /// called (committed data only), or `timeout` passes.
+    pub fn read_to_end(&self, timeout: Duration) -> Result<Vec<ReadRecord>> {
+        let assignment = self.consumer.assignment()?;
+        let mut ends = BTreeMap::new();
+        for e in assignment.elements() {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), TIMEOUT)?;
+            ends.insert((e.topic().to_owned(), e.partition()), high);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            if let Some(r) = self.poll(Duration::from_millis(100))? {
+                out.push(r);
+                continue;
+            }
+            let positions = self.consumer.position()?;
+            let done = ends.iter().all(|((topic, partition), end)| {
+                *end == 0
+                    || matches!(positions.find_partition(topic, *partition).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
+            });
+            if done {
+                return Ok(out);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("reader did not reach the end offsets {ends:?} within {timeout:?}; positions {positions:?}");
+            }
+        }
+    }
+}

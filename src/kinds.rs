@@ -1,0 +1,8 @@
+//! Every processor kind this binary can build, by the name topology.yaml uses.
+
+use pavilion_runtime::StageKinds;
+
+/// The kinds compiled in.
+pub fn all() -> StageKinds {
+    StageKinds::new([&pavilion_counter::KIND, &pavilion_totals::KIND])
+}

@@ -1,0 +1,202 @@
+//! `pavilion run`: build the tasks from topology.yaml and run them, each on its own thread,
+//! with `/metrics`, `/healthz` and `/readyz` served beside them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use axum::{http::StatusCode, routing::get, Router};
+use clap::Args;
+use pavilion_kafka::{run_task, KafkaSettings};
+use pavilion_runtime::clock::SystemClock;
+use pavilion_runtime::telemetry::Telemetry;
+use pavilion_runtime::topology::Topology;
+use pavilion_runtime::TaskRunner;
+use pavilion_schemas::Registry;
+
+use crate::{kinds, parse_duration, topology_cmd, ClusterArgs};
+
+/// How a process runs its tasks.
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Run only this task (a stage name, or the first stage of a fused group); repeatable.
+    /// Default: every task of the topology.
+    #[arg(long = "task", value_name = "TASK")]
+    pub tasks: Vec<String>,
+    /// Stable identity of this process. A restarted process must keep it: it takes back its
+    /// partitions at once (static membership) and fences its predecessor's transactions.
+    #[arg(long, env = "PAVILION_INSTANCE", default_value = "instance-1")]
+    pub instance: String,
+    /// Local RocksDB state (a cache of the changelogs; safe to delete while stopped).
+    #[arg(long, env = "PAVILION_STATE_DIR", default_value = ".pavilion-state")]
+    pub state_dir: PathBuf,
+    /// Address of /metrics, /healthz and /readyz; `off` disables them.
+    #[arg(long, env = "PAVILION_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Commit a transaction at least this often.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub commit_interval: Duration,
+    /// How long a dead process keeps its partitions before others take them.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    /// How long a dead process's open transaction can block readers.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub transaction_timeout: Duration,
+}
+
+impl RunArgs {
+    pub fn settings(&self) -> KafkaSettings {
+        let mut s = topology_cmd::settings(&self.cluster, &self.instance);
+        s.state_dir = self.state_dir.clone();
+        s.commit_interval = self.commit_interval;
+        s.session_timeout = self.session_timeout;
+        s.transaction_timeout = self.transaction_timeout;
+        s
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let topology = Arc::new(topology_cmd::load(&args.cluster.file)?);
+    let tasks = select_tasks(&topology, &args.tasks)?;
+    let telemetry = Telemetry::new();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone())?;
+    }
+    if args.metrics_addr != "off" {
+        let addr: SocketAddr = args
+            .metrics_addr
+            .parse()
+            .with_context(|| format!("--metrics-addr `{}` is not HOST:PORT", args.metrics_addr))?;
+        serve_metrics(addr, telemetry.clone())?;
+    }
+    eprintln!(
+        "pavilion: running {} as instance `{}` against {}",
+        tasks.join(", "),
+        args.instance,
+        args.cluster.bootstrap
+    );
+    let handles = start(&topology, &tasks, &args.settings(), &telemetry, &shutdown);
+    let mut failed = false;
+    for (task, handle) in tasks.iter().zip(handles) {
+        if let Err(e) = handle.join().expect("task thread panicked") {
+            eprintln!("task {task} failed: {e:#}");
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The named tasks, or all of them.
+pub fn select_tasks(topology: &Topology, names: &[String]) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok(topology.tasks.keys().cloned().collect());
+    }
+    for name in names {
+        if !topology.tasks.contains_key(name) {
+            bail!(
+                "no task `{name}` (tasks: {}; a fused group's task is named after its first stage)",
+                topology
+                    .tasks
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(names.to_vec())
+}
+
+/// Starts one thread per task; each returns when `shutdown` is set.
+pub fn start(
+    topology: &Arc<Topology>,
+    tasks: &[String],
+    settings: &KafkaSettings,
+    telemetry: &Arc<Telemetry>,
+    shutdown: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<Result<()>>> {
+    tasks
+        .iter()
+        .map(|task| {
+            let (topology, task, settings, telemetry, shutdown) = (
+                topology.clone(),
+                task.clone(),
+                settings.clone(),
+                telemetry.clone(),
+                shutdown.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("task-{task}"))
+                .spawn(move || {
+                    let kinds = kinds::all();
+                    let factory = {
+                        let (topology, task, telemetry) =
+                            (topology.clone(), task.clone(), telemetry.clone());
+                        move || {
+                            TaskRunner::new(
+                                &topology,
+                                &task,
+                                &kinds,
+                                Registry::builtin(),
+                                Arc::new(SystemClock),
+                                telemetry.clone(),
+                            )
+                        }
+                    };
+                    run_task(&topology, &task, &factory, &settings, telemetry, &shutdown)
+                })
+                .expect("spawning a task thread")
+        })
+        .collect()
+}
+
+/// Serves Prometheus metrics and health on its own thread and small async runtime.
+pub fn serve_metrics(addr: SocketAddr, telemetry: Arc<Telemetry>) -> Result<()> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("binding the metrics endpoint on {addr} (taken? use --metrics-addr)")
+    })?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("metrics runtime");
+            runtime.block_on(async move {
+                let metrics = telemetry.clone();
+                let ready = telemetry.clone();
+                let app = Router::new()
+                    .route("/metrics", get(move || async move { metrics.render() }))
+                    .route("/healthz", get(|| async { "ok\n" }))
+                    .route(
+                        "/readyz",
+                        get(move || async move {
+                            let states = format!("{:?}\n", ready.states());
+                            if ready.ready() {
+                                (StatusCode::OK, states)
+                            } else {
+                                (StatusCode::SERVICE_UNAVAILABLE, states)
+                            }
+                        }),
+                    );
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        })?;
+    Ok(())
+}
