@@ -141,8 +141,13 @@ impl ConsumerContext for TaskContext {
             let mut core = lock(&self.core);
             let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(task = self.task, ?partitions, "partitions assigned");
+            let state = if partitions.is_empty() {
+                TaskState::Running
+            } else {
+                TaskState::Restoring
+            };
             core.pending_restore.extend(partitions);
-            self.telemetry.task_state(&self.task, TaskState::Restoring);
+            self.telemetry.task_state(&self.task, state);
         }
     }
 }

@@ -97,6 +97,9 @@ impl KafkaSettings {
         config
             .set("group.id", "pavilion-restore-unused")
             .set("isolation.level", "read_committed")
+            // Restore polls until its position passes the end offset; don't let the broker
+            // park each fetch at the end of the log for the default 500 ms.
+            .set("fetch.wait.max.ms", "10")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest");
         config

@@ -279,7 +279,8 @@ impl Topology {
         schema_exists: &dyn Fn(&str) -> bool,
     ) -> Result<Topology, TopologyErrors> {
         let mut errors = Errors(Vec::new());
-        let node = marked_yaml::parse_yaml(0, yaml).map_err(|e| {
+        let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+        let node = marked_yaml::parse_yaml_with_options(0, yaml, options).map_err(|e| {
             TopologyErrors(vec![TopologyError {
                 line: None,
                 message: e.to_string(),

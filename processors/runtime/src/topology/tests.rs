@@ -1,1 +1,335 @@
+//! `Topology::parse` as data: a YAML file in, either a summary of the checked topology or
+//! every error with its line out.
 
+use expect_test::{expect, Expect};
+use serde::Deserialize;
+
+use super::*;
+use crate::processor::{parse_config, DynProcessor, StageKind};
+
+/// Config of the test kinds: strict, like every real stage config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrictConfig {
+    #[serde(default)]
+    #[allow(dead_code)]
+    limit: Option<u32>,
+}
+
+fn check_strict(config: &serde_json::Value) -> Result<(), String> {
+    parse_config::<StrictConfig>(config).map(drop)
+}
+
+fn never_built(_: &serde_json::Value) -> Result<Box<dyn DynProcessor>, String> {
+    Err("parsing a topology never builds a processor".into())
+}
+
+// Shaped like the real `counter` and `totals` kinds, which this crate cannot depend on.
+static COUNTER: StageKind = StageKind {
+    name: "counter",
+    outputs: &["counts"],
+    stores: &["counts"],
+    check_config: check_strict,
+    build: never_built,
+};
+
+static TOTALS: StageKind = StageKind {
+    name: "totals",
+    outputs: &["totals"],
+    stores: &["totals"],
+    check_config: check_strict,
+    build: never_built,
+};
+
+/// Parses `yaml` (a leading newline is dropped, so line 1 is the line after `r#"`) and
+/// renders the topology or every error.
+fn check(yaml: &str, expect: Expect) {
+    let yaml = yaml.strip_prefix('\n').unwrap_or(yaml);
+    let kinds = StageKinds::new([&COUNTER, &TOTALS]);
+    let actual = match Topology::parse(yaml, &kinds, &|s| s.starts_with("pavilion.")) {
+        Ok(topology) => render(&topology),
+        Err(errors) => errors.0.iter().map(|e| format!("{e}\n")).collect(),
+    };
+    expect.assert_eq(&actual);
+}
+
+fn render(t: &Topology) -> String {
+    let mut out = format!("application {}, dlq {}\n", t.application, t.dlq);
+    for task in t.tasks.values() {
+        out += &format!(
+            "task {} (group {}, {} partitions): stages {:?}, inputs {:?}\n",
+            task.name,
+            t.group_id(&task.name),
+            t.task_partitions(task),
+            task.stages,
+            task.inputs,
+        );
+    }
+    for topic in t.topics.values() {
+        let retention = topic
+            .retention_ms
+            .map_or(String::new(), |ms| format!(" retention_ms={ms}"));
+        let schema = topic
+            .schema
+            .as_ref()
+            .map_or(String::new(), |s| format!(" schema={s}"));
+        let derived = if topic.line == 0 { " (derived)" } else { "" };
+        out += &format!(
+            "topic {}: partitions={} replication={} cleanup={}{retention}{schema}{derived}\n",
+            topic.name,
+            topic.partitions,
+            topic.replication,
+            topic.cleanup.as_kafka(),
+        );
+    }
+    out
+}
+
+#[test]
+fn the_repository_topology_parses() {
+    check(
+        include_str!("../../../../topology.yaml"),
+        expect![[r#"
+            application pavilion, dlq pavilion.dlq
+            task counter (group pavilion.counter, 6 partitions): stages ["counter"], inputs ["demo.events"]
+            task totals (group pavilion.totals, 6 partitions): stages ["totals"], inputs ["demo.counts"]
+            topic demo.counts: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyCount
+            topic demo.events: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.DemoEvent
+            topic demo.totals: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyTotal
+            topic pavilion.audit.anchors: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AnchorReceipt
+            topic pavilion.audit.checkpoints: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.Checkpoint
+            topic pavilion.audit.log: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AuditEntry
+            topic pavilion.counter.counts.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.dlq: partitions=6 replication=1 cleanup=delete retention_ms=1209600000 schema=pavilion.DeadLetter
+            topic pavilion.matches: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.MatchResult
+            topic pavilion.policies: partitions=6 replication=1 cleanup=compact schema=pavilion.PolicyDocument
+            topic pavilion.policy.outcomes: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PolicyOutcome
+            topic pavilion.providers: partitions=6 replication=1 cleanup=compact schema=pavilion.Provider
+            topic pavilion.requests: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.VerificationRequest
+            topic pavilion.requests.accepted: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.AcceptedRequest
+            topic pavilion.tenants: partitions=6 replication=1 cleanup=compact schema=pavilion.Tenant
+            topic pavilion.totals.totals.changelog: partitions=6 replication=1 cleanup=compact (derived)
+        "#]],
+    );
+}
+
+#[test]
+fn a_fuse_group_is_one_task_of_two_stages() {
+    check(
+        r#"
+application: app
+dlq: dlq
+topics:
+  dlq: {}
+  events: { partitions: 3 }
+  counts: { partitions: 3 }
+  totals: {}
+stages:
+  count:
+    kind: counter
+    inputs: [events]
+    outputs: { counts: counts }
+    stores: [counts]
+  sum:
+    kind: totals
+    inputs: [counts]
+    outputs: { totals: totals }
+    stores: [totals]
+fuse:
+  - [count, sum]
+"#,
+        expect![[r#"
+            application app, dlq dlq
+            task count (group app.count, 3 partitions): stages ["count", "sum"], inputs ["events"]
+            topic app.count.counts.changelog: partitions=3 replication=1 cleanup=compact (derived)
+            topic app.sum.totals.changelog: partitions=3 replication=1 cleanup=compact (derived)
+            topic counts: partitions=3 replication=1 cleanup=delete
+            topic dlq: partitions=1 replication=1 cleanup=delete
+            topic events: partitions=3 replication=1 cleanup=delete
+            topic totals: partitions=1 replication=1 cleanup=delete
+        "#]],
+    );
+}
+
+#[test]
+fn changelogs_are_derived_per_store_and_partitioned_like_the_inputs() {
+    check(
+        r#"
+application: shop
+dlq: dlq
+defaults: { partitions: 2, replication: 3 }
+topics:
+  dlq:
+  orders: { partitions: 12 }
+  counts: { cleanup: compact }
+  totals:
+stages:
+  orders-counter:
+    kind: counter
+    inputs: [orders]
+    outputs: { counts: counts }
+    stores: [counts]
+  sum:
+    kind: totals
+    inputs: [counts]
+    outputs: { totals: totals }
+    stores: [totals]
+"#,
+        expect![[r#"
+            application shop, dlq dlq
+            task orders-counter (group shop.orders-counter, 12 partitions): stages ["orders-counter"], inputs ["orders"]
+            task sum (group shop.sum, 2 partitions): stages ["sum"], inputs ["counts"]
+            topic counts: partitions=2 replication=3 cleanup=compact
+            topic dlq: partitions=2 replication=3 cleanup=delete
+            topic orders: partitions=12 replication=3 cleanup=delete
+            topic shop.orders-counter.counts.changelog: partitions=12 replication=3 cleanup=compact (derived)
+            topic shop.sum.totals.changelog: partitions=2 replication=3 cleanup=compact (derived)
+            topic totals: partitions=2 replication=3 cleanup=delete
+        "#]],
+    );
+}
+
+#[test]
+fn a_declared_topic_may_not_take_a_changelog_name() {
+    check(
+        r#"
+application: app
+dlq: dlq
+topics:
+  dlq:
+  events:
+  counts:
+  app.count.counts.changelog:
+stages:
+  count:
+    kind: counter
+    inputs: [events]
+    outputs: { counts: counts }
+    stores: [counts]
+"#,
+        expect![[r#"
+            line 7: topic `app.count.counts.changelog` collides with a derived changelog topic
+        "#]],
+    );
+}
+
+#[test]
+fn retention_forever_is_minus_one() {
+    check(
+        r#"
+application: app
+dlq: dlq
+topics:
+  dlq: { retention: forever }
+  week: { retention: 7d }
+  half-day: { retention: 12h }
+  default:
+"#,
+        expect![[r#"
+            application app, dlq dlq
+            topic default: partitions=1 replication=1 cleanup=delete
+            topic dlq: partitions=1 replication=1 cleanup=delete retention_ms=-1
+            topic half-day: partitions=1 replication=1 cleanup=delete retention_ms=43200000
+            topic week: partitions=1 replication=1 cleanup=delete retention_ms=604800000
+        "#]],
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_line() {
+    check(
+        r#"
+application: app
+dlq: app.dlq
+colour: blue
+defaults:
+  partitions: 2
+topics:
+  events: { schema: pavilion.DemoEvent }
+  counts: { schema: pavilion.KeyCount }
+  totals: { schema: pavilion.KeyTotal }
+  wide: { partitions: 4, schema: pavilion.DemoEvent }
+  junk: { partitions: 2, colour: red }
+  old: { retention: 3 fortnights }
+  strange: { schema: acme.Strange }
+stages:
+  ghost:
+    kind: counter
+    inputs: [nowhere]
+    outputs: { counts: counts }
+    stores: [counts]
+  mystery:
+    kind: teleport
+    inputs: [events]
+  forgetful:
+    kind: counter
+    inputs: [events]
+    outputs: { counts: counts }
+  chatty:
+    kind: counter
+    inputs: [events]
+    outputs: { counts: counts, extra: totals }
+    stores: [counts]
+  fussy:
+    kind: counter
+    inputs: [events]
+    outputs: { counts: counts }
+    stores: [counts]
+    config: { limit: 3, colour: green }
+  count:
+    kind: counter
+    inputs: [events]
+    outputs: { counts: counts }
+    stores: [counts]
+  wide-count:
+    kind: counter
+    inputs: [wide]
+    outputs: { counts: counts }
+    stores: [counts]
+  sum:
+    kind: totals
+    inputs: [counts]
+    outputs: { totals: totals }
+    stores: [totals]
+  resum:
+    kind: totals
+    inputs: [totals]
+    outputs: { totals: totals }
+    stores: [totals]
+fuse:
+  - [count, resum]
+  - [wide-count, sum]
+"#,
+        expect![[r#"
+            line 2: dlq topic `app.dlq` is not declared under `topics`
+            line 3: unknown key `colour` (expected one of: application, dlq, defaults, topics, stages, fuse)
+            line 11: topic `junk`: Unknown field `colour`, expected one of `partitions`, `replication`, `cleanup`, `retention`, `schema`, or `config`
+            line 12: topic `old`: retention `3 fortnights`: unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (use e.g. 7d, 12h or forever)
+            line 13: topic `strange`: no schema named `acme.Strange` in schemas/
+            line 17: stage `ghost`: topic `nowhere` is not declared under `topics`
+            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals)
+            line 23: stage `forgetful`: kind `counter` needs store `counts`
+            line 27: stage `chatty`: kind `counter` has no output `extra` (it has: counts)
+            line 32: stage `fussy`: config: unknown field `colour`, expected `limit`
+            line 59: fuse: stage `resum` must read exactly one topic, written by `count`
+            line 60: fuse: `wide-count` and `sum` must be co-partitioned (same partition count)
+        "#]],
+    );
+}
+
+#[test]
+fn regression_a_duplicated_topic_used_to_silently_replace_the_first() {
+    check(
+        r#"
+application: app
+dlq: dlq
+topics:
+  dlq:
+  counts: { partitions: 12 }
+  counts: { partitions: 3 }
+"#,
+        expect![[r#"
+            Duplicate key "counts" in mapping at 5:3 and 6:3
+        "#]],
+    );
+}

@@ -1,0 +1,411 @@
+//! Shared helpers of the black-box tests: a throwaway topology on the real broker, the real
+//! `pavilion` binary as child processes, and readers that check outputs exactly.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pavilion_kafka::{KafkaSettings, PlainProducer, ReadRecord, TopicReader};
+use pavilion_schemas::{DeadLetter, DemoEvent, KeyCount, KeyTotal, Registry};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pavilion");
+
+/// Broker tests share one broker and two cores: run them one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn bootstrap() -> String {
+    std::env::var("PAVILION_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn settings() -> KafkaSettings {
+    KafkaSettings::new(bootstrap(), "test-client", std::env::temp_dir())
+}
+
+/// A two-stage counting topology with topics unique to one test run.
+pub struct TestTopology {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub prefix: String,
+}
+
+impl TestTopology {
+    pub fn new(name: &str, partitions: u32, fused: bool) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let prefix = format!("t-{name}-{}-{}", std::process::id(), nanos % 1_000_000_000);
+        let fuse = if fused {
+            "fuse:\n  - [counter, totals]\n"
+        } else {
+            ""
+        };
+        let yaml = format!(
+            "application: {prefix}
+dlq: {prefix}.dlq
+defaults: {{ partitions: {partitions} }}
+topics:
+  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
+  {prefix}.events: {{ schema: pavilion.DemoEvent }}
+  {prefix}.counts: {{ schema: pavilion.KeyCount }}
+  {prefix}.totals: {{ schema: pavilion.KeyTotal }}
+stages:
+  counter:
+    kind: counter
+    inputs: [{prefix}.events]
+    outputs: {{ counts: {prefix}.counts }}
+    stores: [counts]
+    config: {{ refuse_payload_prefix: poison }}
+  totals:
+    kind: totals
+    inputs: [{prefix}.counts]
+    outputs: {{ totals: {prefix}.totals }}
+    stores: [totals]
+{fuse}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topology.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let t = TestTopology { dir, path, prefix };
+        let out = t.cli(&["topics", "create"]);
+        assert!(
+            out.status.success(),
+            "topics create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    pub fn changelog(&self, stage: &str, store: &str) -> String {
+        format!("{}.{stage}.{store}.changelog", self.prefix)
+    }
+
+    pub fn state_dir(&self, instance: &str) -> PathBuf {
+        self.dir.path().join(format!("state-{instance}"))
+    }
+
+    /// Runs the binary to completion with this topology.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--topology")
+            .arg(&self.path)
+            .env("PAVILION_BOOTSTRAP", bootstrap())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `pavilion run` as a child process.
+    pub fn spawn(&self, instance: &str, metrics_port: Option<u16>) -> Pipeline {
+        let log = self.dir.path().join(format!("{instance}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let metrics = metrics_port.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}"));
+        let child = Command::new(BIN)
+            .args(["run", "--instance", instance, "--commit-interval", "100ms"])
+            .args(["--session-timeout", "3s", "--transaction-timeout", "5s"])
+            .arg("--topology")
+            .arg(&self.path)
+            .arg("--state-dir")
+            .arg(self.state_dir(instance))
+            .args(["--metrics-addr", &metrics])
+            .env("PAVILION_BOOTSTRAP", bootstrap())
+            .env("PAVILION_LOG", "info")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        Pipeline {
+            child: Some(child),
+            log,
+        }
+    }
+}
+
+/// A `pavilion run` child; killed if the test ends early.
+pub struct Pipeline {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Pipeline {
+    pub fn sigkill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "pipeline exited with {status}; log:\n{}",
+                    self.log_tail()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pipeline ignored SIGTERM; log:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+/// Sends `count` events starting at `first_seq` over `keys` keys, `per_second` at most.
+pub fn produce_events(topic: &str, first_seq: u64, count: u64, keys: u64, per_second: u64) {
+    let producer = PlainProducer::new(&settings()).unwrap();
+    let registry = Registry::builtin();
+    let started = Instant::now();
+    for i in 0..count {
+        let seq = first_seq + i;
+        let key = format!("k{}", seq % keys);
+        let event = DemoEvent {
+            key: key.clone(),
+            seq: seq as i64,
+            payload: "p".repeat(32),
+        };
+        producer
+            .send(topic, key.as_bytes(), &registry.encode(&event).unwrap())
+            .unwrap();
+        let due = Duration::from_secs_f64(i as f64 / per_second as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    producer.flush().unwrap();
+}
+
+/// Counts records arriving on a topic in the background.
+pub struct Tally {
+    pub seen: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Tally {
+    pub fn start(topic: &str) -> Self {
+        let seen = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = TopicReader::new(&settings(), &[topic]).unwrap();
+        let (s, st) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                if reader.poll(Duration::from_millis(100)).unwrap().is_some() {
+                    s.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Tally { seen, stop }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    pub fn wait_for(&self, count: u64, timeout: Duration, pipelines: &[&Pipeline]) {
+        let deadline = Instant::now() + timeout;
+        while self.get() < count {
+            if Instant::now() > deadline {
+                let logs: Vec<String> = pipelines.iter().map(|p| p.log_tail()).collect();
+                panic!(
+                    "only {} of {count} records within {timeout:?}; logs:\n{}",
+                    self.get(),
+                    logs.join("\n----\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Every committed record of a topic.
+pub fn read_all(topic: &str) -> Vec<ReadRecord> {
+    TopicReader::new(&settings(), &[topic])
+        .unwrap()
+        .read_to_end(Duration::from_secs(60))
+        .unwrap()
+}
+
+/// Latest value per key of a compacted topic.
+pub fn latest(topic: &str) -> BTreeMap<String, String> {
+    let mut state = BTreeMap::new();
+    for r in read_all(topic) {
+        let key = String::from_utf8(r.key).unwrap();
+        match r.value {
+            Some(v) => state.insert(key, String::from_utf8(v).unwrap()),
+            None => state.remove(&key),
+        };
+    }
+    state
+}
+
+/// How many events each key got when `total` events went round-robin over `keys` keys.
+pub fn expected_per_key(total: u64, keys: u64) -> BTreeMap<String, i64> {
+    let mut m = BTreeMap::new();
+    for seq in 0..total {
+        *m.entry(format!("k{}", seq % keys)).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Asserts that both output topics and both stores hold exactly the fault-free result.
+pub fn assert_exactly_once(t: &TestTopology, expected: &BTreeMap<String, i64>) {
+    let registry = Registry::builtin();
+    let total: i64 = expected.values().sum();
+
+    let counts: Vec<KeyCount> = read_all(&t.topic("counts"))
+        .into_iter()
+        .map(|r| registry.decode(&r.value.unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        counts.len() as i64,
+        total,
+        "counts topic must hold every event exactly once"
+    );
+    let unique: BTreeSet<(String, i64)> = counts.iter().map(|c| (c.key.clone(), c.seq)).collect();
+    assert_eq!(unique.len() as i64, total, "duplicate (key, seq) in counts");
+    let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for c in &counts {
+        per_key.entry(c.key.clone()).or_default().push(c.count);
+    }
+    for (key, n) in expected {
+        let mut got = per_key.remove(key).unwrap_or_default();
+        got.sort_unstable();
+        assert_eq!(got, (1..=*n).collect::<Vec<_>>(), "running counts of {key}");
+    }
+
+    let totals: Vec<KeyTotal> = read_all(&t.topic("totals"))
+        .into_iter()
+        .map(|r| registry.decode(&r.value.unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        totals.len() as i64,
+        total,
+        "totals topic must hold every event exactly once"
+    );
+    let mut final_sum: BTreeMap<String, i64> = BTreeMap::new();
+    for t in &totals {
+        assert_eq!(
+            t.sum,
+            t.count * (t.count + 1) / 2,
+            "sum after count {} of {}",
+            t.count,
+            t.key
+        );
+        let e = final_sum.entry(t.key.clone()).or_insert(0);
+        *e = (*e).max(t.sum);
+    }
+
+    let want_counts: BTreeMap<String, String> = expected
+        .iter()
+        .map(|(k, n)| (k.clone(), n.to_string()))
+        .collect();
+    let want_sums: BTreeMap<String, String> = expected
+        .iter()
+        .map(|(k, n)| (k.clone(), (n * (n + 1) / 2).to_string()))
+        .collect();
+    assert_eq!(
+        latest(&t.changelog("counter", "counts")),
+        want_counts,
+        "counter store"
+    );
+    assert_eq!(
+        latest(&t.changelog("totals", "totals")),
+        want_sums,
+        "totals store"
+    );
+    let sums: BTreeMap<String, String> = final_sum
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    assert_eq!(sums, want_sums, "final sums on the totals topic");
+}
+
+pub fn dead_letters(t: &TestTopology) -> Vec<DeadLetter> {
+    read_all(&t.topic("dlq"))
+        .into_iter()
+        .map(|r| Registry::builtin().decode(&r.value.unwrap()).unwrap())
+        .collect()
+}
+
+/// GET over plain HTTP/1.0 from loopback; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sum of a metric family's samples in Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
