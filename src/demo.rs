@@ -56,11 +56,7 @@ pub fn produce_events(
 ) -> Result<()> {
     let registry = Registry::builtin();
     let filler = "x".repeat(payload);
-    let garbage_every = if garbage == 0 {
-        u64::MAX
-    } else {
-        (count / garbage).max(1)
-    };
+    let garbage_every = count.checked_div(garbage).map_or(u64::MAX, |n| n.max(1));
     let mut sent_garbage = 0;
     for seq in 0..count {
         let key = format!("{prefix}-{}", seq % keys);

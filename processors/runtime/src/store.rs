@@ -47,6 +47,9 @@ impl StoreInfo {
 
 type Overlay = BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
 
+/// A key and its value, as stored.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// The stores of one task on one partition.
 pub struct PartitionStores {
     db: DB,
@@ -201,7 +204,7 @@ impl PartitionStores {
     }
 
     /// Committed contents of a store, in key order (tests, tooling).
-    pub fn committed(&self, store: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn committed(&self, store: usize) -> Result<Vec<Entry>, StoreError> {
         self.db
             .iterator_cf(self.cf(store), rocksdb::IteratorMode::Start)
             .map(|item| {

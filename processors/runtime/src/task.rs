@@ -10,7 +10,7 @@ use pavilion_schemas::{DeadLetter, Registry};
 
 use crate::clock::{epoch_millis, Clock};
 use crate::context::{Context, Emitted, StageWiring};
-use crate::processor::{DynProcessor, RawRecord, StageError, StageKinds};
+use crate::processor::{DynProcessor, ProcessError, RawRecord, StageError, StageKinds};
 use crate::store::{PartitionStores, StoreInfo};
 use crate::telemetry::Telemetry;
 use crate::topology::Topology;
@@ -151,12 +151,22 @@ impl TaskRunner {
         let stage_name = stage.wiring.name.clone();
         self.telemetry
             .record_processed(&stage_name, started.elapsed());
+        let key = raw.key.unwrap_or_default();
+        let result = result.and_then(|()| {
+            match emitted.iter().find(|e| self.feeds_next(index, &e.topic) && e.key != key) {
+                Some(e) => Err(StageError::Process(ProcessError::new(format!(
+                    "re-keyed a record for fused stage `{}` on {}; stages fused together must keep the key",
+                    self.stages[index + 1].wiring.name, e.topic
+                )))),
+                None => Ok(()),
+            }
+        });
         match result {
             Ok(()) => {
                 stores.keep_staged();
                 for e in emitted {
                     let hand_over = self.feeds_next(index, &e.topic);
-                    self.push(&stage_name, raw.partition, &e, out);
+                    self.push(&stage_name, raw.partition, key, &e, out);
                     if hand_over {
                         let next = RawRecord {
                             topic: &e.topic,
@@ -183,9 +193,21 @@ impl TaskRunner {
             .is_some_and(|next| next.wiring.inputs.len() == 1 && next.wiring.inputs[0] == topic)
     }
 
-    fn push(&self, stage: &str, partition: i32, e: &Emitted, out: &mut Vec<OutRecord>) {
+    /// Queues an emitted record. A record that keeps its input's key on a topic with as many
+    /// partitions stays on the input partition (so state and ordering stay where they were,
+    /// split or fused, whatever partitioner the original producer used); a re-keyed record is
+    /// placed by the producer's key hash.
+    fn push(
+        &self,
+        stage: &str,
+        partition: i32,
+        input_key: &[u8],
+        e: &Emitted,
+        out: &mut Vec<OutRecord>,
+    ) {
         self.telemetry.record_emitted(stage, &e.topic);
-        let copartitioned = self.topic_partitions.get(&e.topic) == Some(&self.input_partitions);
+        let copartitioned = e.key == input_key
+            && self.topic_partitions.get(&e.topic) == Some(&self.input_partitions);
         out.push(OutRecord {
             topic: e.topic.clone(),
             partition: copartitioned.then_some(partition),
@@ -286,7 +308,7 @@ impl TaskRunner {
                 Ok(()) => {
                     stores.keep_staged();
                     for e in &emitted {
-                        self.push(&name, partition, e, out);
+                        self.push(&name, partition, &e.key, e, out);
                     }
                 }
                 Err(e) => {

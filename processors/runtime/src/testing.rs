@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use pavilion_schemas::{Event, Registry};
 
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::processor::{RawRecord, StageKinds};
 use crate::store::PartitionStores;
 use crate::task::{OutRecord, TaskRunner};
@@ -71,7 +71,7 @@ impl TestDriver {
             topic,
             partition: 0,
             offset: self.offset,
-            timestamp_ms: crate::clock::epoch_millis(SystemTime::now()),
+            timestamp_ms: crate::clock::epoch_millis(self.clock.now()),
             key: Some(key),
             value: Some(value),
         };

@@ -323,7 +323,9 @@ impl Topology {
             );
         }
         let mut topics = BTreeMap::new();
+        let mut declared_topics = BTreeSet::new();
         for (name, line, value) in entries(topics_node, "topics", &mut errors) {
+            declared_topics.insert(name.clone());
             let topic: RawTopic = if value.as_scalar().is_some_and(|s| s.as_str().is_empty()) {
                 RawTopic::default()
             } else {
@@ -382,7 +384,7 @@ impl Topology {
             );
         }
         let dlq = dlq_name.as_str().to_owned();
-        if !topics.contains_key(&dlq) {
+        if !declared_topics.contains(&dlq) {
             errors.at(
                 line_of(&dlq_name),
                 format!("dlq topic `{dlq}` is not declared under `topics`"),
@@ -390,7 +392,15 @@ impl Topology {
         }
 
         let mut stages = BTreeMap::new();
+        let scope = StageScope {
+            application: &application,
+            topics: &topics,
+            declared_topics: &declared_topics,
+            kinds,
+        };
+        let mut declared_stages = BTreeSet::new();
         for (name, line, value) in entries(stages_node, "stages", &mut errors) {
+            declared_stages.insert(name.clone());
             let stage: RawStage = match marked_yaml::from_node(value) {
                 Ok(s) => s,
                 Err(e) => {
@@ -401,15 +411,7 @@ impl Topology {
                     continue;
                 }
             };
-            if let Some(spec) = check_stage(
-                &application,
-                &name,
-                line,
-                stage,
-                &topics,
-                kinds,
-                &mut errors,
-            ) {
+            if let Some(spec) = check_stage(&scope, &name, line, stage, &mut errors) {
                 stages.insert(name, spec);
             }
         }
@@ -446,7 +448,7 @@ impl Topology {
             topics.insert(changelog.name.clone(), changelog);
         }
 
-        let tasks = build_tasks(&fuse, &stages, &topics, &mut errors);
+        let tasks = build_tasks(&fuse, &stages, &declared_stages, &topics, &mut errors);
         if errors.0.is_empty() {
             Ok(Topology {
                 application,
@@ -478,15 +480,28 @@ impl Topology {
     }
 }
 
+/// What a stage is checked against.
+struct StageScope<'a> {
+    application: &'a str,
+    topics: &'a BTreeMap<String, TopicSpec>,
+    /// Every topic name in the file, valid or not, so a broken topic is not also "undeclared".
+    declared_topics: &'a BTreeSet<String>,
+    kinds: &'a StageKinds,
+}
+
 fn check_stage(
-    application: &str,
+    scope: &StageScope<'_>,
     name: &str,
     line: usize,
     raw: RawStage,
-    topics: &BTreeMap<String, TopicSpec>,
-    kinds: &StageKinds,
     errors: &mut Errors,
 ) -> Option<StageSpec> {
+    let StageScope {
+        application,
+        topics,
+        declared_topics,
+        kinds,
+    } = *scope;
     let before = errors.0.len();
     if !valid_name(name) {
         errors.at(
@@ -501,7 +516,7 @@ fn check_stage(
         );
     }
     for topic in raw.inputs.iter().chain(raw.outputs.values()) {
-        if !topics.contains_key(topic.as_str()) {
+        if !declared_topics.contains(topic.as_str()) {
             errors.at(
                 line_of(topic),
                 format!(
@@ -610,6 +625,7 @@ fn check_stage(
 fn build_tasks(
     fuse: &[Vec<Spanned<String>>],
     stages: &BTreeMap<String, StageSpec>,
+    declared_stages: &BTreeSet<String>,
     topics: &BTreeMap<String, TopicSpec>,
     errors: &mut Errors,
 ) -> BTreeMap<String, TaskSpec> {
@@ -623,7 +639,9 @@ fn build_tasks(
         }
         let mut ok = true;
         for name in chain {
-            if !stages.contains_key(name.as_str()) {
+            if declared_stages.contains(name.as_str()) && !stages.contains_key(name.as_str()) {
+                ok = false; // the stage's own errors are reported already
+            } else if !stages.contains_key(name.as_str()) {
                 errors.at(
                     line_of(name),
                     format!("fuse: no stage named `{}`", name.as_str()),

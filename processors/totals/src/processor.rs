@@ -14,7 +14,11 @@ impl Processor for Totals {
     ) -> Result<(), ProcessError> {
         let count = record.value;
         let mut totals = ctx.store("totals")?;
-        let sum = totals.get::<i64>(count.key.as_bytes())?.unwrap_or(0) + count.count;
+        let sum = totals
+            .get::<i64>(count.key.as_bytes())?
+            .unwrap_or(0)
+            .checked_add(count.count)
+            .ok_or_else(|| ProcessError::new(format!("sum of `{}` overflows", count.key)))?;
         totals.put(count.key.as_bytes(), &sum)?;
         let out = KeyTotal {
             key: count.key,
