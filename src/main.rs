@@ -131,14 +131,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `run` is a service and logs what it does; the other commands print their own output.
+    let default_filter = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAVILION_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,pavilion=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Topology { command } => match command {
             TopologyCommand::Check(f) => topology_cmd::check(&f),
