@@ -4,7 +4,7 @@
 //! the test driver ([`crate::testing`]) both drive this same code.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pavilion_schemas::{DeadLetter, Registry};
 
@@ -14,6 +14,14 @@ use crate::processor::{DynProcessor, ProcessError, RawRecord, StageError, StageK
 use crate::store::{PartitionStores, StoreInfo};
 use crate::telemetry::Telemetry;
 use crate::topology::Topology;
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic")
+}
 
 /// A record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +41,7 @@ struct Stage {
     wiring: StageWiring,
     processor: Box<dyn DynProcessor>,
     punctuate_every: Option<Duration>,
-    last_punctuation: Option<Instant>,
+    last_punctuation: Option<SystemTime>,
 }
 
 /// The stages of one task, ready to process.
@@ -146,7 +154,17 @@ impl TaskRunner {
                 self.clock.now(),
                 raw.partition,
             );
-            stage.processor.process_raw(&mut ctx, raw)
+            // A panicking stage must not take the task down: the record is dead-lettered
+            // like any other processor error and its staged writes are dropped.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                stage.processor.process_raw(&mut ctx, raw)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(StageError::Process(ProcessError::new(format!(
+                    "stage panicked: {}",
+                    panic_message(&*panic)
+                ))))
+            })
         };
         let stage_name = stage.wiring.name.clone();
         self.telemetry
@@ -264,7 +282,8 @@ impl TaskRunner {
     /// Stages whose punctuation is due now; marks them as punctuated. The executor then calls
     /// [`TaskRunner::punctuate`] with them for every assigned partition.
     pub fn punctuations_due(&mut self) -> Vec<usize> {
-        let now = Instant::now();
+        // The injected clock, not `Instant`: tests move time by hand and punctuation follows.
+        let now = self.clock.now();
         let mut due = Vec::new();
         for (index, stage) in self.stages.iter_mut().enumerate() {
             let Some(every) = stage.punctuate_every else {
@@ -272,7 +291,7 @@ impl TaskRunner {
             };
             if stage
                 .last_punctuation
-                .is_none_or(|t| now.duration_since(t) >= every)
+                .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= every)
             {
                 stage.last_punctuation = Some(now);
                 due.push(index);
@@ -319,3 +338,6 @@ impl TaskRunner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
