@@ -147,6 +147,25 @@ impl Store<'_> {
         Ok(())
     }
 
+    /// Every key starting with `prefix` and its value, in key order.
+    pub fn scan_prefix<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>, ProcessError> {
+        let entries = self
+            .stores
+            .scan_prefix(self.index, prefix)
+            .map_err(|e| ProcessError::new(e.to_string()))?;
+        entries
+            .into_iter()
+            .map(|(k, v)| {
+                serde_json::from_slice(&v)
+                    .map(|v| (k, v))
+                    .map_err(|e| ProcessError::new(format!("corrupt state value: {e}")))
+            })
+            .collect()
+    }
+
     /// Deletes a key.
     pub fn delete(&mut self, key: &[u8]) {
         self.stores.stage(self.index, key, None);

@@ -114,6 +114,31 @@ impl PartitionStores {
         self.db.get_cf(cf, key).map_err(|e| self.err(e))
     }
 
+    /// Every live key starting with `prefix`, in key order, as the current record sees them
+    /// (committed state overlaid with the open transaction and the record's staged writes).
+    pub fn scan_prefix(&self, store: usize, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        let mut view: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for item in self.db.prefix_iterator_cf(self.cf(store), prefix) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            view.insert(k.to_vec(), Some(v.to_vec()));
+        }
+        for overlay in [&self.transaction, &self.staged] {
+            for ((s, k), v) in overlay.range((store, prefix.to_vec())..) {
+                if *s != store || !k.starts_with(prefix) {
+                    break;
+                }
+                view.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(view
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect())
+    }
+
     /// Stages a write (`None` deletes).
     pub fn stage(&mut self, store: usize, key: &[u8], value: Option<Vec<u8>>) {
         self.staged.insert((store, key.to_vec()), value);
