@@ -4,5 +4,9 @@ use pavilion_runtime::StageKinds;
 
 /// The kinds compiled in.
 pub fn all() -> StageKinds {
-    StageKinds::new([&pavilion_counter::KIND, &pavilion_totals::KIND])
+    StageKinds::new([
+        &pavilion_counter::KIND,
+        &pavilion_totals::KIND,
+        &pavilion_tenancy::KIND,
+    ])
 }

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod events;
+mod request;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -21,6 +22,7 @@ use apache_avro::Schema;
 use serde::{de::DeserializeOwned, Serialize};
 
 pub use events::*;
+pub use request::*;
 
 /// Marker bytes that open every single-object-encoded record.
 pub const MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -68,6 +70,14 @@ pub enum CodecError {
         expected: String,
         /// The full name of the writer schema.
         found: String,
+    },
+    /// The datum ended before the record's bytes did.
+    #[error("{count} bytes after the end of the {schema} datum")]
+    TrailingBytes {
+        /// Full schema name.
+        schema: String,
+        /// How many bytes were left.
+        count: usize,
     },
     /// No current schema exists with this name.
     #[error("no schema named {0} in schemas/")]
@@ -275,6 +285,37 @@ impl Registry {
 
     /// Decodes any framed record of the contract into its full name and a generic value.
     pub fn decode_value<'a>(&'a self, bytes: &[u8]) -> Result<(&'a str, Value), CodecError> {
+        let writer = self.writer(bytes)?;
+        let reader = &self.current[&writer.name].0;
+        let avro = |source| CodecError::Avro {
+            op: "decode",
+            schema: writer.name.clone(),
+            source: Box::new(source),
+        };
+        // apache-avro 0.21 reads a union at end of input as null, so a record cut before its
+        // last optional field would decode. A sentinel byte after the body makes that cut
+        // visible: a complete datum leaves the sentinel unread.
+        let mut input = std::io::Read::chain(&bytes[HEADER_LEN..], &[0u8][..]);
+        let value =
+            apache_avro::from_avro_datum(&writer.schema, &mut input, Some(reader)).map_err(avro)?;
+        let (body, sentinel) = input.into_inner();
+        if !body.is_empty() {
+            return Err(CodecError::TrailingBytes {
+                schema: writer.name.clone(),
+                count: body.len(),
+            });
+        }
+        if sentinel.is_empty() {
+            return Err(avro(apache_avro::Error::from(
+                apache_avro::error::Details::ReadVariableIntegerBytes(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ),
+            )));
+        }
+        Ok((&writer.name, value))
+    }
+
+    fn writer(&self, bytes: &[u8]) -> Result<&Writer, CodecError> {
         if bytes.len() < HEADER_LEN || bytes[..2] != MAGIC {
             return Err(CodecError::BadFraming {
                 got: bytes.len(),
@@ -282,21 +323,14 @@ impl Registry {
             });
         }
         let fp: [u8; 8] = bytes[2..HEADER_LEN].try_into().expect("8 bytes");
-        let writer = self
-            .writers
+        self.writers
             .get(&fp)
-            .ok_or_else(|| CodecError::UnknownFingerprint(hex(&fp)))?;
-        let reader = &self.current[&writer.name].0;
-        let mut body = &bytes[HEADER_LEN..];
-        let value =
-            apache_avro::from_avro_datum(&writer.schema, &mut body, Some(reader)).map_err(|e| {
-                CodecError::Avro {
-                    op: "decode",
-                    schema: writer.name.clone(),
-                    source: Box::new(e),
-                }
-            })?;
-        Ok((&writer.name, value))
+            .ok_or_else(|| CodecError::UnknownFingerprint(hex(&fp)))
+    }
+
+    /// Full name of the writer schema of a framed record, without decoding it.
+    pub fn name_of(&self, bytes: &[u8]) -> Result<&str, CodecError> {
+        self.writer(bytes).map(|w| w.name.as_str())
     }
 
     /// Names of every current record schema, sorted.

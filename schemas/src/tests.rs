@@ -183,3 +183,44 @@ fn every_current_schema_is_released() {
         assert!(released, "{name} changed since its last release: run `pavilion schemas release` after checking compatibility");
     }
 }
+
+#[test]
+fn truncated_and_padded_records_are_refused() {
+    let r = Registry::builtin();
+    let request = VerificationRequest {
+        request_id: "r".into(),
+        tenant_id: "t".into(),
+        key_id: "k".into(),
+        signature: vec![1; 64],
+        signed_at: 5,
+        nonce: "n".into(),
+        created_at: 5,
+        claims: vec![ClaimRequest {
+            name: "age_over".into(),
+            params: [("threshold".to_string(), "18".to_string())].into(),
+        }],
+        purpose: "p".into(),
+        subject_jurisdiction: "eu".into(),
+        consent_ref: None,
+        subject_tokens: vec![SubjectToken {
+            provider_id: "registry".into(),
+            token: vec![7; 64],
+        }],
+        response_format: None,
+    };
+    let bytes = r.encode(&request).unwrap();
+    assert_eq!(r.decode::<VerificationRequest>(&bytes).unwrap(), request);
+    for cut in 0..bytes.len() {
+        assert!(
+            r.decode::<VerificationRequest>(&bytes[..cut]).is_err(),
+            "decoded {cut} of {} bytes",
+            bytes.len()
+        );
+    }
+    let mut padded = bytes.clone();
+    padded.push(0);
+    assert!(matches!(
+        r.decode::<VerificationRequest>(&padded),
+        Err(CodecError::TrailingBytes { count: 1, .. })
+    ));
+}

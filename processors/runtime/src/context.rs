@@ -9,6 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::processor::ProcessError;
 use crate::store::PartitionStores;
+use crate::telemetry::Telemetry;
 
 /// A record a processor emitted, encoded, addressed to a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,7 @@ pub struct Context<'a> {
     stores: &'a mut PartitionStores,
     emitted: &'a mut Vec<Emitted>,
     registry: &'static Registry,
+    telemetry: &'a Telemetry,
     now: SystemTime,
     partition: i32,
 }
@@ -50,6 +52,7 @@ impl<'a> Context<'a> {
         stores: &'a mut PartitionStores,
         emitted: &'a mut Vec<Emitted>,
         registry: &'static Registry,
+        telemetry: &'a Telemetry,
         now: SystemTime,
         partition: i32,
     ) -> Self {
@@ -58,6 +61,7 @@ impl<'a> Context<'a> {
             stores,
             emitted,
             registry,
+            telemetry,
             now,
             partition,
         }
@@ -116,6 +120,12 @@ impl<'a> Context<'a> {
         self.partition
     }
 
+    /// Counts a stage-specific event in `pavilion_stage_events_total{stage, event, label}`
+    /// (e.g. `ctx.count("rejected.rate_limited", tenant)`). Keep labels low-cardinality.
+    pub fn count(&self, event: &str, label: &str) {
+        self.telemetry.stage_event(&self.wiring.name, event, label);
+    }
+
     /// The schema registry, for stages that decode nested payloads.
     pub fn registry(&self) -> &'static Registry {
         self.registry
@@ -147,14 +157,16 @@ impl Store<'_> {
         Ok(())
     }
 
-    /// Every key starting with `prefix` and its value, in key order.
-    pub fn scan_prefix<T: DeserializeOwned>(
+    /// Keys in `[from, to)` with their values, in key order, at most `limit`.
+    pub fn scan<T: DeserializeOwned>(
         &self,
-        prefix: &[u8],
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
     ) -> Result<Vec<(Vec<u8>, T)>, ProcessError> {
         let entries = self
             .stores
-            .scan_prefix(self.index, prefix)
+            .scan(self.index, from, to, limit)
             .map_err(|e| ProcessError::new(e.to_string()))?;
         entries
             .into_iter()

@@ -114,28 +114,35 @@ impl PartitionStores {
         self.db.get_cf(cf, key).map_err(|e| self.err(e))
     }
 
-    /// Every live key starting with `prefix`, in key order, as the current record sees them
-    /// (committed state overlaid with the open transaction and the record's staged writes).
-    pub fn scan_prefix(&self, store: usize, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+    /// Live keys in `[from, to)`, in key order, at most `limit` of them, as the current
+    /// record sees them (committed state overlaid with the open transaction and the record's
+    /// staged writes).
+    pub fn scan(
+        &self,
+        store: usize,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         let mut view: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for item in self.db.prefix_iterator_cf(self.cf(store), prefix) {
+        let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(store), mode) {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            if !k.starts_with(prefix) {
+            // Overlay deletes may hide some of these, so read past `limit` by their number.
+            if &*k >= to || view.len() >= limit + self.transaction.len() + self.staged.len() {
                 break;
             }
             view.insert(k.to_vec(), Some(v.to_vec()));
         }
         for overlay in [&self.transaction, &self.staged] {
-            for ((s, k), v) in overlay.range((store, prefix.to_vec())..) {
-                if *s != store || !k.starts_with(prefix) {
-                    break;
-                }
+            for ((_, k), v) in overlay.range((store, from.to_vec())..(store, to.to_vec())) {
                 view.insert(k.clone(), v.clone());
             }
         }
         Ok(view
             .into_iter()
             .filter_map(|(k, v)| Some((k, v?)))
+            .take(limit)
             .collect())
     }
 

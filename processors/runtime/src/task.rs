@@ -151,6 +151,7 @@ impl TaskRunner {
                 stores,
                 &mut emitted,
                 self.registry,
+                &self.telemetry,
                 self.clock.now(),
                 raw.partition,
             );
@@ -317,6 +318,7 @@ impl TaskRunner {
                     stores,
                     &mut emitted,
                     self.registry,
+                    &self.telemetry,
                     self.clock.now(),
                     partition,
                 );

@@ -37,6 +37,7 @@ pub struct Telemetry {
     restore_remaining: IntGaugeVec,
     restored_records: IntCounterVec,
     restarts: IntCounterVec,
+    stage_events: IntCounterVec,
     states: Mutex<BTreeMap<String, TaskState>>,
 }
 
@@ -131,6 +132,12 @@ impl Telemetry {
                 "pavilion_task_restarts_total",
                 "Task restarts after a fatal or transaction error.",
                 &["task"],
+            ),
+            stage_events: counter(
+                &r,
+                "pavilion_stage_events_total",
+                "Things a stage counts itself, e.g. rejections per tenant and reason.",
+                &["stage", "event", "label"],
             ),
             states: Mutex::new(BTreeMap::new()),
             registry: r,
@@ -229,6 +236,13 @@ impl Telemetry {
         self.restore_remaining
             .with_label_values(&[task, changelog, &partition.to_string()])
             .set(remaining);
+    }
+
+    /// A stage counted one of its own events (see `Context::count`).
+    pub fn stage_event(&self, stage: &str, event: &str, label: &str) {
+        self.stage_events
+            .with_label_values(&[stage, event, label])
+            .inc();
     }
 
     /// A task changed state.

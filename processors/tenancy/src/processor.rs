@@ -1,0 +1,439 @@
+use ed25519_dalek::{Signature, VerifyingKey};
+use pavilion_runtime::clock::epoch_millis;
+use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
+use pavilion_schemas::{
+    AcceptedRequest, CodecError, Event, Registry, RejectionReason, RequestRejected, Tenant,
+    TenantState, VerificationRequest,
+};
+
+use crate::limits::{Gcra, Quota};
+use crate::TenancyConfig;
+
+/// What the stage reads: requests, and tenant registry updates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TenancyInput {
+    /// From `pavilion.requests`.
+    Request(VerificationRequest),
+    /// From `pavilion.tenants`.
+    Tenant(Tenant),
+}
+
+impl Input for TenancyInput {
+    fn decode(registry: &Registry, _topic: &str, bytes: &[u8]) -> Result<Self, CodecError> {
+        match registry.name_of(bytes)? {
+            VerificationRequest::FULL_NAME => registry.decode(bytes).map(TenancyInput::Request),
+            Tenant::FULL_NAME => registry.decode(bytes).map(TenancyInput::Tenant),
+            other => Err(CodecError::SchemaMismatch {
+                expected: format!(
+                    "{} or {}",
+                    VerificationRequest::FULL_NAME,
+                    Tenant::FULL_NAME
+                ),
+                found: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// A rejection: reason, detail, and when a retry can succeed.
+struct Reject(RejectionReason, String, Option<i64>);
+
+fn reject(reason: RejectionReason, detail: impl Into<String>) -> Reject {
+    Reject(reason, detail.into(), None)
+}
+
+/// The tenancy processor.
+pub struct Tenancy {
+    config: TenancyConfig,
+}
+
+impl Tenancy {
+    /// A processor with its config.
+    pub fn new(config: TenancyConfig) -> Self {
+        Tenancy { config }
+    }
+}
+
+// Store keys. `\0` cannot occur in tenant or request ids that pass validation.
+fn seen_key(tenant: &str, request_id: &str) -> Vec<u8> {
+    format!("id\0{tenant}\0{request_id}").into_bytes()
+}
+
+fn expiry_key(expires_ms: i64, tenant: &str, request_id: &str) -> Vec<u8> {
+    format!("exp\0{expires_ms:020}\0{tenant}\0{request_id}").into_bytes()
+}
+
+fn rate_key(tenant: &str) -> Vec<u8> {
+    format!("rate\0{tenant}").into_bytes()
+}
+
+fn quota_key(tenant: &str) -> Vec<u8> {
+    format!("quota\0{tenant}").into_bytes()
+}
+
+impl Processor for Tenancy {
+    type Input = TenancyInput;
+
+    fn process(
+        &mut self,
+        ctx: &mut Context<'_>,
+        record: Record<TenancyInput>,
+    ) -> Result<(), ProcessError> {
+        match record.value {
+            TenancyInput::Tenant(tenant) => {
+                if record.key != tenant.tenant_id.as_bytes() {
+                    return Err(ProcessError::new(format!(
+                        "tenant record keyed `{}` must be keyed by its tenant id `{}`",
+                        String::from_utf8_lossy(&record.key),
+                        tenant.tenant_id
+                    )));
+                }
+                let mut tenants = ctx.store("tenants")?;
+                if let Some(known) = tenants.get::<Tenant>(tenant.tenant_id.as_bytes())? {
+                    if known.revision >= tenant.revision {
+                        ctx.count("tenant.stale_revision_ignored", &tenant.tenant_id);
+                        return Ok(());
+                    }
+                }
+                tenants.put(tenant.tenant_id.as_bytes(), &tenant)?;
+                ctx.count("tenant.updated", &tenant.tenant_id);
+                Ok(())
+            }
+            TenancyInput::Request(request) => {
+                let now = epoch_millis(ctx.now());
+                match self.admit(ctx, &record.key, &request, now)? {
+                    Ok(accepted) => {
+                        ctx.count("accepted", &request.tenant_id);
+                        ctx.emit("accepted", request.tenant_id.clone(), &accepted)
+                    }
+                    Err(Reject(reason, detail, retry_after_ms)) => {
+                        let label = if reason == RejectionReason::UnknownTenant {
+                            ""
+                        } else {
+                            &request.tenant_id
+                        };
+                        ctx.count(&format!("rejected.{}", reason.as_str()), label);
+                        let tenant_id = (reason != RejectionReason::UnknownTenant)
+                            .then(|| request.tenant_id.clone());
+                        let rejected = RequestRejected {
+                            request_id: request.request_id.clone(),
+                            tenant_id,
+                            reason,
+                            detail,
+                            retry_after_ms,
+                            rejected_at: now,
+                        };
+                        ctx.emit("rejected", request.tenant_id.clone(), &rejected)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets request ids whose window has passed, oldest first, a bounded batch at a time.
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let now = epoch_millis(ctx.now());
+        let mut seen = ctx.store("seen")?;
+        let upto = format!("exp\0{now:020}\u{1}").into_bytes();
+        let expired = seen.scan::<i64>(b"exp\0", &upto, self.config.expire_batch)?;
+        for (key, _) in &expired {
+            let text = String::from_utf8_lossy(key);
+            let mut parts = text.split('\0').skip(2);
+            if let (Some(tenant), Some(request_id)) = (parts.next(), parts.next()) {
+                seen.delete(&seen_key(tenant, request_id));
+            }
+            seen.delete(key);
+        }
+        if !expired.is_empty() {
+            ctx.count("idempotency.expired", "");
+        }
+        Ok(())
+    }
+}
+
+impl Tenancy {
+    /// Decides one request. The outer `Result` is a stage failure (dead letter); the inner
+    /// one is the decision.
+    fn admit(
+        &self,
+        ctx: &mut Context<'_>,
+        key: &[u8],
+        r: &VerificationRequest,
+        now: i64,
+    ) -> Result<Result<AcceptedRequest, Reject>, ProcessError> {
+        if let Err(rejection) = self.validate_shape(key, r) {
+            return Ok(Err(rejection));
+        }
+        let Some(tenant) = ctx
+            .store("tenants")?
+            .get::<Tenant>(r.tenant_id.as_bytes())?
+        else {
+            return Ok(Err(reject(
+                RejectionReason::UnknownTenant,
+                format!("no tenant `{}`", r.tenant_id),
+            )));
+        };
+        if let Err(rejection) =
+            authenticate(&tenant, r, now).and_then(|()| self.validate_content(r, now))
+        {
+            return Ok(Err(rejection));
+        }
+
+        let seen = ctx.store("seen")?;
+        let id = seen_key(&r.tenant_id, &r.request_id);
+        if let Some(expires) = seen.get::<i64>(&id)? {
+            if expires > now {
+                return Ok(Err(reject(
+                    RejectionReason::Duplicate,
+                    format!(
+                        "request_id `{}` was already decided; remembered until {expires} ms",
+                        r.request_id
+                    ),
+                )));
+            }
+        }
+
+        // Rate and quota are checked together and charged only when both allow; these two
+        // rejections are not final, so they do not remember the request id.
+        let mut limits = ctx.store("limits")?;
+        let gcra = limits
+            .get::<Gcra>(&rate_key(&r.tenant_id))?
+            .unwrap_or_default();
+        let quota = limits
+            .get::<Quota>(&quota_key(&r.tenant_id))?
+            .unwrap_or_default();
+        let config = &tenant.config;
+        let gcra = match gcra.check(now, config.rate_limit_per_second, config.burst) {
+            Ok(g) => g,
+            Err(wait) => {
+                return Ok(Err(Reject(
+                    RejectionReason::RateLimited,
+                    format!(
+                        "over {} requests/s (burst {})",
+                        config.rate_limit_per_second, config.burst
+                    ),
+                    Some(wait),
+                )))
+            }
+        };
+        let quota = match quota.check(now, config.daily_quota) {
+            Ok(q) => q,
+            Err(wait) => {
+                return Ok(Err(Reject(
+                    RejectionReason::QuotaExceeded,
+                    format!(
+                        "daily quota of {} used",
+                        config.daily_quota.unwrap_or_default()
+                    ),
+                    Some(wait),
+                )))
+            }
+        };
+        limits.put(&rate_key(&r.tenant_id), &gcra)?;
+        limits.put(&quota_key(&r.tenant_id), &quota)?;
+
+        let expires = now + self.config.idempotency_window.as_millis() as i64;
+        let mut seen = ctx.store("seen")?;
+        seen.put(&id, &expires)?;
+        seen.put(&expiry_key(expires, &r.tenant_id, &r.request_id), &expires)?;
+        Ok(Ok(AcceptedRequest {
+            request: r.clone(),
+            tenant_revision: tenant.revision,
+            tenant_allowed_regions: tenant.config.allowed_regions.clone(),
+            accepted_at: now,
+        }))
+    }
+
+    /// Checks that need no state: keying and sizes, before anything expensive.
+    fn validate_shape(&self, key: &[u8], r: &VerificationRequest) -> Result<(), Reject> {
+        let c = &self.config;
+        if key != r.tenant_id.as_bytes() {
+            return Err(reject(
+                RejectionReason::InvalidSchema,
+                format!(
+                    "record key `{}` must be the tenant id `{}` (requests are partitioned by tenant)",
+                    String::from_utf8_lossy(key),
+                    r.tenant_id
+                ),
+            ));
+        }
+        let mut strings = vec![
+            ("request_id", r.request_id.as_str()),
+            ("tenant_id", r.tenant_id.as_str()),
+            ("key_id", r.key_id.as_str()),
+            ("nonce", r.nonce.as_str()),
+            ("purpose", r.purpose.as_str()),
+            ("subject_jurisdiction", r.subject_jurisdiction.as_str()),
+        ];
+        if let Some(consent) = &r.consent_ref {
+            strings.push(("consent_ref", consent));
+        }
+        for claim in &r.claims {
+            strings.push(("claim name", &claim.name));
+            for (k, v) in &claim.params {
+                strings.push(("claim parameter", k));
+                strings.push(("claim parameter", v));
+            }
+        }
+        for token in &r.subject_tokens {
+            strings.push(("provider_id", &token.provider_id));
+        }
+        for (field, value) in strings {
+            if value.len() > c.max_string_len {
+                return Err(reject(
+                    RejectionReason::Oversize,
+                    format!(
+                        "{field} is {} bytes, over {}",
+                        value.len(),
+                        c.max_string_len
+                    ),
+                ));
+            }
+            if value.contains('\0') {
+                return Err(reject(
+                    RejectionReason::InvalidSchema,
+                    format!("{field} contains a NUL character"),
+                ));
+            }
+        }
+        if r.request_id.is_empty() {
+            return Err(reject(
+                RejectionReason::InvalidSchema,
+                "request_id is empty",
+            ));
+        }
+        if r.claims.len() > c.max_claims || r.subject_tokens.len() > c.max_tokens {
+            return Err(reject(
+                RejectionReason::Oversize,
+                format!(
+                    "{} claims and {} tokens, over {} / {}",
+                    r.claims.len(),
+                    r.subject_tokens.len(),
+                    c.max_claims,
+                    c.max_tokens
+                ),
+            ));
+        }
+        if let Some(t) = r
+            .subject_tokens
+            .iter()
+            .find(|t| t.token.len() > c.max_token_len)
+        {
+            return Err(reject(
+                RejectionReason::Oversize,
+                format!(
+                    "a token for `{}` is {} bytes, over {}",
+                    t.provider_id,
+                    t.token.len(),
+                    c.max_token_len
+                ),
+            ));
+        }
+        let size = r.signing_bytes().len();
+        if size > c.max_request_bytes {
+            return Err(reject(
+                RejectionReason::Oversize,
+                format!("request is {size} bytes, over {}", c.max_request_bytes),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks on the authenticated content.
+    fn validate_content(&self, r: &VerificationRequest, now: i64) -> Result<(), Reject> {
+        if r.nonce.is_empty() {
+            return Err(reject(RejectionReason::MissingNonce, "nonce is empty"));
+        }
+        let skew = self.config.clock_skew.as_millis() as i64;
+        for (field, at) in [("created_at", r.created_at), ("signed_at", r.signed_at)] {
+            if (at - now).abs() > skew {
+                return Err(reject(
+                    RejectionReason::ClockSkew,
+                    format!("{field} is {} ms from now, over {skew}", at - now),
+                ));
+            }
+        }
+        if r.claims.is_empty() {
+            return Err(reject(RejectionReason::InvalidSchema, "no claims asked"));
+        }
+        let allowed = &self.config.allowed_claims;
+        if let Some(claim) = r
+            .claims
+            .iter()
+            .find(|c| !allowed.is_empty() && !allowed.contains(&c.name))
+        {
+            return Err(reject(
+                RejectionReason::ClaimNotAllowed,
+                format!("claim `{}` is not served", claim.name),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Tenant state, key validity and the Ed25519 signature.
+fn authenticate(tenant: &Tenant, r: &VerificationRequest, now: i64) -> Result<(), Reject> {
+    match tenant.state {
+        TenantState::Active => {}
+        TenantState::Suspended => {
+            return Err(reject(
+                RejectionReason::TenantSuspended,
+                "tenant is suspended",
+            ))
+        }
+        TenantState::Deleted => {
+            return Err(reject(RejectionReason::UnknownTenant, "tenant was deleted"))
+        }
+        TenantState::Provisioned | TenantState::Unknown => {
+            return Err(reject(
+                RejectionReason::TenantInactive,
+                "tenant is not active yet",
+            ))
+        }
+    }
+    let Some(key) = tenant.signing_keys.iter().find(|k| k.key_id == r.key_id) else {
+        return Err(reject(
+            RejectionReason::UnknownKey,
+            format!("no key `{}` for this tenant", r.key_id),
+        ));
+    };
+    if key.revoked_at.is_some_and(|at| at <= now) {
+        return Err(reject(
+            RejectionReason::RevokedKey,
+            format!("key `{}` is revoked", r.key_id),
+        ));
+    }
+    if key.not_before > now {
+        return Err(reject(
+            RejectionReason::KeyNotYetValid,
+            format!("key `{}` is valid from {} ms", r.key_id, key.not_before),
+        ));
+    }
+    if key.not_after.is_some_and(|at| at <= now) {
+        return Err(reject(
+            RejectionReason::ExpiredKey,
+            format!("key `{}` expired", r.key_id),
+        ));
+    }
+    let public: [u8; 32] = key.public_key.as_slice().try_into().map_err(|_| {
+        reject(
+            RejectionReason::BadSignature,
+            format!("key `{}` is not a 32-byte Ed25519 key", r.key_id),
+        )
+    })?;
+    let verifying = VerifyingKey::from_bytes(&public).map_err(|_| {
+        reject(
+            RejectionReason::BadSignature,
+            "registered key is not a valid point",
+        )
+    })?;
+    let signature = Signature::from_slice(&r.signature).map_err(|_| {
+        reject(
+            RejectionReason::BadSignature,
+            format!("signature is {} bytes, not 64", r.signature.len()),
+        )
+    })?;
+    verifying
+        .verify_strict(&r.signing_bytes(), &signature)
+        .map_err(|_| reject(RejectionReason::BadSignature, "signature does not verify"))
+}

@@ -1,0 +1,404 @@
+//! Tenancy as data: tenant updates and requests in → accepted or rejected out, on a manual
+//! clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use expect_test::{expect, Expect};
+use pavilion_runtime::testing::TestDriver;
+use pavilion_runtime::StageKinds;
+use pavilion_schemas::{
+    ClaimRequest, Registry, RequestRejected, RequestSigningKey, SubjectToken, Tenant, TenantConfig,
+    TenantState, VerificationRequest,
+};
+
+const TOPOLOGY: &str = "
+application: t
+dlq: dlq
+topics:
+  dlq: { schema: pavilion.DeadLetter }
+  requests: { schema: pavilion.VerificationRequest }
+  tenants: { schema: pavilion.Tenant, cleanup: compact }
+  accepted: { schema: pavilion.AcceptedRequest }
+  rejected: { schema: pavilion.RequestRejected }
+stages:
+  tenancy:
+    kind: tenancy
+    inputs: [requests, tenants]
+    outputs: { accepted: accepted, rejected: rejected }
+    stores: [tenants, seen, limits]
+    punctuate_every: 1m
+    config:
+      allowed_claims: [age_over, account_verified]
+      clock_skew: 1m
+      idempotency_window: 1h
+";
+
+/// 2023-11-14T22:13:20Z, the driver's manual clock at start.
+const T0: i64 = 1_700_000_000_000;
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn tenant(id: &str, state: TenantState, revision: i64) -> Tenant {
+    Tenant {
+        tenant_id: id.into(),
+        display_name: format!("Tenant {id}"),
+        state,
+        signing_keys: vec![RequestSigningKey {
+            key_id: "k1".into(),
+            public_key: key(1).verifying_key().to_bytes().to_vec(),
+            not_before: T0 - 1000,
+            not_after: None,
+            revoked_at: None,
+        }],
+        config: TenantConfig {
+            rate_limit_per_second: 2.0,
+            burst: 3,
+            daily_quota: Some(100),
+            allowed_regions: vec!["eu".into()],
+            response_topic: format!("pavilion.decisions.{id}"),
+        },
+        updated_at: T0,
+        revision,
+    }
+}
+
+fn request(tenant: &str, id: &str, at: i64) -> VerificationRequest {
+    let mut r = VerificationRequest {
+        request_id: id.into(),
+        tenant_id: tenant.into(),
+        key_id: "k1".into(),
+        signature: Vec::new(),
+        signed_at: at,
+        nonce: format!("nonce-{id}"),
+        created_at: at,
+        claims: vec![ClaimRequest {
+            name: "age_over".into(),
+            params: BTreeMap::from([("threshold".into(), "18".into())]),
+        }],
+        purpose: "onboarding".into(),
+        subject_jurisdiction: "eu".into(),
+        consent_ref: None,
+        subject_tokens: vec![SubjectToken {
+            provider_id: "registry".into(),
+            token: vec![7; 64],
+        }],
+        response_format: None,
+    };
+    sign(&mut r, &key(1));
+    r
+}
+
+fn sign(r: &mut VerificationRequest, key: &SigningKey) {
+    r.signature = key.sign(&r.signing_bytes()).to_bytes().to_vec();
+}
+
+/// One step of a scenario.
+enum Step {
+    Tenant(Tenant),
+    Request(VerificationRequest),
+    /// A request on the wrong key.
+    Misrouted(VerificationRequest, &'static str),
+    Advance(Duration),
+    Punctuate,
+}
+
+fn check(steps: Vec<Step>, expect_out: Expect) {
+    let mut driver = TestDriver::new(TOPOLOGY, "tenancy", &StageKinds::new([&crate::KIND]));
+    let mut rendered = String::new();
+    for step in steps {
+        let out = match step {
+            Step::Tenant(t) => driver.send("tenants", &t.tenant_id.clone(), &t),
+            Step::Request(r) => driver.send("requests", &r.tenant_id.clone(), &r),
+            Step::Misrouted(r, key) => driver.send("requests", key, &r),
+            Step::Advance(d) => {
+                driver.clock().advance(d);
+                continue;
+            }
+            Step::Punctuate => driver.punctuate(),
+        };
+        for record in out {
+            rendered += &line(&record.topic, &record.value);
+        }
+    }
+    expect_out.assert_eq(&rendered);
+}
+
+/// `accepted <request>` or `rejected <request> <reason> [retry after] — detail`.
+fn line(topic: &str, value: &[u8]) -> String {
+    let registry = Registry::builtin();
+    match topic {
+        "accepted" => {
+            let a: pavilion_schemas::AcceptedRequest = registry.decode(value).unwrap();
+            format!(
+                "accepted {} (tenant revision {})\n",
+                a.request.request_id, a.tenant_revision
+            )
+        }
+        "rejected" => {
+            let r: RequestRejected = registry.decode(value).unwrap();
+            let retry = r
+                .retry_after_ms
+                .map(|ms| format!(" retry after {ms} ms"))
+                .unwrap_or_default();
+            format!(
+                "rejected {} {}{retry} — {}\n",
+                r.request_id,
+                r.reason.as_str(),
+                r.detail
+            )
+        }
+        _ => {
+            let d: pavilion_schemas::DeadLetter = registry.decode(value).unwrap();
+            format!("dead letter: {}\n", d.detail)
+        }
+    }
+}
+
+#[test]
+fn authentication_and_lifecycle() {
+    let mut forged = request("acme", "forged", T0);
+    sign(&mut forged, &key(9));
+    let mut tampered = request("acme", "tampered", T0);
+    tampered.purpose = "marketing".into();
+    let mut unknown_key = request("acme", "unknown-key", T0);
+    unknown_key.key_id = "k9".into();
+    let mut revoked = tenant("acme", TenantState::Active, 4);
+    revoked.signing_keys[0].revoked_at = Some(T0);
+    let mut rotated = tenant("acme", TenantState::Active, 5);
+    rotated.signing_keys.push(RequestSigningKey {
+        key_id: "k2".into(),
+        public_key: key(2).verifying_key().to_bytes().to_vec(),
+        not_before: T0,
+        not_after: None,
+        revoked_at: None,
+    });
+    rotated.signing_keys[0].revoked_at = Some(T0);
+    let mut with_k2 = request("acme", "with-k2", T0);
+    with_k2.key_id = "k2".into();
+    sign(&mut with_k2, &key(2));
+    check(
+        vec![
+            Step::Request(request("acme", "before-registration", T0)),
+            Step::Tenant(tenant("acme", TenantState::Provisioned, 1)),
+            Step::Request(request("acme", "provisioned", T0)),
+            Step::Tenant(tenant("acme", TenantState::Active, 2)),
+            Step::Request(request("acme", "ok", T0)),
+            Step::Request(forged),
+            Step::Request(tampered),
+            Step::Request(unknown_key),
+            Step::Tenant(tenant("acme", TenantState::Suspended, 3)),
+            Step::Request(request("acme", "suspended", T0)),
+            Step::Tenant(tenant("acme", TenantState::Active, 1)),
+            Step::Request(request("acme", "stale-revision-ignored", T0)),
+            Step::Tenant(revoked),
+            Step::Request(request("acme", "revoked", T0)),
+            Step::Tenant(rotated),
+            Step::Request(with_k2),
+            Step::Misrouted(request("acme", "misrouted", T0), "other"),
+        ],
+        expect![[r#"
+            rejected before-registration unknown_tenant — no tenant `acme`
+            rejected provisioned tenant_inactive — tenant is not active yet
+            accepted ok (tenant revision 2)
+            rejected forged bad_signature — signature does not verify
+            rejected tampered bad_signature — signature does not verify
+            rejected unknown-key unknown_key — no key `k9` for this tenant
+            rejected suspended tenant_suspended — tenant is suspended
+            rejected stale-revision-ignored tenant_suspended — tenant is suspended
+            rejected revoked revoked_key — key `k1` is revoked
+            accepted with-k2 (tenant revision 5)
+            rejected misrouted invalid_schema — record key `other` must be the tenant id `acme` (requests are partitioned by tenant)
+        "#]],
+    );
+}
+
+#[test]
+fn validation_has_a_reason_per_failure() {
+    let resign = |mut r: VerificationRequest| {
+        sign(&mut r, &key(1));
+        r
+    };
+    let mut no_nonce = request("acme", "no-nonce", T0);
+    no_nonce.nonce.clear();
+    let mut skewed = request("acme", "skewed", T0 + 61_000);
+    skewed.signed_at = T0;
+    let mut big = request("acme", "big-purpose", T0);
+    big.purpose = "x".repeat(300);
+    let mut many = request("acme", "many-claims", T0);
+    many.claims = vec![many.claims[0].clone(); 17];
+    let mut fat_token = request("acme", "fat-token", T0);
+    fat_token.subject_tokens[0].token = vec![0; 65];
+    let mut not_served = request("acme", "not-served", T0);
+    not_served.claims[0].name = "credit_score".into();
+    let mut none = request("acme", "no-claims", T0);
+    none.claims.clear();
+    check(
+        vec![
+            Step::Tenant(tenant("acme", TenantState::Active, 1)),
+            Step::Request(resign(no_nonce)),
+            Step::Request(resign(skewed)),
+            Step::Request(resign(big)),
+            Step::Request(resign(many)),
+            Step::Request(resign(fat_token)),
+            Step::Request(resign(not_served)),
+            Step::Request(resign(none)),
+        ],
+        expect![[r#"
+            rejected no-nonce missing_nonce — nonce is empty
+            rejected skewed clock_skew — created_at is 61000 ms from now, over 60000
+            rejected big-purpose oversize — purpose is 300 bytes, over 256
+            rejected many-claims oversize — 17 claims and 1 tokens, over 16 / 16
+            rejected fat-token oversize — a token for `registry` is 65 bytes, over 64
+            rejected not-served claim_not_allowed — claim `credit_score` is not served
+            rejected no-claims invalid_schema — no claims asked
+        "#]],
+    );
+}
+
+#[test]
+fn duplicates_within_the_window_and_expiry_by_punctuation() {
+    let later = T0 + 3_601_000;
+    check(
+        vec![
+            Step::Tenant(tenant("acme", TenantState::Active, 1)),
+            Step::Punctuate,
+            Step::Request(request("acme", "r1", T0)),
+            Step::Request(request("acme", "r1", T0)),
+            Step::Tenant(tenant("beta", TenantState::Active, 1)),
+            Step::Request(request("beta", "r1", T0)),
+            Step::Advance(Duration::from_secs(3601)),
+            Step::Punctuate,
+            Step::Request(request("acme", "r1", later)),
+        ],
+        expect![[r#"
+            accepted r1 (tenant revision 1)
+            rejected r1 duplicate — request_id `r1` was already decided; remembered until 1700003600000 ms
+            accepted r1 (tenant revision 1)
+            accepted r1 (tenant revision 1)
+        "#]],
+    );
+}
+
+#[test]
+fn rate_limit_with_burst_then_daily_quota() {
+    let mut steps = vec![Step::Tenant(tenant("acme", TenantState::Active, 1))];
+    // Burst 3 at 2/s: three pass at once, the fourth waits 500 ms.
+    for i in 0..4 {
+        steps.push(Step::Request(request("acme", &format!("b{i}"), T0)));
+    }
+    steps.push(Step::Advance(Duration::from_millis(500)));
+    steps.push(Step::Request(request("acme", "b3", T0 + 500)));
+    check(
+        steps,
+        expect![[r#"
+            accepted b0 (tenant revision 1)
+            accepted b1 (tenant revision 1)
+            accepted b2 (tenant revision 1)
+            rejected b3 rate_limited retry after 500 ms — over 2 requests/s (burst 3)
+            accepted b3 (tenant revision 1)
+        "#]],
+    );
+
+    let mut small = tenant("acme", TenantState::Active, 1);
+    small.config.daily_quota = Some(2);
+    small.config.rate_limit_per_second = 1000.0;
+    check(
+        vec![
+            Step::Tenant(small),
+            Step::Request(request("acme", "q1", T0)),
+            Step::Request(request("acme", "q2", T0)),
+            Step::Request(request("acme", "q3", T0)),
+            // The next UTC day starts 6,400,000 ms after T0.
+            Step::Advance(Duration::from_millis(6_400_000)),
+            Step::Request(request("acme", "q3", T0 + 6_400_000)),
+        ],
+        expect![[r#"
+            accepted q1 (tenant revision 1)
+            accepted q2 (tenant revision 1)
+            rejected q3 quota_exceeded retry after 6400000 ms — daily quota of 2 used
+            accepted q3 (tenant revision 1)
+        "#]],
+    );
+}
+
+/// Many generated hostile requests: none is accepted, each is rejected with a reason or
+/// dead-lettered, and the stage still accepts a good request afterwards.
+#[test]
+fn a_thousand_hostile_requests_accept_nothing() {
+    let mut driver = TestDriver::new(TOPOLOGY, "tenancy", &StageKinds::new([&crate::KIND]));
+    driver.send("tenants", "acme", &tenant("acme", TenantState::Active, 1));
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let registry = Registry::builtin();
+    for i in 0..1_200u32 {
+        let mut r = request("acme", &format!("h{i}"), T0);
+        let (key, raw): (String, Option<Vec<u8>>) = match i % 8 {
+            0 => {
+                r.signature[i as usize % 64] ^= 1;
+                ("acme".into(), None)
+            }
+            1 => {
+                r.tenant_id = format!("ghost{i}");
+                sign(&mut r, &key(1));
+                (r.tenant_id.clone(), None)
+            }
+            2 => {
+                r.nonce = "n".repeat(257 + i as usize % 50);
+                sign(&mut r, &key(1));
+                ("acme".into(), None)
+            }
+            3 => {
+                r.created_at = T0 - 3_600_000 - i64::from(i);
+                sign(&mut r, &key(1));
+                ("acme".into(), None)
+            }
+            4 => {
+                r.request_id = "ok".into(); // the first one is accepted below, then duplicates
+                sign(&mut r, &key(1));
+                ("acme".into(), None)
+            }
+            5 => {
+                let mut bytes = registry.encode(&r).unwrap();
+                let cut = 11 + i as usize % (bytes.len() - 11);
+                bytes.truncate(cut);
+                ("acme".into(), Some(bytes))
+            }
+            6 => ("acme".into(), Some(format!("junk {i}").into_bytes())),
+            _ => {
+                r.key_id = "k1".into();
+                r.signature = vec![0; 64];
+                ("acme".into(), None)
+            }
+        };
+        if i == 4 {
+            // Make exactly one legitimate request the target of the duplicates.
+            let out = driver.send("requests", "acme", &request("acme", "ok", T0));
+            assert!(line(&out[0].topic, &out[0].value).starts_with("accepted"));
+        }
+        let out = match raw {
+            Some(bytes) => driver.send_raw("requests", key.as_bytes(), &bytes),
+            None => driver.send("requests", &key, &r),
+        };
+        assert_eq!(out.len(), 1, "exactly one outcome per hostile record");
+        let text = line(&out[0].topic, &out[0].value);
+        assert!(
+            !text.starts_with("accepted"),
+            "accepted a hostile request: {text}"
+        );
+        let reason = text
+            .split_whitespace()
+            .nth(if text.starts_with("dead") { 0 } else { 2 })
+            .unwrap()
+            .to_owned();
+        *reasons.entry(reason).or_default() += 1;
+    }
+    expect![[r#"
+        {"bad_signature": 300, "clock_skew": 150, "dead": 300, "duplicate": 150, "oversize": 150, "unknown_tenant": 150}
+    "#]]
+    .assert_eq(&format!("{reasons:?}\n"));
+    let out = driver.send("requests", "acme", &request("acme", "after", T0));
+    assert!(line(&out[0].topic, &out[0].value).starts_with("accepted after"));
+}
