@@ -6,6 +6,7 @@ mod demo;
 mod kinds;
 mod run;
 mod schemas_cmd;
+mod tenant_cmd;
 mod topology_cmd;
 
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ enum Command {
     Topics {
         #[command(subcommand)]
         command: TopicsCommand,
+    },
+    /// Manage tenants: registry entries, lifecycle, request-signing keys.
+    Tenant {
+        #[command(subcommand)]
+        command: tenant_cmd::TenantCommand,
     },
     /// Run the pipeline's tasks (all, or those named) until SIGTERM/SIGINT.
     Run(run::RunArgs),
@@ -153,6 +159,7 @@ fn main() -> ExitCode {
         Command::Topics { command } => match command {
             TopicsCommand::Create(args) => topology_cmd::create_topics(&args),
         },
+        Command::Tenant { command } => tenant_cmd::run(command),
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { command } => match command {

@@ -38,18 +38,14 @@ pub struct TestTopology {
 
 impl TestTopology {
     pub fn new(name: &str, partitions: u32, fused: bool) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let prefix = format!("t-{name}-{}-{}", std::process::id(), nanos % 1_000_000_000);
         let fuse = if fused {
             "fuse:\n  - [counter, totals]\n"
         } else {
             ""
         };
-        let yaml = format!(
-            "application: {prefix}
+        Self::with_yaml(name, |prefix| {
+            format!(
+                "application: {prefix}
 dlq: {prefix}.dlq
 defaults: {{ partitions: {partitions} }}
 topics:
@@ -70,10 +66,21 @@ stages:
     outputs: {{ totals: {prefix}.totals }}
     stores: [totals]
 {fuse}"
-        );
+            )
+        })
+    }
+
+    /// A topology whose text `yaml` makes from a prefix unique to this run; its topics are
+    /// created with `pavilion topics create`.
+    pub fn with_yaml(name: &str, yaml: impl FnOnce(&str) -> String) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let prefix = format!("t-{name}-{}-{}", std::process::id(), nanos % 1_000_000_000);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("topology.yaml");
-        std::fs::write(&path, yaml).unwrap();
+        std::fs::write(&path, yaml(&prefix)).unwrap();
         let t = TestTopology { dir, path, prefix };
         let out = t.cli(&["topics", "create"]);
         assert!(
@@ -94,6 +101,17 @@ stages:
 
     pub fn state_dir(&self, instance: &str) -> PathBuf {
         self.dir.path().join(format!("state-{instance}"))
+    }
+
+    /// Runs the binary to completion with this topology; panics with its stderr on failure.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "pavilion {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs the binary to completion with this topology.
@@ -188,6 +206,17 @@ impl Drop for Pipeline {
         if let Some(mut c) = self.child.take() {
             c.kill().ok();
             c.wait().ok();
+        }
+        if std::thread::panicking() {
+            // The temp dir goes with the test; keep the whole log for the post-mortem.
+            let kept = std::env::temp_dir().join(format!(
+                "pavilion-failed-{}-{}",
+                std::process::id(),
+                self.log.file_name().unwrap().to_string_lossy()
+            ));
+            if std::fs::copy(&self.log, &kept).is_ok() {
+                eprintln!("pipeline log kept at {}", kept.display());
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -79,7 +79,7 @@ struct OpenTransaction {
 struct Core {
     task: String,
     runner: TaskRunner,
-    producer: BaseProducer,
+    producer: ThreadedProducer<DefaultProducerContext>,
     partitions: BTreeMap<i32, PartitionStores>,
     pending_restore: BTreeSet<i32>,
     transaction: Option<OpenTransaction>,
@@ -162,7 +162,7 @@ fn run_once(
 ) -> anyhow::Result<()> {
     let spec = &topology.tasks[task];
     let runner = build().map_err(|e| anyhow!(e))?;
-    let producer: BaseProducer = settings
+    let producer: ThreadedProducer<DefaultProducerContext> = settings
         .producer(&topology.transactional_id(task, &settings.instance))
         .create()
         .context("creating the transactional producer")?;
@@ -236,7 +236,6 @@ fn run_once(
                 .ok_or_else(|| anyhow!("consumer has no group metadata"))?;
             core.commit(&metadata)?;
         }
-        core.producer.poll(Duration::ZERO);
     }
 }
 
@@ -468,7 +467,7 @@ fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Res
 
 /// Produces one record, waiting while the producer queue is full.
 fn send(
-    producer: &BaseProducer,
+    producer: &ThreadedProducer<DefaultProducerContext>,
     topic: &str,
     partition: Option<i32>,
     key: &[u8],
@@ -486,7 +485,7 @@ fn send(
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
-                producer.poll(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
             }
             Err((e, _)) => return Err(e).with_context(|| format!("producing to {topic}")),
         }

@@ -1,0 +1,387 @@
+//! `pavilion tenant …`: the tenant registry. Every change is a new revision of the tenant's
+//! record on the compacted tenants topic; the registry is whatever that topic says.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use ed25519_dalek::SigningKey;
+use pavilion_kafka::{PlainProducer, TopicReader};
+use pavilion_runtime::clock::epoch_millis;
+use pavilion_schemas::{Event, Registry, RequestSigningKey, Tenant, TenantConfig, TenantState};
+use serde::{Deserialize, Serialize};
+
+use crate::{topology_cmd, ClusterArgs};
+
+/// Tenant registry commands.
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Register a tenant (state `provisioned`, or `active` with --activate).
+    Add(AddArgs),
+    /// One line per tenant.
+    List(ClusterArgs),
+    /// A tenant's current record as JSON.
+    Show(Target),
+    /// Serve the tenant's requests.
+    Activate(Target),
+    /// Stop serving the tenant's requests (rejected as `tenant_suspended`).
+    Suspend(Target),
+    /// Mark the tenant deleted (its requests are rejected as `unknown_tenant`).
+    Delete(Target),
+    /// Register a request-signing key: a given public key, or a new key pair written to a file.
+    AddKey(AddKeyArgs),
+    /// Revoke a request-signing key from now on.
+    RevokeKey(KeyTarget),
+}
+
+/// A tenant to act on.
+#[derive(Args)]
+pub struct Target {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Tenant id.
+    pub tenant: String,
+}
+
+/// `tenant add`.
+#[derive(Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Display name.
+    #[arg(long)]
+    pub name: String,
+    /// Sustained requests per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Requests allowed at once above the rate.
+    #[arg(long, default_value_t = 100)]
+    pub burst: i32,
+    /// Requests per UTC day (none: unlimited).
+    #[arg(long)]
+    pub daily_quota: Option<i64>,
+    /// Regions whose providers may answer; repeatable.
+    #[arg(long = "region", default_value = "eu")]
+    pub regions: Vec<String>,
+    /// Decision topic (default `pavilion.decisions.<tenant>`).
+    #[arg(long)]
+    pub response_topic: Option<String>,
+    /// Make it active at once.
+    #[arg(long)]
+    pub activate: bool,
+}
+
+/// `tenant add-key`.
+#[derive(Args)]
+pub struct AddKeyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Key id, unique for the tenant.
+    #[arg(long)]
+    pub key_id: String,
+    /// The Ed25519 public key, 64 hex digits.
+    #[arg(
+        long,
+        conflicts_with = "generate",
+        required_unless_present = "generate"
+    )]
+    pub public_key: Option<String>,
+    /// Generate a key pair and write it (secret included, mode 0600) to this file.
+    #[arg(long, value_name = "KEYFILE")]
+    pub generate: Option<PathBuf>,
+    /// Valid for this long from now (default: until revoked).
+    #[arg(long, value_parser = crate::parse_duration)]
+    pub valid_for: Option<Duration>,
+}
+
+/// A tenant's key.
+#[derive(Args)]
+pub struct KeyTarget {
+    #[command(flatten)]
+    pub target: Target,
+    /// Key id.
+    #[arg(long)]
+    pub key_id: String,
+}
+
+/// A request-signing key file, as `tenant add-key --generate` writes it and `pavilion request`
+/// reads it.
+#[derive(Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Key id.
+    pub key_id: String,
+    /// 32-byte Ed25519 seed, hex.
+    pub secret_key: String,
+    /// Public key, hex.
+    pub public_key: String,
+}
+
+struct TenantRegistry {
+    topic: String,
+    tenants: BTreeMap<String, Tenant>,
+}
+
+fn tenants_topic(cluster: &ClusterArgs) -> Result<String> {
+    let topology = topology_cmd::load(&cluster.file)?;
+    let topics: Vec<&str> = topology
+        .topics
+        .values()
+        .filter(|t| t.schema.as_deref() == Some(Tenant::FULL_NAME))
+        .map(|t| t.name.as_str())
+        .collect();
+    match topics[..] {
+        [one] => Ok(one.to_owned()),
+        _ => bail!(
+            "topology.yaml must declare exactly one topic with schema {} (found {topics:?})",
+            Tenant::FULL_NAME
+        ),
+    }
+}
+
+fn load(cluster: &ClusterArgs) -> Result<TenantRegistry> {
+    let topic = tenants_topic(cluster)?;
+    let settings = topology_cmd::settings(cluster, "cli");
+    let records = TopicReader::new(&settings, &[&topic])?
+        .read_to_end(Duration::from_secs(30))
+        .with_context(|| format!("reading {topic}"))?;
+    let mut tenants = BTreeMap::new();
+    for r in records {
+        let Some(value) = r.value else { continue };
+        match Registry::builtin().decode::<Tenant>(&value) {
+            Ok(t) => {
+                tenants.insert(t.tenant_id.clone(), t);
+            }
+            Err(e) => eprintln!(
+                "warning: skipping undecodable record at {topic}/{}@{}: {e}",
+                r.partition, r.offset
+            ),
+        }
+    }
+    Ok(TenantRegistry { topic, tenants })
+}
+
+fn publish(cluster: &ClusterArgs, topic: &str, tenant: &Tenant) -> Result<()> {
+    let producer = PlainProducer::new(&topology_cmd::settings(cluster, "cli"))?;
+    producer.send(
+        topic,
+        tenant.tenant_id.as_bytes(),
+        &Registry::builtin().encode(tenant)?,
+    )?;
+    producer.flush()?;
+    println!(
+        "{} revision {}: {:?}, {} key(s)",
+        tenant.tenant_id,
+        tenant.revision,
+        tenant.state,
+        tenant.signing_keys.len()
+    );
+    Ok(())
+}
+
+/// Applies `change` to the current record of `target.tenant` and publishes the next revision.
+fn update(
+    target: &Target,
+    change: impl FnOnce(&mut Tenant, i64) -> Result<()>,
+) -> Result<ExitCode> {
+    let registry = load(&target.cluster)?;
+    let Some(mut tenant) = registry.tenants.get(&target.tenant).cloned() else {
+        bail!(
+            "no tenant `{}` on {} (add it with `pavilion tenant add`)",
+            target.tenant,
+            registry.topic
+        );
+    };
+    let now = epoch_millis(SystemTime::now());
+    change(&mut tenant, now)?;
+    tenant.revision += 1;
+    tenant.updated_at = now;
+    publish(&target.cluster, &registry.topic, &tenant)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn valid_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bail!("`{id}` is not a valid id: 1-64 letters, digits, `-`, `_` or `.`");
+    }
+    Ok(())
+}
+
+pub fn run(command: TenantCommand) -> Result<ExitCode> {
+    match command {
+        TenantCommand::Add(a) => {
+            valid_id(&a.target.tenant)?;
+            let registry = load(&a.target.cluster)?;
+            if registry.tenants.contains_key(&a.target.tenant) {
+                bail!(
+                    "tenant `{}` exists; change it with activate/suspend/add-key",
+                    a.target.tenant
+                );
+            }
+            if a.rate <= 0.0 || a.burst < 1 {
+                bail!("--rate must be > 0 and --burst at least 1");
+            }
+            let now = epoch_millis(SystemTime::now());
+            let tenant = Tenant {
+                tenant_id: a.target.tenant.clone(),
+                display_name: a.name,
+                state: if a.activate {
+                    TenantState::Active
+                } else {
+                    TenantState::Provisioned
+                },
+                signing_keys: Vec::new(),
+                config: TenantConfig {
+                    rate_limit_per_second: a.rate,
+                    burst: a.burst,
+                    daily_quota: a.daily_quota,
+                    allowed_regions: a.regions,
+                    response_topic: a
+                        .response_topic
+                        .unwrap_or_else(|| format!("pavilion.decisions.{}", a.target.tenant)),
+                },
+                updated_at: now,
+                revision: 1,
+            };
+            publish(&a.target.cluster, &registry.topic, &tenant)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::List(cluster) => {
+            let registry = load(&cluster)?;
+            if registry.tenants.is_empty() {
+                println!("no tenants on {}", registry.topic);
+            }
+            for t in registry.tenants.values() {
+                let live = t
+                    .signing_keys
+                    .iter()
+                    .filter(|k| k.revoked_at.is_none())
+                    .count();
+                println!(
+                    "{:<24} {:<12} rev {:<4} {:>8.1}/s burst {:<5} keys {live}/{}  {}",
+                    t.tenant_id,
+                    format!("{:?}", t.state).to_lowercase(),
+                    t.revision,
+                    t.config.rate_limit_per_second,
+                    t.config.burst,
+                    t.signing_keys.len(),
+                    t.display_name
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Show(target) => {
+            let registry = load(&target.cluster)?;
+            let tenant = registry
+                .tenants
+                .get(&target.tenant)
+                .with_context(|| format!("no tenant `{}`", target.tenant))?;
+            let mut json = serde_json::to_value(tenant)?;
+            for key in json["signing_keys"].as_array_mut().into_iter().flatten() {
+                let bytes: Vec<u8> =
+                    serde_json::from_value(key["public_key"].take()).unwrap_or_default();
+                key["public_key"] = hex::encode(bytes).into();
+            }
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Activate(t) => {
+            update(&t, |tenant, _| set_state(tenant, TenantState::Active))
+        }
+        TenantCommand::Suspend(t) => {
+            update(&t, |tenant, _| set_state(tenant, TenantState::Suspended))
+        }
+        TenantCommand::Delete(t) => update(&t, |tenant, _| set_state(tenant, TenantState::Deleted)),
+        TenantCommand::AddKey(a) => {
+            valid_id(&a.key_id)?;
+            let public = match (&a.public_key, &a.generate) {
+                (Some(hex_key), _) => {
+                    let bytes = hex::decode(hex_key.trim()).context("--public-key is not hex")?;
+                    let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                        anyhow::anyhow!("--public-key must be 32 bytes (64 hex digits)")
+                    })?;
+                    ed25519_dalek::VerifyingKey::from_bytes(&array)
+                        .context("--public-key is not a valid Ed25519 point")?;
+                    bytes
+                }
+                (None, Some(path)) => {
+                    if path.exists() {
+                        bail!(
+                            "{} exists; refusing to overwrite a key file",
+                            path.display()
+                        );
+                    }
+                    let mut seed = [0u8; 32];
+                    rand::Rng::fill(&mut rand::rng(), &mut seed);
+                    let signing = SigningKey::from_bytes(&seed);
+                    let file = KeyFile {
+                        tenant_id: a.target.tenant.clone(),
+                        key_id: a.key_id.clone(),
+                        secret_key: hex::encode(seed),
+                        public_key: hex::encode(signing.verifying_key().to_bytes()),
+                    };
+                    write_secret(path, &serde_json::to_vec_pretty(&file)?)?;
+                    eprintln!("wrote key pair to {} (keep it secret)", path.display());
+                    signing.verifying_key().to_bytes().to_vec()
+                }
+                (None, None) => unreachable!("clap requires one of them"),
+            };
+            update(&a.target, |tenant, now| {
+                if tenant.signing_keys.iter().any(|k| k.key_id == a.key_id) {
+                    bail!(
+                        "tenant `{}` already has a key `{}`",
+                        tenant.tenant_id,
+                        a.key_id
+                    );
+                }
+                tenant.signing_keys.push(RequestSigningKey {
+                    key_id: a.key_id.clone(),
+                    public_key: public,
+                    not_before: now,
+                    not_after: a.valid_for.map(|d| now + d.as_millis() as i64),
+                    revoked_at: None,
+                });
+                Ok(())
+            })
+        }
+        TenantCommand::RevokeKey(k) => update(&k.target, |tenant, now| {
+            let key = tenant
+                .signing_keys
+                .iter_mut()
+                .find(|key| key.key_id == k.key_id)
+                .with_context(|| format!("tenant has no key `{}`", k.key_id))?;
+            key.revoked_at = Some(now);
+            Ok(())
+        }),
+    }
+}
+
+fn set_state(tenant: &mut Tenant, state: TenantState) -> Result<()> {
+    if tenant.state == TenantState::Deleted {
+        bail!("tenant `{}` is deleted", tenant.tenant_id);
+    }
+    tenant.state = state;
+    Ok(())
+}
+
+fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! The tenancy stage on the real broker, driven the way an operator and an RP would: tenants
+//! managed with `pavilion tenant …`, signed requests produced by a plain producer, a tenant
+//! suspended and a key rotated mid-stream, then a flood of hostile input.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use ed25519_dalek::{Signer, SigningKey};
+use pavilion_kafka::PlainProducer;
+use pavilion_schemas::{
+    AcceptedRequest, ClaimRequest, Registry, RequestRejected, SubjectToken, VerificationRequest,
+};
+use util::*;
+
+fn topology(prefix: &str) -> String {
+    format!(
+        "application: {prefix}
+dlq: {prefix}.dlq
+defaults: {{ partitions: 3 }}
+topics:
+  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
+  {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
+  {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
+  {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
+  {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
+stages:
+  tenancy:
+    kind: tenancy
+    inputs: [{prefix}.requests, {prefix}.tenants]
+    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
+    stores: [tenants, seen, limits]
+    punctuate_every: 5s
+    config: {{ allowed_claims: [age_over] }}
+"
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct KeyFile {
+    secret_key: String,
+}
+
+fn load_key(path: &std::path::Path) -> SigningKey {
+    let file: KeyFile = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    SigningKey::from_bytes(&hex::decode(file.secret_key).unwrap().try_into().unwrap())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn signed(tenant: &str, id: &str, key_id: &str, key: &SigningKey) -> VerificationRequest {
+    let mut r = VerificationRequest {
+        request_id: id.into(),
+        tenant_id: tenant.into(),
+        key_id: key_id.into(),
+        signature: Vec::new(),
+        signed_at: now_ms(),
+        nonce: format!("n-{id}"),
+        created_at: now_ms(),
+        claims: vec![ClaimRequest {
+            name: "age_over".into(),
+            params: BTreeMap::from([("threshold".into(), "18".into())]),
+        }],
+        purpose: "onboarding".into(),
+        subject_jurisdiction: "eu".into(),
+        consent_ref: None,
+        subject_tokens: vec![SubjectToken {
+            provider_id: "registry".into(),
+            token: vec![3; 64],
+        }],
+        response_format: None,
+    };
+    r.signature = key.sign(&r.signing_bytes()).to_bytes().to_vec();
+    r
+}
+
+struct Rp {
+    producer: PlainProducer,
+    topic: String,
+}
+
+impl Rp {
+    fn send(&self, r: &VerificationRequest) {
+        let bytes = Registry::builtin().encode(r).unwrap();
+        self.producer
+            .send(&self.topic, r.tenant_id.as_bytes(), &bytes)
+            .unwrap();
+    }
+
+    fn send_raw(&self, key: &str, bytes: &[u8]) {
+        self.producer
+            .send(&self.topic, key.as_bytes(), bytes)
+            .unwrap();
+    }
+
+    fn flush(&self) {
+        self.producer.flush().unwrap();
+    }
+}
+
+/// Waits until the stage has applied `n` revisions of `tenant` (its own counter on /metrics).
+fn await_tenant_updates(port: u16, tenant: &str, n: f64, pipeline: &Pipeline) {
+    let needle = format!("event=\"tenant.updated\",label=\"{tenant}\"");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = http_get(port, "/metrics")
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| l.contains(&needle))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        if seen >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tenant updates applied: {seen} of {n}\n{}",
+            pipeline.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn suspension_rotation_and_hostile_input_on_the_broker() {
+    let _serial = serial();
+    let t = TestTopology::with_yaml("tenancy", topology);
+    let keys = t.dir.path();
+    t.cli_ok(&[
+        "tenant",
+        "add",
+        "acme",
+        "--name",
+        "Acme",
+        "--activate",
+        "--rate",
+        "10000",
+        "--burst",
+        "10000",
+    ]);
+    t.cli_ok(&[
+        "tenant",
+        "add-key",
+        "acme",
+        "--key-id",
+        "k1",
+        "--generate",
+        keys.join("k1").to_str().unwrap(),
+    ]);
+    let k1 = load_key(&keys.join("k1"));
+
+    let port = free_port();
+    let mut pipeline = t.spawn("a", Some(port));
+    let rp = Rp {
+        producer: PlainProducer::new(&settings()).unwrap(),
+        topic: t.topic("requests"),
+    };
+    let accepted = Tally::start(&t.topic("accepted"));
+    let rejected = Tally::start(&t.topic("rejected"));
+    await_tenant_updates(port, "acme", 2.0, &pipeline);
+
+    for i in 0..30 {
+        rp.send(&signed("acme", &format!("a{i}"), "k1", &k1));
+    }
+    rp.flush();
+    accepted.wait_for(30, Duration::from_secs(60), &[&pipeline]);
+
+    // Suspended mid-stream.
+    t.cli_ok(&["tenant", "suspend", "acme"]);
+    await_tenant_updates(port, "acme", 3.0, &pipeline);
+    for i in 0..20 {
+        rp.send(&signed("acme", &format!("s{i}"), "k1", &k1));
+    }
+    rp.flush();
+    rejected.wait_for(20, Duration::from_secs(60), &[&pipeline]);
+
+    // Reactivated with the key rotated: k2 added, k1 revoked.
+    t.cli_ok(&["tenant", "activate", "acme"]);
+    t.cli_ok(&[
+        "tenant",
+        "add-key",
+        "acme",
+        "--key-id",
+        "k2",
+        "--generate",
+        keys.join("k2").to_str().unwrap(),
+    ]);
+    t.cli_ok(&["tenant", "revoke-key", "acme", "--key-id", "k1"]);
+    let k2 = load_key(&keys.join("k2"));
+    await_tenant_updates(port, "acme", 6.0, &pipeline);
+    for i in 0..10 {
+        rp.send(&signed("acme", &format!("old{i}"), "k1", &k1));
+        rp.send(&signed("acme", &format!("new{i}"), "k2", &k2));
+    }
+    rp.flush();
+    accepted.wait_for(40, Duration::from_secs(60), &[&pipeline]);
+    rejected.wait_for(30, Duration::from_secs(60), &[&pipeline]);
+
+    // 1,000 hostile records: forged, unknown tenants, oversize, skewed, replayed, malformed.
+    let registry = Registry::builtin();
+    for i in 0..1_000 {
+        match i % 6 {
+            0 => rp.send(&signed("acme", &format!("forged{i}"), "k2", &k1)),
+            1 => rp.send(&signed(&format!("ghost{i}"), &format!("g{i}"), "k2", &k2)),
+            2 => {
+                let mut r = signed("acme", &format!("big{i}"), "k2", &k2);
+                r.purpose = "x".repeat(1_000);
+                r.signature = k2.sign(&r.signing_bytes()).to_bytes().to_vec();
+                rp.send(&r);
+            }
+            3 => {
+                let mut r = signed("acme", &format!("skew{i}"), "k2", &k2);
+                r.created_at -= 3_600_000;
+                r.signature = k2.sign(&r.signing_bytes()).to_bytes().to_vec();
+                rp.send(&r);
+            }
+            4 => rp.send(&signed("acme", "new0", "k2", &k2)),
+            _ => {
+                let mut bytes = registry
+                    .encode(&signed("acme", &format!("cut{i}"), "k2", &k2))
+                    .unwrap();
+                bytes.truncate(bytes.len() - 1 - i % 40);
+                rp.send_raw("acme", &bytes);
+            }
+        }
+    }
+    rp.flush();
+    let dead = Tally::start(&t.topic("dlq"));
+    rejected.wait_for(30 + 834, Duration::from_secs(120), &[&pipeline]);
+    dead.wait_for(166, Duration::from_secs(60), &[&pipeline]);
+    pipeline.stop();
+
+    let accepted: Vec<String> = read_all(&t.topic("accepted"))
+        .into_iter()
+        .map(|r| {
+            registry
+                .decode::<AcceptedRequest>(&r.value.unwrap())
+                .unwrap()
+                .request
+                .request_id
+        })
+        .collect();
+    let mut expected: Vec<String> = (0..30)
+        .map(|i| format!("a{i}"))
+        .chain((0..10).map(|i| format!("new{i}")))
+        .collect();
+    let mut got = accepted.clone();
+    got.sort();
+    expected.sort();
+    assert_eq!(
+        got, expected,
+        "exactly the legitimate requests are accepted, once"
+    );
+
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for r in read_all(&t.topic("rejected")) {
+        let r: RequestRejected = registry.decode(&r.value.unwrap()).unwrap();
+        let phase = r.request_id.trim_end_matches(|c: char| c.is_ascii_digit());
+        *reasons
+            .entry(format!("{phase}:{}", r.reason.as_str()))
+            .or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> = [
+        ("s:tenant_suspended", 20),
+        ("old:revoked_key", 10),
+        ("forged:bad_signature", 167),
+        ("g:unknown_tenant", 167),
+        ("big:oversize", 167),
+        ("skew:clock_skew", 167),
+        ("new:duplicate", 166),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(reasons, expected);
+    assert_eq!(
+        dead_letters(&t).len(),
+        166,
+        "malformed records are dead-lettered"
+    );
+}
