@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod events;
+mod policy;
 mod request;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use apache_avro::Schema;
 use serde::{de::DeserializeOwned, Serialize};
 
 pub use events::*;
+pub use policy::*;
 pub use request::*;
 
 /// Marker bytes that open every single-object-encoded record.

@@ -213,7 +213,7 @@ fn run_once(
             return Err(e);
         }
         if !core.pending_restore.is_empty() {
-            core.restore(&restorer)?;
+            core.restore(&consumer, &inputs, &restorer)?;
         }
         match message {
             Some(Ok(m)) => core.process(&m)?,
@@ -369,8 +369,28 @@ impl Core {
     }
 
     /// Opens the stores of newly assigned partitions and replays their changelogs to the end.
-    fn restore(&mut self, restorer: &BaseConsumer) -> anyhow::Result<()> {
+    ///
+    /// First it reads the partitions' committed input offsets. Reading read_committed, that
+    /// call waits while a previous owner's transaction still holds pending offsets — and only
+    /// once that transaction is resolved are all its changelog records in the log. Reading the
+    /// changelog end before that could miss records the previous owner's producer had queued
+    /// but not yet written, while its offsets still commit: state would silently lose updates.
+    fn restore(
+        &mut self,
+        consumer: &BaseConsumer<TaskContext>,
+        inputs: &[&str],
+        restorer: &BaseConsumer,
+    ) -> anyhow::Result<()> {
         let partitions = std::mem::take(&mut self.pending_restore);
+        let mut assigned = TopicPartitionList::new();
+        for topic in inputs {
+            for partition in &partitions {
+                assigned.add_partition(topic, *partition);
+            }
+        }
+        consumer
+            .committed_offsets(assigned, CALL_TIMEOUT)
+            .context("waiting for stable committed offsets of the assigned partitions")?;
         for partition in partitions {
             let started = Instant::now();
             let path = self.state_dir.join(partition.to_string());
