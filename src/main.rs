@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod kinds;
+mod policy_cmd;
 mod run;
 mod schemas_cmd;
 mod tenant_cmd;
@@ -41,6 +42,11 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: tenant_cmd::TenantCommand,
+    },
+    /// Policies: check, test, push, activate, rollback, retire, history, diff.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCommand,
     },
     /// Run the pipeline's tasks (all, or those named) until SIGTERM/SIGINT.
     Run(run::RunArgs),
@@ -160,6 +166,7 @@ fn main() -> ExitCode {
             TopicsCommand::Create(args) => topology_cmd::create_topics(&args),
         },
         Command::Tenant { command } => tenant_cmd::run(command),
+        Command::Policy { command } => policy_cmd::run(command),
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { command } => match command {

@@ -35,7 +35,21 @@ impl PlainProducer {
 
     /// Queues a record, waiting while the local queue is full.
     pub fn send(&self, topic: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut record = BaseRecord::to(topic).key(key).payload(value);
+        self.enqueue(BaseRecord::to(topic).key(key).payload(value))
+    }
+
+    /// Queues a record for one partition explicitly (e.g. a broadcast to every partition).
+    pub fn send_to(&self, topic: &str, partition: i32, key: &[u8], value: &[u8]) -> Result<()> {
+        self.enqueue(
+            BaseRecord::to(topic)
+                .partition(partition)
+                .key(key)
+                .payload(value),
+        )
+    }
+
+    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+        let topic = record.topic.to_owned();
         loop {
             match self.inner.send(record) {
                 Ok(()) => return Ok(()),

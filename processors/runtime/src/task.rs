@@ -209,7 +209,7 @@ impl TaskRunner {
     fn feeds_next(&self, index: usize, topic: &str) -> bool {
         self.stages
             .get(index + 1)
-            .is_some_and(|next| next.wiring.inputs.len() == 1 && next.wiring.inputs[0] == topic)
+            .is_some_and(|next| next.wiring.inputs.iter().any(|t| t == topic))
     }
 
     /// Queues an emitted record. A record that keeps its input's key on a topic with as many

@@ -128,7 +128,8 @@ pub struct TaskSpec {
     pub name: String,
     /// Stage names in chain order; stage *i+1* reads an output topic of stage *i*.
     pub stages: Vec<String>,
-    /// The topics the task's consumer reads.
+    /// The topics the task's consumer reads: the first stage's inputs, and any later stage's
+    /// inputs that the chain does not itself write (side inputs such as control topics).
     pub inputs: Vec<String>,
 }
 
@@ -622,6 +623,22 @@ fn check_stage(
     })
 }
 
+/// What a fused chain consumes: every stage's inputs except the topics the chain itself writes
+/// (those records are handed over in-process).
+fn fused_inputs<'a>(chain: impl Iterator<Item = &'a StageSpec>) -> Vec<String> {
+    let mut written = BTreeSet::new();
+    let mut inputs = Vec::new();
+    for stage in chain {
+        for topic in &stage.inputs {
+            if !written.contains(topic) && !inputs.contains(topic) {
+                inputs.push(topic.clone());
+            }
+        }
+        written.extend(stage.outputs.values().cloned());
+    }
+    inputs
+}
+
 fn build_tasks(
     fuse: &[Vec<Spanned<String>>],
     stages: &BTreeMap<String, StageSpec>,
@@ -663,12 +680,15 @@ fn build_tasks(
         }
         for pair in chain.windows(2) {
             let (up, down) = (&stages[pair[0].as_str()], &stages[pair[1].as_str()]);
-            let feeds = down.inputs.len() == 1 && up.outputs.values().any(|t| *t == down.inputs[0]);
-            if !feeds {
+            if !down
+                .inputs
+                .iter()
+                .any(|t| up.outputs.values().any(|o| o == t))
+            {
                 errors.at(
                     line_of(&pair[1]),
                     format!(
-                        "fuse: stage `{}` must read exactly one topic, written by `{}`",
+                        "fuse: stage `{}` must read a topic written by `{}`",
                         down.name, up.name
                     ),
                 );
@@ -683,12 +703,21 @@ fn build_tasks(
             }
         }
         let first = &stages[chain[0].as_str()];
+        let inputs = fused_inputs(chain.iter().map(|s| &stages[s.as_str()]));
+        let counts: BTreeSet<i32> = inputs
+            .iter()
+            .filter_map(|t| topics.get(t))
+            .map(|t| t.partitions)
+            .collect();
+        if counts.len() > 1 {
+            errors.at(line, format!("fuse: the group's input topics must be co-partitioned, found partition counts {counts:?}"));
+        }
         tasks.insert(
             first.name.clone(),
             TaskSpec {
                 name: first.name.clone(),
                 stages: chain.iter().map(|s| s.as_str().to_owned()).collect(),
-                inputs: first.inputs.clone(),
+                inputs,
             },
         );
     }
