@@ -8,5 +8,6 @@ pub fn all() -> StageKinds {
         &pavilion_counter::KIND,
         &pavilion_totals::KIND,
         &pavilion_tenancy::KIND,
+        &pavilion_policy::KIND,
     ])
 }

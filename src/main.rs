@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// Start the local broker with `scripts/infra up`, then try `pavilion demo`.
 #[derive(Parser)]
-#[command(name = "pavilion", version, propagate_version = true)]
+#[command(name = "pavilion", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -184,5 +184,14 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's flags are well-formed (clap checks them only when parsed).
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -202,7 +202,10 @@ fn publish(cluster: &ClusterArgs, document: &PolicyDocument) -> Result<()> {
 
 fn print_findings(file: &Path, findings: &[pavilion_policy::document::Finding]) -> bool {
     for f in findings {
-        eprintln!("{}:{f}", file.display());
+        match f.line {
+            Some(_) => eprintln!("{}:{f}", file.display()),
+            None => eprintln!("{}: {f}", file.display()),
+        }
     }
     findings.iter().any(|f| f.severity == Severity::Error)
 }

@@ -4,14 +4,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use ed25519_dalek::{Signer, SigningKey};
 use pavilion_kafka::{KafkaSettings, PlainProducer, ReadRecord, TopicReader};
-use pavilion_schemas::{DeadLetter, DemoEvent, KeyCount, KeyTotal, Registry};
+use pavilion_schemas::{
+    ClaimRequest, DeadLetter, DemoEvent, KeyCount, KeyTotal, Registry, SubjectToken,
+    VerificationRequest,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pavilion");
 
@@ -435,6 +439,96 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
+// --- The request path: signed requests as an RP sends them. ---
+
+#[derive(serde::Deserialize)]
+pub struct KeyFile {
+    secret_key: String,
+}
+
+pub fn load_key(path: &std::path::Path) -> SigningKey {
+    let file: KeyFile = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    SigningKey::from_bytes(&hex::decode(file.secret_key).unwrap().try_into().unwrap())
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+pub fn signed(tenant: &str, id: &str, key_id: &str, key: &SigningKey) -> VerificationRequest {
+    let mut r = VerificationRequest {
+        request_id: id.into(),
+        tenant_id: tenant.into(),
+        key_id: key_id.into(),
+        signature: Vec::new(),
+        signed_at: now_ms(),
+        nonce: format!("n-{id}"),
+        created_at: now_ms(),
+        claims: vec![ClaimRequest {
+            name: "age_over".into(),
+            params: BTreeMap::from([("threshold".into(), "18".into())]),
+        }],
+        purpose: "onboarding".into(),
+        subject_jurisdiction: "eu".into(),
+        consent_ref: None,
+        subject_tokens: vec![SubjectToken {
+            provider_id: "registry".into(),
+            token: vec![3; 64],
+        }],
+        response_format: None,
+    };
+    r.signature = key.sign(&r.signing_bytes()).to_bytes().to_vec();
+    r
+}
+
+pub struct Rp {
+    pub producer: PlainProducer,
+    pub topic: String,
+}
+
+impl Rp {
+    pub fn send(&self, r: &VerificationRequest) {
+        let bytes = Registry::builtin().encode(r).unwrap();
+        self.producer
+            .send(&self.topic, r.tenant_id.as_bytes(), &bytes)
+            .unwrap();
+    }
+
+    pub fn send_raw(&self, key: &str, bytes: &[u8]) {
+        self.producer
+            .send(&self.topic, key.as_bytes(), bytes)
+            .unwrap();
+    }
+
+    pub fn flush(&self) {
+        self.producer.flush().unwrap();
+    }
+}
+
+/// Waits until a stage has counted `event` for `label` `n` times (its own counter on /metrics).
+pub fn await_stage_event(port: u16, event: &str, label: &str, n: f64, pipeline: &Pipeline) {
+    let needle = format!("event=\"{event}\",label=\"{label}\"");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = http_get(port, "/metrics")
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| l.contains(&needle))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        if seen >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{event} for {label}: {seen} of {n}\n{}",
+            pipeline.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -132,7 +132,13 @@ impl TaskRunner {
         raw: RawRecord<'_>,
         out: &mut Vec<OutRecord>,
     ) {
-        self.run_stage(0, stores, raw, out);
+        // A fused task also reads later stages' side inputs: start where the topic is read.
+        let first = self
+            .stages
+            .iter()
+            .position(|s| s.wiring.inputs.iter().any(|t| t == raw.topic))
+            .unwrap_or(0);
+        self.run_stage(first, stores, raw, out);
     }
 
     fn run_stage(

@@ -177,7 +177,7 @@ impl Telemetry {
         partition: i32,
         offset: i64,
     ) {
-        tracing::warn!(
+        tracing::info!(
             stage,
             reason,
             detail,
