@@ -84,6 +84,11 @@ enum BenchCommand {
     /// Records/s through the two-stage exactly-once topology vs a plain produce→consume
     /// pass-through on the same broker, in one run.
     Passthrough(bench::PassthroughArgs),
+    /// Policy evaluations/s for one tenant's policy vs the bare Cedar authorizer, and vs one
+    /// unindexed set of every tenant's rules.
+    Policy(bench::PolicyArgs),
+    /// Requests/s through tenancy + policy on the broker, split vs fused, same requests.
+    RequestPath(bench::RequestPathArgs),
 }
 
 #[derive(Subcommand)]
@@ -171,6 +176,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(args),
         Command::Bench { command } => match command {
             BenchCommand::Passthrough(args) => bench::passthrough(args),
+            BenchCommand::Policy(args) => bench::policy(args),
+            BenchCommand::RequestPath(args) => bench::request_path(args),
         },
         Command::Schemas { command } => match command {
             SchemasCommand::List => schemas_cmd::list(),

@@ -41,11 +41,28 @@ static TOTALS: StageKind = StageKind {
     build: never_built,
 };
 
+// Shaped like `tenancy` and `policy`; their configs are checked by their own crates.
+static TENANCY: StageKind = StageKind {
+    name: "tenancy",
+    outputs: &["accepted", "rejected"],
+    stores: &["tenants", "seen", "limits"],
+    check_config: |_| Ok(()),
+    build: never_built,
+};
+
+static POLICY: StageKind = StageKind {
+    name: "policy",
+    outputs: &["outcomes"],
+    stores: &["documents", "active"],
+    check_config: |_| Ok(()),
+    build: never_built,
+};
+
 /// Parses `yaml` (a leading newline is dropped, so line 1 is the line after `r#"`) and
 /// renders the topology or every error.
 fn check(yaml: &str, expect: Expect) {
     let yaml = yaml.strip_prefix('\n').unwrap_or(yaml);
-    let kinds = StageKinds::new([&COUNTER, &TOTALS]);
+    let kinds = StageKinds::new([&COUNTER, &TOTALS, &TENANCY, &POLICY]);
     let actual = match Topology::parse(yaml, &kinds, &|s| s.starts_with("pavilion.")) {
         Ok(topology) => render(&topology),
         Err(errors) => errors.0.iter().map(|e| format!("{e}\n")).collect(),
@@ -92,6 +109,7 @@ fn the_repository_topology_parses() {
         expect![[r#"
             application pavilion, dlq pavilion.dlq
             task counter (group pavilion.counter, 6 partitions): stages ["counter"], inputs ["demo.events"]
+            task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy", "policy"], inputs ["pavilion.requests", "pavilion.tenants", "pavilion.policies"]
             task totals (group pavilion.totals, 6 partitions): stages ["totals"], inputs ["demo.counts"]
             topic demo.counts: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyCount
             topic demo.events: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.DemoEvent
@@ -102,11 +120,17 @@ fn the_repository_topology_parses() {
             topic pavilion.counter.counts.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.dlq: partitions=6 replication=1 cleanup=delete retention_ms=1209600000 schema=pavilion.DeadLetter
             topic pavilion.matches: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.MatchResult
-            topic pavilion.policies: partitions=6 replication=1 cleanup=compact schema=pavilion.PolicyDocument
+            topic pavilion.policies: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.PolicyDocument
+            topic pavilion.policy.active.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.policy.documents.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.policy.outcomes: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PolicyOutcome
             topic pavilion.providers: partitions=6 replication=1 cleanup=compact schema=pavilion.Provider
             topic pavilion.requests: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.VerificationRequest
             topic pavilion.requests.accepted: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.AcceptedRequest
+            topic pavilion.requests.rejected: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.RequestRejected
+            topic pavilion.tenancy.limits.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.tenancy.seen.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.tenancy.tenants.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.tenants: partitions=6 replication=1 cleanup=compact schema=pavilion.Tenant
             topic pavilion.totals.totals.changelog: partitions=6 replication=1 cleanup=compact (derived)
         "#]],
@@ -307,11 +331,11 @@ fuse:
             line 12: topic `old`: retention `3 fortnights`: unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (use e.g. 7d, 12h or forever)
             line 13: topic `strange`: no schema named `acme.Strange` in schemas/
             line 17: stage `ghost`: topic `nowhere` is not declared under `topics`
-            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals)
+            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals, tenancy, policy)
             line 23: stage `forgetful`: kind `counter` needs store `counts`
             line 27: stage `chatty`: kind `counter` has no output `extra` (it has: counts)
             line 32: stage `fussy`: config: unknown field `colour`, expected `limit`
-            line 59: fuse: stage `resum` must read exactly one topic, written by `count`
+            line 59: fuse: stage `resum` must read a topic written by `count`
             line 60: fuse: `wide-count` and `sum` must be co-partitioned (same partition count)
         "#]],
     );
