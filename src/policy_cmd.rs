@@ -483,8 +483,12 @@ fn test(file: &Path, cases_file: &Path, template: Option<&Path>) -> Result<ExitC
                 .join("\n")
         )
     })?;
-    let cases: Vec<Case> = marked_yaml::from_yaml(0, &read(cases_file)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", cases_file.display()))?;
+    let cases: Vec<Case> = marked_yaml::from_yaml_with_options(
+        0,
+        &read(cases_file)?,
+        marked_yaml::LoaderOptions::default().toplevel_sequence(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", cases_file.display()))?;
     let mut failed = 0;
     for case in &cases {
         let r = &case.request;

@@ -108,3 +108,79 @@ fn run_explains_an_unknown_task() {
         "{stderr}"
     );
 }
+
+fn example(name: &str) -> String {
+    format!("{}/examples/policies/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn policy_test_runs_cases_and_shows_what_differs() {
+    let (code, stdout, stderr) = pavilion(&[
+        "policy",
+        "test",
+        &example("acme.yaml"),
+        &example("acme-cases.yaml"),
+        "--template",
+        &example("age-verification.yaml"),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &wrong,
+        "- name: marketing is fine\n  request: { claims: [age_over], threshold: \"18\", purpose: marketing }\n  expect: { age_over: permit }\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = pavilion(&[
+        "policy",
+        "test",
+        &example("acme.yaml"),
+        wrong.to_str().unwrap(),
+        "--template",
+        &example("age-verification.yaml"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains(
+            "FAIL  marketing is fine\n    age_over: expected permit, got deny (no-marketing)"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn policy_check_points_at_lines() {
+    for template in [
+        "age-verification.yaml",
+        "kyc-lite.yaml",
+        "fraud-check.yaml",
+        "acme.yaml",
+    ] {
+        let (code, stdout, stderr) = pavilion(&["policy", "check", &example(template)]);
+        assert_eq!(code, 0, "{template}: {stdout}{stderr}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "policy: p\ntenant: t\nrules: |\n  @id(\"all\")\n  forbid(principal, action, resource);\n  @id(\"adults\")\n  permit(principal, action, resource == Claim::\"age_over\");\nplan:\n  age_over:\n    providers: []\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = pavilion(&["policy", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let p = bad.display();
+    assert!(
+        stderr.contains(&format!(
+            "{p}:6: error: rule `adults` is shadowed by forbid `all` (line 4)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{p}:9: error: plan for `age_over` names no provider"
+        )),
+        "{stderr}"
+    );
+}

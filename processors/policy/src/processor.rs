@@ -56,8 +56,9 @@ fn document_key(owner: &str, policy_id: &str, version: i64) -> Vec<u8> {
     format!("{owner}\0{policy_id}\0{version:020}").into_bytes()
 }
 
-/// The policy processor. Compiled policies are cached by content hash; the cache is rebuilt
-/// lazily from the stores after a restart.
+/// The policy processor. Compiled policies are cached by store key (owner, policy, version):
+/// versions are immutable (a different body under a known version is refused), so a cache hit
+/// skips reading and parsing the document. The cache is rebuilt lazily after a restart.
 #[derive(Default)]
 pub struct PolicyStage {
     compiled: HashMap<Vec<u8>, Arc<CompiledPolicy>>,
@@ -194,6 +195,10 @@ impl PolicyStage {
         if activation.version == 0 {
             return Ok(Err("no-active-policy".to_owned()));
         }
+        let key = document_key(tenant, &activation.policy_id, activation.version);
+        if let Some(compiled) = self.compiled.get(&key) {
+            return Ok(Ok(compiled.clone()));
+        }
         let documents = ctx.store("documents")?;
         let Some(document) = documents.get::<PolicyDocument>(&document_key(
             tenant,
@@ -206,9 +211,6 @@ impl PolicyStage {
                 activation.policy_id, activation.version
             )));
         };
-        if let Some(compiled) = self.compiled.get(&document.content_hash) {
-            return Ok(Ok(compiled.clone()));
-        }
         let mut spec = PolicySpec::from_body(&document.body, &document.content_hash)
             .map_err(ProcessError::new)?;
         if let Some(template) = &document.template {
@@ -240,8 +242,7 @@ impl PolicyStage {
         match CompiledPolicy::compile(spec, reference) {
             Ok(compiled) => {
                 let compiled = Arc::new(compiled);
-                self.compiled
-                    .insert(document.content_hash, compiled.clone());
+                self.compiled.insert(key, compiled.clone());
                 Ok(Ok(compiled))
             }
             Err(findings) => Ok(Err(format!(

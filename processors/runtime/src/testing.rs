@@ -116,8 +116,10 @@ impl TestDriver {
             .map(|r| {
                 let value = match self.registry.decode_value(&r.value) {
                     Ok((name, v)) => {
-                        let json = serde_json::Value::try_from(v)
-                            .map_or_else(|e| format!("<{e}>"), |j| sorted(j).to_string());
+                        let json = serde_json::Value::try_from(v).map_or_else(
+                            |e| format!("<{e}>"),
+                            |j| crate::topology::sorted_json(j).to_string(),
+                        );
                         format!("{name} {json}")
                     }
                     Err(e) => format!("<undecodable: {e}>"),
@@ -130,21 +132,5 @@ impl TestDriver {
                 )
             })
             .collect()
-    }
-}
-
-/// The same JSON with object keys in order, whether or not serde_json preserves insertion
-/// order (a feature any crate in the build can switch on).
-fn sorted(value: serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => {
-            let ordered: std::collections::BTreeMap<String, serde_json::Value> =
-                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
-            serde_json::Value::Object(ordered.into_iter().collect())
-        }
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().map(sorted).collect())
-        }
-        other => other,
     }
 }

@@ -562,10 +562,13 @@ fn check_stage(
             }
         },
     };
-    let config = raw
-        .config
-        .clone()
-        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    // Keys in order, so the first config error a stage reports does not depend on whether
+    // serde_json preserves insertion order in this build.
+    let config = sorted_json(
+        raw.config
+            .clone()
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+    );
     let outputs: BTreeMap<String, String> = raw
         .outputs
         .iter()
@@ -736,3 +739,19 @@ fn build_tasks(
 
 #[cfg(test)]
 mod tests;
+
+/// The same JSON with object keys in order, whether or not serde_json preserves insertion
+/// order (a feature any crate in the build can switch on).
+pub(crate) fn sorted_json(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let ordered: std::collections::BTreeMap<String, serde_json::Value> =
+                map.into_iter().map(|(k, v)| (k, sorted_json(v))).collect();
+            serde_json::Value::Object(ordered.into_iter().collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted_json).collect())
+        }
+        other => other,
+    }
+}

@@ -161,9 +161,10 @@ impl Tenancy {
         r: &VerificationRequest,
         now: i64,
     ) -> Result<Result<AcceptedRequest, Reject>, ProcessError> {
-        if let Err(rejection) = self.validate_shape(key, r) {
-            return Ok(Err(rejection));
-        }
+        let signing_bytes = match self.validate_shape(key, r) {
+            Ok(bytes) => bytes,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
         let Some(tenant) = ctx
             .store("tenants")?
             .get::<Tenant>(r.tenant_id.as_bytes())?
@@ -173,8 +174,8 @@ impl Tenancy {
                 format!("no tenant `{}`", r.tenant_id),
             )));
         };
-        if let Err(rejection) =
-            authenticate(&tenant, r, now).and_then(|()| self.validate_content(r, now))
+        if let Err(rejection) = authenticate(&tenant, r, &signing_bytes, now)
+            .and_then(|()| self.validate_content(r, now))
         {
             return Ok(Err(rejection));
         }
@@ -245,7 +246,9 @@ impl Tenancy {
     }
 
     /// Checks that need no state: keying and sizes, before anything expensive.
-    fn validate_shape(&self, key: &[u8], r: &VerificationRequest) -> Result<(), Reject> {
+    /// Returns the request's signing bytes, which the size check measures and authentication
+    /// verifies.
+    fn validate_shape(&self, key: &[u8], r: &VerificationRequest) -> Result<Vec<u8>, Reject> {
         let c = &self.config;
         if key != r.tenant_id.as_bytes() {
             return Err(reject(
@@ -329,14 +332,18 @@ impl Tenancy {
                 ),
             ));
         }
-        let size = r.signing_bytes().len();
-        if size > c.max_request_bytes {
+        let signing_bytes = r.signing_bytes();
+        if signing_bytes.len() > c.max_request_bytes {
             return Err(reject(
                 RejectionReason::Oversize,
-                format!("request is {size} bytes, over {}", c.max_request_bytes),
+                format!(
+                    "request is {} bytes, over {}",
+                    signing_bytes.len(),
+                    c.max_request_bytes
+                ),
             ));
         }
-        Ok(())
+        Ok(signing_bytes)
     }
 
     /// Checks on the authenticated content.
@@ -372,7 +379,12 @@ impl Tenancy {
 }
 
 /// Tenant state, key validity and the Ed25519 signature.
-fn authenticate(tenant: &Tenant, r: &VerificationRequest, now: i64) -> Result<(), Reject> {
+fn authenticate(
+    tenant: &Tenant,
+    r: &VerificationRequest,
+    signing_bytes: &[u8],
+    now: i64,
+) -> Result<(), Reject> {
     match tenant.state {
         TenantState::Active => {}
         TenantState::Suspended => {
@@ -434,6 +446,6 @@ fn authenticate(tenant: &Tenant, r: &VerificationRequest, now: i64) -> Result<()
         )
     })?;
     verifying
-        .verify_strict(&r.signing_bytes(), &signature)
+        .verify_strict(signing_bytes, &signature)
         .map_err(|_| reject(RejectionReason::BadSignature, "signature does not verify"))
 }
