@@ -109,17 +109,7 @@ fn eos_pipeline(
 ) -> Result<(f64, u64)> {
     let topology = Arc::new(topology);
     let (input, output) = demo::sample_topics(&topology)?;
-    let telemetry = Telemetry::new();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let tasks = run::select_tasks(&topology, &[])?;
-    let handles = run::start(&topology, &tasks, settings, &telemetry, &shutdown);
-    let started = Instant::now();
-    while !telemetry.ready() {
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("pipeline not ready: {:?}", telemetry.states());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let pipeline = run::InProcess::start(&topology, settings, |_| true, Duration::from_secs(60))?;
     let reader = TopicReader::new(settings, &[&output])?;
     let t0 = Instant::now();
     demo::produce_events(
@@ -132,11 +122,8 @@ fn eos_pipeline(
         args.payload,
     )?;
     let t1 = await_records(&reader, args.records, Duration::from_secs(300))?;
-    shutdown.store(true, Ordering::SeqCst);
-    for h in handles {
-        h.join().expect("task thread")?;
-    }
-    let commits = demo::metric_sum(&telemetry.render(), "pavilion_transactions_total{");
+    let commits = demo::metric_sum(&pipeline.telemetry.render(), "pavilion_transactions_total{");
+    pipeline.stop()?;
     Ok((
         args.records as f64 / (t1 - t0).as_secs_f64(),
         commits as u64,
@@ -561,11 +548,6 @@ pub fn request_path(args: RequestPathArgs) -> Result<ExitCode> {
         producer.flush()?;
 
         let topology = Arc::new(topology);
-        let telemetry = Telemetry::new();
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let tasks = run::select_tasks(&topology, &[])?;
-        let handles = run::start(&topology, &tasks, &settings, &telemetry, &shutdown);
-        let started = Instant::now();
         let loaded = |t: &Telemetry| {
             let text = t.render();
             demo::metric_sum(
@@ -577,12 +559,8 @@ pub fn request_path(args: RequestPathArgs) -> Result<ExitCode> {
                     "pavilion_stage_events_total{event=\"policy.activated\"",
                 ) >= args.tenants as f64
         };
-        while !(telemetry.ready() && loaded(&telemetry)) {
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("pipeline not ready: {:?}", telemetry.states());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let pipeline =
+            run::InProcess::start(&topology, &settings, loaded, Duration::from_secs(60))?;
         let reader = TopicReader::new(&settings, &[&format!("{run}.outcomes")])?;
         let t0 = Instant::now();
         for (tenant, bytes) in &requests {
@@ -590,12 +568,10 @@ pub fn request_path(args: RequestPathArgs) -> Result<ExitCode> {
         }
         producer.flush()?;
         let t1 = await_records(&reader, args.requests, Duration::from_secs(600))?;
-        shutdown.store(true, Ordering::SeqCst);
-        for h in handles {
-            h.join().expect("task thread")?;
-        }
         let rate = args.requests as f64 / (t1 - t0).as_secs_f64();
-        let commits = demo::metric_sum(&telemetry.render(), "pavilion_transactions_total{");
+        let commits =
+            demo::metric_sum(&pipeline.telemetry.render(), "pavilion_transactions_total{");
+        pipeline.stop()?;
         println!("{mode:>6}: {rate:>8.0} requests/s through tenancy + policy ({} requests, {} tenants, {commits} transactions)", args.requests, args.tenants);
         results.push((mode, rate));
     }

@@ -2,14 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use pavilion_kafka::{ensure_topics, PlainProducer, TopicReader};
-use pavilion_runtime::telemetry::Telemetry;
 use pavilion_runtime::topology::Topology;
 use pavilion_schemas::{DemoEvent, KeyTotal, Registry};
 
@@ -88,27 +86,12 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         .block_on(ensure_topics(&settings, &topics))
         .context("is Kafka running? start it with `scripts/infra up`")?;
 
-    let telemetry = Telemetry::new();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let tasks = run::select_tasks(&topology, &[])?;
     println!(
         "▸ starting tasks {} (exactly-once, state in {})",
-        tasks.join(", "),
+        run::select_tasks(&topology, &[])?.join(", "),
         settings.state_dir.display()
     );
-    let handles = run::start(&topology, &tasks, &settings, &telemetry, &shutdown);
-    let started = Instant::now();
-    while !telemetry.ready() {
-        if started.elapsed() > args.timeout {
-            bail!(
-                "tasks not ready after {:?}: {:?}",
-                args.timeout,
-                telemetry.states()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
+    let pipeline = run::InProcess::start(&topology, &settings, |_| true, args.timeout)?;
     let prefix = format!("demo{}", std::process::id());
     let reader = TopicReader::new(&settings, &[&output])?;
     println!(
@@ -152,16 +135,13 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         }
     }
     let took = t0.elapsed();
-    shutdown.store(true, Ordering::SeqCst);
-    for handle in handles {
-        handle.join().expect("task thread")?;
-    }
 
     let wrong: Vec<_> = totals
         .values()
         .filter(|t| t.sum != t.count * (t.count + 1) / 2)
         .collect();
-    let metrics = telemetry.render();
+    let metrics = pipeline.telemetry.render();
+    pipeline.stop()?;
     let dead = metric_sum(&metrics, "pavilion_dead_letters_total");
     let commits = metric_sum(&metrics, "pavilion_transactions_total{");
     println!("\n  events sent        {}", args.events);

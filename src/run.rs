@@ -200,3 +200,65 @@ pub fn serve_metrics(addr: SocketAddr, telemetry: Arc<Telemetry>) -> Result<()> 
         })?;
     Ok(())
 }
+
+/// Every task of a topology running in this process (demo, benchmarks), stopped on drop.
+pub struct InProcess {
+    pub telemetry: Arc<Telemetry>,
+    shutdown: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<Result<()>>>,
+}
+
+impl InProcess {
+    /// Starts every task and waits until all are running and `loaded` says so too.
+    pub fn start(
+        topology: &Arc<Topology>,
+        settings: &KafkaSettings,
+        loaded: impl Fn(&Telemetry) -> bool,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let telemetry = Telemetry::new();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let tasks = select_tasks(topology, &[])?;
+        let handles = start(topology, &tasks, settings, &telemetry, &shutdown);
+        let pipeline = InProcess {
+            telemetry,
+            shutdown,
+            handles,
+        };
+        let started = std::time::Instant::now();
+        while !(pipeline.telemetry.ready() && loaded(&pipeline.telemetry)) {
+            if started.elapsed() > timeout {
+                bail!(
+                    "pipeline not ready after {timeout:?}: {:?}",
+                    pipeline.telemetry.states()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(pipeline)
+    }
+
+    /// Shuts every task down cleanly (final commit) and reports the first failure.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut result = Ok(());
+        for handle in self.handles.drain(..) {
+            let outcome = handle.join().expect("task thread");
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for handle in self.handles.drain(..) {
+            handle.join().ok();
+        }
+    }
+}

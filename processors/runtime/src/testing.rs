@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pavilion_schemas::{Event, Registry};
+use pavilion_schemas::{DeadLetter, Event, Registry};
 
 use crate::clock::{Clock, ManualClock};
 use crate::processor::{RawRecord, StageKinds};
@@ -114,6 +114,9 @@ impl TestDriver {
     pub fn render(&self, out: &[OutRecord]) -> String {
         out.iter()
             .map(|r| {
+                if let Ok(dead) = self.registry.decode::<DeadLetter>(&r.value) {
+                    return render_dead_letter(r, &dead);
+                }
                 let value = match self.registry.decode_value(&r.value) {
                     Ok((name, v)) => {
                         let json = serde_json::Value::try_from(v).map_or_else(
@@ -133,4 +136,31 @@ impl TestDriver {
             })
             .collect()
     }
+}
+
+/// A dead letter field by field, its bytes escaped, so snapshots show what was refused.
+fn render_dead_letter(r: &OutRecord, d: &DeadLetter) -> String {
+    let bytes = |b: &Option<Vec<u8>>| {
+        b.as_ref()
+            .map_or("none".into(), |b| format!("b\"{}\"", b.escape_ascii()))
+    };
+    let reason = serde_json::to_value(d.reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    format!(
+        "{}[{}] {} DeadLetter stage={} reason={reason} from={}[{}]@{} at={} record_timestamp={:?}\n  detail: {}\n  key: {} value: {}\n",
+        r.topic,
+        r.partition.map_or("*".into(), |p| p.to_string()),
+        String::from_utf8_lossy(&r.key),
+        d.stage,
+        d.source_topic,
+        d.source_partition,
+        d.source_offset,
+        d.dead_lettered_at,
+        d.record_timestamp,
+        d.detail,
+        bytes(&d.original_key),
+        bytes(&d.original_value),
+    )
 }
