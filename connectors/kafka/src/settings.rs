@@ -87,6 +87,13 @@ impl KafkaSettings {
                 "session.timeout.ms",
                 self.session_timeout.as_millis().to_string(),
             )
+            // librdkafka's default heartbeat (3 s) must stay well under the session timeout:
+            // with a 3 s session the session could expire before its first heartbeat was
+            // answered, and the member then rejoined forever as an "unknown member".
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout.as_millis() / 3).max(100).to_string(),
+            )
             .set("statistics.interval.ms", "5000");
         config
     }
