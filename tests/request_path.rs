@@ -12,39 +12,6 @@ use pavilion_kafka::PlainProducer;
 use pavilion_schemas::{PolicyEffect, PolicyOutcome, Registry, RequestRejected};
 use util::*;
 
-fn topology(prefix: &str, fused: bool) -> String {
-    let fuse = if fused {
-        "fuse:\n  - [tenancy, policy]\n"
-    } else {
-        ""
-    };
-    format!(
-        "application: {prefix}
-dlq: {prefix}.dlq
-defaults: {{ partitions: 3 }}
-topics:
-  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
-  {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
-  {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
-  {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
-  {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
-  {prefix}.policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
-  {prefix}.outcomes: {{ schema: pavilion.PolicyOutcome }}
-stages:
-  tenancy:
-    kind: tenancy
-    inputs: [{prefix}.requests, {prefix}.tenants]
-    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
-    stores: [tenants, seen, limits]
-  policy:
-    kind: policy
-    inputs: [{prefix}.accepted, {prefix}.policies]
-    outputs: {{ outcomes: {prefix}.outcomes }}
-    stores: [documents, active]
-{fuse}"
-    )
-}
-
 const V1: &str = r#"policy: main
 tenant: acme
 rules: |
@@ -60,7 +27,7 @@ plan:
 fn policy_changes_and_suspension(fused: bool) {
     let _serial = serial();
     let t = TestTopology::with_yaml(if fused { "path-fused" } else { "path-split" }, |p| {
-        topology(p, fused)
+        request_path_topology(p, fused)
     });
     let dir = t.dir.path();
     t.cli_ok(&[

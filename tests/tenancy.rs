@@ -12,33 +12,10 @@ use pavilion_kafka::PlainProducer;
 use pavilion_schemas::{AcceptedRequest, Registry, RequestRejected};
 use util::*;
 
-fn topology(prefix: &str) -> String {
-    format!(
-        "application: {prefix}
-dlq: {prefix}.dlq
-defaults: {{ partitions: 3 }}
-topics:
-  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
-  {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
-  {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
-  {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
-  {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
-stages:
-  tenancy:
-    kind: tenancy
-    inputs: [{prefix}.requests, {prefix}.tenants]
-    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
-    stores: [tenants, seen, limits]
-    punctuate_every: 5s
-    config: {{ allowed_claims: [age_over] }}
-"
-    )
-}
-
 #[test]
 fn suspension_rotation_and_hostile_input_on_the_broker() {
     let _serial = serial();
-    let t = TestTopology::with_yaml("tenancy", topology);
+    let t = TestTopology::with_yaml("tenancy", |p| request_path_topology(p, false));
     let keys = t.dir.path();
     t.cli_ok(&[
         "tenant",

@@ -532,3 +532,39 @@ pub fn await_stage_event(port: u16, event: &str, label: &str, n: f64, pipeline: 
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Tenancy and policy, split or fused, on topics unique to `prefix`.
+pub fn request_path_topology(prefix: &str, fused: bool) -> String {
+    let fuse = if fused {
+        "fuse:\n  - [tenancy, policy]\n"
+    } else {
+        ""
+    };
+    format!(
+        "application: {prefix}
+dlq: {prefix}.dlq
+defaults: {{ partitions: 3 }}
+topics:
+  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
+  {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
+  {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
+  {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
+  {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
+  {prefix}.policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
+  {prefix}.outcomes: {{ schema: pavilion.PolicyOutcome }}
+stages:
+  tenancy:
+    kind: tenancy
+    inputs: [{prefix}.requests, {prefix}.tenants]
+    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
+    stores: [tenants, seen, limits]
+    punctuate_every: 5s
+    config: {{ allowed_claims: [age_over] }}
+  policy:
+    kind: policy
+    inputs: [{prefix}.accepted, {prefix}.policies]
+    outputs: {{ outcomes: {prefix}.outcomes }}
+    stores: [documents, active]
+{fuse}"
+    )
+}
