@@ -30,28 +30,7 @@ fn policy_changes_and_suspension(fused: bool) {
         request_path_topology(p, fused)
     });
     let dir = t.dir.path();
-    t.cli_ok(&[
-        "tenant",
-        "add",
-        "acme",
-        "--name",
-        "Acme",
-        "--activate",
-        "--rate",
-        "10000",
-        "--burst",
-        "10000",
-    ]);
-    t.cli_ok(&[
-        "tenant",
-        "add-key",
-        "acme",
-        "--key-id",
-        "k1",
-        "--generate",
-        dir.join("k1").to_str().unwrap(),
-    ]);
-    let key = load_key(&dir.join("k1"));
+    let key = t.active_tenant("acme", "k1");
     std::fs::write(dir.join("v1.yaml"), V1).unwrap();
     let v2 = V1.replace(
         "plan:",

@@ -16,29 +16,7 @@ use util::*;
 fn suspension_rotation_and_hostile_input_on_the_broker() {
     let _serial = serial();
     let t = TestTopology::with_yaml("tenancy", |p| request_path_topology(p, false));
-    let keys = t.dir.path();
-    t.cli_ok(&[
-        "tenant",
-        "add",
-        "acme",
-        "--name",
-        "Acme",
-        "--activate",
-        "--rate",
-        "10000",
-        "--burst",
-        "10000",
-    ]);
-    t.cli_ok(&[
-        "tenant",
-        "add-key",
-        "acme",
-        "--key-id",
-        "k1",
-        "--generate",
-        keys.join("k1").to_str().unwrap(),
-    ]);
-    let k1 = load_key(&keys.join("k1"));
+    let k1 = t.active_tenant("acme", "k1");
 
     let port = free_port();
     let mut pipeline = t.spawn("a", Some(port));
@@ -67,17 +45,8 @@ fn suspension_rotation_and_hostile_input_on_the_broker() {
 
     // Reactivated with the key rotated: k2 added, k1 revoked.
     t.cli_ok(&["tenant", "activate", "acme"]);
-    t.cli_ok(&[
-        "tenant",
-        "add-key",
-        "acme",
-        "--key-id",
-        "k2",
-        "--generate",
-        keys.join("k2").to_str().unwrap(),
-    ]);
+    let k2 = t.add_key("acme", "k2");
     t.cli_ok(&["tenant", "revoke-key", "acme", "--key-id", "k1"]);
-    let k2 = load_key(&keys.join("k2"));
     await_stage_event(port, "tenant.updated", "acme", 6.0, &pipeline);
     for i in 0..10 {
         rp.send(&signed("acme", &format!("old{i}"), "k1", &k1));

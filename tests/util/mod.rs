@@ -107,6 +107,39 @@ stages:
         self.dir.path().join(format!("state-{instance}"))
     }
 
+    /// Registers `tenant` active with generous limits and a generated key `key_id` (through the
+    /// CLI, as an operator would); returns the signing key.
+    pub fn active_tenant(&self, tenant: &str, key_id: &str) -> SigningKey {
+        self.cli_ok(&[
+            "tenant",
+            "add",
+            tenant,
+            "--name",
+            tenant,
+            "--activate",
+            "--rate",
+            "10000",
+            "--burst",
+            "10000",
+        ]);
+        self.add_key(tenant, key_id)
+    }
+
+    /// Generates and registers another signing key for `tenant`.
+    pub fn add_key(&self, tenant: &str, key_id: &str) -> SigningKey {
+        let file = self.dir.path().join(format!("{tenant}-{key_id}.json"));
+        self.cli_ok(&[
+            "tenant",
+            "add-key",
+            tenant,
+            "--key-id",
+            key_id,
+            "--generate",
+            file.to_str().unwrap(),
+        ]);
+        load_key(&file)
+    }
+
     /// Runs the binary to completion with this topology; panics with its stderr on failure.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

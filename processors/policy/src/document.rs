@@ -220,11 +220,6 @@ impl PolicySpec {
     }
 }
 
-/// Hex of a content hash, short, for messages.
-pub fn short_hash(reference: &PolicyRef) -> String {
-    hex::encode(&reference.content_hash[..reference.content_hash.len().min(6)])
-}
-
 /// The `PolicyDocument` event for a version of `spec` in `state`, made at `created_at`.
 pub fn document_event(
     spec: &PolicySpec,

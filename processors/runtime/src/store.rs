@@ -173,11 +173,6 @@ impl PartitionStores {
         })
     }
 
-    /// Whether the open transaction wrote anything.
-    pub fn is_dirty(&self) -> bool {
-        !self.transaction.is_empty()
-    }
-
     /// The transaction committed in Kafka: make its writes local state.
     pub fn apply_committed(&mut self) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();

@@ -46,7 +46,6 @@ struct Stage {
 
 /// The stages of one task, ready to process.
 pub struct TaskRunner {
-    name: String,
     stages: Vec<Stage>,
     stores: Vec<StoreInfo>,
     input_partitions: i32,
@@ -99,7 +98,6 @@ impl TaskRunner {
             });
         }
         Ok(TaskRunner {
-            name: task.to_owned(),
             stages,
             stores,
             input_partitions: topology.task_partitions(spec),
@@ -113,11 +111,6 @@ impl TaskRunner {
             clock,
             telemetry,
         })
-    }
-
-    /// Task name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// The stores every partition of this task has.
