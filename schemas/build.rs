@@ -3,7 +3,11 @@
 use std::{env, fs, path::Path};
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read at run time, not with env!(): a build-script binary is reused across checkouts
+    // with the same target dir, and a path baked in at its compile time points at another
+    // checkout (seen: every schema of the current tree silently missing).
+    let manifest_dir = env::var("CARGO_MANIFEST_DIR").unwrap();
+    let root = Path::new(&manifest_dir);
     let mut out = String::from("&[\n");
     for (dir, released) in [(root.to_path_buf(), false), (root.join("released"), true)] {
         println!("cargo:rerun-if-changed={}", dir.display());

@@ -11,6 +11,7 @@
 
 mod events;
 mod policy;
+mod provider;
 mod request;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 pub use events::*;
 pub use policy::*;
+pub use provider::*;
 pub use request::*;
 
 /// Marker bytes that open every single-object-encoded record.

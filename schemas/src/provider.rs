@@ -1,0 +1,214 @@
+//! Rust mirrors of the private-matching records: the provider registry, the OPRF-encoded
+//! provider sets, and match results; plus the two derivations both sides of a match must
+//! agree on byte for byte (the set key and the attestation's signing input).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{EvidenceKind, Event, PolicyOutcome};
+
+/// Lifecycle of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum ProviderState {
+    Unknown,
+    Onboarding,
+    Active,
+    Suspended,
+    Retired,
+}
+
+/// A key the provider signs attestations with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderKey {
+    /// Unique within the provider.
+    pub key_id: String,
+    /// E.g. `Ed25519`.
+    pub algorithm: String,
+    /// Serialized public key.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub public_key: Vec<u8>,
+}
+
+/// `provider.avsc`: a data provider (compacted `pavilion.providers`, keyed by id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provider {
+    /// Provider id.
+    pub provider_id: String,
+    /// Region its data resides in.
+    pub region: String,
+    /// Claims it can answer.
+    pub claims: Vec<String>,
+    /// OPRF suite, `ristretto255-SHA512`.
+    pub oprf_suite: String,
+    /// Its OPRF public key (RFC 9497 `pkS`), for clients to verify proofs.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub oprf_public_key: Vec<u8>,
+    /// Keys that verify its attestations.
+    pub attestation_keys: Vec<ProviderKey>,
+    /// Role (`oprf`) → URL.
+    pub endpoints: BTreeMap<String, String>,
+    /// Lifecycle state.
+    pub state: ProviderState,
+    /// When written, ms.
+    pub updated_at: i64,
+    /// When the last set load completed, ms; `None` before the first.
+    pub set_loaded_at: Option<i64>,
+    /// Members after that load.
+    pub set_size: Option<i64>,
+}
+
+impl Event for Provider {
+    const FULL_NAME: &'static str = "pavilion.Provider";
+}
+
+/// What a provider attests about one subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// Claims that hold for the subject.
+    pub claims: Vec<String>,
+    /// When attested, ms.
+    pub attested_at: i64,
+    /// Ed25519 signature over [`Attestation::signing_bytes`].
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub signature: Vec<u8>,
+    /// Attestation key used.
+    pub key_id: String,
+}
+
+/// `provider_set_entry.avsc`: one member of a provider's set, keyed by its set key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSetEntry {
+    /// Publishing provider.
+    pub provider_id: String,
+    /// The set key, [`set_key`] of the subject's OPRF output.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub token: Vec<u8>,
+    /// The attestation.
+    pub attestation: Attestation,
+}
+
+impl Event for ProviderSetEntry {
+    const FULL_NAME: &'static str = "pavilion.ProviderSetEntry";
+}
+
+/// Domain tag of [`set_key`].
+pub const SET_KEY_TAG: &[u8] = b"pavilion.set-key.v1";
+/// Domain tag of [`Attestation::signing_bytes`].
+pub const ATTESTATION_SIGNING_TAG: &[u8] = b"pavilion.Attestation.v1";
+
+fn length_prefixed(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+/// `H(F_k(x))`: the key a subject's entry has in a provider's set. SHA-256 over the tag, the
+/// provider id and the finalized OPRF output, each length-prefixed. Publishing the hash
+/// rather than `F_k(x)` itself means a reader of the set topic cannot turn an entry into a
+/// request token; binding the provider id keeps one provider's entries from answering for
+/// another's.
+pub fn set_key(provider_id: &str, oprf_output: &[u8]) -> [u8; 32] {
+    let mut input = Vec::with_capacity(96);
+    length_prefixed(&mut input, SET_KEY_TAG);
+    length_prefixed(&mut input, provider_id.as_bytes());
+    length_prefixed(&mut input, oprf_output);
+    Sha256::digest(&input).into()
+}
+
+impl Attestation {
+    /// The bytes the provider signs: tag, provider id, set key, claims (count, then each),
+    /// attestation time (i64 big-endian) and key id; strings and bytes length-prefixed
+    /// (u32 big-endian).
+    pub fn signing_bytes(
+        provider_id: &str,
+        set_key: &[u8],
+        claims: &[String],
+        attested_at: i64,
+        key_id: &str,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        length_prefixed(&mut out, ATTESTATION_SIGNING_TAG);
+        length_prefixed(&mut out, provider_id.as_bytes());
+        length_prefixed(&mut out, set_key);
+        out.extend_from_slice(&(claims.len() as u32).to_be_bytes());
+        for claim in claims {
+            length_prefixed(&mut out, claim.as_bytes());
+        }
+        out.extend_from_slice(&attested_at.to_be_bytes());
+        length_prefixed(&mut out, key_id.as_bytes());
+        out
+    }
+
+    /// SHA-256 of the attestation's signing input and signature: the evidence reference a
+    /// match carries.
+    pub fn digest(&self, provider_id: &str, set_key: &[u8]) -> [u8; 32] {
+        let mut input = Self::signing_bytes(
+            provider_id,
+            set_key,
+            &self.claims,
+            self.attested_at,
+            &self.key_id,
+        );
+        length_prefixed(&mut input, &self.signature);
+        Sha256::digest(&input).into()
+    }
+}
+
+/// Result of matching one claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum MatchStatus {
+    Unknown,
+    Matched,
+    NotMatched,
+    Unavailable,
+}
+
+/// Evidence a result rests on, by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRef {
+    /// Provider that supplied it.
+    pub provider_id: String,
+    /// Kind.
+    pub kind: EvidenceKind,
+    /// SHA-256 of the attestation used.
+    #[serde(with = "apache_avro::serde_avro_bytes_opt")]
+    pub attestation_digest: Option<Vec<u8>>,
+    /// SHA-256 of a verified proof.
+    #[serde(with = "apache_avro::serde_avro_bytes_opt")]
+    pub proof_digest: Option<Vec<u8>>,
+}
+
+/// One claim's matching result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimMatch {
+    /// Position in the request.
+    pub claim_index: i32,
+    /// Claim name.
+    pub claim_name: String,
+    /// Result.
+    pub status: MatchStatus,
+    /// Why unavailable.
+    pub reason: Option<String>,
+    /// Evidence.
+    pub evidence: Vec<EvidenceRef>,
+}
+
+/// `match_result.avsc`: the psi stage's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchResult {
+    /// The policy outcome (with the request) matched.
+    pub outcome: PolicyOutcome,
+    /// Per claim, in request order.
+    pub results: Vec<ClaimMatch>,
+    /// When, ms.
+    pub matched_at: i64,
+}
+
+impl Event for MatchResult {
+    const FULL_NAME: &'static str = "pavilion.MatchResult";
+}
