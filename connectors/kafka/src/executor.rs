@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
+use pavilion_runtime::global::GlobalStores;
 use pavilion_runtime::store::PartitionStores;
 use pavilion_runtime::telemetry::{TaskState, Telemetry};
 use pavilion_runtime::topology::Topology;
@@ -31,6 +32,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::global::GlobalReader;
 use crate::settings::KafkaSettings;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -161,7 +163,21 @@ fn run_once(
     shutdown: &AtomicBool,
 ) -> anyhow::Result<()> {
     let spec = &topology.tasks[task];
-    let runner = build().map_err(|e| anyhow!(e))?;
+    let mut runner = build().map_err(|e| anyhow!(e))?;
+    let state_dir = settings.state_dir.join(&topology.application).join(task);
+    let globals = topology.task_globals(task);
+    let mut global_reader = if globals.is_empty() {
+        None
+    } else {
+        let stores = Arc::new(GlobalStores::open(&state_dir.join("global"), globals)?);
+        runner.attach_globals(stores.clone());
+        let mut reader = GlobalReader::new(settings, stores)?;
+        telemetry.task_state(task, TaskState::Restoring);
+        let started = Instant::now();
+        let applied = reader.catch_up()?;
+        tracing::info!(task, applied, took = ?started.elapsed(), "global stores caught up");
+        Some(reader)
+    };
     let producer: ThreadedProducer<DefaultProducerContext> = settings
         .producer(&topology.transactional_id(task, &settings.instance))
         .create()
@@ -178,7 +194,7 @@ fn run_once(
         transaction: None,
         failure: None,
         out: Vec::new(),
-        state_dir: settings.state_dir.join(&topology.application).join(task),
+        state_dir,
         telemetry: telemetry.clone(),
     }));
     let consumer: BaseConsumer<TaskContext> = settings
@@ -205,6 +221,9 @@ fn run_once(
             }
             tracing::info!(task, "shut down cleanly");
             return Ok(());
+        }
+        if let Some(reader) = &mut global_reader {
+            reader.poll_available()?;
         }
         let message = consumer.poll(POLL);
         let mut core = lock(&core);

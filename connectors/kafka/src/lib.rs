@@ -6,6 +6,7 @@
 mod admin;
 mod client;
 mod executor;
+mod global;
 mod settings;
 
 pub use admin::{ensure_topics, TopicStatus};

@@ -15,6 +15,7 @@ pub static KIND: StageKind = StageKind {
     name: "counter",
     outputs: &["counts"],
     stores: &["counts"],
+    globals: &[],
     check_config: |c| parse_config::<CounterConfig>(c).map(drop),
     build: |c| Ok(Box::new(Counter::new(parse_config(c)?))),
 };

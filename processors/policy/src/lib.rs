@@ -31,6 +31,7 @@ pub static KIND: StageKind = StageKind {
     name: "policy",
     outputs: &["outcomes"],
     stores: &["documents", "active"],
+    globals: &[],
     check_config: |c| parse_config::<PolicyConfig>(c).map(drop),
     build: |c| {
         parse_config::<PolicyConfig>(c)?;

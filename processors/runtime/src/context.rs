@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use pavilion_schemas::{Event, Registry};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::global::GlobalStores;
 use crate::processor::ProcessError;
 use crate::store::PartitionStores;
 use crate::telemetry::Telemetry;
@@ -44,6 +45,7 @@ pub struct Context<'a> {
     telemetry: &'a Telemetry,
     now: SystemTime,
     partition: i32,
+    globals: Option<&'a GlobalStores>,
 }
 
 impl<'a> Context<'a> {
@@ -64,7 +66,13 @@ impl<'a> Context<'a> {
             telemetry,
             now,
             partition,
+            globals: None,
         }
+    }
+
+    pub(crate) fn with_globals(mut self, globals: Option<&'a GlobalStores>) -> Self {
+        self.globals = globals;
+        self
     }
 
     /// Encodes `value` and sends it to the topic mapped to `output` in topology.yaml.
@@ -107,6 +115,23 @@ impl<'a> Context<'a> {
         Ok(Store {
             stores: self.stores,
             index,
+        })
+    }
+
+    /// A global store of this stage: read-only, the same on every partition.
+    pub fn global(&self, name: &str) -> Result<GlobalStore<'a>, ProcessError> {
+        let missing = || {
+            ProcessError::new(format!(
+                "stage `{}` has no global store `{name}` (or the runtime attached none)",
+                self.wiring.name
+            ))
+        };
+        let globals = self.globals.ok_or_else(missing)?;
+        let index = globals.index(&self.wiring.name, name).ok_or_else(missing)?;
+        Ok(GlobalStore {
+            globals,
+            index,
+            registry: self.registry,
         })
     }
 
@@ -181,5 +206,26 @@ impl Store<'_> {
     /// Deletes a key.
     pub fn delete(&mut self, key: &[u8]) {
         self.stores.stage(self.index, key, None);
+    }
+}
+
+/// A read-only global store. Values are the source topic's framed Avro records.
+pub struct GlobalStore<'a> {
+    globals: &'a GlobalStores,
+    index: usize,
+    registry: &'static Registry,
+}
+
+impl GlobalStore<'_> {
+    /// The current record under `key` from family member `member` (`""` for a plain topic).
+    /// An undecodable record is an error, not an absence, so a stage can tell the two apart.
+    pub fn get<E: Event>(&self, member: &str, key: &[u8]) -> Result<Option<E>, ProcessError> {
+        let raw = self
+            .globals
+            .get(self.index, member, key)
+            .map_err(|e| ProcessError::new(e.to_string()))?;
+        raw.map(|bytes| self.registry.decode::<E>(&bytes))
+            .transpose()
+            .map_err(|e| ProcessError::new(format!("global record `{member}`: {e}")))
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod clock;
 mod context;
+pub mod global;
 mod processor;
 pub mod store;
 mod task;
@@ -16,7 +17,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod topology;
 
-pub use context::{Context, Emitted, StageWiring, Store};
+pub use context::{Context, Emitted, GlobalStore, StageWiring, Store};
 pub use processor::{
     parse_config, DynProcessor, Input, ProcessError, Processor, RawRecord, Record, StageError,
     StageKind, StageKinds,

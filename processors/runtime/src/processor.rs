@@ -143,6 +143,8 @@ pub struct StageKind {
     pub outputs: &'static [&'static str],
     /// Stores the processor opens.
     pub stores: &'static [&'static str],
+    /// Global stores the processor reads (see [`crate::global`]).
+    pub globals: &'static [&'static str],
     /// Validates the `config:` section without building anything.
     pub check_config: fn(&serde_json::Value) -> Result<(), String>,
     /// Builds a processor from a checked config.

@@ -28,6 +28,15 @@ pub struct StoreError {
     source: rocksdb::Error,
 }
 
+impl StoreError {
+    pub(crate) fn new(path: &Path, source: rocksdb::Error) -> Self {
+        StoreError {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
 /// Identity of one store within a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreInfo {

@@ -10,6 +10,7 @@ use pavilion_schemas::{DeadLetter, Registry};
 
 use crate::clock::{epoch_millis, Clock};
 use crate::context::{Context, Emitted, StageWiring};
+use crate::global::GlobalStores;
 use crate::processor::{DynProcessor, ProcessError, RawRecord, StageError, StageKinds};
 use crate::store::{PartitionStores, StoreInfo};
 use crate::telemetry::Telemetry;
@@ -54,6 +55,7 @@ pub struct TaskRunner {
     registry: &'static Registry,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
+    globals: Option<Arc<GlobalStores>>,
 }
 
 impl TaskRunner {
@@ -110,7 +112,13 @@ impl TaskRunner {
             registry,
             clock,
             telemetry,
+            globals: None,
         })
+    }
+
+    /// Gives the stages their global stores (opened by whoever drives the task).
+    pub fn attach_globals(&mut self, globals: Arc<GlobalStores>) {
+        self.globals = Some(globals);
     }
 
     /// The stores every partition of this task has.
@@ -153,7 +161,8 @@ impl TaskRunner {
                 &self.telemetry,
                 self.clock.now(),
                 raw.partition,
-            );
+            )
+            .with_globals(self.globals.as_deref());
             // A panicking stage must not take the task down: the record is dead-lettered
             // like any other processor error and its staged writes are dropped.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -320,7 +329,8 @@ impl TaskRunner {
                     &self.telemetry,
                     self.clock.now(),
                     partition,
-                );
+                )
+                .with_globals(self.globals.as_deref());
                 stage.processor.punctuate(&mut ctx)
             };
             let name = stage.wiring.name.clone();

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use pavilion_schemas::{DeadLetter, Event, Registry};
 
 use crate::clock::{Clock, ManualClock};
+use crate::global::{GlobalRecord, GlobalStores};
 use crate::processor::{RawRecord, StageKinds};
 use crate::store::PartitionStores;
 use crate::task::{OutRecord, TaskRunner};
@@ -21,6 +22,7 @@ pub struct TestDriver {
     clock: ManualClock,
     registry: &'static Registry,
     offset: i64,
+    globals: Arc<GlobalStores>,
     _dir: tempfile::TempDir,
 }
 
@@ -31,7 +33,7 @@ impl TestDriver {
         let topology = Topology::parse(topology_yaml, kinds, &|s| registry.schema(s).is_some())
             .unwrap_or_else(|e| panic!("test topology is invalid:\n{e}"));
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let runner = TaskRunner::new(
+        let mut runner = TaskRunner::new(
             &topology,
             task,
             kinds,
@@ -41,14 +43,20 @@ impl TestDriver {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().expect("temp dir");
-        let stores =
-            PartitionStores::open(dir.path(), runner.store_infos().to_vec()).expect("open stores");
+        let stores = PartitionStores::open(&dir.path().join("partition"), runner.store_infos().to_vec())
+            .expect("open stores");
+        let globals = Arc::new(
+            GlobalStores::open(&dir.path().join("global"), topology.task_globals(task))
+                .expect("open global stores"),
+        );
+        runner.attach_globals(globals.clone());
         TestDriver {
             runner,
             stores,
             clock,
             registry,
             offset: 0,
+            globals,
             _dir: dir,
         }
     }
@@ -79,6 +87,25 @@ impl TestDriver {
         self.runner.process(&mut self.stores, raw, &mut out);
         self.stores.apply_committed().expect("apply");
         out
+    }
+
+    /// Writes a record (`None`: a tombstone) to a global store's source topic, as the
+    /// executor would apply it.
+    pub fn send_global<E: Event>(&mut self, topic: &str, key: &[u8], value: Option<&E>) {
+        let bytes = value.map(|v| self.registry.encode(v).expect("encodable test event"));
+        let record = GlobalRecord {
+            topic,
+            partition: 0,
+            offset: self.offset,
+            key,
+            value: bytes.as_deref(),
+        };
+        self.offset += 1;
+        assert!(
+            !self.globals.sources([topic]).is_empty(),
+            "no global store of this task reads `{topic}`"
+        );
+        self.globals.apply(&[record]).expect("apply global record");
     }
 
     /// Runs every punctuation that is due.

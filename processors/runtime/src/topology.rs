@@ -99,6 +99,41 @@ pub struct StoreSpec {
     pub changelog: String,
 }
 
+/// A global store of a stage: a read-only table of every partition of a topic, or of every
+/// topic of a family (see [`crate::global`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalSpec {
+    /// Owning stage.
+    pub stage: String,
+    /// Store name, unique within the stage.
+    pub name: String,
+    /// Source: a topic, or a family pattern such as `pavilion.provider-sets.{provider}`.
+    pub topic: String,
+}
+
+impl GlobalSpec {
+    pub(crate) fn column_family(&self) -> String {
+        format!("{}.{}", self.stage, self.name)
+    }
+
+    /// Whether `topic` feeds this store, and as which family member (`""` for a plain topic).
+    pub fn member_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        match family_prefix(&self.topic) {
+            None => (topic == self.topic).then_some(""),
+            Some(prefix) => topic
+                .strip_prefix(prefix)
+                .filter(|member| !member.is_empty() && valid_name(member)),
+        }
+    }
+}
+
+/// `pavilion.provider-sets.` for the family `pavilion.provider-sets.{provider}`; `None` for a
+/// plain topic name.
+pub fn family_prefix(pattern: &str) -> Option<&str> {
+    let open = pattern.find('{')?;
+    (pattern.ends_with('}') && open > 0).then(|| &pattern[..open])
+}
+
 /// A stage: one processor kind with its inputs, named outputs and stores.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageSpec {
@@ -112,6 +147,8 @@ pub struct StageSpec {
     pub outputs: BTreeMap<String, String>,
     /// State stores.
     pub stores: Vec<StoreSpec>,
+    /// Global (read-only, all-partition) stores.
+    pub globals: Vec<GlobalSpec>,
     /// How often the runtime calls `punctuate`, if at all.
     pub punctuate_every: Option<Duration>,
     /// The kind-specific configuration, checked by the kind.
@@ -142,6 +179,9 @@ pub struct Topology {
     pub dlq: String,
     /// Declared topics and derived changelogs, by name.
     pub topics: BTreeMap<String, TopicSpec>,
+    /// Topic families (`prefix.{member}`), by pattern: topics made at run time, one per
+    /// member (e.g. per provider), all with the family's settings.
+    pub families: BTreeMap<String, TopicSpec>,
     /// Stages, by name.
     pub stages: BTreeMap<String, StageSpec>,
     /// Tasks, by name.
@@ -178,6 +218,8 @@ struct RawStage {
     outputs: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     stores: Vec<Spanned<String>>,
+    #[serde(default)]
+    globals: BTreeMap<String, Spanned<String>>,
     punctuate_every: Option<Spanned<String>>,
     #[serde(default)]
     config: Option<serde_json::Value>,
@@ -324,6 +366,7 @@ impl Topology {
             );
         }
         let mut topics = BTreeMap::new();
+        let mut families = BTreeMap::new();
         let mut declared_topics = BTreeSet::new();
         for (name, line, value) in entries(topics_node, "topics", &mut errors) {
             declared_topics.insert(name.clone());
@@ -341,10 +384,17 @@ impl Topology {
                     }
                 }
             };
-            if !valid_name(&name) {
+            let family = name.contains('{');
+            let plain = family_prefix(&name).unwrap_or(&name);
+            let member_ok = !family
+                || family_prefix(&name).is_some_and(|p| {
+                    let placeholder = &name[p.len() + 1..name.len() - 1];
+                    p.ends_with('.') && valid_name(placeholder) && !placeholder.contains('.')
+                });
+            if !valid_name(plain) || !member_ok {
                 errors.at(
                     line,
-                    format!("topic name `{name}` must be letters, digits, `.`, `_` or `-`"),
+                    format!("topic name `{name}` must be letters, digits, `.`, `_` or `-`, or a family `prefix.{{member}}`"),
                 );
             }
             let partitions = topic.partitions.or(defaults.partitions).unwrap_or(1);
@@ -370,7 +420,7 @@ impl Topology {
                     );
                 }
             }
-            topics.insert(
+            (if family { &mut families } else { &mut topics }).insert(
                 name.clone(),
                 TopicSpec {
                     name,
@@ -396,6 +446,7 @@ impl Topology {
         let scope = StageScope {
             application: &application,
             topics: &topics,
+            families: &families,
             declared_topics: &declared_topics,
             kinds,
         };
@@ -455,6 +506,7 @@ impl Topology {
                 application,
                 dlq,
                 topics,
+                families,
                 stages,
                 tasks,
             })
@@ -462,6 +514,25 @@ impl Topology {
             errors.0.sort_by_key(|e| e.line.unwrap_or(0));
             Err(TopologyErrors(errors.0))
         }
+    }
+
+    /// The concrete topic of a family member, with the family's settings.
+    pub fn family_topic(&self, pattern: &str, member: &str) -> Option<TopicSpec> {
+        let spec = self.families.get(pattern)?;
+        let prefix = family_prefix(pattern)?;
+        (valid_name(member) && !member.is_empty()).then(|| TopicSpec {
+            name: format!("{prefix}{member}"),
+            ..spec.clone()
+        })
+    }
+
+    /// Every global store of a task's stages.
+    pub fn task_globals(&self, task: &str) -> Vec<GlobalSpec> {
+        self.tasks[task]
+            .stages
+            .iter()
+            .flat_map(|s| self.stages[s].globals.clone())
+            .collect()
     }
 
     /// Consumer group of a task.
@@ -485,6 +556,7 @@ impl Topology {
 struct StageScope<'a> {
     application: &'a str,
     topics: &'a BTreeMap<String, TopicSpec>,
+    families: &'a BTreeMap<String, TopicSpec>,
     /// Every topic name in the file, valid or not, so a broken topic is not also "undeclared".
     declared_topics: &'a BTreeSet<String>,
     kinds: &'a StageKinds,
@@ -500,6 +572,7 @@ fn check_stage(
     let StageScope {
         application,
         topics,
+        families,
         declared_topics,
         kinds,
     } = *scope;
@@ -517,7 +590,15 @@ fn check_stage(
         );
     }
     for topic in raw.inputs.iter().chain(raw.outputs.values()) {
-        if !declared_topics.contains(topic.as_str()) {
+        if families.contains_key(topic.as_str()) {
+            errors.at(
+                line_of(topic),
+                format!(
+                    "stage `{name}`: topic family `{}` can only be read through `globals`",
+                    topic.as_str()
+                ),
+            );
+        } else if !declared_topics.contains(topic.as_str()) {
             errors.at(
                 line_of(topic),
                 format!(
@@ -550,6 +631,34 @@ fn check_stage(
         stores.push(StoreSpec {
             name: store.as_str().to_owned(),
             changelog: format!("{application}.{name}.{}.changelog", store.as_str()),
+        });
+    }
+    let mut globals = Vec::new();
+    for (store, topic) in &raw.globals {
+        if !valid_name(store) || !seen.insert(store.as_str()) {
+            errors.at(
+                line_of(topic),
+                format!("stage `{name}`: global store `{store}` is repeated or not a valid name"),
+            );
+        }
+        let source = topics
+            .get(topic.as_str())
+            .or_else(|| families.get(topic.as_str()));
+        if !declared_topics.contains(topic.as_str())
+            || source.is_some_and(|t| t.cleanup != Cleanup::Compact)
+        {
+            errors.at(
+                line_of(topic),
+                format!(
+                    "stage `{name}`: global store `{store}` reads `{}`, which must be a compacted topic or topic family declared under `topics`",
+                    topic.as_str()
+                ),
+            );
+        }
+        globals.push(GlobalSpec {
+            stage: name.to_owned(),
+            name: store.clone(),
+            topic: topic.as_str().to_owned(),
         });
     }
     let punctuate_every = match &raw.punctuate_every {
@@ -601,7 +710,7 @@ fn check_stage(
                     );
                 }
             }
-            for store in kind.stores {
+            for store in kind.stores.iter().chain(kind.globals) {
                 if !seen.contains(store) {
                     errors.at(
                         line,
@@ -620,6 +729,7 @@ fn check_stage(
         inputs: raw.inputs.iter().map(|t| t.as_str().to_owned()).collect(),
         outputs,
         stores,
+        globals,
         punctuate_every,
         config,
         line,

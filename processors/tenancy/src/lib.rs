@@ -23,6 +23,7 @@ pub static KIND: StageKind = StageKind {
     name: "tenancy",
     outputs: &["accepted", "rejected"],
     stores: &["tenants", "seen", "limits"],
+    globals: &[],
     check_config: |c| parse_config::<TenancyConfig>(c).map(drop),
     build: |c| Ok(Box::new(Tenancy::new(parse_config(c)?))),
 };

@@ -15,6 +15,7 @@ pub static KIND: StageKind = StageKind {
     name: "totals",
     outputs: &["totals"],
     stores: &["totals"],
+    globals: &[],
     check_config: |c| parse_config::<TotalsConfig>(c).map(drop),
     build: |c| {
         parse_config::<TotalsConfig>(c)?;

@@ -97,6 +97,7 @@ static PICKY_TOTALS: StageKind = StageKind {
     name: "picky-totals",
     outputs: &["totals"],
     stores: &["totals"],
+    globals: &[],
     check_config: |c| parse_config::<TotalsConfig>(c).map(drop),
     build: |_| Ok(Box::new(PickyTotals)),
 };

@@ -49,6 +49,7 @@ static TICKER: StageKind = StageKind {
     name: "ticker",
     outputs: &["ticks"],
     stores: &["seen"],
+    globals: &[],
     check_config: |c| parse_config::<serde_json::Map<String, serde_json::Value>>(c).map(drop),
     build: |_| Ok(Box::new(Ticker)),
 };

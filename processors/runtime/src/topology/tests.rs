@@ -29,6 +29,7 @@ static COUNTER: StageKind = StageKind {
     name: "counter",
     outputs: &["counts"],
     stores: &["counts"],
+    globals: &[],
     check_config: check_strict,
     build: never_built,
 };
@@ -37,6 +38,7 @@ static TOTALS: StageKind = StageKind {
     name: "totals",
     outputs: &["totals"],
     stores: &["totals"],
+    globals: &[],
     check_config: check_strict,
     build: never_built,
 };
@@ -46,6 +48,7 @@ static TENANCY: StageKind = StageKind {
     name: "tenancy",
     outputs: &["accepted", "rejected"],
     stores: &["tenants", "seen", "limits"],
+    globals: &[],
     check_config: |_| Ok(()),
     build: never_built,
 };
@@ -54,6 +57,7 @@ static POLICY: StageKind = StageKind {
     name: "policy",
     outputs: &["outcomes"],
     stores: &["documents", "active"],
+    globals: &[],
     check_config: |_| Ok(()),
     build: never_built,
 };
@@ -81,8 +85,14 @@ fn render(t: &Topology) -> String {
             task.stages,
             task.inputs,
         );
+        for global in t.task_globals(&task.name) {
+            out += &format!(
+                "  global {}.{} <- {}\n",
+                global.stage, global.name, global.topic
+            );
+        }
     }
-    for topic in t.topics.values() {
+    for topic in t.topics.values().chain(t.families.values()) {
         let retention = topic
             .retention_ms
             .map_or(String::new(), |ms| format!(" retention_ms={ms}"));
@@ -354,6 +364,87 @@ topics:
 "#,
         expect![[r#"
             Duplicate key "counts" in mapping at 5:3 and 6:3
+        "#]],
+    );
+}
+
+#[test]
+fn a_global_store_reads_a_compacted_topic_or_a_topic_family() {
+    check(
+        r#"
+application: app
+dlq: dlq
+topics:
+  dlq: {}
+  events: { partitions: 3 }
+  counts: { partitions: 3 }
+  registry: { cleanup: compact }
+  sets.{member}: { cleanup: compact, partitions: 2 }
+stages:
+  count:
+    kind: counter
+    inputs: [events]
+    outputs: { counts: counts }
+    stores: [counts]
+    globals: { registry: registry, sets: "sets.{member}" }
+"#,
+        expect![[r#"
+            application app, dlq dlq
+            task count (group app.count, 3 partitions): stages ["count"], inputs ["events"]
+              global count.registry <- registry
+              global count.sets <- sets.{member}
+            topic app.count.counts.changelog: partitions=3 replication=1 cleanup=compact (derived)
+            topic counts: partitions=3 replication=1 cleanup=delete
+            topic dlq: partitions=1 replication=1 cleanup=delete
+            topic events: partitions=3 replication=1 cleanup=delete
+            topic registry: partitions=1 replication=1 cleanup=compact
+            topic sets.{member}: partitions=2 replication=1 cleanup=compact
+        "#]],
+    );
+    let yaml = "application: app\ndlq: dlq\ntopics:\n  dlq: {}\n  sets.{member}: { cleanup: compact }\n";
+    let kinds = StageKinds::new([&COUNTER]);
+    let t = Topology::parse(yaml, &kinds, &|_| true).unwrap();
+    assert_eq!(
+        t.family_topic("sets.{member}", "bank-a").map(|t| t.name),
+        Some("sets.bank-a".to_owned())
+    );
+    assert_eq!(t.family_topic("sets.{member}", "a/b"), None);
+    let global = GlobalSpec {
+        stage: "s".into(),
+        name: "sets".into(),
+        topic: "sets.{member}".into(),
+    };
+    assert_eq!(global.member_of("sets.bank-a"), Some("bank-a"));
+    assert_eq!(global.member_of("sets."), None);
+    assert_eq!(global.member_of("other.bank-a"), None);
+}
+
+#[test]
+fn a_topic_family_is_only_read_through_globals_and_globals_need_compaction() {
+    check(
+        r#"
+application: app
+dlq: dlq
+topics:
+  dlq: {}
+  events: {}
+  counts: {}
+  log: {}
+  sets.{member}: { cleanup: compact }
+  bad{x: {}
+stages:
+  count:
+    kind: counter
+    inputs: [events, "sets.{member}"]
+    outputs: { counts: counts }
+    stores: [counts]
+    globals: { log: log, counts: "sets.{member}" }
+"#,
+        expect![[r#"
+            line 9: topic name `bad{x` must be letters, digits, `.`, `_` or `-`, or a family `prefix.{member}`
+            line 13: stage `count`: topic family `sets.{member}` can only be read through `globals`
+            line 16: stage `count`: global store `counts` is repeated or not a valid name
+            line 16: stage `count`: global store `log` reads `log`, which must be a compacted topic or topic family declared under `topics`
         "#]],
     );
 }
