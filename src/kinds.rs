@@ -9,5 +9,6 @@ pub fn all() -> StageKinds {
         &pavilion_totals::KIND,
         &pavilion_tenancy::KIND,
         &pavilion_policy::KIND,
+        &pavilion_psi::KIND,
     ])
 }

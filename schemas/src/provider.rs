@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{EvidenceKind, Event, PolicyOutcome};
+use crate::{Event, EvidenceKind, PolicyOutcome};
 
 /// Lifecycle of a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -260,7 +260,8 @@ fn provider_records_round_trip_and_the_set_key_is_pinned() {
         },
     };
     assert_eq!(
-        r.decode::<ProviderSetEntry>(&r.encode(&entry).unwrap()).unwrap(),
+        r.decode::<ProviderSetEntry>(&r.encode(&entry).unwrap())
+            .unwrap(),
         entry
     );
     // The set key is a contract between the provider connector and the psi stage (and any

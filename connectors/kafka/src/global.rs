@@ -68,7 +68,10 @@ impl GlobalReader {
             }
         }
         if new.count() > 0 {
-            tracing::info!(partitions = new.count(), "global stores: new source partitions");
+            tracing::info!(
+                partitions = new.count(),
+                "global stores: new source partitions"
+            );
             self.consumer
                 .incremental_assign(&new)
                 .context("assigning global-store sources")?;

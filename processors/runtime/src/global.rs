@@ -133,7 +133,12 @@ impl GlobalStores {
     }
 
     /// The framed value of `key` from family member `member` (empty for a plain topic).
-    pub fn get(&self, store: usize, member: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn get(
+        &self,
+        store: usize,
+        member: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let cf = self
             .db
             .cf_handle(&self.specs[store].column_family())

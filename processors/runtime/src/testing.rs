@@ -43,8 +43,9 @@ impl TestDriver {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().expect("temp dir");
-        let stores = PartitionStores::open(&dir.path().join("partition"), runner.store_infos().to_vec())
-            .expect("open stores");
+        let stores =
+            PartitionStores::open(&dir.path().join("partition"), runner.store_infos().to_vec())
+                .expect("open stores");
         let globals = Arc::new(
             GlobalStores::open(&dir.path().join("global"), topology.task_globals(task))
                 .expect("open global stores"),

@@ -43,7 +43,7 @@ static TOTALS: StageKind = StageKind {
     build: never_built,
 };
 
-// Shaped like `tenancy` and `policy`; their configs are checked by their own crates.
+// Shaped like `tenancy`, `policy` and `psi`; their configs are checked by their own crates.
 static TENANCY: StageKind = StageKind {
     name: "tenancy",
     outputs: &["accepted", "rejected"],
@@ -62,11 +62,20 @@ static POLICY: StageKind = StageKind {
     build: never_built,
 };
 
+static PSI: StageKind = StageKind {
+    name: "psi",
+    outputs: &["matches"],
+    stores: &[],
+    globals: &["providers", "sets"],
+    check_config: |_| Ok(()),
+    build: never_built,
+};
+
 /// Parses `yaml` (a leading newline is dropped, so line 1 is the line after `r#"`) and
 /// renders the topology or every error.
 fn check(yaml: &str, expect: Expect) {
     let yaml = yaml.strip_prefix('\n').unwrap_or(yaml);
-    let kinds = StageKinds::new([&COUNTER, &TOTALS, &TENANCY, &POLICY]);
+    let kinds = StageKinds::new([&COUNTER, &TOTALS, &TENANCY, &POLICY, &PSI]);
     let actual = match Topology::parse(yaml, &kinds, &|s| s.starts_with("pavilion.")) {
         Ok(topology) => render(&topology),
         Err(errors) => errors.0.iter().map(|e| format!("{e}\n")).collect(),
@@ -119,7 +128,9 @@ fn the_repository_topology_parses() {
         expect![[r#"
             application pavilion, dlq pavilion.dlq
             task counter (group pavilion.counter, 6 partitions): stages ["counter"], inputs ["demo.events"]
-            task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy", "policy"], inputs ["pavilion.requests", "pavilion.tenants", "pavilion.policies"]
+            task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy", "policy", "psi"], inputs ["pavilion.requests", "pavilion.tenants", "pavilion.policies"]
+              global psi.providers <- pavilion.providers
+              global psi.sets <- pavilion.provider-sets.{provider}
             task totals (group pavilion.totals, 6 partitions): stages ["totals"], inputs ["demo.counts"]
             topic demo.counts: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyCount
             topic demo.events: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.DemoEvent
@@ -143,6 +154,7 @@ fn the_repository_topology_parses() {
             topic pavilion.tenancy.tenants.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.tenants: partitions=6 replication=1 cleanup=compact schema=pavilion.Tenant
             topic pavilion.totals.totals.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.provider-sets.{provider}: partitions=3 replication=1 cleanup=compact schema=pavilion.ProviderSetEntry
         "#]],
     );
 }
@@ -341,7 +353,7 @@ fuse:
             line 12: topic `old`: retention `3 fortnights`: unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (use e.g. 7d, 12h or forever)
             line 13: topic `strange`: no schema named `acme.Strange` in schemas/
             line 17: stage `ghost`: topic `nowhere` is not declared under `topics`
-            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals, tenancy, policy)
+            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals, tenancy, policy, psi)
             line 23: stage `forgetful`: kind `counter` needs store `counts`
             line 27: stage `chatty`: kind `counter` has no output `extra` (it has: counts)
             line 32: stage `fussy`: config: unknown field `colour`, expected `limit`
@@ -401,7 +413,8 @@ stages:
             topic sets.{member}: partitions=2 replication=1 cleanup=compact
         "#]],
     );
-    let yaml = "application: app\ndlq: dlq\ntopics:\n  dlq: {}\n  sets.{member}: { cleanup: compact }\n";
+    let yaml =
+        "application: app\ndlq: dlq\ntopics:\n  dlq: {}\n  sets.{member}: { cleanup: compact }\n";
     let kinds = StageKinds::new([&COUNTER]);
     let t = Topology::parse(yaml, &kinds, &|_| true).unwrap();
     assert_eq!(

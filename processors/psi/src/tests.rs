@@ -1,0 +1,405 @@
+//! Matching as data: a provider registry and sets in the global stores, policy outcomes in →
+//! one line per claim out, on a manual clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use expect_test::{expect, Expect};
+use pavilion_runtime::testing::TestDriver;
+use pavilion_runtime::StageKinds;
+use pavilion_schemas::{
+    set_key, Attestation, ClaimPlan, ClaimRequest, EvidenceKind, MatchResult, PolicyEffect,
+    PolicyOutcome, Provider, ProviderKey, ProviderSetEntry, ProviderState, Registry,
+    ResponseFormat, SubjectToken, VerificationRequest,
+};
+
+const TOPOLOGY: &str = "
+application: t
+dlq: dlq
+topics:
+  dlq: { schema: pavilion.DeadLetter }
+  outcomes: { schema: pavilion.PolicyOutcome }
+  matches: { schema: pavilion.MatchResult }
+  providers: { schema: pavilion.Provider, cleanup: compact }
+  sets.{provider}: { schema: pavilion.ProviderSetEntry, cleanup: compact }
+stages:
+  psi:
+    kind: psi
+    inputs: [outcomes]
+    outputs: { matches: matches }
+    globals: { providers: providers, sets: 'sets.{provider}' }
+    config: { max_set_age: 1d, max_attestation_age: 30d }
+";
+
+/// The driver's manual clock at start.
+const T0: i64 = 1_700_000_000_000;
+const DAY: i64 = 24 * 3600 * 1000;
+
+fn attestation_key(provider: &str) -> SigningKey {
+    SigningKey::from_bytes(&[provider.len() as u8; 32])
+}
+
+fn provider(id: &str, loaded_at: Option<i64>) -> Provider {
+    Provider {
+        provider_id: id.into(),
+        region: "eu".into(),
+        claims: vec!["account_verified".into(), "fraud_listed".into()],
+        oprf_suite: "ristretto255-SHA512".into(),
+        oprf_public_key: vec![0; 32],
+        attestation_keys: vec![ProviderKey {
+            key_id: "a1".into(),
+            algorithm: "Ed25519".into(),
+            public_key: attestation_key(id).verifying_key().to_bytes().to_vec(),
+        }],
+        endpoints: BTreeMap::new(),
+        state: ProviderState::Active,
+        updated_at: T0,
+        set_loaded_at: loaded_at,
+        set_size: loaded_at.map(|_| 1),
+    }
+}
+
+/// The token a subject has at a provider: stands in for `F_k(x)`.
+fn token(provider: &str, subject: &str) -> Vec<u8> {
+    format!("F[{provider}]({subject})").into_bytes()
+}
+
+fn entry(provider: &str, subject: &str, claims: &[&str], attested_at: i64) -> ProviderSetEntry {
+    let key = set_key(provider, &token(provider, subject));
+    let claims: Vec<String> = claims.iter().map(|c| c.to_string()).collect();
+    let message = Attestation::signing_bytes(provider, &key, &claims, attested_at, "a1");
+    ProviderSetEntry {
+        provider_id: provider.into(),
+        token: key.to_vec(),
+        attestation: Attestation {
+            claims,
+            attested_at,
+            signature: attestation_key(provider).sign(&message).to_bytes().to_vec(),
+            key_id: "a1".into(),
+        },
+    }
+}
+
+fn plan(index: i32, claim: &str, providers: &[&str], evidence: &[EvidenceKind]) -> ClaimPlan {
+    ClaimPlan {
+        claim_index: index,
+        claim_name: claim.into(),
+        effect: PolicyEffect::Permit,
+        denying_rules: Vec::new(),
+        providers: providers.iter().map(|p| p.to_string()).collect(),
+        evidence_required: evidence.to_vec(),
+        disclosable_attributes: Vec::new(),
+    }
+}
+
+/// An outcome asking `plans` about `subject`, with a token for each of `tokens_for`.
+fn outcome(subject: &str, tokens_for: &[&str], plans: Vec<ClaimPlan>) -> PolicyOutcome {
+    PolicyOutcome {
+        request: VerificationRequest {
+            request_id: format!("r-{subject}"),
+            tenant_id: "acme".into(),
+            key_id: "k1".into(),
+            signature: vec![0; 64],
+            signed_at: T0,
+            nonce: "n".into(),
+            created_at: T0,
+            claims: plans
+                .iter()
+                .map(|p| ClaimRequest {
+                    name: p.claim_name.clone(),
+                    params: BTreeMap::new(),
+                })
+                .collect(),
+            purpose: "kyc".into(),
+            subject_jurisdiction: "DE".into(),
+            consent_ref: None,
+            subject_tokens: tokens_for
+                .iter()
+                .map(|p| SubjectToken {
+                    provider_id: p.to_string(),
+                    token: token(p, subject),
+                })
+                .collect(),
+            response_format: None,
+        },
+        policy: None,
+        effect: PolicyEffect::Permit,
+        denying_rules: Vec::new(),
+        plan: plans,
+        response_format: ResponseFormat::Json,
+        evaluated_at: T0,
+    }
+}
+
+struct World {
+    driver: TestDriver,
+}
+
+impl World {
+    fn new() -> Self {
+        let kinds = StageKinds::new([&crate::KIND]);
+        let mut driver = TestDriver::new(TOPOLOGY, "psi", &kinds);
+        driver.send_global("providers", b"bank", Some(&provider("bank", Some(T0))));
+        driver.send_global("providers", b"telco", Some(&provider("telco", Some(T0))));
+        for e in [
+            entry("bank", "alice", &["account_verified"], T0),
+            entry("bank", "bob", &["fraud_listed"], T0),
+            entry("telco", "carol", &["account_verified"], T0),
+        ] {
+            let topic = format!("sets.{}", e.provider_id);
+            driver.send_global(&topic, &e.token.clone(), Some(&e));
+        }
+        World { driver }
+    }
+
+    fn check(&mut self, outcome: PolicyOutcome, expect: Expect) {
+        let out = self.driver.send("outcomes", "acme", &outcome);
+        let registry = Registry::builtin();
+        let mut text = String::new();
+        for record in &out {
+            let Ok(m) = registry.decode::<MatchResult>(&record.value) else {
+                text += &self.driver.render(std::slice::from_ref(record));
+                continue;
+            };
+            for r in &m.results {
+                let evidence: Vec<String> = r
+                    .evidence
+                    .iter()
+                    .map(|e| format!("{:?}@{}", e.kind, e.provider_id))
+                    .collect();
+                let reason = r
+                    .reason
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(" ({r})"));
+                let evidence = if evidence.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", evidence.join(", "))
+                };
+                text += &format!(
+                    "{} {}: {:?}{reason}{evidence}\n",
+                    record.topic, r.claim_name, r.status,
+                );
+            }
+        }
+        expect.assert_eq(&text);
+    }
+}
+
+#[test]
+fn members_match_non_members_do_not_and_unattested_claims_do_not() {
+    let mut w = World::new();
+    let both = |subject| {
+        outcome(
+            subject,
+            &["bank"],
+            vec![
+                plan(
+                    0,
+                    "account_verified",
+                    &["bank"],
+                    &[EvidenceKind::ProviderSignature],
+                ),
+                plan(1, "fraud_listed", &["bank"], &[]),
+            ],
+        )
+    };
+    w.check(
+        both("alice"),
+        expect![[r#"
+            matches account_verified: Matched [OprfMatch@bank, ProviderSignature@bank]
+            matches fraud_listed: NotMatched
+        "#]],
+    );
+    w.check(
+        both("bob"),
+        expect![[r#"
+            matches account_verified: NotMatched
+            matches fraud_listed: Matched [OprfMatch@bank]
+        "#]],
+    );
+    w.check(
+        both("mallory"),
+        expect![[r#"
+            matches account_verified: NotMatched
+            matches fraud_listed: NotMatched
+        "#]],
+    );
+}
+
+#[test]
+fn providers_are_tried_in_plan_order_and_unavailability_is_never_a_silent_false() {
+    let mut w = World::new();
+    let ask = |subject, tokens: &[&str], providers: &[&str]| {
+        outcome(
+            subject,
+            tokens,
+            vec![plan(0, "account_verified", providers, &[])],
+        )
+    };
+    // carol is only at telco: bank says no, telco says yes.
+    w.check(
+        ask("carol", &["bank", "telco"], &["bank", "telco"]),
+        expect![[r#"
+        matches account_verified: Matched [OprfMatch@telco]
+    "#]],
+    );
+    // No token for bank, and telco does not know alice: one provider could not answer.
+    w.check(
+        ask("alice", &["telco"], &["bank", "telco"]),
+        expect![[r#"
+        matches account_verified: Unavailable (bank: no_token_for_provider)
+    "#]],
+    );
+    // A provider nobody registered, and no provider at all.
+    w.check(
+        ask("alice", &["nobody"], &["nobody"]),
+        expect![[r#"
+        matches account_verified: Unavailable (nobody: provider_unknown)
+    "#]],
+    );
+    w.check(
+        ask("alice", &["bank"], &[]),
+        expect![[r#"
+        matches account_verified: Unavailable (no_provider_planned)
+    "#]],
+    );
+}
+
+#[test]
+fn missing_or_stale_sets_and_bad_attestations_are_unavailable() {
+    let mut w = World::new();
+    let ask = |subject| {
+        outcome(
+            subject,
+            &["bank"],
+            vec![plan(
+                0,
+                "account_verified",
+                &["bank"],
+                &[EvidenceKind::ProviderSignature],
+            )],
+        )
+    };
+    // A set older than max_set_age (1 day).
+    w.driver
+        .clock()
+        .advance(Duration::from_millis(2 * DAY as u64));
+    w.check(
+        ask("alice"),
+        expect![[r#"
+        matches account_verified: Unavailable (bank: set_stale)
+    "#]],
+    );
+    // Reloaded now: alice's attestation (from T0) is within max_attestation_age; a forged
+    // one for dave is signed with another provider's key.
+    let now = T0 + 2 * DAY;
+    w.driver
+        .send_global("providers", b"bank", Some(&provider("bank", Some(now))));
+    let mut forged = entry("bank", "dave", &["account_verified"], now);
+    forged.attestation.signature = entry("telco", "dave", &["account_verified"], now)
+        .attestation
+        .signature;
+    w.driver
+        .send_global("sets.bank", &forged.token.clone(), Some(&forged));
+    w.check(
+        ask("alice"),
+        expect![[r#"
+        matches account_verified: Matched [OprfMatch@bank, ProviderSignature@bank]
+    "#]],
+    );
+    w.check(
+        ask("dave"),
+        expect![[r#"
+        matches account_verified: Unavailable (bank: attestation_signature_invalid)
+    "#]],
+    );
+    // 40 days on, the set is fresh again but alice's attestation is older than 30 days.
+    w.driver
+        .clock()
+        .advance(Duration::from_millis(38 * DAY as u64));
+    w.driver.send_global(
+        "providers",
+        b"bank",
+        Some(&provider("bank", Some(T0 + 40 * DAY))),
+    );
+    w.check(
+        ask("alice"),
+        expect![[r#"
+        matches account_verified: Unavailable (bank: attestation_stale)
+    "#]],
+    );
+    // A provider whose set was never loaded, or that is suspended.
+    w.driver
+        .send_global("providers", b"bank", Some(&provider("bank", None)));
+    w.check(
+        ask("alice"),
+        expect![[r#"
+        matches account_verified: Unavailable (bank: no_set_loaded)
+    "#]],
+    );
+    let mut suspended = provider("bank", Some(now));
+    suspended.state = ProviderState::Suspended;
+    w.driver.send_global("providers", b"bank", Some(&suspended));
+    w.check(
+        ask("alice"),
+        expect![[r#"
+        matches account_verified: Unavailable (bank: provider_not_active)
+    "#]],
+    );
+}
+
+#[test]
+fn a_tombstoned_member_stops_matching_and_denied_claims_are_not_looked_up() {
+    let mut w = World::new();
+    let ask = || {
+        let mut o = outcome(
+            "alice",
+            &["bank"],
+            vec![
+                plan(0, "account_verified", &["bank"], &[]),
+                plan(1, "fraud_listed", &["bank"], &[]),
+            ],
+        );
+        o.plan[1].effect = PolicyEffect::Deny;
+        o
+    };
+    w.check(
+        ask(),
+        expect![[r#"
+        matches account_verified: Matched [OprfMatch@bank]
+        matches fraud_listed: Unavailable (denied_by_policy)
+    "#]],
+    );
+    let key = set_key("bank", &token("bank", "alice"));
+    w.driver
+        .send_global::<ProviderSetEntry>("sets.bank", &key, None);
+    w.check(
+        ask(),
+        expect![[r#"
+        matches account_verified: NotMatched
+        matches fraud_listed: Unavailable (denied_by_policy)
+    "#]],
+    );
+}
+
+#[test]
+fn zero_knowledge_evidence_is_reported_unsupported_not_faked() {
+    let mut w = World::new();
+    w.check(
+        outcome(
+            "alice",
+            &["bank"],
+            vec![plan(
+                0,
+                "account_verified",
+                &["bank"],
+                &[EvidenceKind::ZkPredicate],
+            )],
+        ),
+        expect![[r#"
+            matches account_verified: Unavailable (bank: zk_predicate_unsupported)
+        "#]],
+    );
+}
