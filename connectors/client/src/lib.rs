@@ -1,0 +1,342 @@
+//! The relying party's client library: everything an RP back end (or `pavilion request`)
+//! does before a request reaches the broker.
+//!
+//! 1. [`normalize`](pavilion_provider::normalize) the subject identifier;
+//! 2. [`OprfClient::tokens`]: blind it, ask each provider's evaluation service (signed with
+//!    the tenant's request-signing key), verify the provider's batch proof against the public
+//!    key the provider registered, finalize: `F_k(x)`, the only thing the broker will see;
+//! 3. [`sign_request`]: build the `VerificationRequest` with those tokens and sign it.
+//!
+//! Kafka is left to the caller (any producer that writes the encoded record to the ingest
+//! topic keyed by tenant id will do).
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+use pavilion_provider::oprf::{self, OprfError, Output, ELEMENT_LEN, MAX_BATCH, PROOF_LEN};
+use pavilion_provider::protocol::{
+    auth_message, ErrorBody, EvaluateRequest, EvaluateResponse, EVALUATE_PATH, KEY_ID_HEADER,
+    SIGNATURE_HEADER, TENANT_HEADER, TIMESTAMP_HEADER,
+};
+use pavilion_schemas::{
+    ClaimRequest, Provider, ProviderState, ResponseFormat, SubjectToken, VerificationRequest,
+};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+/// A request-signing key file, as `pavilion tenant add-key --generate` writes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Key id.
+    pub key_id: String,
+    /// 32-byte Ed25519 seed, hex.
+    pub secret_key: String,
+    /// Public key, hex.
+    pub public_key: String,
+}
+
+/// A tenant's identity for signing.
+#[derive(Clone)]
+pub struct TenantCredentials {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Registered key id.
+    pub key_id: String,
+    /// The key.
+    pub signing_key: SigningKey,
+}
+
+impl TenantCredentials {
+    /// Reads a [`KeyFile`]'s JSON.
+    pub fn from_key_file(json: &str) -> Result<Self, ClientError> {
+        let file: KeyFile = serde_json::from_str(json)
+            .map_err(|e| ClientError::KeyFile(format!("not a Pavilion key file: {e}")))?;
+        let seed: [u8; 32] = hex::decode(file.secret_key.trim())
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| ClientError::KeyFile("secret_key must be 64 hex digits".into()))?;
+        Ok(TenantCredentials {
+            tenant_id: file.tenant_id,
+            key_id: file.key_id,
+            signing_key: SigningKey::from_bytes(&seed),
+        })
+    }
+}
+
+/// What can go wrong on the client side.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The key file is unusable.
+    #[error("key file: {0}")]
+    KeyFile(String),
+    /// The provider refused (4xx/5xx), with its error code.
+    #[error("provider `{provider}` answered {status} {code}: {message}")]
+    Refused {
+        /// Provider.
+        provider: String,
+        /// HTTP status.
+        status: u16,
+        /// The service's error code (`rate_limited`, `unknown_tenant`, ...).
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The service could not be reached.
+    #[error("provider `{provider}` at {url}: {message}")]
+    Transport {
+        /// Provider.
+        provider: String,
+        /// URL.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+    /// The answer is not what the protocol says.
+    #[error("provider `{provider}` sent a malformed answer: {message}")]
+    Malformed {
+        /// Provider.
+        provider: String,
+        /// What.
+        message: String,
+    },
+    /// Blinding, proof verification or finalization failed; a failed proof means the
+    /// provider did not evaluate with its registered key, so its answer is discarded.
+    #[error("provider `{provider}`: {source}")]
+    Oprf {
+        /// Provider.
+        provider: String,
+        /// Cause.
+        #[source]
+        source: OprfError,
+    },
+}
+
+/// Where and how to reach one provider, from its registry record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEndpoint {
+    /// Provider id.
+    pub provider_id: String,
+    /// Base URL of its evaluation service.
+    pub url: String,
+    /// Its registered OPRF public key.
+    pub public_key: [u8; ELEMENT_LEN],
+}
+
+impl ProviderEndpoint {
+    /// The endpoint of an active provider that can answer `claim`, if it is one.
+    pub fn for_claim(provider: &Provider, claim: &str) -> Option<Self> {
+        (provider.state == ProviderState::Active && provider.claims.iter().any(|c| c == claim))
+            .then(|| Self::of(provider))
+            .flatten()
+    }
+
+    /// The endpoint of a registered provider, if it has an OPRF service and a valid key.
+    pub fn of(provider: &Provider) -> Option<Self> {
+        Some(ProviderEndpoint {
+            provider_id: provider.provider_id.clone(),
+            url: provider
+                .endpoints
+                .get("oprf")?
+                .trim_end_matches('/')
+                .to_owned(),
+            public_key: provider.oprf_public_key.as_slice().try_into().ok()?,
+        })
+    }
+}
+
+/// Talks to providers' evaluation services for one tenant.
+pub struct OprfClient {
+    agent: ureq::Agent,
+    credentials: TenantCredentials,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl OprfClient {
+    /// A client with a 30-second timeout per call.
+    pub fn new(credentials: TenantCredentials) -> Self {
+        let mut builder = ureq::AgentBuilder::new().timeout(Duration::from_secs(30));
+        if let Ok(tls) = native_tls::TlsConnector::new() {
+            builder = builder.tls_connector(Arc::new(tls));
+        }
+        OprfClient {
+            agent: builder.build(),
+            credentials,
+        }
+    }
+
+    /// `F_k(x)` for each input under `provider`'s key, in batches of at most 1,000 (one
+    /// request and one proof each). Inputs are OPRF inputs (see
+    /// [`pavilion_provider::normalize::oprf_input`]).
+    pub fn tokens(
+        &self,
+        provider: &ProviderEndpoint,
+        inputs: &[Vec<u8>],
+    ) -> Result<Vec<Output>, ClientError> {
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(MAX_BATCH) {
+            outputs.extend(self.batch(provider, chunk)?);
+        }
+        Ok(outputs)
+    }
+
+    fn batch(
+        &self,
+        provider: &ProviderEndpoint,
+        inputs: &[Vec<u8>],
+    ) -> Result<Vec<Output>, ClientError> {
+        let oprf_error = |source| ClientError::Oprf {
+            provider: provider.provider_id.clone(),
+            source,
+        };
+        let malformed = |message: String| ClientError::Malformed {
+            provider: provider.provider_id.clone(),
+            message,
+        };
+        let blinded = inputs
+            .iter()
+            .map(|i| oprf::blind(i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(oprf_error)?;
+        let body = serde_json::to_vec(&EvaluateRequest {
+            blinded: blinded.iter().map(|b| B64.encode(b.element)).collect(),
+        })
+        .expect("serializable");
+        let c = &self.credentials;
+        let timestamp = now_ms();
+        let message = auth_message(
+            &provider.provider_id,
+            &c.tenant_id,
+            &c.key_id,
+            timestamp,
+            &body,
+        );
+        let url = format!("{}{EVALUATE_PATH}", provider.url);
+        let response = self
+            .agent
+            .post(&url)
+            .set("content-type", "application/json")
+            .set(TENANT_HEADER, &c.tenant_id)
+            .set(KEY_ID_HEADER, &c.key_id)
+            .set(TIMESTAMP_HEADER, &timestamp.to_string())
+            .set(
+                SIGNATURE_HEADER,
+                &B64.encode(c.signing_key.sign(&message).to_bytes()),
+            )
+            .send_bytes(&body);
+        let response = match response {
+            Ok(r) => r,
+            Err(ureq::Error::Status(status, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                let body: ErrorBody = serde_json::from_str(&text).unwrap_or(ErrorBody {
+                    error: "http_error".into(),
+                    message: text,
+                });
+                return Err(ClientError::Refused {
+                    provider: provider.provider_id.clone(),
+                    status,
+                    code: body.error,
+                    message: body.message,
+                });
+            }
+            Err(e) => {
+                return Err(ClientError::Transport {
+                    provider: provider.provider_id.clone(),
+                    url,
+                    message: e.to_string(),
+                })
+            }
+        };
+        let answer: EvaluateResponse = response
+            .into_string()
+            .map_err(|e| malformed(format!("unreadable answer: {e}")))
+            .and_then(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| malformed(format!("not an evaluation answer: {e}")))
+            })?;
+        let evaluated = answer
+            .evaluated
+            .iter()
+            .map(|e| {
+                B64.decode(e)
+                    .ok()
+                    .and_then(|b| <[u8; ELEMENT_LEN]>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| {
+                        malformed("an evaluated element is not 32 bytes of base64".into())
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let proof: [u8; PROOF_LEN] = B64
+            .decode(&answer.proof)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| malformed("the proof is not 64 bytes of base64".into()))?;
+        let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+        oprf::finalize_batch(&inputs, &blinded, &evaluated, &proof, &provider.public_key)
+            .map_err(oprf_error)
+    }
+}
+
+/// What the relying party asks, before tokens and signature.
+#[derive(Debug, Clone)]
+pub struct RequestDraft {
+    /// Claims, in the order the decision reports them.
+    pub claims: Vec<ClaimRequest>,
+    /// Purpose code.
+    pub purpose: String,
+    /// Subject's jurisdiction (ISO 3166).
+    pub subject_jurisdiction: String,
+    /// Consent reference, when the purpose needs one.
+    pub consent_ref: Option<String>,
+    /// Preferred format.
+    pub response_format: Option<ResponseFormat>,
+    /// Idempotency key; a random one when `None`.
+    pub request_id: Option<String>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill(b.as_mut_slice());
+    hex::encode(b)
+}
+
+/// The signed request carrying only tokens.
+pub fn sign_request(
+    credentials: &TenantCredentials,
+    draft: RequestDraft,
+    subject_tokens: Vec<SubjectToken>,
+) -> VerificationRequest {
+    let now = now_ms();
+    let mut request = VerificationRequest {
+        request_id: draft.request_id.unwrap_or_else(|| random_hex(16)),
+        tenant_id: credentials.tenant_id.clone(),
+        key_id: credentials.key_id.clone(),
+        signature: Vec::new(),
+        signed_at: now,
+        nonce: random_hex(16),
+        created_at: now,
+        claims: draft.claims,
+        purpose: draft.purpose,
+        subject_jurisdiction: draft.subject_jurisdiction,
+        consent_ref: draft.consent_ref,
+        subject_tokens,
+        response_format: draft.response_format,
+    };
+    request.signature = credentials
+        .signing_key
+        .sign(&request.signing_bytes())
+        .to_bytes()
+        .to_vec();
+    request
+}

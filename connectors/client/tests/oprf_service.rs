@@ -1,0 +1,257 @@
+//! The client library against the real evaluation service on loopback: tokens equal the
+//! provider's own evaluation, and every refusal is a clear 4xx with its code.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use pavilion_client::{ClientError, OprfClient, ProviderEndpoint, TenantCredentials};
+use pavilion_provider::normalize::{oprf_input, IdentifierKind};
+use pavilion_provider::oprf::ProviderKey;
+use pavilion_provider::service::{OprfService, ServiceLimits, TenantDirectory};
+use pavilion_schemas::{RequestSigningKey, Tenant, TenantConfig, TenantState};
+
+fn tenant(id: &str, state: TenantState, key: &SigningKey) -> Tenant {
+    Tenant {
+        tenant_id: id.into(),
+        display_name: id.into(),
+        state,
+        signing_keys: vec![RequestSigningKey {
+            key_id: "k1".into(),
+            public_key: key.verifying_key().to_bytes().to_vec(),
+            not_before: 0,
+            not_after: None,
+            revoked_at: None,
+        }],
+        config: TenantConfig {
+            rate_limit_per_second: 10.0,
+            burst: 10,
+            daily_quota: None,
+            allowed_regions: vec!["eu".into()],
+            response_topic: format!("pavilion.decisions.{id}"),
+        },
+        updated_at: 0,
+        revision: 1,
+    }
+}
+
+struct Fixture {
+    endpoint: ProviderEndpoint,
+    key: ProviderKey,
+    url: String,
+}
+
+/// Serves a provider with the given limits on a loopback port, in the background.
+fn serve(limits: ServiceLimits, tenants: Vec<Tenant>) -> Fixture {
+    let key = ProviderKey::derive(&[7; 32], b"test").unwrap();
+    let public_key = key.public_key();
+    let directory = Arc::new(TenantDirectory::default());
+    for t in tenants {
+        directory.update(t);
+    }
+    let service = Arc::new(
+        OprfService::new(
+            "bank",
+            ProviderKey::from_bytes(&key.to_bytes()).unwrap(),
+            directory,
+            limits,
+        )
+        .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, service.router()).await.unwrap();
+        });
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let url = format!("http://{addr}");
+    Fixture {
+        endpoint: ProviderEndpoint {
+            provider_id: "bank".into(),
+            url: url.clone(),
+            public_key,
+        },
+        key,
+        url,
+    }
+}
+
+fn credentials(tenant: &str, key: &SigningKey) -> TenantCredentials {
+    TenantCredentials {
+        tenant_id: tenant.into(),
+        key_id: "k1".into(),
+        signing_key: key.clone(),
+    }
+}
+
+fn refused(result: Result<Vec<[u8; 64]>, ClientError>) -> (u16, String) {
+    match result {
+        Err(ClientError::Refused { status, code, .. }) => (status, code),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn tokens_through_the_service_equal_the_providers_own_evaluation() {
+    let alice = SigningKey::from_bytes(&[1; 32]);
+    let f = serve(
+        ServiceLimits {
+            rate_per_second: NonZeroU32::new(1_000_000).unwrap(),
+            daily_quota: None,
+            ..ServiceLimits::default()
+        },
+        vec![tenant("acme", TenantState::Active, &alice)],
+    );
+    let client = OprfClient::new(credentials("acme", &alice));
+    let inputs: Vec<Vec<u8>> = (0..2_100)
+        .map(|i| oprf_input(IdentifierKind::Email, &format!("user{i}@example.com")).unwrap())
+        .collect();
+    let tokens = client.tokens(&f.endpoint, &inputs).unwrap();
+    assert_eq!(tokens.len(), 2_100, "three batches of at most 1,000");
+    for (input, token) in inputs.iter().zip(&tokens) {
+        assert_eq!(&f.key.evaluate(input).unwrap(), token);
+    }
+    // A provider that evaluates under another key than it registered is caught by the proof.
+    let mut lying = f.endpoint.clone();
+    lying.public_key = ProviderKey::derive(&[8; 32], b"test").unwrap().public_key();
+    assert!(matches!(
+        client.tokens(&lying, &inputs[..3]),
+        Err(ClientError::Oprf { .. })
+    ));
+    let metrics = ureq::get(&format!("{}/metrics", f.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("pavilion_oprf_evaluations_total{tenant=\"acme\"} 2103"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn unknown_tenants_bad_signatures_and_inactive_tenants_are_refused() {
+    let alice = SigningKey::from_bytes(&[1; 32]);
+    let mallory = SigningKey::from_bytes(&[2; 32]);
+    let f = serve(
+        ServiceLimits::default(),
+        vec![
+            tenant("acme", TenantState::Active, &alice),
+            tenant("paused", TenantState::Suspended, &alice),
+        ],
+    );
+    let input = vec![oprf_input(IdentifierKind::Email, "a@example.com").unwrap()];
+    let ask = |tenant: &str, key: &SigningKey| {
+        refused(OprfClient::new(credentials(tenant, key)).tokens(&f.endpoint, &input))
+    };
+    assert_eq!(ask("nobody", &alice), (401, "unknown_tenant".into()));
+    assert_eq!(ask("acme", &mallory), (401, "bad_signature".into()));
+    assert_eq!(ask("paused", &alice), (403, "tenant_not_active".into()));
+}
+
+#[test]
+fn malformed_points_oversize_batches_and_unsigned_calls_get_clear_errors() {
+    let alice = SigningKey::from_bytes(&[1; 32]);
+    let f = serve(
+        ServiceLimits {
+            max_batch: 10,
+            burst: NonZeroU32::new(10).unwrap(),
+            ..ServiceLimits::default()
+        },
+        vec![tenant("acme", TenantState::Active, &alice)],
+    );
+    let client = OprfClient::new(credentials("acme", &alice));
+    // The client library batches by 1,000, so 11 inputs exceed this service's limit of 10.
+    let inputs: Vec<Vec<u8>> = (0..11).map(|i| format!("id:{i}").into_bytes()).collect();
+    assert_eq!(
+        refused(client.tokens(&f.endpoint, &inputs)),
+        (413, "batch_too_large".into())
+    );
+    let raw = |body: &str| match ureq::post(&format!("{}/v1/oprf/evaluate", f.url))
+        .set("content-type", "application/json")
+        .send_string(body)
+    {
+        Err(ureq::Error::Status(status, r)) => (status, r.into_string().unwrap()),
+        other => panic!("expected an error status, got {other:?}"),
+    };
+    let (status, body) = raw(r#"{"blinded": ["AAAA"]}"#);
+    assert_eq!(status, 401);
+    assert!(body.contains("missing_authentication"), "{body}");
+    // A well-signed request whose element is not a point: sign it the way the client does.
+    let body = br#"{"blinded":["AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="]}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let message = pavilion_provider::protocol::auth_message("bank", "acme", "k1", now, body);
+    use base64::Engine as _;
+    use ed25519_dalek::Signer as _;
+    let signature =
+        base64::engine::general_purpose::STANDARD.encode(alice.sign(&message).to_bytes());
+    let answer = ureq::post(&format!("{}/v1/oprf/evaluate", f.url))
+        .set("x-pavilion-tenant", "acme")
+        .set("x-pavilion-key-id", "k1")
+        .set("x-pavilion-timestamp", &now.to_string())
+        .set("x-pavilion-signature", &signature)
+        .send_bytes(body);
+    match answer {
+        Err(ureq::Error::Status(400, r)) => {
+            let text = r.into_string().unwrap();
+            assert!(
+                text.contains("malformed_element") && text.contains("element 0"),
+                "{text}"
+            );
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_rate_limit_and_the_daily_quota_stop_enumeration() {
+    let alice = SigningKey::from_bytes(&[1; 32]);
+    let f = serve(
+        ServiceLimits {
+            max_batch: 5,
+            rate_per_second: NonZeroU32::new(1).unwrap(),
+            burst: NonZeroU32::new(5).unwrap(),
+            daily_quota: Some(1_000),
+            clock_skew: Duration::from_secs(60),
+        },
+        vec![tenant("acme", TenantState::Active, &alice)],
+    );
+    let client = OprfClient::new(credentials("acme", &alice));
+    let five: Vec<Vec<u8>> = (0..5).map(|i| format!("id:{i}").into_bytes()).collect();
+    client.tokens(&f.endpoint, &five).unwrap();
+    assert_eq!(
+        refused(client.tokens(&f.endpoint, &five[..1])),
+        (429, "rate_limited".into())
+    );
+    let g = serve(
+        ServiceLimits {
+            max_batch: 5,
+            rate_per_second: NonZeroU32::new(1_000).unwrap(),
+            burst: NonZeroU32::new(5).unwrap(),
+            daily_quota: Some(7),
+            clock_skew: Duration::from_secs(60),
+        },
+        vec![tenant("acme", TenantState::Active, &alice)],
+    );
+    client.tokens(&g.endpoint, &five).unwrap();
+    // Past the burst's refill (1,000/s), so only the quota can refuse.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        refused(client.tokens(&g.endpoint, &five[..3])),
+        (429, "quota_exceeded".into())
+    );
+    // The refused batch was not charged: 2 more still fit in the quota of 7.
+    client.tokens(&g.endpoint, &five[..2]).unwrap();
+}
