@@ -5,6 +5,8 @@ mod bench;
 mod demo;
 mod kinds;
 mod policy_cmd;
+mod provider_cmd;
+mod request_cmd;
 mod run;
 mod schemas_cmd;
 mod tenant_cmd;
@@ -48,6 +50,14 @@ enum Command {
         #[command(subcommand)]
         command: policy_cmd::PolicyCommand,
     },
+    /// Data providers: onboard, load a set (CSV or PostgreSQL), serve OPRF evaluations.
+    Provider {
+        #[command(subcommand)]
+        command: provider_cmd::ProviderCommand,
+    },
+    /// Send a verification request as a relying party: OPRF tokens from the providers,
+    /// signed with the tenant's key; --wait prints the answer.
+    Request(request_cmd::RequestArgs),
     /// Run the pipeline's tasks (all, or those named) until SIGTERM/SIGINT.
     Run(run::RunArgs),
     /// Run the sample pipeline end to end on the local broker and print a summary.
@@ -172,6 +182,8 @@ fn main() -> ExitCode {
         },
         Command::Tenant { command } => tenant_cmd::run(command),
         Command::Policy { command } => policy_cmd::run(command),
+        Command::Provider { command } => provider_cmd::run(command),
+        Command::Request(args) => request_cmd::run(args),
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { command } => match command {

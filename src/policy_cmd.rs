@@ -129,18 +129,8 @@ pub struct DiffArgs {
 
 fn policies_topic(cluster: &ClusterArgs) -> Result<(String, i32)> {
     let topology = topology_cmd::load(&cluster.file)?;
-    let topics: Vec<_> = topology
-        .topics
-        .values()
-        .filter(|t| t.schema.as_deref() == Some(PolicyDocument::FULL_NAME))
-        .collect();
-    match topics[..] {
-        [one] => Ok((one.name.clone(), one.partitions)),
-        _ => bail!(
-            "topology.yaml must declare exactly one topic with schema {}",
-            PolicyDocument::FULL_NAME
-        ),
-    }
+    let topic = topology_cmd::topic_for(&topology, PolicyDocument::FULL_NAME)?;
+    Ok((topic.name, topic.partitions))
 }
 
 /// Every policy event on the topic, oldest first. Templates are written to every partition, so

@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use ed25519_dalek::SigningKey;
-use pavilion_kafka::{PlainProducer, TopicReader};
+use pavilion_client::KeyFile;
+use pavilion_kafka::PlainProducer;
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_schemas::{Event, Registry, RequestSigningKey, Tenant, TenantConfig, TenantState};
-use serde::{Deserialize, Serialize};
 
 use crate::{topology_cmd, ClusterArgs};
 
@@ -107,61 +107,18 @@ pub struct KeyTarget {
     pub key_id: String,
 }
 
-/// A request-signing key file, as `tenant add-key --generate` writes it and `pavilion request`
-/// reads it.
-#[derive(Serialize, Deserialize)]
-pub struct KeyFile {
-    /// Tenant.
-    pub tenant_id: String,
-    /// Key id.
-    pub key_id: String,
-    /// 32-byte Ed25519 seed, hex.
-    pub secret_key: String,
-    /// Public key, hex.
-    pub public_key: String,
-}
-
 struct TenantRegistry {
     topic: String,
     tenants: BTreeMap<String, Tenant>,
 }
 
-fn tenants_topic(cluster: &ClusterArgs) -> Result<String> {
-    let topology = topology_cmd::load(&cluster.file)?;
-    let topics: Vec<&str> = topology
-        .topics
-        .values()
-        .filter(|t| t.schema.as_deref() == Some(Tenant::FULL_NAME))
-        .map(|t| t.name.as_str())
-        .collect();
-    match topics[..] {
-        [one] => Ok(one.to_owned()),
-        _ => bail!(
-            "topology.yaml must declare exactly one topic with schema {} (found {topics:?})",
-            Tenant::FULL_NAME
-        ),
-    }
-}
-
 fn load(cluster: &ClusterArgs) -> Result<TenantRegistry> {
-    let topic = tenants_topic(cluster)?;
-    let settings = topology_cmd::settings(cluster, "cli");
-    let records = TopicReader::new(&settings, &[&topic])?
-        .read_to_end(Duration::from_secs(30))
-        .with_context(|| format!("reading {topic}"))?;
-    let mut tenants = BTreeMap::new();
-    for r in records {
-        let Some(value) = r.value else { continue };
-        match Registry::builtin().decode::<Tenant>(&value) {
-            Ok(t) => {
-                tenants.insert(t.tenant_id.clone(), t);
-            }
-            Err(e) => eprintln!(
-                "warning: skipping undecodable record at {topic}/{}@{}: {e}",
-                r.partition, r.offset
-            ),
-        }
-    }
+    let topology = topology_cmd::load(&cluster.file)?;
+    let topic = topology_cmd::topic_for(&topology, Tenant::FULL_NAME)?.name;
+    let tenants = topology_cmd::read_all::<Tenant>(cluster, &topic)?
+        .into_iter()
+        .map(|(_, t)| (t.tenant_id.clone(), t))
+        .collect();
     Ok(TenantRegistry { topic, tenants })
 }
 
@@ -373,7 +330,7 @@ fn set_state(tenant: &mut Tenant, state: TenantState) -> Result<()> {
     Ok(())
 }
 
-fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+pub fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

@@ -2,10 +2,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
-use pavilion_kafka::{ensure_topics, KafkaSettings, TopicStatus};
-use pavilion_runtime::topology::Topology;
-use pavilion_schemas::Registry;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use pavilion_kafka::{ensure_topics, KafkaSettings, TopicReader, TopicStatus};
+use pavilion_runtime::topology::{TopicSpec, Topology};
+use pavilion_schemas::{Event, Registry};
 
 use crate::{kinds, ClusterArgs, TopologyFile};
 
@@ -124,4 +126,42 @@ pub fn settings(args: &ClusterArgs, instance: &str) -> KafkaSettings {
     let mut s = KafkaSettings::new(&args.bootstrap, instance, std::env::temp_dir());
     s.overrides = args.client_config.clone();
     s
+}
+
+/// The one topic (or topic family) of the topology whose records are `schema`: control-topic
+/// commands find their topic by what it holds, not by a hard-coded name.
+pub fn topic_for(topology: &Topology, schema: &str) -> Result<TopicSpec> {
+    let found: Vec<&TopicSpec> = topology
+        .topics
+        .values()
+        .chain(topology.families.values())
+        .filter(|t| t.schema.as_deref() == Some(schema))
+        .collect();
+    match found[..] {
+        [one] => Ok(one.clone()),
+        _ => bail!(
+            "topology.yaml must declare exactly one topic with schema {schema} (found {:?})",
+            found.iter().map(|t| &t.name).collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// Every record of a topic, read_committed from the beginning, decoded; tombstones and
+/// records that do not decode (reported) are skipped.
+pub fn read_all<E: Event>(cluster: &ClusterArgs, topic: &str) -> Result<Vec<(Vec<u8>, E)>> {
+    let records = TopicReader::new(&settings(cluster, "cli"), &[topic])?
+        .read_to_end(Duration::from_secs(60))
+        .with_context(|| format!("reading {topic}"))?;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let Some(value) = r.value else { continue };
+        match Registry::builtin().decode::<E>(&value) {
+            Ok(e) => out.push((r.key, e)),
+            Err(e) => eprintln!(
+                "warning: skipping undecodable record at {topic}/{}@{}: {e}",
+                r.partition, r.offset
+            ),
+        }
+    }
+    Ok(out)
 }

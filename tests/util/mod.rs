@@ -192,6 +192,22 @@ stages:
     }
 }
 
+impl Drop for TestTopology {
+    /// Deletes the run's topics (kept when the test failed, for inspection): a broker with
+    /// thousands of leftover partitions takes minutes to start.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Runtime::new() {
+            let _ = rt.block_on(pavilion_kafka::delete_topics_with_prefix(
+                &settings(),
+                &self.prefix,
+            ));
+        }
+    }
+}
+
 /// A `pavilion run` child; killed if the test ends early.
 pub struct Pipeline {
     child: Option<Child>,

@@ -81,6 +81,13 @@ pub async fn ensure_topics(
         }
     }
 
+    let created: Vec<&str> = report
+        .iter()
+        .filter(|(_, s)| **s == TopicStatus::Created)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    await_leaders(&admin, &created)?;
+
     let present: Vec<(&TopicSpec, &BTreeMap<String, String>)> = topics
         .iter()
         .zip(&configs)
@@ -133,4 +140,64 @@ pub async fn ensure_topics(
             )
         })
         .collect())
+}
+
+/// Waits until every partition of `topics` has a leader: CreateTopics returns when the
+/// controller has the topic, before the broker serves it, and a client that reads it at once
+/// gets NotLeaderForPartition.
+fn await_leaders(admin: &AdminClient<DefaultClientContext>, topics: &[&str]) -> Result<()> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    for topic in topics {
+        loop {
+            let ready = admin
+                .inner()
+                .fetch_metadata(Some(topic), TIMEOUT)
+                .ok()
+                .is_some_and(|m| {
+                    m.topics().iter().all(|t| {
+                        t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.error().is_none() && p.leader() >= 0)
+                    })
+                });
+            if ready {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("topic {topic} was created but has no leader after {TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes every topic whose name starts with `prefix` (test clean-up, and a throwaway
+/// application's teardown); returns how many were deleted.
+pub async fn delete_topics_with_prefix(settings: &KafkaSettings, prefix: &str) -> Result<usize> {
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client()
+        .create()
+        .context("creating the admin client")?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, TIMEOUT)
+        .with_context(|| format!("reading cluster metadata from {}", settings.bootstrap))?;
+    let names: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    admin
+        .delete_topics(&names, &options)
+        .await
+        .context("deleting topics")?;
+    Ok(names.len())
 }

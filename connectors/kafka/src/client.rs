@@ -38,6 +38,11 @@ impl PlainProducer {
         self.enqueue(BaseRecord::to(topic).key(key).payload(value))
     }
 
+    /// Queues a tombstone: deletes `key` from a compacted topic.
+    pub fn delete(&self, topic: &str, key: &[u8]) -> Result<()> {
+        self.enqueue(BaseRecord::to(topic).key(key))
+    }
+
     /// Queues a record for one partition explicitly (e.g. a broadcast to every partition).
     pub fn send_to(&self, topic: &str, partition: i32, key: &[u8], value: &[u8]) -> Result<()> {
         self.enqueue(
@@ -93,6 +98,19 @@ pub struct TopicReader {
 impl TopicReader {
     /// Assigns every partition of `topics` from the beginning.
     pub fn new(settings: &KafkaSettings, topics: &[&str]) -> Result<Self> {
+        Self::assigned(settings, topics, Some(Offset::Beginning))
+    }
+
+    /// Assigns every partition of `topics` from their current end: sees only what is
+    /// committed after this call (e.g. the answer to a request about to be sent).
+    pub fn at_end(settings: &KafkaSettings, topics: &[&str]) -> Result<Self> {
+        // The end offsets as of now, not librdkafka's logical End (resolved at the first
+        // fetch, which could come after the records this caller is waiting for).
+        Self::assigned(settings, topics, None)
+    }
+
+    /// `from`: `Some(offset)` for every partition, `None` for each partition's end now.
+    fn assigned(settings: &KafkaSettings, topics: &[&str], from: Option<Offset>) -> Result<Self> {
         let consumer: BaseConsumer = settings
             .client()
             .set("group.id", "pavilion-reader-unused")
@@ -108,7 +126,16 @@ impl TopicReader {
                 .with_context(|| format!("metadata of {topic}"))?;
             for t in metadata.topics() {
                 for p in t.partitions() {
-                    list.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+                    let offset = match from {
+                        Some(o) => o,
+                        None => Offset::Offset(
+                            consumer
+                                .fetch_watermarks(topic, p.id(), TIMEOUT)
+                                .with_context(|| format!("end offset of {topic}/{}", p.id()))?
+                                .1,
+                        ),
+                    };
+                    list.add_partition_offset(topic, p.id(), offset)?;
                 }
             }
         }

@@ -1,0 +1,584 @@
+//! `pavilion provider …`: what a data provider's operator runs. Onboarding registers the
+//! provider and creates its keys; loading encodes its records as OPRF outputs and publishes
+//! what changed; `serve-oprf` answers relying parties' blinded evaluations.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pavilion_kafka::{ensure_topics, PlainProducer, TopicReader};
+use pavilion_provider::normalize::IdentifierKind;
+use pavilion_provider::oprf::SUITE;
+use pavilion_provider::secrets::ProviderSecrets;
+use pavilion_provider::service::{OprfService, ServiceLimits, TenantDirectory};
+use pavilion_provider::set::{self, EncodedSet};
+use pavilion_provider::source::{self, Columns};
+use pavilion_runtime::clock::epoch_millis;
+use pavilion_schemas::{
+    Event, Provider, ProviderKey, ProviderSetEntry, ProviderState, Registry, Tenant,
+};
+
+use crate::{parse_duration, tenant_cmd, topology_cmd, ClusterArgs};
+
+#[derive(Subcommand)]
+pub enum ProviderCommand {
+    /// Register a provider: create its OPRF and attestation keys (sealed in a key file that
+    /// never leaves the provider), its set topic, and its entry on the provider registry.
+    Onboard(OnboardArgs),
+    /// Encode the provider's records (CSV or a PostgreSQL table) as H(F_k(x)) with signed
+    /// attestations and publish what changed since the last load.
+    Load(LoadArgs),
+    /// Serve OPRF evaluations over HTTP to registered tenants, with per-tenant rate limits.
+    ServeOprf(ServeArgs),
+    /// List registered providers.
+    List(ClusterArgs),
+}
+
+/// Where the provider's sealed keys are and how to open them.
+#[derive(Args, Clone)]
+pub struct KeyFileArgs {
+    /// The sealed key file (default: `<NAME>.provider-key` in the current directory).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// A file holding the passphrase; otherwise $PAVILION_PROVIDER_PASSPHRASE.
+    #[arg(long, env = "PAVILION_PROVIDER_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl KeyFileArgs {
+    fn path(&self, provider: &str) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{provider}.provider-key")))
+    }
+
+    fn passphrase(&self) -> Result<Vec<u8>> {
+        let phrase = match &self.passphrase_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+            None => std::env::var("PAVILION_PROVIDER_PASSPHRASE").map_err(|_| {
+                anyhow::anyhow!(
+                    "the key file's passphrase is needed: set PAVILION_PROVIDER_PASSPHRASE or pass --passphrase-file"
+                )
+            })?,
+        };
+        if phrase.is_empty() {
+            bail!("the passphrase is empty");
+        }
+        Ok(phrase.into_bytes())
+    }
+
+    fn open(&self, provider: &str) -> Result<ProviderSecrets> {
+        let path = self.path(provider);
+        let sealed = std::fs::read(&path).with_context(|| {
+            format!(
+                "reading the key file {} (made by `pavilion provider onboard {provider}`)",
+                path.display()
+            )
+        })?;
+        let secrets = ProviderSecrets::open(&sealed, &self.passphrase()?)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if secrets.provider_id != provider {
+            bail!(
+                "{} holds the keys of provider `{}`, not `{provider}`",
+                path.display(),
+                secrets.provider_id
+            );
+        }
+        Ok(secrets)
+    }
+}
+
+#[derive(Args)]
+pub struct OnboardArgs {
+    /// Provider id: letters, digits, `-`, `_` (it names the set topic).
+    pub name: String,
+    /// Region the provider's data resides in (policies filter providers by region).
+    #[arg(long)]
+    pub region: String,
+    /// Claims it can answer, comma-separated (e.g. account_verified,fraud_listed).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub claims: Vec<String>,
+    /// Base URL of its OPRF evaluation service (`pavilion provider serve-oprf`).
+    #[arg(long, default_value = "http://127.0.0.1:8700")]
+    pub oprf_url: String,
+    #[command(flatten)]
+    pub keys: KeyFileArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Args)]
+pub struct LoadArgs {
+    /// Provider id.
+    pub name: String,
+    /// A CSV file with a header row, or a postgres:// URL (then --table is required).
+    #[arg(long)]
+    pub from: String,
+    /// Table to read with --from postgres://… (`name` or `schema.name`).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Kind of identifier: email (case-folded), phone (E.164) or id (opaque); all NFC.
+    #[arg(long, default_value = "email", value_parser = ["email", "phone", "id"])]
+    pub id_kind: String,
+    /// Identifier column (default: the kind's name).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Column listing the claims that hold for each record, separated by `;`.
+    #[arg(long)]
+    pub claims_column: Option<String>,
+    /// A claim every record has (repeatable), e.g. `--claim fraud_listed` for a fraud list.
+    #[arg(long = "claim")]
+    pub claims: Vec<String>,
+    /// Records that are not valid identifiers tolerated before the load is refused (nothing
+    /// is published when it is).
+    #[arg(long, default_value_t = 0)]
+    pub max_invalid: usize,
+    /// Compute and report the changes without publishing them.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub keys: KeyFileArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Provider id.
+    pub name: String,
+    /// Address to listen on.
+    #[arg(long, env = "PAVILION_OPRF_LISTEN", default_value = "127.0.0.1:8700")]
+    pub listen: SocketAddr,
+    /// Blinded elements per request, at most.
+    #[arg(long, default_value_t = 1000)]
+    pub max_batch: usize,
+    /// Sustained evaluations per second per tenant.
+    #[arg(long, default_value_t = NonZeroU32::new(100).expect("non-zero"))]
+    pub rate: NonZeroU32,
+    /// Evaluations a tenant may make at once; at least --max-batch.
+    #[arg(long, default_value_t = NonZeroU32::new(1000).expect("non-zero"))]
+    pub burst: NonZeroU32,
+    /// Evaluations per tenant per UTC day; 0 for no quota.
+    #[arg(long, default_value_t = 100_000)]
+    pub daily_quota: u64,
+    /// How far a request's timestamp may be from this clock.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub clock_skew: Duration,
+    /// Worker threads evaluating batches.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    #[command(flatten)]
+    pub keys: KeyFileArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+pub fn run(command: ProviderCommand) -> Result<ExitCode> {
+    match command {
+        ProviderCommand::Onboard(a) => onboard(a),
+        ProviderCommand::Load(a) => load(a),
+        ProviderCommand::ServeOprf(a) => serve(a),
+        ProviderCommand::List(cluster) => list(&cluster),
+    }
+}
+
+fn valid_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        bail!("provider id `{id}` must be 1-64 letters, digits, `-` or `_`");
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    epoch_millis(SystemTime::now())
+}
+
+/// The registry topic and the provider's current record, if any.
+fn registry(cluster: &ClusterArgs, provider: &str) -> Result<(String, Option<Provider>)> {
+    let topology = topology_cmd::load(&cluster.file)?;
+    let topic = topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name;
+    let current = topology_cmd::read_all::<Provider>(cluster, &topic)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .rfind(|p| p.provider_id == provider);
+    Ok((topic, current))
+}
+
+fn set_topic(
+    cluster: &ClusterArgs,
+    provider: &str,
+) -> Result<pavilion_runtime::topology::TopicSpec> {
+    let topology = topology_cmd::load(&cluster.file)?;
+    let family = topology_cmd::topic_for(&topology, ProviderSetEntry::FULL_NAME)?;
+    topology
+        .family_topic(&family.name, provider)
+        .with_context(|| format!("`{}` is not a topic family", family.name))
+}
+
+fn publish_provider(cluster: &ClusterArgs, topic: &str, provider: &Provider) -> Result<()> {
+    let producer = PlainProducer::new(&topology_cmd::settings(cluster, "cli"))?;
+    producer.send(
+        topic,
+        provider.provider_id.as_bytes(),
+        &Registry::builtin().encode(provider)?,
+    )?;
+    producer.flush()
+}
+
+fn onboard(a: OnboardArgs) -> Result<ExitCode> {
+    valid_id(&a.name)?;
+    let (registry_topic, existing) = registry(&a.cluster, &a.name)?;
+    if existing.is_some() {
+        bail!(
+            "provider `{}` is already registered on {registry_topic}",
+            a.name
+        );
+    }
+    let set = set_topic(&a.cluster, &a.name)?;
+    let path = a.keys.path(&a.name);
+    if path.exists() {
+        bail!(
+            "{} exists; refusing to overwrite a key file",
+            path.display()
+        );
+    }
+    let passphrase = a.keys.passphrase()?;
+    let secrets = ProviderSecrets::generate(&a.name);
+    tenant_cmd::write_secret(&path, &secrets.seal(&passphrase)?)?;
+    let settings = topology_cmd::settings(&a.cluster, "cli");
+    tokio::runtime::Runtime::new()?
+        .block_on(ensure_topics(&settings, &[&set]))
+        .with_context(|| format!("creating {}", set.name))?;
+    let provider = Provider {
+        provider_id: a.name.clone(),
+        region: a.region,
+        claims: a.claims,
+        oprf_suite: SUITE.to_owned(),
+        oprf_public_key: secrets.oprf.public_key().to_vec(),
+        attestation_keys: vec![ProviderKey {
+            key_id: secrets.attestation_key_id.clone(),
+            algorithm: "Ed25519".into(),
+            public_key: secrets.attestation.verifying_key().to_bytes().to_vec(),
+        }],
+        endpoints: [("oprf".to_owned(), a.oprf_url)].into(),
+        state: ProviderState::Active,
+        updated_at: now_ms(),
+        set_loaded_at: None,
+        set_size: None,
+    };
+    publish_provider(&a.cluster, &registry_topic, &provider)?;
+    println!(
+        "onboarded provider `{}` (region {}, claims {})",
+        provider.provider_id,
+        provider.region,
+        provider.claims.join(",")
+    );
+    println!("  keys (sealed):   {}", path.display());
+    println!(
+        "  OPRF public key: {}",
+        hex::encode(&provider.oprf_public_key)
+    );
+    println!("  set topic:       {}", set.name);
+    println!(
+        "next: `pavilion provider load {} --from members.csv --claims-column claims` and `pavilion provider serve-oprf {}`",
+        provider.provider_id, provider.provider_id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what:>10} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+        ))
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// What is published now: set key → claims (tombstoned keys removed).
+fn published_set(cluster: &ClusterArgs, topic: &str) -> Result<EncodedSet> {
+    let settings = topology_cmd::settings(cluster, "cli");
+    let records = TopicReader::new(&settings, &[topic])?
+        .read_to_end(Duration::from_secs(300))
+        .with_context(|| format!("reading {topic}"))?;
+    let mut set = EncodedSet::with_capacity(records.len());
+    for r in records {
+        let Ok(key) = <[u8; 32]>::try_from(r.key.as_slice()) else {
+            continue;
+        };
+        match r.value {
+            None => {
+                set.remove(&key);
+            }
+            Some(v) => {
+                let entry: ProviderSetEntry = Registry::builtin()
+                    .decode(&v)
+                    .with_context(|| format!("{topic}/{}@{}", r.partition, r.offset))?;
+                set.insert(key, entry.attestation.claims.into_iter().collect());
+            }
+        }
+    }
+    Ok(set)
+}
+
+fn load(a: LoadArgs) -> Result<ExitCode> {
+    let kind = IdentifierKind::parse(&a.id_kind).expect("clap checked the kind");
+    if a.claims_column.is_none() && a.claims.is_empty() {
+        bail!("say which claims hold: --claims-column COLUMN (per record) or --claim NAME (for every record)");
+    }
+    let secrets = a.keys.open(&a.name)?;
+    let (registry_topic, provider) = registry(&a.cluster, &a.name)?;
+    let Some(mut provider) = provider else {
+        bail!(
+            "provider `{}` is not registered (run `pavilion provider onboard` first)",
+            a.name
+        );
+    };
+    if provider.oprf_public_key != secrets.oprf.public_key() {
+        bail!(
+            "the key file's OPRF key is not the one registered for `{}`",
+            a.name
+        );
+    }
+    let columns = Columns {
+        identifier: a.id_column.clone().unwrap_or_else(|| a.id_kind.clone()),
+        claims: a.claims_column.clone(),
+        fixed_claims: a.claims.clone(),
+    };
+    let started = Instant::now();
+    let records = if a.from.starts_with("postgres://") || a.from.starts_with("postgresql://") {
+        let table = a
+            .table
+            .as_deref()
+            .context("--from postgres://… needs --table NAME")?;
+        source::read_postgres(&a.from, table, &columns)?
+    } else {
+        source::read_csv(Path::new(&a.from), &columns)?
+    };
+    let read_took = started.elapsed();
+    eprintln!(
+        "read {} records from {} in {read_took:.1?}",
+        records.len(),
+        a.from
+    );
+
+    let progress = bar(records.len() as u64, "encoding");
+    let done = AtomicUsize::new(0);
+    let encode_started = Instant::now();
+    let (encoded, rejected) = set::encode(&secrets, kind, &records, &|n| {
+        let total = done.fetch_add(n, Ordering::Relaxed) + n;
+        progress.set_position(total as u64);
+    });
+    progress.finish_and_clear();
+    let encode_took = encode_started.elapsed();
+    for r in rejected.iter().take(10) {
+        eprintln!("  invalid record at line {}: {}", r.line, r.error);
+    }
+    if rejected.len() > a.max_invalid {
+        bail!(
+            "{} invalid record(s) (at most {} allowed with --max-invalid); nothing was published",
+            rejected.len(),
+            a.max_invalid
+        );
+    }
+    let set_topic = set_topic(&a.cluster, &a.name)?;
+    let published = published_set(&a.cluster, &set_topic.name)?;
+    let changes = set::changes(&encoded, &published);
+    println!(
+        "{} records → {} members: {} new or changed, {} removed, {} unchanged, {} invalid",
+        records.len(),
+        encoded.len(),
+        changes.upserts.len(),
+        changes.removals.len(),
+        changes.unchanged,
+        rejected.len()
+    );
+    if a.dry_run {
+        println!("dry run: nothing published");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let publish_started = Instant::now();
+    let producer = PlainProducer::new(&topology_cmd::settings(&a.cluster, "cli"))?;
+    let attested_at = now_ms();
+    let progress = bar(
+        (changes.upserts.len() + changes.removals.len()) as u64,
+        "publishing",
+    );
+    let registry = Registry::builtin();
+    for chunk in changes.upserts.chunks(4_096) {
+        use rayon::prelude::*;
+        let entries: Vec<ProviderSetEntry> = chunk
+            .par_iter()
+            .map(|(key, claims)| set::attest(&secrets, key, claims.clone(), attested_at))
+            .collect();
+        for entry in &entries {
+            producer.send(&set_topic.name, &entry.token, &registry.encode(entry)?)?;
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    for key in &changes.removals {
+        producer.delete(&set_topic.name, key)?;
+        progress.inc(1);
+    }
+    producer.flush()?;
+    progress.finish_and_clear();
+    // Only now is the set complete: the registry's load time is what the psi stage's
+    // freshness rule reads.
+    provider.set_loaded_at = Some(now_ms());
+    provider.set_size = Some(encoded.len() as i64);
+    provider.updated_at = now_ms();
+    publish_provider(&a.cluster, &registry_topic, &provider)?;
+    let total = started.elapsed();
+    println!(
+        "published to {} in {:.1?} (read {:.1?}, encode {:.1?} = {:.0} records/s, publish {:.1?}); {:.0} records/s overall",
+        set_topic.name,
+        total,
+        read_took,
+        encode_took,
+        records.len() as f64 / encode_took.as_secs_f64().max(1e-9),
+        publish_started.elapsed(),
+        records.len() as f64 / total.as_secs_f64().max(1e-9),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let secrets = a.keys.open(&a.name)?;
+    let (_, provider) = registry(&a.cluster, &a.name)?;
+    match provider {
+        None => bail!("provider `{}` is not registered", a.name),
+        Some(p) if p.oprf_public_key != secrets.oprf.public_key() => {
+            bail!(
+                "the key file's OPRF key is not the one registered for `{}`",
+                a.name
+            )
+        }
+        Some(_) => {}
+    }
+    let topology = topology_cmd::load(&a.cluster.file)?;
+    let tenants_topic = topology_cmd::topic_for(&topology, Tenant::FULL_NAME)?.name;
+    let directory = Arc::new(TenantDirectory::default());
+    let settings = topology_cmd::settings(&a.cluster, "cli");
+    let reader = TopicReader::new(&settings, &[&tenants_topic])?;
+    let mut known = BTreeSet::new();
+    for r in reader.read_to_end(Duration::from_secs(60))? {
+        if let Some(t) = r
+            .value
+            .and_then(|v| Registry::builtin().decode::<Tenant>(&v).ok())
+        {
+            known.insert(t.tenant_id.clone());
+            directory.update(t);
+        }
+    }
+    // Follow tenant changes (new keys, suspensions) while serving.
+    let follow = directory.clone();
+    std::thread::Builder::new()
+        .name("tenants".into())
+        .spawn(move || loop {
+            match reader.poll(Duration::from_millis(500)) {
+                Ok(Some(r)) => {
+                    if let Some(t) = r
+                        .value
+                        .and_then(|v| Registry::builtin().decode::<Tenant>(&v).ok())
+                    {
+                        follow.update(t);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading tenants");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        })?;
+    let limits = ServiceLimits {
+        max_batch: a.max_batch,
+        rate_per_second: a.rate,
+        burst: a.burst,
+        daily_quota: (a.daily_quota > 0).then_some(a.daily_quota),
+        clock_skew: a.clock_skew,
+    };
+    let service = Arc::new(
+        OprfService::new(&a.name, secrets.oprf, directory, limits).map_err(anyhow::Error::msg)?,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(a.workers.max(1))
+        .enable_all()
+        .build()?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone())?;
+    }
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        eprintln!(
+            "serving OPRF evaluations for `{}` on http://{} ({} tenants known; POST /v1/oprf/evaluate, GET /v1/oprf/key, /metrics)",
+            a.name,
+            listener.local_addr()?,
+            known.len()
+        );
+        axum::serve(listener, service.router())
+            .with_graceful_shutdown(async move {
+                while !shutdown.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+            .context("serving")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(cluster: &ClusterArgs) -> Result<ExitCode> {
+    let topology = topology_cmd::load(&cluster.file)?;
+    let topic = topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name;
+    let mut latest = std::collections::BTreeMap::new();
+    for (_, p) in topology_cmd::read_all::<Provider>(cluster, &topic)? {
+        latest.insert(p.provider_id.clone(), p);
+    }
+    for p in latest.values() {
+        let loaded = match (p.set_loaded_at, p.set_size) {
+            (Some(at), Some(n)) => format!(
+                "{n} members, loaded {}",
+                humantime::format_rfc3339_seconds(
+                    SystemTime::UNIX_EPOCH + Duration::from_millis(at as u64)
+                )
+            ),
+            _ => "no set loaded".into(),
+        };
+        println!(
+            "{:<16} {:?} region={} claims={} oprf={} ({loaded})",
+            p.provider_id,
+            p.state,
+            p.region,
+            p.claims.join(","),
+            p.endpoints.get("oprf").map_or("-", String::as_str),
+        );
+    }
+    if latest.is_empty() {
+        println!("no providers on {topic} (add one with `pavilion provider onboard`)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

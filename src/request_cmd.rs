@@ -1,0 +1,225 @@
+//! `pavilion request`: what a relying party's back end does, from the command line, through
+//! the client library: normalize, get OPRF tokens from the providers, sign, produce, and
+//! optionally wait for the answer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use pavilion_client::{
+    sign_request, OprfClient, ProviderEndpoint, RequestDraft, TenantCredentials,
+};
+use pavilion_kafka::{PlainProducer, TopicReader};
+use pavilion_provider::normalize::{oprf_input, IdentifierKind};
+use pavilion_schemas::{
+    ClaimRequest, Event, MatchResult, MatchStatus, Provider, Registry, RequestRejected,
+    SubjectToken, VerificationRequest,
+};
+
+use crate::{parse_duration, topology_cmd, ClusterArgs};
+
+#[derive(Args)]
+pub struct RequestArgs {
+    /// The tenant's request-signing key file (`pavilion tenant add-key --generate`).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Tenant id; must match the key file's (default: the key file's).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The subject's identifier. Normalized, then only its OPRF tokens leave this process.
+    #[arg(long)]
+    pub subject: String,
+    /// Kind of identifier: email, phone (E.164) or id.
+    #[arg(long, default_value = "email", value_parser = ["email", "phone", "id"])]
+    pub id_kind: String,
+    /// Claims to verify, comma-separated, e.g. account_verified,fraud_listed. A claim takes
+    /// parameters as name:key=value (e.g. age_over:threshold=18).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub claims: Vec<String>,
+    /// Purpose code the request is made for (policy evaluates it), e.g. kyc.
+    #[arg(long)]
+    pub purpose: String,
+    /// Subject's jurisdiction, ISO 3166 (e.g. DE, US-CA).
+    #[arg(long)]
+    pub jurisdiction: String,
+    /// Reference to the subject's consent record, when the purpose requires consent.
+    #[arg(long)]
+    pub consent: Option<String>,
+    /// Ask only these providers (repeatable); default: every active provider answering one
+    /// of the claims.
+    #[arg(long = "provider")]
+    pub providers: Vec<String>,
+    /// Idempotency key (default: random).
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// Wait for the answer and print it.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// With --wait, print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+fn claim(text: &str) -> Result<ClaimRequest> {
+    let (name, params) = text.split_once(':').unwrap_or((text, ""));
+    let mut map = BTreeMap::new();
+    for pair in params.split(';').filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("claim parameter `{pair}` is not key=value"))?;
+        map.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(ClaimRequest {
+        name: name.to_owned(),
+        params: map,
+    })
+}
+
+pub fn run(a: RequestArgs) -> Result<ExitCode> {
+    let key_json = std::fs::read_to_string(&a.key)
+        .with_context(|| format!("reading the key file {}", a.key.display()))?;
+    let credentials = TenantCredentials::from_key_file(&key_json)?;
+    if let Some(t) = &a.tenant {
+        if *t != credentials.tenant_id {
+            bail!(
+                "--tenant {t} but {} is a key of tenant `{}`",
+                a.key.display(),
+                credentials.tenant_id
+            );
+        }
+    }
+    let kind = IdentifierKind::parse(&a.id_kind).expect("clap checked the kind");
+    let input = oprf_input(kind, &a.subject).context("--subject")?;
+    let claims = a
+        .claims
+        .iter()
+        .map(|c| claim(c))
+        .collect::<Result<Vec<_>>>()?;
+
+    let topology = topology_cmd::load(&a.cluster.file)?;
+    let registry_topic = topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name;
+    let mut providers = BTreeMap::new();
+    for (_, p) in topology_cmd::read_all::<Provider>(&a.cluster, &registry_topic)? {
+        providers.insert(p.provider_id.clone(), p);
+    }
+    let eligible: Vec<ProviderEndpoint> = providers
+        .values()
+        .filter(|p| a.providers.is_empty() || a.providers.contains(&p.provider_id))
+        .filter_map(|p| {
+            claims
+                .iter()
+                .find_map(|c| ProviderEndpoint::for_claim(p, &c.name))
+        })
+        .collect();
+    if eligible.is_empty() {
+        eprintln!(
+            "warning: no active provider answers {:?}; the request goes without tokens",
+            a.claims
+        );
+    }
+    let client = OprfClient::new(credentials.clone());
+    let mut tokens = Vec::new();
+    for provider in &eligible {
+        match client.tokens(provider, std::slice::from_ref(&input)) {
+            Ok(outputs) => tokens.push(SubjectToken {
+                provider_id: provider.provider_id.clone(),
+                token: outputs[0].to_vec(),
+            }),
+            // The request still goes: policy and matching will say this provider could not
+            // answer (`unavailable`), which is the truth.
+            Err(e) => eprintln!("warning: no token from {}: {e}", provider.provider_id),
+        }
+    }
+    let request = sign_request(
+        &credentials,
+        RequestDraft {
+            claims,
+            purpose: a.purpose.clone(),
+            subject_jurisdiction: a.jurisdiction.clone(),
+            consent_ref: a.consent.clone(),
+            response_format: None,
+            request_id: a.request_id.clone(),
+        },
+        tokens,
+    );
+    let settings = topology_cmd::settings(&a.cluster, "cli");
+    let answers = if a.wait {
+        let matches = topology_cmd::topic_for(&topology, MatchResult::FULL_NAME)?.name;
+        let rejected = topology_cmd::topic_for(&topology, RequestRejected::FULL_NAME)?.name;
+        Some(TopicReader::at_end(&settings, &[&matches, &rejected])?)
+    } else {
+        None
+    };
+    let ingest = topology_cmd::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
+    let producer = PlainProducer::new(&settings)?;
+    producer.send(
+        &ingest,
+        request.tenant_id.as_bytes(),
+        &Registry::builtin().encode(&request)?,
+    )?;
+    producer.flush()?;
+    let with: Vec<&str> = request
+        .subject_tokens
+        .iter()
+        .map(|t| t.provider_id.as_str())
+        .collect();
+    eprintln!(
+        "sent request {} (tenant {}) to {ingest} with tokens from [{}]",
+        request.request_id,
+        request.tenant_id,
+        with.join(", ")
+    );
+    let Some(reader) = answers else {
+        println!("{}", request.request_id);
+        return Ok(ExitCode::SUCCESS);
+    };
+    wait(&reader, &request.request_id, a.timeout, a.json)
+}
+
+fn wait(reader: &TopicReader, request_id: &str, timeout: Duration, json: bool) -> Result<ExitCode> {
+    let deadline = Instant::now() + timeout;
+    let registry = Registry::builtin();
+    while Instant::now() < deadline {
+        let Some(record) = reader.poll(Duration::from_millis(200))? else {
+            continue;
+        };
+        let Some(value) = record.value else { continue };
+        if let Ok(m) = registry.decode::<MatchResult>(&value) {
+            if m.outcome.request.request_id != request_id {
+                continue;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m.results)?);
+            } else {
+                for r in &m.results {
+                    let status = match r.status {
+                        MatchStatus::Matched => "matched",
+                        MatchStatus::NotMatched => "not matched",
+                        _ => "unavailable",
+                    };
+                    let reason = r
+                        .reason
+                        .as_ref()
+                        .map_or(String::new(), |r| format!(" ({r})"));
+                    println!("{}: {status}{reason}", r.claim_name);
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Ok(r) = registry.decode::<RequestRejected>(&value) {
+            if r.request_id == request_id {
+                println!("rejected: {:?}: {}", r.reason, r.detail);
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    bail!("no answer to request {request_id} within {timeout:?}: is `pavilion run` running?")
+}

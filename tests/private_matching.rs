@@ -1,0 +1,406 @@
+//! Private matching end to end on the real broker, driven only through the binary as its
+//! users drive it: providers onboard and load their sets (CSV and PostgreSQL), serve OPRF
+//! evaluations; a relying party sends `pavilion request --wait`; tenancy → policy → psi run
+//! fused. Known members match, non-members do not, a tombstoned member stops matching, a
+//! provider without a set is `unavailable`. Then the privacy scan: no topic, no RocksDB
+//! file and no log holds a test identifier or a simple hash of one.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use util::*;
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+const POLICY: &str = r#"policy: main
+tenant: acme
+rules: |
+  @id("kyc-only")
+  permit(principal, action == Action::"verify", resource) when { context.purpose == "kyc" };
+plan:
+  account_verified:
+    providers: [{ id: bank, region: eu }]
+    evidence: [oprf_match, provider_signature]
+    disclose: []
+  fraud_listed:
+    providers: [{ id: telco, region: eu }]
+    evidence: [oprf_match]
+    disclose: []
+"#;
+
+fn topology(prefix: &str) -> String {
+    format!(
+        "application: {prefix}
+dlq: {prefix}.dlq
+defaults: {{ partitions: 3 }}
+topics:
+  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
+  {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
+  {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
+  {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
+  {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
+  {prefix}.policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
+  {prefix}.outcomes: {{ schema: pavilion.PolicyOutcome }}
+  {prefix}.matches: {{ schema: pavilion.MatchResult }}
+  {prefix}.providers: {{ schema: pavilion.Provider, cleanup: compact }}
+  {prefix}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact, partitions: 2 }}
+stages:
+  tenancy:
+    kind: tenancy
+    inputs: [{prefix}.requests, {prefix}.tenants]
+    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
+    stores: [tenants, seen, limits]
+    config: {{ allowed_claims: [account_verified, fraud_listed] }}
+  policy:
+    kind: policy
+    inputs: [{prefix}.accepted, {prefix}.policies]
+    outputs: {{ outcomes: {prefix}.outcomes }}
+    stores: [documents, active]
+  psi:
+    kind: psi
+    inputs: [{prefix}.outcomes]
+    outputs: {{ matches: {prefix}.matches }}
+    globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
+fuse:
+  - [tenancy, policy, psi]
+"
+    )
+}
+
+struct Service {
+    child: Child,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The CLI with this topology and the providers' passphrase.
+fn cli(t: &TestTopology, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--topology")
+        .arg(&t.path)
+        .current_dir(t.dir.path())
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .env("PAVILION_PROVIDER_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap()
+}
+
+fn cli_ok(t: &TestTopology, args: &[&str]) -> String {
+    let out = cli(t, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Every CLI output joins the privacy scan.
+    let transcript = t.dir.path().join("cli.log");
+    let mut text = std::fs::read_to_string(&transcript).unwrap_or_default();
+    text += &format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    std::fs::write(&transcript, text).unwrap();
+    assert!(out.status.success(), "pavilion {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn serve_oprf(t: &TestTopology, provider: &str, port: u16) -> Service {
+    let log = t.dir.path().join(format!("oprf-{provider}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(BIN)
+        .args(["provider", "serve-oprf", provider, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--rate", "1000"])
+        .arg("--topology")
+        .arg(&t.path)
+        .current_dir(t.dir.path())
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .env("PAVILION_PROVIDER_PASSPHRASE", PASSPHRASE)
+        .env("PAVILION_LOG", "info")
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(port, "/v1/oprf/key").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "serve-oprf did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Service { child }
+}
+
+/// `pavilion request --wait --json` for one subject and claim; the claim's status and reason.
+fn ask(t: &TestTopology, subject: &str, claim: &str) -> (String, Option<String>) {
+    let key = t.dir.path().join("acme-k1.json");
+    let out = cli_ok(
+        t,
+        &[
+            "request",
+            "--key",
+            key.to_str().unwrap(),
+            "--subject",
+            subject,
+            "--claims",
+            claim,
+            "--purpose",
+            "kyc",
+            "--jurisdiction",
+            "DE",
+            "--wait",
+            "--json",
+            "--timeout",
+            "60s",
+        ],
+    );
+    let results: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = &results[0];
+    (
+        r["status"].as_str().unwrap().to_owned(),
+        r["reason"].as_str().map(str::to_owned),
+    )
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks() {
+    let _serial = serial();
+    let t = TestTopology::with_yaml("psi", topology);
+    let dir = t.dir.path().to_owned();
+    t.active_tenant("acme", "k1");
+    std::fs::write(dir.join("policy.yaml"), POLICY).unwrap();
+    cli_ok(&t, &["policy", "push", "policy.yaml", "--activate"]);
+
+    let bank_port = free_port();
+    let bank_url = format!("http://127.0.0.1:{bank_port}");
+    cli_ok(
+        &t,
+        &[
+            "provider",
+            "onboard",
+            "bank",
+            "--region",
+            "eu",
+            "--claims",
+            "account_verified",
+            "--oprf-url",
+            &bank_url,
+        ],
+    );
+    let telco_port = free_port();
+    let telco_url = format!("http://127.0.0.1:{telco_port}");
+    cli_ok(
+        &t,
+        &[
+            "provider",
+            "onboard",
+            "telco",
+            "--region",
+            "eu",
+            "--claims",
+            "fraud_listed",
+            "--oprf-url",
+            &telco_url,
+        ],
+    );
+    let sealed = std::fs::read(dir.join("bank.provider-key")).unwrap();
+    assert!(
+        sealed.starts_with(b"PVK1"),
+        "the provider key is sealed at rest"
+    );
+
+    std::fs::write(
+        dir.join("members.csv"),
+        "email,claims\nAlice@Example.com,account_verified\nbob@example.com,account_verified\ncarol@example.com,other_claim\n",
+    )
+    .unwrap();
+    let loaded = cli_ok(
+        &t,
+        &[
+            "provider",
+            "load",
+            "bank",
+            "--from",
+            "members.csv",
+            "--claims-column",
+            "claims",
+        ],
+    );
+    assert!(
+        loaded.contains("3 records → 3 members: 3 new or changed, 0 removed"),
+        "{loaded}"
+    );
+
+    let _bank = serve_oprf(&t, "bank", bank_port);
+    let _telco = serve_oprf(&t, "telco", telco_port);
+    let port = free_port();
+    let mut pipeline = t.spawn("a", Some(port));
+
+    // Case and spacing do not matter: normalization makes both sides agree.
+    assert_eq!(
+        ask(&t, " alice@EXAMPLE.com", "account_verified"),
+        ("matched".into(), None)
+    );
+    assert_eq!(
+        ask(&t, "mallory@example.com", "account_verified"),
+        ("not_matched".into(), None)
+    );
+    // carol is a member, but the bank does not attest this claim for her.
+    assert_eq!(
+        ask(&t, "carol@example.com", "account_verified"),
+        ("not_matched".into(), None)
+    );
+    // telco is registered but has loaded no set: never a silent false.
+    assert_eq!(
+        ask(&t, "alice@example.com", "fraud_listed"),
+        ("unavailable".into(), Some("telco: no_set_loaded".into()))
+    );
+
+    // Alice leaves the bank: the reload publishes one tombstone and nothing else.
+    std::fs::write(
+        dir.join("members.csv"),
+        "email,claims\nbob@example.com,account_verified\ncarol@example.com,other_claim\n",
+    )
+    .unwrap();
+    let reloaded = cli_ok(
+        &t,
+        &[
+            "provider",
+            "load",
+            "bank",
+            "--from",
+            "members.csv",
+            "--claims-column",
+            "claims",
+        ],
+    );
+    assert!(
+        reloaded.contains("0 new or changed, 1 removed, 2 unchanged"),
+        "{reloaded}"
+    );
+    // The psi stage follows the set topic between transactions; give it a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        ask(&t, "alice@example.com", "account_verified"),
+        ("not_matched".into(), None)
+    );
+    assert_eq!(
+        ask(&t, "bob@example.com", "account_verified"),
+        ("matched".into(), None)
+    );
+
+    pipeline.stop();
+    privacy_scan(
+        &t,
+        &[
+            "alice@example.com",
+            "bob@example.com",
+            "mallory@example.com",
+            "carol@example.com",
+        ],
+    );
+}
+
+/// No topic of the run, no file of the pipeline's RocksDB state and no log holds any of
+/// `subjects`, in any spelling used above or as its SHA-256 (hex or raw) — of the address
+/// alone or of the OPRF input (`email:<address>`).
+fn privacy_scan(t: &TestTopology, subjects: &[&str]) {
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for s in subjects {
+        for form in [s.to_string(), s.to_uppercase(), format!("email:{s}")] {
+            let digest = Sha256::digest(form.as_bytes());
+            needles.push((format!("`{form}`"), form.clone().into_bytes()));
+            needles.push((
+                format!("sha256(`{form}`) hex"),
+                hex::encode(digest).into_bytes(),
+            ));
+            needles.push((format!("sha256(`{form}`)"), digest.to_vec()));
+        }
+        let local = s.split('@').next().unwrap();
+        needles.push((
+            format!("local part `{local}@`"),
+            format!("{local}@").into_bytes(),
+        ));
+    }
+    let check = |what: &str, bytes: &[u8]| {
+        for (name, needle) in &needles {
+            assert!(
+                !bytes
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle)),
+                "{name} found in {what}"
+            );
+        }
+    };
+    // The scanner finds what is there: the provider's own source file holds the identifiers.
+    let source = std::fs::read(t.dir.path().join("members.csv")).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check("members.csv", &source)
+    }));
+    assert!(
+        caught.is_err(),
+        "the scan must detect an identifier in the provider's CSV"
+    );
+    // Every topic with the run's prefix: declared, derived changelogs and both set topics.
+    let topics: Vec<String> = {
+        let out = Command::new("kcat")
+            .args(["-b", &bootstrap(), "-L", "-J"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                let meta: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                meta["topics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|t| t["topic"].as_str().map(str::to_owned))
+                    .filter(|name| name.starts_with(&t.prefix))
+                    .collect()
+            }
+            _ => panic!("kcat is needed to list topics (scripts/infra install)"),
+        }
+    };
+    assert!(topics.len() >= 14, "scanned topics: {topics:?}");
+    let mut records = 0;
+    for topic in &topics {
+        for r in read_all(topic) {
+            records += 1;
+            check(&format!("topic {topic} key"), &r.key);
+            if let Some(v) = &r.value {
+                check(&format!("topic {topic} value"), v);
+            }
+        }
+    }
+    assert!(records > 20, "the scan read the run's records ({records})");
+    let mut files = Vec::new();
+    files_under(&t.state_dir("a"), &mut files);
+    assert!(files
+        .iter()
+        .any(|f| f.extension().is_some_and(|e| e == "sst" || e == "log")));
+    for f in &files {
+        check(
+            &format!("state file {}", f.display()),
+            &std::fs::read(f).unwrap(),
+        );
+    }
+    for log in ["a.log", "oprf-bank.log", "oprf-telco.log", "cli.log"] {
+        let path = t.dir.path().join(log);
+        check(&format!("log {log}"), &std::fs::read(&path).unwrap());
+    }
+}
