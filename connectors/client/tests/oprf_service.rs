@@ -255,3 +255,56 @@ fn the_rate_limit_and_the_daily_quota_stop_enumeration() {
     // The refused batch was not charged: 2 more still fit in the quota of 7.
     client.tokens(&g.endpoint, &five[..2]).unwrap();
 }
+
+/// An independent RFC 9497 implementation, `@cloudflare/voprf-ts` (Node), as the client of
+/// our service gets the same outputs as our client library and as the provider's own
+/// evaluation. `scripts/test` installs it (`npm ci` in tests/interop/voprf-ts).
+#[test]
+fn voprf_ts_as_the_client_gets_the_same_outputs_as_ours() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/voprf-ts");
+    assert!(
+        root.join("node_modules/@cloudflare/voprf-ts").exists(),
+        "run `npm ci` in {} first (scripts/test does)",
+        root.display()
+    );
+    let seed = [3u8; 32];
+    let tenant_key = SigningKey::from_bytes(&seed);
+    let f = serve(
+        ServiceLimits::default(),
+        vec![tenant("acme", TenantState::Active, &tenant_key)],
+    );
+    let inputs: Vec<Vec<u8>> = ["Alice@Example.com", "bob@example.com", "+49 30 1234567"]
+        .iter()
+        .zip([IdentifierKind::Email, IdentifierKind::Email, IdentifierKind::Phone])
+        .map(|(raw, kind)| oprf_input(kind, raw).unwrap())
+        .collect();
+    let ours = OprfClient::new(credentials("acme", &tenant_key))
+        .tokens(&f.endpoint, &inputs)
+        .unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let out = std::process::Command::new("node")
+        .current_dir(&root)
+        .arg("client.mjs")
+        .args(["--url", &f.url, "--provider", "bank", "--tenant", "acme", "--key-id", "k1"])
+        .args(["--seed", &hex(&seed), "--public-key", &hex(&f.endpoint.public_key)])
+        .args(inputs.iter().map(|i| String::from_utf8(i.clone()).unwrap()))
+        .output()
+        .expect("node is installed");
+    assert!(
+        out.status.success(),
+        "voprf-ts client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs: Vec<String> = theirs["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let ours: Vec<String> = ours.iter().map(|o| hex(o)).collect();
+    assert_eq!(theirs, ours);
+    for (input, output) in inputs.iter().zip(&ours) {
+        assert_eq!(&hex(&f.key.evaluate(input).unwrap()), output);
+    }
+}
