@@ -30,6 +30,10 @@ plan:
     providers: [{ id: telco, region: eu }]
     evidence: [oprf_match]
     disclose: []
+  record_link:
+    providers: [{ id: gov, region: eu }]
+    evidence: [oprf_match]
+    disclose: []
 "#;
 
 fn topology(prefix: &str) -> String {
@@ -54,7 +58,7 @@ stages:
     inputs: [{prefix}.requests, {prefix}.tenants]
     outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
     stores: [tenants, seen, limits]
-    config: {{ allowed_claims: [account_verified, fraud_listed] }}
+    config: {{ allowed_claims: [account_verified, fraud_listed, record_link] }}
   policy:
     kind: policy
     inputs: [{prefix}.accepted, {prefix}.policies]
@@ -138,6 +142,10 @@ fn serve_oprf(t: &TestTopology, provider: &str, port: u16) -> Service {
 
 /// `pavilion request --wait --json` for one subject and claim; the claim's status and reason.
 fn ask(t: &TestTopology, subject: &str, claim: &str) -> (String, Option<String>) {
+    ask_kind(t, subject, "email", claim)
+}
+
+fn ask_kind(t: &TestTopology, subject: &str, kind: &str, claim: &str) -> (String, Option<String>) {
     let key = t.dir.path().join("acme-k1.json");
     let out = cli_ok(
         t,
@@ -147,6 +155,8 @@ fn ask(t: &TestTopology, subject: &str, claim: &str) -> (String, Option<String>)
             key.to_str().unwrap(),
             "--subject",
             subject,
+            "--id-kind",
+            kind,
             "--claims",
             claim,
             "--purpose",
@@ -165,6 +175,30 @@ fn ask(t: &TestTopology, subject: &str, claim: &str) -> (String, Option<String>)
         r["status"].as_str().unwrap().to_owned(),
         r["reason"].as_str().map(str::to_owned),
     )
+}
+
+fn postgres_url() -> String {
+    std::env::var("PAVILION_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://pavilion@127.0.0.1:55432/pavilion".into())
+}
+
+/// A fresh table `(phone, flags)` with `rows`; returns its name.
+fn fraud_table(rows: &[(&str, &str)]) -> String {
+    let name = format!("fraud_{}_{}", std::process::id(), now_ms());
+    let mut client = postgres::Client::connect(&postgres_url(), postgres::NoTls)
+        .expect("PostgreSQL from scripts/infra up (PAVILION_POSTGRES_URL)");
+    client
+        .batch_execute(&format!("CREATE TABLE {name} (phone text, flags text)"))
+        .unwrap();
+    for (phone, flags) in rows {
+        client
+            .execute(
+                &format!("INSERT INTO {name} VALUES ($1, $2)"),
+                &[phone, flags],
+            )
+            .unwrap();
+    }
+    name
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -219,6 +253,22 @@ fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks()
             &telco_url,
         ],
     );
+    let gov_port = free_port();
+    let gov_url = format!("http://127.0.0.1:{gov_port}");
+    cli_ok(
+        &t,
+        &[
+            "provider",
+            "onboard",
+            "gov",
+            "--region",
+            "eu",
+            "--claims",
+            "record_link",
+            "--oprf-url",
+            &gov_url,
+        ],
+    );
     let sealed = std::fs::read(dir.join("bank.provider-key")).unwrap();
     assert!(
         sealed.starts_with(b"PVK1"),
@@ -247,10 +297,41 @@ fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks()
         "{loaded}"
     );
 
+    // telco's fraud list lives in PostgreSQL, phone numbers as its staff typed them.
+    let table = fraud_table(&[
+        ("+49 30 1234567", "fraud_listed"),
+        ("0044 20 7946 0000", "fraud_listed"),
+    ]);
+    let loaded = cli_ok(
+        &t,
+        &[
+            "provider",
+            "load",
+            "telco",
+            "--from",
+            &postgres_url(),
+            "--table",
+            &table,
+            "--id-kind",
+            "phone",
+            "--claims-column",
+            "flags",
+        ],
+    );
+    assert!(
+        loaded.contains("2 records → 2 members: 2 new or changed"),
+        "{loaded}"
+    );
+
     let _bank = serve_oprf(&t, "bank", bank_port);
     let _telco = serve_oprf(&t, "telco", telco_port);
+    let _gov = serve_oprf(&t, "gov", gov_port);
     let port = free_port();
     let mut pipeline = t.spawn("a", Some(port));
+    // Control records and requests are different topics of one task, read in no fixed
+    // order: wait until the tenant and its policy are in before asking.
+    await_stage_event(port, "tenant.updated", "acme", 2.0, &pipeline);
+    await_stage_event(port, "policy.activated", "acme", 1.0, &pipeline);
 
     // Case and spacing do not matter: normalization makes both sides agree.
     assert_eq!(
@@ -266,10 +347,19 @@ fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks()
         ask(&t, "carol@example.com", "account_verified"),
         ("not_matched".into(), None)
     );
-    // telco is registered but has loaded no set: never a silent false.
+    // E.164 normalization: the relying party types the number another way.
     assert_eq!(
-        ask(&t, "alice@example.com", "fraud_listed"),
-        ("unavailable".into(), Some("telco: no_set_loaded".into()))
+        ask_kind(&t, "0049 (30) 123-4567", "phone", "fraud_listed"),
+        ("matched".into(), None)
+    );
+    assert_eq!(
+        ask_kind(&t, "+49 30 7654321", "phone", "fraud_listed"),
+        ("not_matched".into(), None)
+    );
+    // gov is registered but has loaded no set: never a silent false.
+    assert_eq!(
+        ask(&t, "alice@example.com", "record_link"),
+        ("unavailable".into(), Some("gov: no_set_loaded".into()))
     );
 
     // Alice leaves the bank: the reload publishes one tombstone and nothing else.
@@ -314,15 +404,28 @@ fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks()
             "mallory@example.com",
             "carol@example.com",
         ],
+        &["+49301234567", "+442079460000", "+49307654321"],
     );
 }
 
 /// No topic of the run, no file of the pipeline's RocksDB state and no log holds any of
 /// `subjects`, in any spelling used above or as its SHA-256 (hex or raw) — of the address
 /// alone or of the OPRF input (`email:<address>`).
-fn privacy_scan(t: &TestTopology, subjects: &[&str]) {
+fn privacy_scan(t: &TestTopology, emails: &[&str], phones: &[&str]) {
     let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
-    for s in subjects {
+    for p in phones {
+        let digits = p.trim_start_matches('+');
+        for form in [p.to_string(), digits.to_owned(), format!("phone:{p}")] {
+            let digest = Sha256::digest(form.as_bytes());
+            needles.push((format!("`{form}`"), form.clone().into_bytes()));
+            needles.push((
+                format!("sha256(`{form}`) hex"),
+                hex::encode(digest).into_bytes(),
+            ));
+            needles.push((format!("sha256(`{form}`)"), digest.to_vec()));
+        }
+    }
+    for s in emails {
         for form in [s.to_string(), s.to_uppercase(), format!("email:{s}")] {
             let digest = Sha256::digest(form.as_bytes());
             needles.push((format!("`{form}`"), form.clone().into_bytes()));
@@ -399,7 +502,13 @@ fn privacy_scan(t: &TestTopology, subjects: &[&str]) {
             &std::fs::read(f).unwrap(),
         );
     }
-    for log in ["a.log", "oprf-bank.log", "oprf-telco.log", "cli.log"] {
+    for log in [
+        "a.log",
+        "oprf-bank.log",
+        "oprf-telco.log",
+        "oprf-gov.log",
+        "cli.log",
+    ] {
         let path = t.dir.path().join(log);
         check(&format!("log {log}"), &std::fs::read(&path).unwrap());
     }
