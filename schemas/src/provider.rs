@@ -212,3 +212,102 @@ pub struct MatchResult {
 impl Event for MatchResult {
     const FULL_NAME: &'static str = "pavilion.MatchResult";
 }
+
+/// `psi_job_chunk.avsc`: part of a batch PSI job's tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsiJobChunk {
+    /// Job id.
+    pub job_id: String,
+    /// Tenant; the record key.
+    pub tenant_id: String,
+    /// Position, from 0.
+    pub chunk: i32,
+    /// Chunks in the job.
+    pub chunks: i32,
+    /// `F_k(x)` per element, in the tenant's order.
+    pub tokens: Vec<AvroBytes>,
+    /// When produced, ms.
+    pub submitted_at: i64,
+}
+
+impl Event for PsiJobChunk {
+    const FULL_NAME: &'static str = "pavilion.PsiJobChunk";
+}
+
+/// An Avro `bytes` value inside an array (serde needs the wrapper to write bytes, not an
+/// array of ints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AvroBytes(#[serde(with = "apache_avro::serde_avro_bytes")] pub Vec<u8>);
+
+/// How a batch PSI job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum PsiJobStatus {
+    Unknown,
+    Completed,
+    Denied,
+    Unavailable,
+    Failed,
+}
+
+/// What a batch PSI result reveals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum PsiDisclosure {
+    Unknown,
+    None,
+    Cardinality,
+    Intersection,
+}
+
+/// `psi_job_result.avsc`: a batch PSI job's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsiJobResult {
+    /// Job id.
+    pub job_id: String,
+    /// The submitting request.
+    pub request_id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Provider intersected with.
+    pub provider_id: String,
+    /// Outcome.
+    pub status: PsiJobStatus,
+    /// Why not completed, or why the intersection was withheld.
+    pub reason: Option<String>,
+    /// What is revealed.
+    pub disclosure: PsiDisclosure,
+    /// Tokens in the job.
+    pub submitted: i64,
+    /// Intersection size, when completed.
+    pub cardinality: Option<i64>,
+    /// Positions of matched tokens, when the intersection is disclosed.
+    pub matched: Vec<i64>,
+    /// Policy revision that decided.
+    pub policy: Option<crate::PolicyRef>,
+    /// When, ms.
+    pub completed_at: i64,
+}
+
+impl Event for PsiJobResult {
+    const FULL_NAME: &'static str = "pavilion.PsiJobResult";
+}
+
+/// Domain tag of [`job_tokens_digest`].
+pub const JOB_TOKENS_TAG: &[u8] = b"pavilion.psi-job-tokens.v1";
+
+/// SHA-256 over the tag and every token of a job, each length-prefixed, in order: what the
+/// job's signed request commits to (its `tokens_sha256` parameter, lowercase hex).
+pub fn job_tokens_digest<'a>(tokens: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update((JOB_TOKENS_TAG.len() as u32).to_be_bytes());
+    hasher.update(JOB_TOKENS_TAG);
+    for token in tokens {
+        hasher.update((token.len() as u32).to_be_bytes());
+        hasher.update(token);
+    }
+    hasher.finalize().into()
+}

@@ -277,3 +277,44 @@ fn provider_records_round_trip_and_the_set_key_is_pinned() {
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn batch_psi_records_round_trip() {
+    let r = Registry::builtin();
+    let chunk = PsiJobChunk {
+        job_id: "j".into(),
+        tenant_id: "acme".into(),
+        chunk: 0,
+        chunks: 2,
+        tokens: vec![AvroBytes(vec![1; 64]), AvroBytes(vec![2; 64])],
+        submitted_at: 5,
+    };
+    assert_eq!(
+        r.decode::<PsiJobChunk>(&r.encode(&chunk).unwrap()).unwrap(),
+        chunk
+    );
+    let result = PsiJobResult {
+        job_id: "j".into(),
+        request_id: "r".into(),
+        tenant_id: "acme".into(),
+        provider_id: "bank".into(),
+        status: PsiJobStatus::Completed,
+        reason: None,
+        disclosure: PsiDisclosure::Intersection,
+        submitted: 2,
+        cardinality: Some(1),
+        matched: vec![1],
+        policy: None,
+        completed_at: 6,
+    };
+    assert_eq!(
+        r.decode::<PsiJobResult>(&r.encode(&result).unwrap())
+            .unwrap(),
+        result
+    );
+    assert_ne!(
+        job_tokens_digest([[1u8; 2].as_slice(), &[3]]),
+        job_tokens_digest([[1u8].as_slice(), &[2, 3]]),
+        "token boundaries are part of the digest"
+    );
+}

@@ -261,7 +261,8 @@ fn the_rate_limit_and_the_daily_quota_stop_enumeration() {
 /// evaluation. `scripts/test` installs it (`npm ci` in tests/interop/voprf-ts).
 #[test]
 fn voprf_ts_as_the_client_gets_the_same_outputs_as_ours() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/voprf-ts");
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/voprf-ts");
     assert!(
         root.join("node_modules/@cloudflare/voprf-ts").exists(),
         "run `npm ci` in {} first (scripts/test does)",
@@ -275,7 +276,11 @@ fn voprf_ts_as_the_client_gets_the_same_outputs_as_ours() {
     );
     let inputs: Vec<Vec<u8>> = ["Alice@Example.com", "bob@example.com", "+49 30 1234567"]
         .iter()
-        .zip([IdentifierKind::Email, IdentifierKind::Email, IdentifierKind::Phone])
+        .zip([
+            IdentifierKind::Email,
+            IdentifierKind::Email,
+            IdentifierKind::Phone,
+        ])
         .map(|(raw, kind)| oprf_input(kind, raw).unwrap())
         .collect();
     let ours = OprfClient::new(credentials("acme", &tenant_key))
@@ -285,8 +290,22 @@ fn voprf_ts_as_the_client_gets_the_same_outputs_as_ours() {
     let out = std::process::Command::new("node")
         .current_dir(&root)
         .arg("client.mjs")
-        .args(["--url", &f.url, "--provider", "bank", "--tenant", "acme", "--key-id", "k1"])
-        .args(["--seed", &hex(&seed), "--public-key", &hex(&f.endpoint.public_key)])
+        .args([
+            "--url",
+            &f.url,
+            "--provider",
+            "bank",
+            "--tenant",
+            "acme",
+            "--key-id",
+            "k1",
+        ])
+        .args([
+            "--seed",
+            &hex(&seed),
+            "--public-key",
+            &hex(&f.endpoint.public_key),
+        ])
         .args(inputs.iter().map(|i| String::from_utf8(i.clone()).unwrap()))
         .output()
         .expect("node is installed");

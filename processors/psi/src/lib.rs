@@ -12,10 +12,13 @@
 //! have the subject (or did not attest the claim). A provider with no set loaded, a stale
 //! set, an unverifiable attestation or a missing token cannot answer; when no provider
 //! matched and any of them could not answer, the claim is `unavailable`.
+//!
+//! [`batch`] answers batch PSI jobs (a tenant's whole list against one provider's set).
 
+pub mod batch;
 mod processor;
 
-pub use processor::PsiStage;
+pub use processor::{PsiInput, PsiStage};
 
 use std::time::Duration;
 
@@ -32,6 +35,9 @@ pub struct PsiConfig {
     /// An attestation older than this does not count: unavailable.
     #[serde(with = "humantime_serde")]
     pub max_attestation_age: Duration,
+    /// A batch job whose chunks or request have not all arrived after this is failed.
+    #[serde(with = "humantime_serde")]
+    pub job_timeout: Duration,
 }
 
 impl Default for PsiConfig {
@@ -39,6 +45,7 @@ impl Default for PsiConfig {
         PsiConfig {
             max_set_age: Duration::from_secs(7 * 24 * 3600),
             max_attestation_age: Duration::from_secs(365 * 24 * 3600),
+            job_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -46,8 +53,8 @@ impl Default for PsiConfig {
 /// The kind as topology.yaml names it.
 pub static KIND: StageKind = StageKind {
     name: "psi",
-    outputs: &["matches"],
-    stores: &[],
+    outputs: &["matches", "results"],
+    stores: &["jobs"],
     globals: &["providers", "sets"],
     check_config: |c| parse_config::<PsiConfig>(c).map(drop),
     build: |c| Ok(Box::new(PsiStage::new(parse_config::<PsiConfig>(c)?))),

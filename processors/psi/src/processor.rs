@@ -2,13 +2,14 @@ use std::time::Duration;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use pavilion_runtime::clock::epoch_millis;
-use pavilion_runtime::{Context, GlobalStore, ProcessError, Processor, Record};
+use pavilion_runtime::{Context, GlobalStore, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
-    set_key, Attestation, ClaimMatch, ClaimPlan, EvidenceKind, EvidenceRef, MatchResult,
-    MatchStatus, PolicyEffect, PolicyOutcome, Provider, ProviderSetEntry, ProviderState,
+    set_key, Attestation, ClaimMatch, ClaimPlan, CodecError, Event, EvidenceKind, EvidenceRef,
+    MatchResult, MatchStatus, PolicyEffect, PolicyOutcome, Provider, ProviderSetEntry,
+    ProviderState, PsiJobChunk, Registry,
 };
 
-use crate::PsiConfig;
+use crate::{batch, PsiConfig};
 
 /// The matching stage.
 pub struct PsiStage {
@@ -69,6 +70,28 @@ fn signature_valid(provider: &Provider, entry: &ProviderSetEntry) -> bool {
     key.verify_strict(&message, &signature).is_ok()
 }
 
+/// Why `provider` cannot answer now (unknown, not active, no set, stale set), if it cannot.
+pub(crate) fn provider_unavailable(
+    providers: &GlobalStore<'_>,
+    provider_id: &str,
+    now_ms: i64,
+    config: &PsiConfig,
+) -> Option<&'static str> {
+    let provider = match providers.get::<Provider>("", provider_id.as_bytes()) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Some("provider_unknown"),
+        Err(_) => return Some("provider_record_unreadable"),
+    };
+    if provider.state != ProviderState::Active {
+        return Some("provider_not_active");
+    }
+    match provider.set_loaded_at {
+        None => Some("no_set_loaded"),
+        Some(at) if age_exceeds(now_ms, at, config.max_set_age) => Some("set_stale"),
+        Some(_) => None,
+    }
+}
+
 impl Lookup<'_> {
     fn ask(&self, plan: &ClaimPlan, provider_id: &str) -> Answer {
         let request = &self.outcome.request;
@@ -79,21 +102,14 @@ impl Lookup<'_> {
         else {
             return Answer::Unavailable("no_token_for_provider");
         };
-        let provider = match self.providers.get::<Provider>("", provider_id.as_bytes()) {
-            Ok(Some(p)) => p,
-            Ok(None) => return Answer::Unavailable("provider_unknown"),
-            Err(_) => return Answer::Unavailable("provider_record_unreadable"),
+        if let Some(why) =
+            provider_unavailable(&self.providers, provider_id, self.now_ms, self.config)
+        {
+            return Answer::Unavailable(why);
+        }
+        let Ok(Some(provider)) = self.providers.get::<Provider>("", provider_id.as_bytes()) else {
+            return Answer::Unavailable("provider_record_unreadable");
         };
-        if provider.state != ProviderState::Active {
-            return Answer::Unavailable("provider_not_active");
-        }
-        match provider.set_loaded_at {
-            None => return Answer::Unavailable("no_set_loaded"),
-            Some(at) if age_exceeds(self.now_ms, at, self.config.max_set_age) => {
-                return Answer::Unavailable("set_stale")
-            }
-            Some(_) => {}
-        }
         let key = set_key(provider_id, &token.token);
         let entry = match self.sets.get::<ProviderSetEntry>(provider_id, &key) {
             Ok(Some(entry)) => entry,
@@ -188,15 +204,42 @@ fn required_evidence(plan: &ClaimPlan) -> Vec<EvidenceKind> {
     kinds
 }
 
+/// What the stage reads: policy outcomes, and the token chunks of batch jobs.
+pub enum PsiInput {
+    /// From `pavilion.policy.outcomes`.
+    Outcome(PolicyOutcome),
+    /// From `pavilion.psi.jobs`.
+    Chunk(PsiJobChunk),
+}
+
+impl Input for PsiInput {
+    fn decode(registry: &Registry, _topic: &str, bytes: &[u8]) -> Result<Self, CodecError> {
+        match registry.name_of(bytes)? {
+            PolicyOutcome::FULL_NAME => registry.decode(bytes).map(PsiInput::Outcome),
+            PsiJobChunk::FULL_NAME => registry.decode(bytes).map(PsiInput::Chunk),
+            other => Err(CodecError::SchemaMismatch {
+                expected: format!("{} or {}", PolicyOutcome::FULL_NAME, PsiJobChunk::FULL_NAME),
+                found: other.to_owned(),
+            }),
+        }
+    }
+}
+
 impl Processor for PsiStage {
-    type Input = PolicyOutcome;
+    type Input = PsiInput;
 
     fn process(
         &mut self,
         ctx: &mut Context<'_>,
-        record: Record<PolicyOutcome>,
+        record: Record<PsiInput>,
     ) -> Result<(), ProcessError> {
-        let outcome = record.value;
+        let outcome = match record.value {
+            PsiInput::Chunk(chunk) => return batch::on_chunk(ctx, &self.config, chunk),
+            PsiInput::Outcome(o) if batch::is_job(&o) => {
+                return batch::on_outcome(ctx, &self.config, &o)
+            }
+            PsiInput::Outcome(o) => o,
+        };
         let now_ms = epoch_millis(ctx.now());
         let results: Vec<ClaimMatch> = {
             let lookup = Lookup {
@@ -226,5 +269,9 @@ impl Processor for PsiStage {
                 matched_at: now_ms,
             },
         )
+    }
+
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        batch::expire(ctx, &self.config)
     }
 }

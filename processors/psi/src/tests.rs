@@ -10,8 +10,8 @@ use pavilion_runtime::testing::TestDriver;
 use pavilion_runtime::StageKinds;
 use pavilion_schemas::{
     set_key, Attestation, ClaimPlan, ClaimRequest, EvidenceKind, MatchResult, PolicyEffect,
-    PolicyOutcome, Provider, ProviderKey, ProviderSetEntry, ProviderState, Registry,
-    ResponseFormat, SubjectToken, VerificationRequest,
+    PolicyOutcome, Provider, ProviderKey, ProviderSetEntry, ProviderState, PsiJobChunk,
+    PsiJobResult, Registry, ResponseFormat, SubjectToken, VerificationRequest,
 };
 
 const TOPOLOGY: &str = "
@@ -21,15 +21,19 @@ topics:
   dlq: { schema: pavilion.DeadLetter }
   outcomes: { schema: pavilion.PolicyOutcome }
   matches: { schema: pavilion.MatchResult }
+  jobs: { schema: pavilion.PsiJobChunk }
+  results: { schema: pavilion.PsiJobResult }
   providers: { schema: pavilion.Provider, cleanup: compact }
   sets.{provider}: { schema: pavilion.ProviderSetEntry, cleanup: compact }
 stages:
   psi:
     kind: psi
-    inputs: [outcomes]
-    outputs: { matches: matches }
+    inputs: [outcomes, jobs]
+    outputs: { matches: matches, results: results }
+    stores: [jobs]
+    punctuate_every: 1m
     globals: { providers: providers, sets: 'sets.{provider}' }
-    config: { max_set_age: 1d, max_attestation_age: 30d }
+    config: { max_set_age: 1d, max_attestation_age: 30d, job_timeout: 10m }
 ";
 
 /// The driver's manual clock at start.
@@ -158,6 +162,10 @@ impl World {
         let registry = Registry::builtin();
         let mut text = String::new();
         for record in &out {
+            if let Ok(r) = registry.decode::<PsiJobResult>(&record.value) {
+                text += &render_job(&r);
+                continue;
+            }
             let Ok(m) = registry.decode::<MatchResult>(&record.value) else {
                 text += &self.driver.render(std::slice::from_ref(record));
                 continue;
@@ -402,4 +410,152 @@ fn zero_knowledge_evidence_is_reported_unsupported_not_faked() {
             matches account_verified: Unavailable (bank: zk_predicate_unsupported)
         "#]],
     );
+}
+
+fn render_job(r: &PsiJobResult) -> String {
+    format!(
+        "results job {} ({} tokens vs {}): {:?} {:?} cardinality={:?} matched={:?}{}\n",
+        r.job_id,
+        r.submitted,
+        r.provider_id,
+        r.status,
+        r.disclosure,
+        r.cardinality,
+        r.matched,
+        r.reason
+            .as_ref()
+            .map_or(String::new(), |r| format!(" ({r})"))
+    )
+}
+
+/// A batch job asking about `subjects` at `provider`: its signed request's outcome (policy
+/// permits with `disclose`) and its chunks of `per_chunk` tokens.
+fn job(
+    id: &str,
+    provider: &str,
+    subjects: &[&str],
+    reveal: &str,
+    disclose: &[&str],
+    per_chunk: usize,
+) -> (PolicyOutcome, Vec<PsiJobChunk>) {
+    let tokens: Vec<Vec<u8>> = subjects.iter().map(|s| token(provider, s)).collect();
+    let digest: String = pavilion_schemas::job_tokens_digest(tokens.iter().map(Vec::as_slice))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut plan = plan(0, "record_link", &[provider], &[]);
+    plan.disclosable_attributes = disclose.iter().map(|d| d.to_string()).collect();
+    let mut o = outcome("job", &[], vec![plan]);
+    o.request.request_id = format!("req-{id}");
+    o.request.claims[0].params = BTreeMap::from([
+        ("job".to_owned(), id.to_owned()),
+        ("provider".to_owned(), provider.to_owned()),
+        ("count".to_owned(), tokens.len().to_string()),
+        ("tokens_sha256".to_owned(), digest),
+        ("reveal".to_owned(), reveal.to_owned()),
+    ]);
+    let parts: Vec<&[Vec<u8>]> = tokens.chunks(per_chunk).collect();
+    let chunks = parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| PsiJobChunk {
+            job_id: id.into(),
+            tenant_id: "acme".into(),
+            chunk: i as i32,
+            chunks: parts.len() as i32,
+            tokens: part
+                .iter()
+                .map(|t| pavilion_schemas::AvroBytes(t.clone()))
+                .collect(),
+            submitted_at: T0,
+        })
+        .collect();
+    (o, chunks)
+}
+
+impl World {
+    fn chunk(&mut self, chunk: &PsiJobChunk, expect: Expect) {
+        let out = self.driver.send("jobs", "acme", chunk);
+        let text: String = out
+            .iter()
+            .map(
+                |r| match Registry::builtin().decode::<PsiJobResult>(&r.value) {
+                    Ok(result) => render_job(&result),
+                    Err(_) => self.driver.render(std::slice::from_ref(r)),
+                },
+            )
+            .collect();
+        expect.assert_eq(&text);
+    }
+}
+
+#[test]
+fn a_batch_job_answers_once_all_its_chunks_and_its_request_are_in_in_any_order() {
+    let mut w = World::new();
+    let subjects = ["mallory", "alice", "bob", "eve", "trent"];
+    // Chunks first: nothing to say until the request's outcome arrives.
+    let (o, chunks) = job(
+        "j1",
+        "bank",
+        &subjects,
+        "intersection",
+        &["intersection"],
+        2,
+    );
+    w.chunk(&chunks[0], expect![[r#""#]]);
+    w.chunk(&chunks[2], expect![[r#""#]]);
+    w.chunk(&chunks[1], expect![[r#""#]]);
+    w.check(
+        o,
+        expect![[r#"
+        results job j1 (5 tokens vs bank): Completed Intersection cardinality=Some(2) matched=[1, 2]
+    "#]],
+    );
+    // Request first; the policy allows only the cardinality.
+    let (o, chunks) = job("j2", "bank", &subjects, "intersection", &[], 3);
+    w.check(o, expect![[r#""#]]);
+    w.chunk(&chunks[0], expect![[r#""#]]);
+    w.chunk(&chunks[1], expect![[r#"
+        results job j2 (5 tokens vs bank): Completed Cardinality cardinality=Some(2) matched=[] (the policy allows only the cardinality)
+    "#]]);
+}
+
+#[test]
+fn a_batch_job_fails_closed_on_tampering_denial_missing_sets_and_timeouts() {
+    let mut w = World::new();
+    // A chunk whose tokens differ from what the request signed.
+    let (o, mut chunks) = job("j1", "bank", &["alice", "bob"], "cardinality", &[], 5);
+    chunks[0].tokens[1] = pavilion_schemas::AvroBytes(token("bank", "carol"));
+    w.check(o, expect![[r#""#]]);
+    w.chunk(&chunks[0], expect![[r#"
+        results job j1 (2 tokens vs bank): Failed None cardinality=None matched=[] (the chunks hold 2 tokens with digest 684940594ce976e329ac1618dc887eff307e1cc33df03a58f97ab166ab19240a; the signed request says 2 with 5f064e86bc15c72dae423a04d8f9a719a4434a1c18f6728855a0d673196e601c)
+    "#]]);
+    // Denied by policy, and a provider without a set.
+    let (mut o, chunks) = job("j2", "bank", &["alice"], "cardinality", &[], 5);
+    o.plan[0].effect = PolicyEffect::Deny;
+    w.check(o, expect![[r#""#]]);
+    w.chunk(&chunks[0], expect![[r#"
+        results job j2 (1 tokens vs bank): Denied None cardinality=None matched=[] (denied_by_policy)
+    "#]]);
+    w.driver
+        .send_global("providers", b"bank", Some(&provider("bank", None)));
+    let (o, chunks) = job("j3", "bank", &["alice"], "cardinality", &[], 5);
+    w.check(o, expect![[r#""#]]);
+    w.chunk(&chunks[0], expect![[r#"
+        results job j3 (1 tokens vs bank): Unavailable None cardinality=None matched=[] (no_set_loaded)
+    "#]]);
+    // Half a job, then silence: failed at the timeout, its state gone.
+    let (o, chunks) = job("j4", "bank", &["alice", "bob"], "cardinality", &[], 1);
+    w.check(o, expect![[r#""#]]);
+    w.chunk(&chunks[0], expect![[r#""#]]);
+    w.driver.clock().advance(Duration::from_secs(11 * 60));
+    let out = w.driver.punctuate();
+    expect![[r#"
+        results job j4 (0 tokens vs ): Failed None cardinality=None matched=[] (incomplete after 600s: 1 of 2 chunks arrived)
+    "#]].assert_eq(
+        &out.iter()
+            .map(|r| render_job(&Registry::builtin().decode(&r.value).unwrap()))
+            .collect::<String>(),
+    );
+    expect![[r#""#]].assert_eq(&w.driver.store("psi", "jobs"));
 }

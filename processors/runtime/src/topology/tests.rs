@@ -64,8 +64,8 @@ static POLICY: StageKind = StageKind {
 
 static PSI: StageKind = StageKind {
     name: "psi",
-    outputs: &["matches"],
-    stores: &[],
+    outputs: &["matches", "results"],
+    stores: &["jobs"],
     globals: &["providers", "sets"],
     check_config: |_| Ok(()),
     build: never_built,
@@ -128,7 +128,7 @@ fn the_repository_topology_parses() {
         expect![[r#"
             application pavilion, dlq pavilion.dlq
             task counter (group pavilion.counter, 6 partitions): stages ["counter"], inputs ["demo.events"]
-            task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy", "policy", "psi"], inputs ["pavilion.requests", "pavilion.tenants", "pavilion.policies"]
+            task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy", "policy", "psi"], inputs ["pavilion.requests", "pavilion.tenants", "pavilion.policies", "pavilion.psi.jobs"]
               global psi.providers <- pavilion.providers
               global psi.sets <- pavilion.provider-sets.{provider}
             task totals (group pavilion.totals, 6 partitions): stages ["totals"], inputs ["demo.counts"]
@@ -146,6 +146,9 @@ fn the_repository_topology_parses() {
             topic pavilion.policy.documents.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.policy.outcomes: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PolicyOutcome
             topic pavilion.providers: partitions=6 replication=1 cleanup=compact schema=pavilion.Provider
+            topic pavilion.psi.jobs: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.PsiJobChunk
+            topic pavilion.psi.jobs.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.psi.results: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PsiJobResult
             topic pavilion.requests: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.VerificationRequest
             topic pavilion.requests.accepted: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.AcceptedRequest
             topic pavilion.requests.rejected: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.RequestRejected
