@@ -6,6 +6,7 @@ mod demo;
 mod kinds;
 mod policy_cmd;
 mod provider_cmd;
+mod psi_cmd;
 mod request_cmd;
 mod run;
 mod schemas_cmd;
@@ -54,6 +55,11 @@ enum Command {
     Provider {
         #[command(subcommand)]
         command: provider_cmd::ProviderCommand,
+    },
+    /// Batch private set intersection against a provider's set.
+    Psi {
+        #[command(subcommand)]
+        command: psi_cmd::PsiCommand,
     },
     /// Send a verification request as a relying party: OPRF tokens from the providers,
     /// signed with the tenant's key; --wait prints the answer.
@@ -184,6 +190,7 @@ fn main() -> ExitCode {
         Command::Policy { command } => policy_cmd::run(command),
         Command::Provider { command } => provider_cmd::run(command),
         Command::Request(args) => request_cmd::run(args),
+        Command::Psi { command } => psi_cmd::run(command),
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { command } => match command {

@@ -31,9 +31,9 @@ plan:
     evidence: [oprf_match]
     disclose: []
   record_link:
-    providers: [{ id: gov, region: eu }]
+    providers: [{ id: bank, region: eu }, { id: gov, region: eu }]
     evidence: [oprf_match]
-    disclose: []
+    disclose: [intersection]
 "#;
 
 fn topology(prefix: &str) -> String {
@@ -50,6 +50,8 @@ topics:
   {prefix}.policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
   {prefix}.outcomes: {{ schema: pavilion.PolicyOutcome }}
   {prefix}.matches: {{ schema: pavilion.MatchResult }}
+  {prefix}.jobs: {{ schema: pavilion.PsiJobChunk }}
+  {prefix}.results: {{ schema: pavilion.PsiJobResult }}
   {prefix}.providers: {{ schema: pavilion.Provider, cleanup: compact }}
   {prefix}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact, partitions: 2 }}
 stages:
@@ -66,8 +68,9 @@ stages:
     stores: [documents, active]
   psi:
     kind: psi
-    inputs: [{prefix}.outcomes]
-    outputs: {{ matches: {prefix}.matches }}
+    inputs: [{prefix}.outcomes, {prefix}.jobs]
+    outputs: {{ matches: {prefix}.matches, results: {prefix}.results }}
+    stores: [jobs]
     globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
 fuse:
   - [tenancy, policy, psi]
@@ -232,7 +235,7 @@ fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks()
             "--region",
             "eu",
             "--claims",
-            "account_verified",
+            "account_verified,record_link",
             "--oprf-url",
             &bank_url,
         ],
@@ -395,6 +398,53 @@ fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks()
         ("matched".into(), None)
     );
 
+    // Batch PSI against the bank's set: the intersection comes back as positions and is
+    // mapped to the relying party's own identifiers locally.
+    std::fs::write(
+        dir.join("linkage.txt"),
+        "mallory@example.com\nbob@example.com\n\ncarol@example.com\nALICE@example.com\n",
+    )
+    .unwrap();
+    let key = dir.join("acme-k1.json");
+    let batch = |reveal: &str| {
+        cli_ok(
+            &t,
+            &[
+                "psi",
+                "batch",
+                "linkage.txt",
+                "--key",
+                key.to_str().unwrap(),
+                "--provider",
+                "bank",
+                "--reveal",
+                reveal,
+                "--purpose",
+                "kyc",
+                "--jurisdiction",
+                "DE",
+                "--wait",
+                "--timeout",
+                "60s",
+                "--out",
+                "matched.txt",
+            ],
+        )
+    };
+    let summary = batch("intersection");
+    assert!(summary.contains(": 2 of 4 in bank's set"), "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("matched.txt")).unwrap(),
+        "bob@example.com\ncarol@example.com\n"
+    );
+    std::fs::remove_file(dir.join("matched.txt")).unwrap();
+    let summary = batch("cardinality");
+    assert!(summary.contains(": 2 of 4 in bank's set"), "{summary}");
+    assert!(
+        !dir.join("matched.txt").exists(),
+        "cardinality only: no identifiers back"
+    );
+
     pipeline.stop();
     privacy_scan(
         &t,
@@ -479,7 +529,7 @@ fn privacy_scan(t: &TestTopology, emails: &[&str], phones: &[&str]) {
             _ => panic!("kcat is needed to list topics (scripts/infra install)"),
         }
     };
-    assert!(topics.len() >= 14, "scanned topics: {topics:?}");
+    assert!(topics.len() >= 17, "scanned topics: {topics:?}");
     let mut records = 0;
     for topic in &topics {
         for r in read_all(topic) {

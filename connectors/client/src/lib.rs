@@ -340,3 +340,72 @@ pub fn sign_request(
         .to_vec();
     request
 }
+
+/// Tokens per chunk of a batch job: 2,000 × 64 bytes keeps each record (and the psi stage's
+/// changelog record of it) far below Kafka's default 1 MB message limit.
+pub const JOB_CHUNK_TOKENS: usize = 2_000;
+
+/// A batch PSI job ready to send: the signed request (claim `record_link`, committing to
+/// the tokens' digest) and the chunks carrying the tokens. Send the chunks and the request
+/// to their topics keyed by tenant id, in any order.
+pub fn batch_job(
+    credentials: &TenantCredentials,
+    provider_id: &str,
+    tokens: &[Output],
+    reveal_intersection: bool,
+    purpose: &str,
+    subject_jurisdiction: &str,
+) -> (VerificationRequest, Vec<pavilion_schemas::PsiJobChunk>) {
+    let job_id = random_hex(16);
+    let digest = pavilion_schemas::job_tokens_digest(tokens.iter().map(|t| t.as_slice()));
+    let params = [
+        ("job", job_id.clone()),
+        ("provider", provider_id.to_owned()),
+        ("count", tokens.len().to_string()),
+        ("tokens_sha256", hex::encode(digest)),
+        (
+            "reveal",
+            if reveal_intersection {
+                "intersection"
+            } else {
+                "cardinality"
+            }
+            .to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let request = sign_request(
+        credentials,
+        RequestDraft {
+            claims: vec![ClaimRequest {
+                name: "record_link".into(),
+                params,
+            }],
+            purpose: purpose.to_owned(),
+            subject_jurisdiction: subject_jurisdiction.to_owned(),
+            consent_ref: None,
+            response_format: None,
+            request_id: None,
+        },
+        Vec::new(),
+    );
+    let parts: Vec<&[Output]> = tokens.chunks(JOB_CHUNK_TOKENS).collect();
+    let chunks = parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| pavilion_schemas::PsiJobChunk {
+            job_id: job_id.clone(),
+            tenant_id: credentials.tenant_id.clone(),
+            chunk: i as i32,
+            chunks: parts.len().max(1) as i32,
+            tokens: part
+                .iter()
+                .map(|t| pavilion_schemas::AvroBytes(t.to_vec()))
+                .collect(),
+            submitted_at: request.created_at,
+        })
+        .collect();
+    (request, chunks)
+}
