@@ -207,7 +207,7 @@ fn required_evidence(plan: &ClaimPlan) -> Vec<EvidenceKind> {
 /// What the stage reads: policy outcomes, and the token chunks of batch jobs.
 pub enum PsiInput {
     /// From `pavilion.policy.outcomes`.
-    Outcome(PolicyOutcome),
+    Outcome(Box<PolicyOutcome>),
     /// From `pavilion.psi.jobs`.
     Chunk(PsiJobChunk),
 }
@@ -215,7 +215,9 @@ pub enum PsiInput {
 impl Input for PsiInput {
     fn decode(registry: &Registry, _topic: &str, bytes: &[u8]) -> Result<Self, CodecError> {
         match registry.name_of(bytes)? {
-            PolicyOutcome::FULL_NAME => registry.decode(bytes).map(PsiInput::Outcome),
+            PolicyOutcome::FULL_NAME => registry
+                .decode(bytes)
+                .map(|o| PsiInput::Outcome(Box::new(o))),
             PsiJobChunk::FULL_NAME => registry.decode(bytes).map(PsiInput::Chunk),
             other => Err(CodecError::SchemaMismatch {
                 expected: format!("{} or {}", PolicyOutcome::FULL_NAME, PsiJobChunk::FULL_NAME),
@@ -238,7 +240,7 @@ impl Processor for PsiStage {
             PsiInput::Outcome(o) if batch::is_job(&o) => {
                 return batch::on_outcome(ctx, &self.config, &o)
             }
-            PsiInput::Outcome(o) => o,
+            PsiInput::Outcome(o) => *o,
         };
         let now_ms = epoch_millis(ctx.now());
         let results: Vec<ClaimMatch> = {
