@@ -403,7 +403,7 @@ pub fn policy(args: PolicyArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_result(path: &std::path::Path, json: &serde_json::Value) -> Result<()> {
+pub(crate) fn write_result(path: &std::path::Path, json: &serde_json::Value) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -2,6 +2,7 @@
 //! crates under `processors/`, `connectors/` and `schemas/`.
 
 mod bench;
+mod bench_psi;
 mod demo;
 mod kinds;
 mod policy_cmd;
@@ -105,6 +106,9 @@ enum BenchCommand {
     Policy(bench::PolicyArgs),
     /// Requests/s through tenancy + policy on the broker, split vs fused, same requests.
     RequestPath(bench::RequestPathArgs),
+    /// Private matching: OPRF service vs raw voprf, batch PSI vs OpenMined PSI, provider set
+    /// load rate (a million records by default).
+    Psi(bench_psi::PsiBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -197,6 +201,7 @@ fn main() -> ExitCode {
             BenchCommand::Passthrough(args) => bench::passthrough(args),
             BenchCommand::Policy(args) => bench::policy(args),
             BenchCommand::RequestPath(args) => bench::request_path(args),
+            BenchCommand::Psi(args) => bench_psi::psi(args),
         },
         Command::Schemas { command } => match command {
             SchemasCommand::List => schemas_cmd::list(),
