@@ -114,6 +114,27 @@ fn cli_ok(t: &TestTopology, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `provider onboard NAME` in region eu with its OPRF service on a free port; the port.
+fn onboard(t: &TestTopology, name: &str, claims: &str) -> u16 {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    cli_ok(
+        t,
+        &[
+            "provider",
+            "onboard",
+            name,
+            "--region",
+            "eu",
+            "--claims",
+            claims,
+            "--oprf-url",
+            &url,
+        ],
+    );
+    port
+}
+
 fn serve_oprf(t: &TestTopology, provider: &str, port: u16) -> Service {
     let log = t.dir.path().join(format!("oprf-{provider}.log"));
     let file = std::fs::File::create(&log).unwrap();
@@ -224,54 +245,9 @@ fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks()
     std::fs::write(dir.join("policy.yaml"), POLICY).unwrap();
     cli_ok(&t, &["policy", "push", "policy.yaml", "--activate"]);
 
-    let bank_port = free_port();
-    let bank_url = format!("http://127.0.0.1:{bank_port}");
-    cli_ok(
-        &t,
-        &[
-            "provider",
-            "onboard",
-            "bank",
-            "--region",
-            "eu",
-            "--claims",
-            "account_verified,record_link",
-            "--oprf-url",
-            &bank_url,
-        ],
-    );
-    let telco_port = free_port();
-    let telco_url = format!("http://127.0.0.1:{telco_port}");
-    cli_ok(
-        &t,
-        &[
-            "provider",
-            "onboard",
-            "telco",
-            "--region",
-            "eu",
-            "--claims",
-            "fraud_listed",
-            "--oprf-url",
-            &telco_url,
-        ],
-    );
-    let gov_port = free_port();
-    let gov_url = format!("http://127.0.0.1:{gov_port}");
-    cli_ok(
-        &t,
-        &[
-            "provider",
-            "onboard",
-            "gov",
-            "--region",
-            "eu",
-            "--claims",
-            "record_link",
-            "--oprf-url",
-            &gov_url,
-        ],
-    );
+    let bank_port = onboard(&t, "bank", "account_verified,record_link");
+    let telco_port = onboard(&t, "telco", "fraud_listed");
+    let gov_port = onboard(&t, "gov", "record_link");
     let sealed = std::fs::read(dir.join("bank.provider-key")).unwrap();
     assert!(
         sealed.starts_with(b"PVK1"),

@@ -8,6 +8,7 @@ use pavilion_runtime::topology::TopicSpec;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
 
 use crate::settings::KafkaSettings;
 
@@ -25,11 +26,9 @@ pub enum TopicStatus {
     Differs(Vec<String>),
 }
 
-/// Creates every missing topic and compares existing ones with their declaration.
-pub async fn ensure_topics(
+fn admin_and_metadata(
     settings: &KafkaSettings,
-    topics: &[&TopicSpec],
-) -> Result<Vec<(String, TopicStatus)>> {
+) -> Result<(AdminClient<DefaultClientContext>, Metadata)> {
     let admin: AdminClient<DefaultClientContext> = settings
         .client()
         .create()
@@ -38,6 +37,15 @@ pub async fn ensure_topics(
         .inner()
         .fetch_metadata(None, TIMEOUT)
         .with_context(|| format!("reading cluster metadata from {}", settings.bootstrap))?;
+    Ok((admin, metadata))
+}
+
+/// Creates every missing topic and compares existing ones with their declaration.
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &[&TopicSpec],
+) -> Result<Vec<(String, TopicStatus)>> {
+    let (admin, metadata) = admin_and_metadata(settings)?;
     let existing: BTreeMap<&str, i32> = metadata
         .topics()
         .iter()
@@ -177,14 +185,7 @@ fn await_leaders(admin: &AdminClient<DefaultClientContext>, topics: &[&str]) -> 
 /// Deletes every topic whose name starts with `prefix` (test clean-up, and a throwaway
 /// application's teardown); returns how many were deleted.
 pub async fn delete_topics_with_prefix(settings: &KafkaSettings, prefix: &str) -> Result<usize> {
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client()
-        .create()
-        .context("creating the admin client")?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, TIMEOUT)
-        .with_context(|| format!("reading cluster metadata from {}", settings.bootstrap))?;
+    let (admin, metadata) = admin_and_metadata(settings)?;
     let names: Vec<&str> = metadata
         .topics()
         .iter()

@@ -20,7 +20,7 @@ use pavilion_schemas::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::processor::provider_unavailable;
+use crate::processor::available_provider;
 use crate::PsiConfig;
 
 /// The claim a job asks.
@@ -50,6 +50,18 @@ struct JobState {
     request: Option<JobRequest>,
     chunks: Option<i32>,
     received: Vec<i32>,
+}
+
+impl JobState {
+    /// The job's state, or a fresh one first seen now.
+    fn load(ctx: &mut Context<'_>, key: &[u8], now_ms: i64) -> Result<Self, ProcessError> {
+        Ok(ctx.store(STORE)?.get(key)?.unwrap_or(JobState {
+            first_seen_ms: now_ms,
+            request: None,
+            chunks: None,
+            received: Vec::new(),
+        }))
+    }
 }
 
 fn meta_key(tenant: &str, job: &str) -> Vec<u8> {
@@ -160,15 +172,7 @@ pub fn on_outcome(
         }
     };
     let key = meta_key(&tenant, &job);
-    let mut state = ctx
-        .store(STORE)?
-        .get::<JobState>(&key)?
-        .unwrap_or(JobState {
-            first_seen_ms: now_ms,
-            request: None,
-            chunks: None,
-            received: Vec::new(),
-        });
+    let mut state = JobState::load(ctx, &key, now_ms)?;
     if state.request.is_some() {
         // A second request for the same job id: the first one owns it.
         ctx.count("jobs", "duplicate_request");
@@ -196,15 +200,7 @@ pub fn on_chunk(
         )));
     }
     let key = meta_key(&tenant, &job);
-    let mut state = ctx
-        .store(STORE)?
-        .get::<JobState>(&key)?
-        .unwrap_or(JobState {
-            first_seen_ms: now_ms,
-            request: None,
-            chunks: Some(chunk.chunks),
-            received: Vec::new(),
-        });
+    let mut state = JobState::load(ctx, &key, now_ms)?;
     if state.chunks.is_some_and(|n| n != chunk.chunks) {
         return Err(ProcessError::new(format!(
             "chunk says the job has {} chunks, an earlier one said {:?}",
@@ -298,7 +294,7 @@ fn answer(
         return Ok(result);
     }
     let providers: GlobalStore<'_> = ctx.global("providers")?;
-    if let Some(why) = provider_unavailable(&providers, &request.provider, now_ms, config) {
+    if let Err(why) = available_provider(&providers, &request.provider, now_ms, config) {
         result.status = PsiJobStatus::Unavailable;
         result.reason = Some(why.to_owned());
         return Ok(result);

@@ -70,25 +70,26 @@ fn signature_valid(provider: &Provider, entry: &ProviderSetEntry) -> bool {
     key.verify_strict(&message, &signature).is_ok()
 }
 
-/// Why `provider` cannot answer now (unknown, not active, no set, stale set), if it cannot.
-pub(crate) fn provider_unavailable(
+/// The provider's record if it can answer now; otherwise why not (unknown, not active, no
+/// set loaded, stale set).
+pub(crate) fn available_provider(
     providers: &GlobalStore<'_>,
     provider_id: &str,
     now_ms: i64,
     config: &PsiConfig,
-) -> Option<&'static str> {
+) -> Result<Provider, &'static str> {
     let provider = match providers.get::<Provider>("", provider_id.as_bytes()) {
         Ok(Some(p)) => p,
-        Ok(None) => return Some("provider_unknown"),
-        Err(_) => return Some("provider_record_unreadable"),
+        Ok(None) => return Err("provider_unknown"),
+        Err(_) => return Err("provider_record_unreadable"),
     };
     if provider.state != ProviderState::Active {
-        return Some("provider_not_active");
+        return Err("provider_not_active");
     }
     match provider.set_loaded_at {
-        None => Some("no_set_loaded"),
-        Some(at) if age_exceeds(now_ms, at, config.max_set_age) => Some("set_stale"),
-        Some(_) => None,
+        None => Err("no_set_loaded"),
+        Some(at) if age_exceeds(now_ms, at, config.max_set_age) => Err("set_stale"),
+        Some(_) => Ok(provider),
     }
 }
 
@@ -102,14 +103,11 @@ impl Lookup<'_> {
         else {
             return Answer::Unavailable("no_token_for_provider");
         };
-        if let Some(why) =
-            provider_unavailable(&self.providers, provider_id, self.now_ms, self.config)
-        {
-            return Answer::Unavailable(why);
-        }
-        let Ok(Some(provider)) = self.providers.get::<Provider>("", provider_id.as_bytes()) else {
-            return Answer::Unavailable("provider_record_unreadable");
-        };
+        let provider =
+            match available_provider(&self.providers, provider_id, self.now_ms, self.config) {
+                Ok(p) => p,
+                Err(why) => return Answer::Unavailable(why),
+            };
         let key = set_key(provider_id, &token.token);
         let entry = match self.sets.get::<ProviderSetEntry>(provider_id, &key) {
             Ok(Some(entry)) => entry,
