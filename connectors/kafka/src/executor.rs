@@ -89,6 +89,35 @@ struct Core {
     out: Vec<OutRecord>,
     state_dir: std::path::PathBuf,
     telemetry: Arc<Telemetry>,
+    members: MemberTopics,
+}
+
+/// Topic-family members this task has produced to (or made sure exist).
+struct MemberTopics {
+    topology: Topology,
+    settings: KafkaSettings,
+    known: BTreeSet<String>,
+}
+
+impl MemberTopics {
+    /// Creates a family member's topic from the family's settings the first time it is used,
+    /// so a tenant whose decision topic was never provisioned does not stall the task on a
+    /// produce error (and its transaction with it).
+    fn ensure(&mut self, topic: &str) -> anyhow::Result<()> {
+        if self.known.contains(topic) {
+            return Ok(());
+        }
+        if let Some(spec) = self.topology.family_of(topic) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(crate::ensure_topics(&self.settings, &[&spec]))
+                .with_context(|| format!("creating family member topic {topic}"))?;
+        }
+        self.known.insert(topic.to_owned());
+        Ok(())
+    }
 }
 
 struct TaskContext {
@@ -196,6 +225,11 @@ fn run_once(
         out: Vec::new(),
         state_dir,
         telemetry: telemetry.clone(),
+        members: MemberTopics {
+            topology: topology.clone(),
+            settings: settings.clone(),
+            known: BTreeSet::new(),
+        },
     }));
     let consumer: BaseConsumer<TaskContext> = settings
         .consumer(&topology.group_id(task))
@@ -318,6 +352,7 @@ impl Core {
 
     fn send_all(&mut self, out: &mut Vec<OutRecord>) -> anyhow::Result<()> {
         for record in out.drain(..) {
+            self.members.ensure(&record.topic)?;
             send(
                 &self.producer,
                 &record.topic,

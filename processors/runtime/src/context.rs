@@ -11,6 +11,7 @@ use crate::global::GlobalStores;
 use crate::processor::ProcessError;
 use crate::store::PartitionStores;
 use crate::telemetry::Telemetry;
+use crate::topology::{family_prefix, valid_member};
 
 /// A record a processor emitted, encoded, addressed to a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,11 +89,54 @@ impl<'a> Context<'a> {
                 self.wiring.name
             ))
         })?;
+        if family_prefix(topic).is_some() {
+            return Err(ProcessError::new(format!(
+                "output `{output}` is the topic family `{topic}`; use emit_to_member"
+            )));
+        }
         let value = self.registry.encode(value).map_err(|e| {
             ProcessError::new(format!("encoding {} for `{output}`: {e}", E::FULL_NAME))
         })?;
         self.emitted.push(Emitted {
             topic: topic.clone(),
+            key: key.into(),
+            value,
+        });
+        Ok(())
+    }
+
+    /// Encodes `value` and sends it to member `member` of the topic family mapped to
+    /// `output` (e.g. `pavilion.decisions.{tenant}` and a tenant id). The member must be a
+    /// valid topic-name part; the runtime creates the member topic from the family's settings
+    /// if it does not exist yet.
+    pub fn emit_to_member<E: Event>(
+        &mut self,
+        output: &str,
+        member: &str,
+        key: impl Into<Vec<u8>>,
+        value: &E,
+    ) -> Result<(), ProcessError> {
+        let pattern = self.wiring.outputs.get(output).ok_or_else(|| {
+            ProcessError::new(format!(
+                "stage `{}` emitted to undeclared output `{output}`",
+                self.wiring.name
+            ))
+        })?;
+        let prefix = family_prefix(pattern).ok_or_else(|| {
+            ProcessError::new(format!(
+                "output `{output}` is the topic `{pattern}`, not a family; use emit"
+            ))
+        })?;
+        if !valid_member(member) {
+            return Err(ProcessError::new(format!(
+                "`{member}` cannot name a member of `{pattern}` (letters, digits, `.`, `_`, `-`)"
+            )));
+        }
+        let value = self.registry.encode(value).map_err(|e| {
+            ProcessError::new(format!("encoding {} for `{output}`: {e}", E::FULL_NAME))
+        })?;
+        self.emitted.push(Emitted {
+            topic: format!("{prefix}{member}"),
             key: key.into(),
             value,
         });

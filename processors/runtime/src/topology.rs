@@ -305,6 +305,11 @@ fn parse_retention(text: &str) -> Result<i64, String> {
         .map_err(|e| format!("retention `{text}`: {e} (use e.g. 7d, 12h or forever)"))
 }
 
+/// Whether `member` can complete a family's topic name.
+pub fn valid_member(member: &str) -> bool {
+    !member.is_empty() && member.len() <= 100 && valid_name(member)
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
@@ -516,6 +521,14 @@ impl Topology {
         }
     }
 
+    /// The family a concrete topic belongs to, and its spec for that member.
+    pub fn family_of(&self, topic: &str) -> Option<TopicSpec> {
+        self.families.keys().find_map(|pattern| {
+            let member = topic.strip_prefix(family_prefix(pattern)?)?;
+            self.family_topic(pattern, member)
+        })
+    }
+
     /// The concrete topic of a family member, with the family's settings.
     pub fn family_topic(&self, pattern: &str, member: &str) -> Option<TopicSpec> {
         let spec = self.families.get(pattern)?;
@@ -590,7 +603,8 @@ fn check_stage(
         );
     }
     for topic in raw.inputs.iter().chain(raw.outputs.values()) {
-        if families.contains_key(topic.as_str()) {
+        let is_input = raw.inputs.contains(topic);
+        if is_input && families.contains_key(topic.as_str()) {
             errors.at(
                 line_of(topic),
                 format!(
