@@ -9,6 +9,7 @@
 //! The schemas are embedded at build time (`build.rs`), so the binary carries the contract.
 #![deny(missing_docs)]
 
+mod decision;
 mod events;
 mod policy;
 mod provider;
@@ -23,6 +24,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde::{de::DeserializeOwned, Serialize};
 
+pub use decision::*;
 pub use events::*;
 pub use policy::*;
 pub use provider::*;

@@ -318,3 +318,36 @@ fn batch_psi_records_round_trip() {
         "token boundaries are part of the digest"
     );
 }
+
+#[test]
+fn decisions_round_trip_with_text_and_binary_payloads() {
+    let r = Registry::builtin();
+    for payload in [Payload::Text("eyJ.x.y".into()), Payload::Binary(vec![0xd2, 0x84])] {
+        let decision = Decision {
+            request_id: "r".into(),
+            tenant_id: "acme".into(),
+            outcomes: vec![ClaimOutcome {
+                claim_index: 0,
+                claim_name: "account_verified".into(),
+                outcome: Verdict::Verified,
+                reason: None,
+                evidence: Vec::new(),
+            }],
+            policy: None,
+            issued_at: 1,
+            expires_at: 2,
+            nonce: "n".into(),
+            subject_pseudonym: None,
+            format: ResponseFormat::Jwt,
+            payload,
+            signature: None,
+            signing_key_id: "k".into(),
+            audit_log_index: None,
+            rejection: None,
+        };
+        assert_eq!(
+            r.decode::<Decision>(&r.encode(&decision).unwrap()).unwrap(),
+            decision
+        );
+    }
+}
