@@ -8,7 +8,7 @@ use pavilion_schemas::{Event, Registry};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::global::GlobalStores;
-use crate::processor::ProcessError;
+use crate::processor::{ProcessError, Resources};
 use crate::store::PartitionStores;
 use crate::telemetry::Telemetry;
 use crate::topology::{family_prefix, valid_member};
@@ -47,6 +47,7 @@ pub struct Context<'a> {
     now: SystemTime,
     partition: i32,
     globals: Option<&'a GlobalStores>,
+    resources: Option<&'a Resources>,
 }
 
 impl<'a> Context<'a> {
@@ -68,7 +69,28 @@ impl<'a> Context<'a> {
             now,
             partition,
             globals: None,
+            resources: None,
         }
+    }
+
+    pub(crate) fn with_resources(mut self, resources: &'a Resources) -> Self {
+        self.resources = Some(resources);
+        self
+    }
+
+    /// The binary's resource `name` (see [`Resources`]); an error names what is missing.
+    pub fn resource<T: std::any::Any + Send + Sync>(
+        &self,
+        name: &str,
+    ) -> Result<&'a T, ProcessError> {
+        self.resources
+            .and_then(|r| r.get::<T>(name))
+            .ok_or_else(|| {
+                ProcessError::new(format!(
+                    "stage `{}` needs the resource `{name}`, which this process was not given",
+                    self.wiring.name
+                ))
+            })
     }
 
     pub(crate) fn with_globals(mut self, globals: Option<&'a GlobalStores>) -> Self {
@@ -116,6 +138,20 @@ impl<'a> Context<'a> {
         key: impl Into<Vec<u8>>,
         value: &E,
     ) -> Result<(), ProcessError> {
+        let topic = self.member_topic(output, member)?;
+        let value = self.registry.encode(value).map_err(|e| {
+            ProcessError::new(format!("encoding {} for `{output}`: {e}", E::FULL_NAME))
+        })?;
+        self.emitted.push(Emitted {
+            topic,
+            key: key.into(),
+            value,
+        });
+        Ok(())
+    }
+
+    /// The topic of member `member` of the family mapped to `output`.
+    pub fn member_topic(&self, output: &str, member: &str) -> Result<String, ProcessError> {
         let pattern = self.wiring.outputs.get(output).ok_or_else(|| {
             ProcessError::new(format!(
                 "stage `{}` emitted to undeclared output `{output}`",
@@ -132,15 +168,7 @@ impl<'a> Context<'a> {
                 "`{member}` cannot name a member of `{pattern}` (letters, digits, `.`, `_`, `-`)"
             )));
         }
-        let value = self.registry.encode(value).map_err(|e| {
-            ProcessError::new(format!("encoding {} for `{output}`: {e}", E::FULL_NAME))
-        })?;
-        self.emitted.push(Emitted {
-            topic: format!("{prefix}{member}"),
-            key: key.into(),
-            value,
-        });
-        Ok(())
+        Ok(format!("{prefix}{member}"))
     }
 
     /// A state store of this stage.

@@ -19,7 +19,7 @@ pub mod topology;
 
 pub use context::{Context, Emitted, GlobalStore, StageWiring, Store};
 pub use processor::{
-    parse_config, DynProcessor, Input, ProcessError, Processor, RawRecord, Record, StageError,
-    StageKind, StageKinds,
+    parse_config, DynProcessor, Input, ProcessError, Processor, RawRecord, Record, Resources,
+    StageError, StageKind, StageKinds,
 };
 pub use task::{OutRecord, TaskRunner};

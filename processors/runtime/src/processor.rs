@@ -178,3 +178,23 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
 ) -> Result<T, String> {
     serde_json::from_value(value.clone()).map_err(|e| e.to_string())
 }
+
+/// Things from outside the topology a binary hands its stages (a signing key ring, an HSM
+/// session), by name. Stages stay free of connectors: they name the interface, the binary
+/// supplies the implementation.
+#[derive(Clone, Default)]
+pub struct Resources(
+    std::collections::BTreeMap<String, std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+);
+
+impl Resources {
+    /// Adds `value` under `name`.
+    pub fn insert<T: std::any::Any + Send + Sync>(&mut self, name: &str, value: T) {
+        self.0.insert(name.to_owned(), std::sync::Arc::new(value));
+    }
+
+    /// The resource `name`, if it is a `T`.
+    pub fn get<T: std::any::Any + Send + Sync>(&self, name: &str) -> Option<&T> {
+        self.0.get(name)?.downcast_ref()
+    }
+}

@@ -11,7 +11,7 @@ use pavilion_schemas::{DeadLetter, Registry};
 use crate::clock::{epoch_millis, Clock};
 use crate::context::{Context, Emitted, StageWiring};
 use crate::global::GlobalStores;
-use crate::processor::{DynProcessor, ProcessError, RawRecord, StageError, StageKinds};
+use crate::processor::{DynProcessor, ProcessError, RawRecord, Resources, StageError, StageKinds};
 use crate::store::{PartitionStores, StoreInfo};
 use crate::telemetry::Telemetry;
 use crate::topology::Topology;
@@ -56,6 +56,7 @@ pub struct TaskRunner {
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
     globals: Option<Arc<GlobalStores>>,
+    resources: Resources,
 }
 
 impl TaskRunner {
@@ -113,7 +114,13 @@ impl TaskRunner {
             clock,
             telemetry,
             globals: None,
+            resources: Resources::default(),
         })
+    }
+
+    /// Gives the stages the binary's resources (see [`Resources`]).
+    pub fn attach_resources(&mut self, resources: Resources) {
+        self.resources = resources;
     }
 
     /// Gives the stages their global stores (opened by whoever drives the task).
@@ -162,7 +169,8 @@ impl TaskRunner {
                 self.clock.now(),
                 raw.partition,
             )
-            .with_globals(self.globals.as_deref());
+            .with_globals(self.globals.as_deref())
+            .with_resources(&self.resources);
             // A panicking stage must not take the task down: the record is dead-lettered
             // like any other processor error and its staged writes are dropped.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -330,7 +338,8 @@ impl TaskRunner {
                     self.clock.now(),
                     partition,
                 )
-                .with_globals(self.globals.as_deref());
+                .with_globals(self.globals.as_deref())
+                .with_resources(&self.resources);
                 stage.processor.punctuate(&mut ctx)
             };
             let name = stage.wiring.name.clone();

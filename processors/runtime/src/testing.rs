@@ -90,6 +90,11 @@ impl TestDriver {
         out
     }
 
+    /// Gives the stages resources, as a binary would.
+    pub fn attach_resources(&mut self, resources: crate::processor::Resources) {
+        self.runner.attach_resources(resources);
+    }
+
     /// Writes a record (`None`: a tombstone) to a global store's source topic, as the
     /// executor would apply it.
     pub fn send_global<E: Event>(&mut self, topic: &str, key: &[u8], value: Option<&E>) {

@@ -1,0 +1,69 @@
+//! `signing`: turns every match result (and every tenancy rejection) into a signed decision
+//! on the tenant's own topic (`pavilion.decisions.<tenant>`), with its audit event on
+//! `pavilion.decisions.issued` in the same transaction — no decision is visible without it.
+//!
+//! The format is the policy's: a signed JSON envelope (detached Ed25519 signature), or a
+//! compact JWS / JWT (RFC 7515/7519, EdDSA). Signing goes through a [`DecisionSigner`] the
+//! binary provides as the resource [`SIGNER`] (software keys or an HSM), so the stage holds
+//! no key material. A decision never carries an OPRF token or a cross-tenant identifier.
+
+pub mod jose;
+mod processor;
+
+pub use processor::{SigningInput, SigningStage};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pavilion_runtime::{parse_config, StageKind};
+use serde::Deserialize;
+
+/// Name of the resource holding the `SharedSigner`.
+pub const SIGNER: &str = "signer";
+
+/// Version of the decision payload's shape; every payload carries it.
+pub const RESPONSE_SCHEMA: &str = "pavilion.decision/1";
+
+/// Signs decisions with the current key of a key ring (software or HSM).
+pub trait DecisionSigner: Send + Sync {
+    /// Id (JWKS `kid`) of the key new decisions are signed with.
+    fn current_key_id(&self) -> Result<String, String>;
+    /// Ed25519 signature of `message` with key `kid`.
+    fn sign(&self, kid: &str, message: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// How stages hold a signer.
+pub type SharedSigner = Arc<dyn DecisionSigner>;
+
+/// `config:` of a signing stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// `iss` of every payload.
+    pub issuer: String,
+    /// How long a decision may be relied on.
+    #[serde(with = "humantime_serde")]
+    pub decision_ttl: Duration,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            issuer: "pavilion".into(),
+            decision_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The kind as topology.yaml names it.
+pub static KIND: StageKind = StageKind {
+    name: "signing",
+    outputs: &["decisions", "issued"],
+    stores: &[],
+    globals: &[],
+    check_config: |c| parse_config::<SigningConfig>(c).map(drop),
+    build: |c| Ok(Box::new(SigningStage::new(parse_config(c)?))),
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use pavilion_runtime::clock::epoch_millis;
+use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
+use pavilion_schemas::{
+    ClaimOutcome, CodecError, Decision, DecisionIssued, Event, MatchResult, MatchStatus, Payload,
+    PolicyEffect, PolicyRef, Registry, RejectionReason, RequestRejected, ResponseFormat, Verdict,
+};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::{jose, SharedSigner, SigningConfig, RESPONSE_SCHEMA, SIGNER};
+
+/// The signing stage.
+pub struct SigningStage {
+    config: SigningConfig,
+}
+
+impl SigningStage {
+    /// A stage with its config.
+    pub fn new(config: SigningConfig) -> Self {
+        SigningStage { config }
+    }
+}
+
+/// What the stage reads: match results and tenancy rejections, both keyed by tenant.
+pub enum SigningInput {
+    /// From `pavilion.matches`.
+    Match(Box<MatchResult>),
+    /// From `pavilion.requests.rejected`.
+    Rejected(RequestRejected),
+}
+
+impl Input for SigningInput {
+    fn decode(registry: &Registry, _topic: &str, bytes: &[u8]) -> Result<Self, CodecError> {
+        match registry.name_of(bytes)? {
+            MatchResult::FULL_NAME => registry
+                .decode(bytes)
+                .map(|m| SigningInput::Match(Box::new(m))),
+            RequestRejected::FULL_NAME => registry.decode(bytes).map(SigningInput::Rejected),
+            other => Err(CodecError::SchemaMismatch {
+                expected: format!(
+                    "{} or {}",
+                    MatchResult::FULL_NAME,
+                    RequestRejected::FULL_NAME
+                ),
+                found: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Per claim: the matching status, or the policy's denial, as the tenant sees it.
+fn outcomes(m: &MatchResult) -> Vec<ClaimOutcome> {
+    m.results
+        .iter()
+        .map(|r| {
+            let plan = m
+                .outcome
+                .plan
+                .iter()
+                .find(|p| p.claim_index == r.claim_index);
+            let denied = m.outcome.effect != PolicyEffect::Permit
+                || plan.is_some_and(|p| p.effect != PolicyEffect::Permit);
+            let (outcome, reason) = if denied {
+                let rules = plan
+                    .map(|p| p.denying_rules.clone())
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| m.outcome.denying_rules.clone());
+                (
+                    Verdict::Denied,
+                    Some(format!("denied by policy: {}", rules.join(", "))),
+                )
+            } else {
+                match r.status {
+                    MatchStatus::Matched => (Verdict::Verified, None),
+                    MatchStatus::NotMatched => (Verdict::NotVerified, None),
+                    _ => (Verdict::Unavailable, r.reason.clone()),
+                }
+            };
+            ClaimOutcome {
+                claim_index: r.claim_index,
+                claim_name: r.claim_name.clone(),
+                outcome,
+                reason,
+                evidence: r.evidence.clone(),
+            }
+        })
+        .collect()
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Verified => "verified",
+        Verdict::NotVerified => "not_verified",
+        Verdict::Unavailable => "unavailable",
+        Verdict::Denied => "denied",
+        Verdict::Unknown => "unknown",
+    }
+}
+
+/// The payload every format signs: a JWT claims set (RFC 7519 names where they exist).
+fn claims_set(config: &SigningConfig, d: &Decision) -> Value {
+    let claims: Vec<Value> = d
+        .outcomes
+        .iter()
+        .map(|o| {
+            let evidence: Vec<Value> = o
+                .evidence
+                .iter()
+                .map(|e| {
+                    json!({
+                        "provider": e.provider_id,
+                        "kind": serde_json::to_value(e.kind).unwrap_or(Value::Null),
+                        "attestation_digest": e.attestation_digest.as_ref().map(|b| B64URL.encode(b)),
+                        "proof_digest": e.proof_digest.as_ref().map(|b| B64URL.encode(b)),
+                    })
+                })
+                .collect();
+            json!({
+                "index": o.claim_index,
+                "name": o.claim_name,
+                "outcome": verdict_name(o.outcome),
+                "reason": o.reason,
+                "evidence": evidence,
+            })
+        })
+        .collect();
+    let policy = d.policy.as_ref().map(|p: &PolicyRef| {
+        json!({ "id": p.policy_id, "version": p.version, "hash": B64URL.encode(&p.content_hash) })
+    });
+    let rejection = d.rejection.as_ref().map(|r| {
+        json!({
+            "reason": serde_json::to_value(r.reason).unwrap_or(Value::Null),
+            "detail": r.detail,
+            "retry_after_ms": r.retry_after_ms,
+        })
+    });
+    json!({
+        "iss": config.issuer,
+        "aud": d.tenant_id,
+        "jti": d.request_id,
+        "iat": d.issued_at / 1000,
+        "exp": d.expires_at / 1000,
+        "nonce": d.nonce,
+        "response_schema": RESPONSE_SCHEMA,
+        "policy": policy,
+        "claims": claims,
+        "rejection": rejection,
+    })
+}
+
+impl SigningStage {
+    /// Signs `decision` in its format and delivers it with its audit event.
+    fn issue(&self, ctx: &mut Context<'_>, mut decision: Decision) -> Result<(), ProcessError> {
+        let signer = ctx.resource::<SharedSigner>(SIGNER)?.clone();
+        let payload = claims_set(&self.config, &decision).to_string();
+        let failed = |e: String| ProcessError::new(format!("signing: {e}"));
+        match decision.format {
+            ResponseFormat::Json => {
+                let kid = signer.current_key_id().map_err(failed)?;
+                decision.signature = Some(signer.sign(&kid, payload.as_bytes()).map_err(failed)?);
+                decision.signing_key_id = kid;
+                decision.payload = Payload::Text(payload);
+            }
+            ResponseFormat::Jws | ResponseFormat::Jwt => {
+                let typ = if decision.format == ResponseFormat::Jwt {
+                    "JWT"
+                } else {
+                    "pavilion-decision+jws"
+                };
+                let (token, kid) =
+                    jose::compact(signer.as_ref(), typ, payload.as_bytes()).map_err(failed)?;
+                decision.signing_key_id = kid;
+                decision.payload = Payload::Text(token);
+            }
+            other => {
+                return Err(ProcessError::new(format!(
+                    "response format {other:?} is not issued yet (json, jws and jwt are)"
+                )))
+            }
+        }
+        let bytes = ctx
+            .registry()
+            .encode(&decision)
+            .map_err(|e| ProcessError::new(e.to_string()))?;
+        let payload_bytes = match &decision.payload {
+            Payload::Text(t) => t.as_bytes(),
+            Payload::Binary(b) => b.as_slice(),
+        };
+        let issued = DecisionIssued {
+            request_id: decision.request_id.clone(),
+            tenant_id: decision.tenant_id.clone(),
+            topic: ctx.member_topic("decisions", &decision.tenant_id)?,
+            decision_digest: Sha256::digest(&bytes).to_vec(),
+            payload_digest: Sha256::digest(payload_bytes).to_vec(),
+            format: decision.format,
+            signing_key_id: decision.signing_key_id.clone(),
+            policy: decision.policy.clone(),
+            issued_at: decision.issued_at,
+        };
+        let tenant = decision.tenant_id.clone();
+        ctx.emit_to_member("decisions", &tenant, decision.request_id.clone(), &decision)?;
+        ctx.count(
+            "decisions",
+            &format!("{:?}", decision.format).to_lowercase(),
+        );
+        ctx.emit("issued", tenant, &issued)
+    }
+}
+
+impl Processor for SigningStage {
+    type Input = SigningInput;
+
+    fn process(
+        &mut self,
+        ctx: &mut Context<'_>,
+        record: Record<SigningInput>,
+    ) -> Result<(), ProcessError> {
+        let now = epoch_millis(ctx.now());
+        let expires_at = now + self.config.decision_ttl.as_millis() as i64;
+        let decision = match record.value {
+            SigningInput::Match(m) => {
+                let request = &m.outcome.request;
+                Decision {
+                    request_id: request.request_id.clone(),
+                    tenant_id: request.tenant_id.clone(),
+                    outcomes: outcomes(&m),
+                    policy: m.outcome.policy.clone(),
+                    issued_at: now,
+                    expires_at,
+                    nonce: request.nonce.clone(),
+                    subject_pseudonym: None,
+                    format: m.outcome.response_format,
+                    payload: Payload::Text(String::new()),
+                    signature: None,
+                    signing_key_id: String::new(),
+                    audit_log_index: None,
+                    rejection: None,
+                }
+            }
+            SigningInput::Rejected(r) => {
+                // Nobody to deliver to: an unknown tenant has no decision topic, and creating
+                // one per made-up tenant id would let anyone create topics.
+                let Some(tenant) = r
+                    .tenant_id
+                    .clone()
+                    .filter(|_| r.reason != RejectionReason::UnknownTenant)
+                else {
+                    ctx.count("rejections_undeliverable", "");
+                    return Ok(());
+                };
+                Decision {
+                    request_id: r.request_id.clone(),
+                    tenant_id: tenant,
+                    outcomes: Vec::new(),
+                    policy: None,
+                    issued_at: now,
+                    expires_at,
+                    nonce: String::new(),
+                    subject_pseudonym: None,
+                    format: ResponseFormat::Json,
+                    payload: Payload::Text(String::new()),
+                    signature: None,
+                    signing_key_id: String::new(),
+                    audit_log_index: None,
+                    rejection: Some(r),
+                }
+            }
+        };
+        self.issue(ctx, decision)
+    }
+}

@@ -1,0 +1,323 @@
+//! Signing as data: match results and rejections in → decisions on the tenant's topic and
+//! audit events out; every signature is checked with ed25519-dalek against the key it names.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use expect_test::{expect, Expect};
+use pavilion_runtime::testing::TestDriver;
+use pavilion_runtime::{Resources, StageKinds};
+use pavilion_schemas::{
+    ClaimMatch, ClaimPlan, ClaimRequest, Decision, DecisionIssued, MatchResult, MatchStatus,
+    Payload, PolicyEffect, PolicyOutcome, Registry, RejectionReason, RequestRejected,
+    ResponseFormat, SubjectToken, VerificationRequest,
+};
+
+use crate::{jose, DecisionSigner, SharedSigner, SIGNER};
+
+const TOPOLOGY: &str = "
+application: t
+dlq: dlq
+topics:
+  dlq: { schema: pavilion.DeadLetter }
+  matches: { schema: pavilion.MatchResult }
+  rejected: { schema: pavilion.RequestRejected }
+  issued: { schema: pavilion.DecisionIssued }
+  decisions.{tenant}: { schema: pavilion.Decision }
+stages:
+  signing:
+    kind: signing
+    inputs: [matches, rejected]
+    outputs: { decisions: 'decisions.{tenant}', issued: issued }
+    config: { issuer: test-broker, decision_ttl: 5m }
+";
+
+/// Keys by kid; the newest is current. Rotation is pushing a key.
+#[derive(Default)]
+struct TestKeys(Mutex<Vec<(String, SigningKey)>>);
+
+impl DecisionSigner for TestKeys {
+    fn current_key_id(&self) -> Result<String, String> {
+        self.0
+            .lock()
+            .unwrap()
+            .last()
+            .map(|(k, _)| k.clone())
+            .ok_or("no key".into())
+    }
+    fn sign(&self, kid: &str, message: &[u8]) -> Result<Vec<u8>, String> {
+        let keys = self.0.lock().unwrap();
+        let (_, key) = keys.iter().find(|(k, _)| k == kid).ok_or("unknown kid")?;
+        Ok(key.sign(message).to_bytes().to_vec())
+    }
+}
+
+impl TestKeys {
+    fn verify(&self, kid: &str, message: &[u8], signature: &[u8]) -> bool {
+        let keys = self.0.lock().unwrap();
+        let Some((_, key)) = keys.iter().find(|(k, _)| k == kid) else {
+            return false;
+        };
+        let Ok(signature) = Signature::from_slice(signature) else {
+            return false;
+        };
+        key.verifying_key().verify(message, &signature).is_ok()
+    }
+}
+
+fn driver(keys: &Arc<TestKeys>) -> TestDriver {
+    let mut d = TestDriver::new(TOPOLOGY, "signing", &StageKinds::new([&crate::KIND]));
+    let mut resources = Resources::default();
+    resources.insert::<SharedSigner>(SIGNER, keys.clone());
+    d.attach_resources(resources);
+    d
+}
+
+fn matched(id: &str, format: ResponseFormat, statuses: &[(&str, MatchStatus)]) -> MatchResult {
+    let plan: Vec<ClaimPlan> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| ClaimPlan {
+            claim_index: i as i32,
+            claim_name: name.to_string(),
+            effect: PolicyEffect::Permit,
+            denying_rules: Vec::new(),
+            providers: vec!["bank".into()],
+            evidence_required: Vec::new(),
+            disclosable_attributes: Vec::new(),
+        })
+        .collect();
+    MatchResult {
+        outcome: PolicyOutcome {
+            request: VerificationRequest {
+                request_id: id.into(),
+                tenant_id: "acme".into(),
+                key_id: "k1".into(),
+                signature: vec![0; 64],
+                signed_at: 0,
+                nonce: format!("nonce-{id}"),
+                created_at: 0,
+                claims: statuses
+                    .iter()
+                    .map(|(n, _)| ClaimRequest {
+                        name: n.to_string(),
+                        params: BTreeMap::new(),
+                    })
+                    .collect(),
+                purpose: "kyc".into(),
+                subject_jurisdiction: "DE".into(),
+                consent_ref: None,
+                subject_tokens: vec![SubjectToken {
+                    provider_id: "bank".into(),
+                    token: vec![0xAB; 64],
+                }],
+                response_format: None,
+            },
+            policy: None,
+            effect: PolicyEffect::Permit,
+            denying_rules: Vec::new(),
+            plan,
+            response_format: format,
+            evaluated_at: 0,
+        },
+        results: statuses
+            .iter()
+            .enumerate()
+            .map(|(i, (name, status))| ClaimMatch {
+                claim_index: i as i32,
+                claim_name: name.to_string(),
+                status: *status,
+                reason: (*status == MatchStatus::Unavailable).then(|| "bank: set_stale".into()),
+                evidence: Vec::new(),
+            })
+            .collect(),
+        matched_at: 0,
+    }
+}
+
+/// One line per output: topic, and for a decision its format, key id, whether the signature
+/// verifies, and the signed claims set.
+fn check(
+    keys: &TestKeys,
+    d: &mut TestDriver,
+    topic: &str,
+    value: &impl pavilion_schemas::Event,
+    expect: Expect,
+) {
+    let out = d.send(topic, "acme", value);
+    let registry = Registry::builtin();
+    let mut text = String::new();
+    for r in &out {
+        if let Ok(decision) = registry.decode::<Decision>(&r.value) {
+            let Payload::Text(payload) = &decision.payload else {
+                panic!("text payload")
+            };
+            let (claims, verified) = match decision.format {
+                ResponseFormat::Json => (
+                    payload.clone(),
+                    keys.verify(
+                        &decision.signing_key_id,
+                        payload.as_bytes(),
+                        decision.signature.as_deref().unwrap_or_default(),
+                    ),
+                ),
+                _ => {
+                    let jws = jose::parse(payload).unwrap();
+                    assert_eq!(jws.kid, decision.signing_key_id);
+                    (
+                        format!("{} {}", jws.header, String::from_utf8(jws.payload).unwrap()),
+                        keys.verify(&jws.kid, jws.signing_input.as_bytes(), &jws.signature),
+                    )
+                }
+            };
+            assert!(
+                !claims.contains("q6vr") && !payload.contains(&B64URL.encode([0xABu8; 64])),
+                "the OPRF token must not reach the decision"
+            );
+            text += &format!(
+                "{} {:?} kid={} verified={verified}\n  {claims}\n",
+                r.topic, decision.format, decision.signing_key_id
+            );
+        } else if let Ok(issued) = registry.decode::<DecisionIssued>(&r.value) {
+            text += &format!(
+                "{} {} -> {} kid={}\n",
+                r.topic, issued.request_id, issued.topic, issued.signing_key_id
+            );
+        } else {
+            text += &d.render(std::slice::from_ref(r));
+        }
+    }
+    expect.assert_eq(&text);
+}
+
+fn keys() -> Arc<TestKeys> {
+    let keys = Arc::new(TestKeys::default());
+    keys.0
+        .lock()
+        .unwrap()
+        .push(("k-2025".into(), SigningKey::from_bytes(&[1; 32])));
+    keys
+}
+
+#[test]
+fn each_format_is_signed_delivered_to_the_tenant_and_audited_in_the_same_output() {
+    let keys = keys();
+    let mut d = driver(&keys);
+    let statuses = [
+        ("account_verified", MatchStatus::Matched),
+        ("fraud_listed", MatchStatus::NotMatched),
+        ("age_over", MatchStatus::Unavailable),
+    ];
+    check(
+        &keys,
+        &mut d,
+        "matches",
+        &matched("r1", ResponseFormat::Jwt, &statuses),
+        expect![[r#"
+        decisions.acme Jwt kid=k-2025 verified=true
+          {"alg":"EdDSA","kid":"k-2025","typ":"JWT"} {"aud":"acme","claims":[{"evidence":[],"index":0,"name":"account_verified","outcome":"verified","reason":null},{"evidence":[],"index":1,"name":"fraud_listed","outcome":"not_verified","reason":null},{"evidence":[],"index":2,"name":"age_over","outcome":"unavailable","reason":"bank: set_stale"}],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r1","nonce":"nonce-r1","policy":null,"rejection":null,"response_schema":"pavilion.decision/1"}
+        issued r1 -> decisions.acme kid=k-2025
+    "#]],
+    );
+    check(
+        &keys,
+        &mut d,
+        "matches",
+        &matched("r2", ResponseFormat::Json, &statuses[..1]),
+        expect![[r#"
+        decisions.acme Json kid=k-2025 verified=true
+          {"aud":"acme","claims":[{"evidence":[],"index":0,"name":"account_verified","outcome":"verified","reason":null}],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r2","nonce":"nonce-r2","policy":null,"rejection":null,"response_schema":"pavilion.decision/1"}
+        issued r2 -> decisions.acme kid=k-2025
+    "#]],
+    );
+    // Rotation: later decisions name the new key; the old one still verifies old ones.
+    keys.0
+        .lock()
+        .unwrap()
+        .push(("k-2026".into(), SigningKey::from_bytes(&[2; 32])));
+    check(
+        &keys,
+        &mut d,
+        "matches",
+        &matched("r3", ResponseFormat::Jws, &statuses[..1]),
+        expect![[r#"
+        decisions.acme Jws kid=k-2026 verified=true
+          {"alg":"EdDSA","kid":"k-2026","typ":"pavilion-decision+jws"} {"aud":"acme","claims":[{"evidence":[],"index":0,"name":"account_verified","outcome":"verified","reason":null}],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r3","nonce":"nonce-r3","policy":null,"rejection":null,"response_schema":"pavilion.decision/1"}
+        issued r3 -> decisions.acme kid=k-2026
+    "#]],
+    );
+}
+
+#[test]
+fn denials_and_rejections_are_decisions_too_but_unknown_tenants_get_none() {
+    let keys = keys();
+    let mut d = driver(&keys);
+    let mut denied = matched(
+        "r1",
+        ResponseFormat::Jwt,
+        &[("account_verified", MatchStatus::Unavailable)],
+    );
+    denied.outcome.plan[0].effect = PolicyEffect::Deny;
+    denied.outcome.plan[0].denying_rules = vec!["no-marketing".into()];
+    check(
+        &keys,
+        &mut d,
+        "matches",
+        &denied,
+        expect![[r#"
+        decisions.acme Jwt kid=k-2025 verified=true
+          {"alg":"EdDSA","kid":"k-2025","typ":"JWT"} {"aud":"acme","claims":[{"evidence":[],"index":0,"name":"account_verified","outcome":"denied","reason":"denied by policy: no-marketing"}],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r1","nonce":"nonce-r1","policy":null,"rejection":null,"response_schema":"pavilion.decision/1"}
+        issued r1 -> decisions.acme kid=k-2025
+    "#]],
+    );
+    let rejected = |tenant: Option<&str>, reason| RequestRejected {
+        request_id: "r2".into(),
+        tenant_id: tenant.map(str::to_owned),
+        reason,
+        detail: "rate limit 2/s exceeded".into(),
+        retry_after_ms: Some(500),
+        rejected_at: 0,
+    };
+    check(
+        &keys,
+        &mut d,
+        "rejected",
+        &rejected(Some("acme"), RejectionReason::RateLimited),
+        expect![[r#"
+        decisions.acme Json kid=k-2025 verified=true
+          {"aud":"acme","claims":[],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r2","nonce":"","policy":null,"rejection":{"detail":"rate limit 2/s exceeded","reason":"rate_limited","retry_after_ms":500},"response_schema":"pavilion.decision/1"}
+        issued r2 -> decisions.acme kid=k-2025
+    "#]],
+    );
+    check(
+        &keys,
+        &mut d,
+        "rejected",
+        &rejected(Some("made-up"), RejectionReason::UnknownTenant),
+        expect![[r#""#]],
+    );
+}
+
+#[test]
+fn a_format_not_issued_yet_is_a_dead_letter_not_a_silent_substitute() {
+    let keys = keys();
+    let mut d = driver(&keys);
+    check(
+        &keys,
+        &mut d,
+        "matches",
+        &matched(
+            "r1",
+            ResponseFormat::SdJwt,
+            &[("account_verified", MatchStatus::Matched)],
+        ),
+        expect![[r#"
+            dlq[*] acme DeadLetter stage=signing reason=processor_error from=matches[0]@0 at=1700000000000 record_timestamp=Some(1700000000000)
+              detail: response format SdJwt is not issued yet (json, jws and jwt are)
+              key: b"acme" value: b"\xc3\x01\xd4\xf9\xd2:\x95\x0f\x08\x03\x04r1\x08acme\x04k1\x80\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10nonce-r1\x00\x02 account_verified\x00\x00\x06kyc\x04DE\x00\x02\x08bank\x80\x01\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\x00\x00\x00\x02\x00\x02\x00 account_verified\x02\x00\x02\x08bank\x00\x00\x00\x00\n\x00\x02\x00 account_verified\x02\x00\x00\x00\x00"
+        "#]],
+    );
+}
