@@ -10,5 +10,6 @@ pub fn all() -> StageKinds {
         &pavilion_tenancy::KIND,
         &pavilion_policy::KIND,
         &pavilion_psi::KIND,
+        &pavilion_signing::KIND,
     ])
 }

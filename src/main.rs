@@ -4,6 +4,7 @@
 mod bench;
 mod bench_psi;
 mod demo;
+mod keys_cmd;
 mod kinds;
 mod policy_cmd;
 mod provider_cmd;
@@ -65,6 +66,14 @@ enum Command {
     /// Send a verification request as a relying party: OPRF tokens from the providers,
     /// signed with the tenant's key; --wait prints the answer.
     Request(request_cmd::RequestArgs),
+    /// The broker's decision-signing keys: generate, rotate, retire, list, JWKS.
+    Keys {
+        #[command(subcommand)]
+        command: keys_cmd::KeysCommand,
+    },
+    /// Verify a decision token against a JWKS (EdDSA only; `none`, HS256 and unknown kids
+    /// are refused). Exit 1 when invalid.
+    Verify(keys_cmd::VerifyArgs),
     /// Run the pipeline's tasks (all, or those named) until SIGTERM/SIGINT.
     Run(run::RunArgs),
     /// Run the sample pipeline end to end on the local broker and print a summary.
@@ -195,6 +204,8 @@ fn main() -> ExitCode {
         Command::Provider { command } => provider_cmd::run(command),
         Command::Request(args) => request_cmd::run(args),
         Command::Psi { command } => psi_cmd::run(command),
+        Command::Keys { command } => keys_cmd::run(command),
+        Command::Verify(args) => keys_cmd::verify(args),
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { command } => match command {

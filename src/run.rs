@@ -13,11 +13,13 @@ use anyhow::{bail, Context as _, Result};
 use axum::{http::StatusCode, routing::get, Router};
 use clap::Args;
 use pavilion_kafka::{run_task, KafkaSettings};
+use pavilion_keys::KeyRing;
 use pavilion_runtime::clock::SystemClock;
 use pavilion_runtime::telemetry::Telemetry;
 use pavilion_runtime::topology::Topology;
-use pavilion_runtime::TaskRunner;
+use pavilion_runtime::{Resources, TaskRunner};
 use pavilion_schemas::Registry;
+use pavilion_signing::{SharedSigner, SIGNER};
 
 use crate::{kinds, parse_duration, topology_cmd, ClusterArgs};
 
@@ -49,6 +51,11 @@ pub struct RunArgs {
     /// How long a dead process's open transaction can block readers.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub transaction_timeout: Duration,
+    /// The decision-signing key ring (`pavilion keys generate`), needed by a signing stage;
+    /// its passphrase comes from $PAVILION_SIGNING_PASSPHRASE. The JWKS is then served at
+    /// /.well-known/jwks.json beside /metrics.
+    #[arg(long, env = "PAVILION_SIGNING_KEYS")]
+    pub signing_keys: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -62,9 +69,42 @@ impl RunArgs {
     }
 }
 
+/// What the binary hands its stages (see `pavilion_runtime::Resources`).
+fn resources(
+    topology: &Topology,
+    tasks: &[String],
+    keys: Option<&PathBuf>,
+) -> Result<(Resources, Option<Arc<KeyRing>>)> {
+    let mut resources = Resources::default();
+    let signs = tasks.iter().any(|t| {
+        topology.tasks[t]
+            .stages
+            .iter()
+            .any(|s| topology.stages[s].kind == pavilion_signing::KIND.name)
+    });
+    let Some(dir) = keys else {
+        if signs {
+            bail!("a signing stage runs here: give it a key ring with --signing-keys DIR (create one with `pavilion keys generate --dir DIR`)");
+        }
+        return Ok((resources, None));
+    };
+    let ring = Arc::new(crate::keys_cmd::open_ring(dir)?);
+    let current = ring
+        .current_key_id()
+        .with_context(|| format!("opening the key ring {}", dir.display()))?;
+    eprintln!(
+        "pavilion: signing with key {current} from {}",
+        dir.display()
+    );
+    let signer: SharedSigner = Arc::new(crate::keys_cmd::RingSigner(ring.clone()));
+    resources.insert(SIGNER, signer);
+    Ok((resources, Some(ring)))
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let topology = Arc::new(topology_cmd::load(&args.cluster.file)?);
     let tasks = select_tasks(&topology, &args.tasks)?;
+    let (resources, ring) = resources(&topology, &tasks, args.signing_keys.as_ref())?;
     let telemetry = Telemetry::new();
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -75,7 +115,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .metrics_addr
             .parse()
             .with_context(|| format!("--metrics-addr `{}` is not HOST:PORT", args.metrics_addr))?;
-        serve_metrics(addr, telemetry.clone())?;
+        serve_metrics(addr, telemetry.clone(), ring)?;
     }
     eprintln!(
         "pavilion: running {} as instance `{}` against {}",
@@ -83,7 +123,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         args.instance,
         args.cluster.bootstrap
     );
-    let handles = start(&topology, &tasks, &args.settings(), &telemetry, &shutdown);
+    let handles = start(
+        &topology,
+        &tasks,
+        &args.settings(),
+        &telemetry,
+        &shutdown,
+        &resources,
+    );
     let mut failed = false;
     for (task, handle) in tasks.iter().zip(handles) {
         if let Err(e) = handle.join().expect("task thread panicked") {
@@ -126,16 +173,18 @@ pub fn start(
     settings: &KafkaSettings,
     telemetry: &Arc<Telemetry>,
     shutdown: &Arc<AtomicBool>,
+    resources: &Resources,
 ) -> Vec<JoinHandle<Result<()>>> {
     tasks
         .iter()
         .map(|task| {
-            let (topology, task, settings, telemetry, shutdown) = (
+            let (topology, task, settings, telemetry, shutdown, resources) = (
                 topology.clone(),
                 task.clone(),
                 settings.clone(),
                 telemetry.clone(),
                 shutdown.clone(),
+                resources.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("task-{task}"))
@@ -145,14 +194,16 @@ pub fn start(
                         let (topology, task, telemetry) =
                             (topology.clone(), task.clone(), telemetry.clone());
                         move || {
-                            TaskRunner::new(
+                            let mut runner = TaskRunner::new(
                                 &topology,
                                 &task,
                                 &kinds,
                                 Registry::builtin(),
                                 Arc::new(SystemClock),
                                 telemetry.clone(),
-                            )
+                            )?;
+                            runner.attach_resources(resources.clone());
+                            Ok(runner)
                         }
                     };
                     run_task(&topology, &task, &factory, &settings, telemetry, &shutdown)
@@ -163,7 +214,11 @@ pub fn start(
 }
 
 /// Serves Prometheus metrics and health on its own thread and small async runtime.
-pub fn serve_metrics(addr: SocketAddr, telemetry: Arc<Telemetry>) -> Result<()> {
+pub fn serve_metrics(
+    addr: SocketAddr,
+    telemetry: Arc<Telemetry>,
+    ring: Option<Arc<KeyRing>>,
+) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| {
         format!("binding the metrics endpoint on {addr} (taken? use --metrics-addr)")
     })?;
@@ -178,8 +233,19 @@ pub fn serve_metrics(addr: SocketAddr, telemetry: Arc<Telemetry>) -> Result<()> 
             runtime.block_on(async move {
                 let metrics = telemetry.clone();
                 let ready = telemetry.clone();
+                let jwks = move || {
+                    let ring = ring.clone();
+                    async move {
+                        match ring.as_ref().map(|r| r.jwks()) {
+                            Some(Ok(jwks)) => (StatusCode::OK, jwks.to_string()),
+                            Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                            None => (StatusCode::NOT_FOUND, "no signing keys here\n".into()),
+                        }
+                    }
+                };
                 let app = Router::new()
                     .route("/metrics", get(move || async move { metrics.render() }))
+                    .route("/.well-known/jwks.json", get(jwks))
                     .route("/healthz", get(|| async { "ok\n" }))
                     .route(
                         "/readyz",
@@ -219,7 +285,14 @@ impl InProcess {
         let telemetry = Telemetry::new();
         let shutdown = Arc::new(AtomicBool::new(false));
         let tasks = select_tasks(topology, &[])?;
-        let handles = start(topology, &tasks, settings, &telemetry, &shutdown);
+        let handles = start(
+            topology,
+            &tasks,
+            settings,
+            &telemetry,
+            &shutdown,
+            &Resources::default(),
+        );
         let pipeline = InProcess {
             telemetry,
             shutdown,

@@ -122,7 +122,29 @@ fn load(cluster: &ClusterArgs) -> Result<TenantRegistry> {
     Ok(TenantRegistry { topic, tenants })
 }
 
+/// An active tenant's decision topic, from the topology's `pavilion.Decision` family.
+fn ensure_decision_topic(cluster: &ClusterArgs, tenant: &str) -> Result<()> {
+    let topology = topology_cmd::load(&cluster.file)?;
+    let Ok(family) = topology_cmd::topic_for(&topology, pavilion_schemas::Decision::FULL_NAME)
+    else {
+        return Ok(()); // this topology delivers no decisions
+    };
+    let Some(spec) = topology.family_topic(&family.name, tenant) else {
+        return Ok(());
+    };
+    tokio::runtime::Runtime::new()?
+        .block_on(pavilion_kafka::ensure_topics(
+            &topology_cmd::settings(cluster, "cli"),
+            &[&spec],
+        ))
+        .with_context(|| format!("creating {}", spec.name))?;
+    Ok(())
+}
+
 fn publish(cluster: &ClusterArgs, topic: &str, tenant: &Tenant) -> Result<()> {
+    if tenant.state == TenantState::Active {
+        ensure_decision_topic(cluster, &tenant.tenant_id)?;
+    }
     let producer = PlainProducer::new(&topology_cmd::settings(cluster, "cli"))?;
     producer.send(
         topic,
@@ -331,14 +353,5 @@ fn set_state(tenant: &mut Tenant, state: TenantState) -> Result<()> {
 }
 
 pub fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)?;
-    Ok(())
+    Ok(pavilion_keys::write_private(path, bytes)?)
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EvidenceRef, Event, PolicyRef, RequestRejected, ResponseFormat};
+use crate::{Event, EvidenceRef, PolicyRef, RequestRejected, ResponseFormat};
 
 /// Outcome of one claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

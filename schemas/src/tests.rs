@@ -322,7 +322,10 @@ fn batch_psi_records_round_trip() {
 #[test]
 fn decisions_round_trip_with_text_and_binary_payloads() {
     let r = Registry::builtin();
-    for payload in [Payload::Text("eyJ.x.y".into()), Payload::Binary(vec![0xd2, 0x84])] {
+    for payload in [
+        Payload::Text("eyJ.x.y".into()),
+        Payload::Binary(vec![0xd2, 0x84]),
+    ] {
         let decision = Decision {
             request_id: "r".into(),
             tenant_id: "acme".into(),

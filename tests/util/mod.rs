@@ -164,6 +164,16 @@ stages:
 
     /// Starts `pavilion run` as a child process.
     pub fn spawn(&self, instance: &str, metrics_port: Option<u16>) -> Pipeline {
+        self.spawn_with(instance, metrics_port, &[])
+    }
+
+    /// Starts `pavilion run` with extra environment (e.g. the signing key ring).
+    pub fn spawn_with(
+        &self,
+        instance: &str,
+        metrics_port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> Pipeline {
         let log = self.dir.path().join(format!("{instance}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -181,6 +191,7 @@ stages:
             .args(["--metrics-addr", &metrics])
             .env("PAVILION_BOOTSTRAP", bootstrap())
             .env("PAVILION_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()

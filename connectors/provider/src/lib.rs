@@ -12,7 +12,7 @@
 //! - [`protocol`] and [`service`]: the authenticated, rate-limited HTTP evaluation service.
 #![deny(missing_docs)]
 
-pub mod keystore;
+pub use pavilion_keys::keystore;
 pub mod normalize;
 pub mod oprf;
 pub mod protocol;

@@ -188,10 +188,15 @@ impl TaskRunner {
             .record_processed(&stage_name, started.elapsed());
         let key = raw.key.unwrap_or_default();
         let result = result.and_then(|()| {
-            match emitted.iter().find(|e| self.feeds_next(index, &e.topic) && e.key != key) {
-                Some(e) => Err(StageError::Process(ProcessError::new(format!(
-                    "re-keyed a record for fused stage `{}` on {}; stages fused together must keep the key",
-                    self.stages[index + 1].wiring.name, e.topic
+            let rekeyed = emitted.iter().find_map(|e| {
+                self.reader_after(index, &e.topic)
+                    .filter(|_| e.key != key)
+                    .map(|reader| (reader, &e.topic))
+            });
+            match rekeyed {
+                Some((reader, topic)) => Err(StageError::Process(ProcessError::new(format!(
+                    "re-keyed a record for fused stage `{}` on {topic}; stages fused together must keep the key",
+                    self.stages[reader].wiring.name
                 )))),
                 None => Ok(()),
             }
@@ -200,9 +205,9 @@ impl TaskRunner {
             Ok(()) => {
                 stores.keep_staged();
                 for e in emitted {
-                    let hand_over = self.feeds_next(index, &e.topic);
+                    let reader = self.reader_after(index, &e.topic);
                     self.push(&stage_name, raw.partition, key, &e, out);
-                    if hand_over {
+                    if let Some(reader) = reader {
                         let next = RawRecord {
                             topic: &e.topic,
                             partition: raw.partition,
@@ -211,7 +216,7 @@ impl TaskRunner {
                             key: Some(&e.key),
                             value: Some(&e.value),
                         };
-                        self.run_stage(index + 1, stores, next, out);
+                        self.run_stage(reader, stores, next, out);
                     }
                 }
             }
@@ -222,10 +227,13 @@ impl TaskRunner {
         }
     }
 
-    fn feeds_next(&self, index: usize, topic: &str) -> bool {
-        self.stages
-            .get(index + 1)
-            .is_some_and(|next| next.wiring.inputs.iter().any(|t| t == topic))
+    /// The first later stage of the chain that reads `topic`: a record emitted there is
+    /// handed to it in-process (the chain does not consume its own topics). Not only the next
+    /// stage: a later one may read an earlier one's side output (tenancy's rejections are
+    /// signed by the signing stage, past policy and psi).
+    fn reader_after(&self, index: usize, topic: &str) -> Option<usize> {
+        (index + 1..self.stages.len())
+            .find(|&i| self.stages[i].wiring.inputs.iter().any(|t| t == topic))
     }
 
     /// Queues an emitted record. A record that keeps its input's key on a topic with as many

@@ -43,7 +43,7 @@ static TOTALS: StageKind = StageKind {
     build: never_built,
 };
 
-// Shaped like `tenancy`, `policy` and `psi`; their configs are checked by their own crates.
+// Shaped like `tenancy`, `policy`, `psi` and `signing`; their configs are checked by their own crates.
 static TENANCY: StageKind = StageKind {
     name: "tenancy",
     outputs: &["accepted", "rejected"],
@@ -71,11 +71,20 @@ static PSI: StageKind = StageKind {
     build: never_built,
 };
 
+static SIGNING: StageKind = StageKind {
+    name: "signing",
+    outputs: &["decisions", "issued"],
+    stores: &[],
+    globals: &[],
+    check_config: |_| Ok(()),
+    build: never_built,
+};
+
 /// Parses `yaml` (a leading newline is dropped, so line 1 is the line after `r#"`) and
 /// renders the topology or every error.
 fn check(yaml: &str, expect: Expect) {
     let yaml = yaml.strip_prefix('\n').unwrap_or(yaml);
-    let kinds = StageKinds::new([&COUNTER, &TOTALS, &TENANCY, &POLICY, &PSI]);
+    let kinds = StageKinds::new([&COUNTER, &TOTALS, &TENANCY, &POLICY, &PSI, &SIGNING]);
     let actual = match Topology::parse(yaml, &kinds, &|s| s.starts_with("pavilion.")) {
         Ok(topology) => render(&topology),
         Err(errors) => errors.0.iter().map(|e| format!("{e}\n")).collect(),
@@ -128,7 +137,7 @@ fn the_repository_topology_parses() {
         expect![[r#"
             application pavilion, dlq pavilion.dlq
             task counter (group pavilion.counter, 6 partitions): stages ["counter"], inputs ["demo.events"]
-            task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy", "policy", "psi"], inputs ["pavilion.requests", "pavilion.tenants", "pavilion.policies", "pavilion.psi.jobs"]
+            task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy", "policy", "psi", "signing"], inputs ["pavilion.requests", "pavilion.tenants", "pavilion.policies", "pavilion.psi.jobs"]
               global psi.providers <- pavilion.providers
               global psi.sets <- pavilion.provider-sets.{provider}
             task totals (group pavilion.totals, 6 partitions): stages ["totals"], inputs ["demo.counts"]
@@ -139,6 +148,7 @@ fn the_repository_topology_parses() {
             topic pavilion.audit.checkpoints: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.Checkpoint
             topic pavilion.audit.log: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AuditEntry
             topic pavilion.counter.counts.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.decisions.issued: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.DecisionIssued
             topic pavilion.dlq: partitions=6 replication=1 cleanup=delete retention_ms=1209600000 schema=pavilion.DeadLetter
             topic pavilion.matches: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.MatchResult
             topic pavilion.policies: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.PolicyDocument
@@ -157,6 +167,7 @@ fn the_repository_topology_parses() {
             topic pavilion.tenancy.tenants.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.tenants: partitions=6 replication=1 cleanup=compact schema=pavilion.Tenant
             topic pavilion.totals.totals.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.decisions.{tenant}: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.Decision
             topic pavilion.provider-sets.{provider}: partitions=3 replication=1 cleanup=compact schema=pavilion.ProviderSetEntry
         "#]],
     );
@@ -356,7 +367,7 @@ fuse:
             line 12: topic `old`: retention `3 fortnights`: unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (use e.g. 7d, 12h or forever)
             line 13: topic `strange`: no schema named `acme.Strange` in schemas/
             line 17: stage `ghost`: topic `nowhere` is not declared under `topics`
-            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals, tenancy, policy, psi)
+            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals, tenancy, policy, psi, signing)
             line 23: stage `forgetful`: kind `counter` needs store `counts`
             line 27: stage `chatty`: kind `counter` has no output `extra` (it has: counts)
             line 32: stage `fussy`: config: unknown field `colour`, expected `limit`

@@ -1,0 +1,283 @@
+//! Signed decisions on the real broker: tenancy → policy → psi → signing fused, keys from a
+//! key ring. Every request (and every rejection) becomes exactly one decision on the
+//! tenant's own topic with exactly one audit event, also across SIGKILLs; the keys rotate
+//! mid-stream; every token verifies with jwcrypto (Python) from the published JWKS alone;
+//! `pavilion verify` refuses `none`, HS256, unknown kids and tampering.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use pavilion_kafka::PlainProducer;
+use pavilion_schemas::{Decision, DecisionIssued, Payload, Registry};
+use util::*;
+
+const PASSPHRASE: &str = "signing passphrase";
+
+const POLICY: &str = r#"policy: main
+tenant: acme
+rules: |
+  @id("adults")
+  permit(principal, action == Action::"verify", resource == Claim::"age_over") when { context.threshold >= 18 };
+plan:
+  age_over:
+    providers: [{ id: registry, region: eu }]
+    evidence: [oprf_match]
+    disclose: []
+response_format: jwt
+"#;
+
+fn topology(prefix: &str) -> String {
+    format!(
+        "application: {prefix}
+dlq: {prefix}.dlq
+defaults: {{ partitions: 3 }}
+topics:
+  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
+  {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
+  {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
+  {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
+  {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
+  {prefix}.policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
+  {prefix}.outcomes: {{ schema: pavilion.PolicyOutcome }}
+  {prefix}.matches: {{ schema: pavilion.MatchResult }}
+  {prefix}.jobs: {{ schema: pavilion.PsiJobChunk }}
+  {prefix}.results: {{ schema: pavilion.PsiJobResult }}
+  {prefix}.providers: {{ schema: pavilion.Provider, cleanup: compact }}
+  {prefix}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact }}
+  {prefix}.decisions.{{tenant}}: {{ schema: pavilion.Decision }}
+  {prefix}.issued: {{ schema: pavilion.DecisionIssued }}
+stages:
+  tenancy:
+    kind: tenancy
+    inputs: [{prefix}.requests, {prefix}.tenants]
+    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
+    stores: [tenants, seen, limits]
+    config: {{ allowed_claims: [age_over] }}
+  policy:
+    kind: policy
+    inputs: [{prefix}.accepted, {prefix}.policies]
+    outputs: {{ outcomes: {prefix}.outcomes }}
+    stores: [documents, active]
+  psi:
+    kind: psi
+    inputs: [{prefix}.outcomes, {prefix}.jobs]
+    outputs: {{ matches: {prefix}.matches, results: {prefix}.results }}
+    stores: [jobs]
+    globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
+  signing:
+    kind: signing
+    inputs: [{prefix}.matches, {prefix}.rejected]
+    outputs: {{ decisions: '{prefix}.decisions.{{tenant}}', issued: {prefix}.issued }}
+fuse:
+  - [tenancy, policy, psi, signing]
+"
+    )
+}
+
+fn keys_cli(t: &TestTopology, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(t.dir.path())
+        .env("PAVILION_SIGNING_KEYS", t.dir.path().join("keys"))
+        .env("PAVILION_SIGNING_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Decisions by request id and the audit events' request ids, each with its count.
+fn delivered(t: &TestTopology) -> (BTreeMap<String, (usize, Decision)>, BTreeMap<String, usize>) {
+    let registry = Registry::builtin();
+    let mut decisions: BTreeMap<String, (usize, Decision)> = BTreeMap::new();
+    for r in read_all(&t.topic("decisions.acme")) {
+        let d: Decision = registry.decode(&r.value.unwrap()).unwrap();
+        decisions.entry(d.request_id.clone()).or_insert((0, d)).0 += 1;
+    }
+    let mut issued = BTreeMap::new();
+    for r in read_all(&t.topic("issued")) {
+        let i: DecisionIssued = registry.decode(&r.value.unwrap()).unwrap();
+        assert_eq!(i.topic, t.topic("decisions.acme"));
+        *issued.entry(i.request_id).or_insert(0) += 1;
+    }
+    (decisions, issued)
+}
+
+#[test]
+fn every_request_gets_one_signed_decision_with_its_audit_event_through_kills_and_rotation() {
+    let _serial = serial();
+    let t = TestTopology::with_yaml("sign", topology);
+    let key = t.active_tenant("acme", "k1");
+    std::fs::write(t.dir.path().join("policy.yaml"), POLICY).unwrap();
+    t.cli_ok(&[
+        "policy",
+        "push",
+        t.dir.path().join("policy.yaml").to_str().unwrap(),
+        "--activate",
+    ]);
+    let first_kid = ok(keys_cli(&t, &["keys", "generate"]));
+    let keys_dir = t.dir.path().join("keys");
+    let env = [
+        ("PAVILION_SIGNING_KEYS", keys_dir.to_str().unwrap()),
+        ("PAVILION_SIGNING_PASSPHRASE", PASSPHRASE),
+    ];
+    let port = free_port();
+    let mut pipeline = t.spawn_with("a", Some(port), &env);
+    await_stage_event(port, "policy.activated", "acme", 1.0, &pipeline);
+
+    // 300 requests (every 50th signed with the wrong key: a rejection, a decision too),
+    // streamed while the pipeline is SIGKILLed twice and the keys rotate once.
+    let rp = Rp {
+        producer: PlainProducer::new(&settings()).unwrap(),
+        topic: t.topic("requests"),
+    };
+    let mallory = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let total = 300;
+    for i in 0..total {
+        let signer = if i % 50 == 49 { &mallory } else { &key };
+        rp.send(&signed("acme", &format!("r{i:04}"), "k1", signer));
+        if i % 20 == 19 {
+            rp.flush();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if i == 100 || i == 200 {
+            pipeline.sigkill();
+            pipeline = t.spawn_with("a", Some(port), &env);
+        }
+        if i == 150 {
+            ok(keys_cli(&t, &["keys", "rotate"]));
+        }
+    }
+    rp.flush();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (decisions, _) = delivered(&t);
+        if decisions.len() == total {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} decisions; log:\n{}",
+            decisions.len(),
+            pipeline.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    pipeline.stop();
+
+    let (decisions, issued) = delivered(&t);
+    assert_eq!(decisions.len(), total);
+    assert!(
+        decisions.values().all(|(n, _)| *n == 1),
+        "a decision was delivered twice"
+    );
+    assert_eq!(
+        issued.keys().collect::<Vec<_>>(),
+        decisions.keys().collect::<Vec<_>>(),
+        "every decision has its audit event and no audit event lacks its decision"
+    );
+    assert!(issued.values().all(|n| *n == 1));
+    let rejections = decisions
+        .values()
+        .filter(|(_, d)| d.rejection.is_some())
+        .count();
+    assert_eq!(rejections, total / 50);
+    let kids: std::collections::BTreeSet<&str> = decisions
+        .values()
+        .map(|(_, d)| d.signing_key_id.as_str())
+        .collect();
+    assert_eq!(
+        kids.len(),
+        2,
+        "decisions before and after the rotation: {kids:?}"
+    );
+    assert!(first_kid.contains(kids.iter().next().unwrap()));
+
+    // Independent verification: jwcrypto with only the published JWKS.
+    let jwks = t.dir.path().join("jwks.json");
+    std::fs::write(&jwks, ok(keys_cli(&t, &["keys", "jwks"]))).unwrap();
+    let tokens: Vec<String> = decisions
+        .values()
+        .filter_map(|(_, d)| match &d.payload {
+            Payload::Text(p) if d.rejection.is_none() => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tokens.len(), total - rejections);
+    let python = std::env::var("PAVILION_PYTHON").unwrap_or_else(|_| "python3".into());
+    let token_file = t.dir.path().join("tokens.txt");
+    std::fs::write(&token_file, tokens.join("\n")).unwrap();
+    let child = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/python/verify_decisions.py"
+        ))
+        .arg(&jwks)
+        .stdin(std::fs::File::open(&token_file).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python with jwcrypto (examples/python/requirements.txt)");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "jwcrypto: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(verified, tokens.len());
+
+    // Our own verifier: the allow-list.
+    let token = &tokens[0];
+    let verify = |token: &str| keys_cli(&t, &["verify", token, "--jwks", jwks.to_str().unwrap()]);
+    assert!(verify(token).status.success());
+    let parts: Vec<&str> = token.split('.').collect();
+    let header = |h: &str| B64URL.encode(h);
+    let forged = [
+        format!("{}.{}.", header(r#"{"alg":"none"}"#), parts[1]),
+        format!(
+            "{}.{}.{}",
+            header(r#"{"alg":"HS256","kid":"x"}"#),
+            parts[1],
+            parts[2]
+        ),
+        format!(
+            "{}.{}.{}",
+            header(r#"{"alg":"EdDSA","kid":"not-published"}"#),
+            parts[1],
+            parts[2]
+        ),
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            B64URL.encode(b"{\"aud\":\"evil\"}"),
+            parts[2]
+        ),
+    ];
+    for (bad, why) in forged
+        .iter()
+        .zip(["`none`", "`HS256`", "unknown kid", "bad signature"])
+    {
+        let out = verify(bad);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = match why {
+            "unknown kid" => "no published key",
+            "bad signature" => "does not verify",
+            alg => alg,
+        };
+        assert!(stderr.contains(expected), "{why}: {stderr}");
+    }
+}
