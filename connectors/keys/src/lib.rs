@@ -87,12 +87,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyRingError + '_ {
     }
 }
 
+/// A key with its opened secret.
+type LoadedKey = (KeyInfo, SigningKey);
+
 /// A key ring directory; signing keys are opened with the passphrase and reloaded when
 /// `ring.json` changes (a rotation by another process is picked up).
 pub struct KeyRing {
     dir: PathBuf,
     passphrase: Vec<u8>,
-    loaded: Mutex<Option<(SystemTime, Vec<(KeyInfo, SigningKey)>)>>,
+    loaded: Mutex<Option<(SystemTime, Vec<LoadedKey>)>>,
 }
 
 impl KeyRing {
@@ -194,7 +197,7 @@ impl KeyRing {
     /// Runs `f` on the loaded keys, reloading them if `ring.json` changed.
     fn with_keys<T>(
         &self,
-        f: impl FnOnce(&[(KeyInfo, SigningKey)]) -> Result<T, KeyRingError>,
+        f: impl FnOnce(&[LoadedKey]) -> Result<T, KeyRingError>,
     ) -> Result<T, KeyRingError> {
         let path = self.ring_path();
         let modified = std::fs::metadata(&path)
