@@ -8,6 +8,7 @@
 //!   JWKS so decisions signed before a rotation still verify.
 #![deny(missing_docs)]
 
+pub mod hsm;
 pub mod keystore;
 
 use std::path::{Path, PathBuf};
@@ -74,7 +75,7 @@ struct Ring {
     keys: Vec<KeyInfo>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -178,20 +179,9 @@ impl KeyRing {
         Ok(info)
     }
 
-    /// The public keys as a JWKS (RFC 7517; OKP/Ed25519 per RFC 8037), retired ones included.
+    /// The public keys as a JWKS, retired ones included.
     pub fn jwks(&self) -> Result<serde_json::Value, KeyRingError> {
-        let keys: Vec<serde_json::Value> = self
-            .list()?
-            .iter()
-            .map(|k| {
-                let x = hex::decode(&k.public_key).unwrap_or_default();
-                json!({
-                    "kty": "OKP", "crv": "Ed25519", "x": B64URL.encode(x),
-                    "kid": k.kid, "alg": "EdDSA", "use": "sig",
-                })
-            })
-            .collect();
-        Ok(json!({ "keys": keys }))
+        Ok(jwks(&self.list()?))
     }
 
     /// Runs `f` on the loaded keys, reloading them if `ring.json` changed.
@@ -245,6 +235,21 @@ impl KeyRing {
                 .ok_or_else(|| KeyRingError::NotActive(kid.to_owned()))
         })
     }
+}
+
+/// Keys as a JWKS (RFC 7517; OKP/Ed25519 per RFC 8037).
+pub fn jwks(keys: &[KeyInfo]) -> serde_json::Value {
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| {
+            let x = hex::decode(&k.public_key).unwrap_or_default();
+            json!({
+                "kty": "OKP", "crv": "Ed25519", "x": B64URL.encode(x),
+                "kid": k.kid, "alg": "EdDSA", "use": "sig",
+            })
+        })
+        .collect();
+    json!({ "keys": keys })
 }
 
 /// Creates a file readable by its owner only; refuses to overwrite one.
