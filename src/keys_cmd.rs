@@ -10,7 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use pavilion_keys::KeyRing;
+use pavilion_keys::hsm::{HsmConfig, HsmKeyRing};
+use pavilion_keys::{KeyInfo, KeyRing};
 use pavilion_signing::jose::{self, JwsError};
 use pavilion_signing::DecisionSigner;
 
@@ -33,12 +34,99 @@ pub enum KeysCommand {
     Jwks(RingArgs),
 }
 
-/// Where the key ring is.
-#[derive(Args)]
+/// Where the signing keys are: a key ring directory, or an HSM token.
+#[derive(Args, Clone)]
 pub struct RingArgs {
     /// Key ring directory; its passphrase comes from $PAVILION_SIGNING_PASSPHRASE.
-    #[arg(long, env = "PAVILION_SIGNING_KEYS")]
-    pub dir: PathBuf,
+    #[arg(
+        long = "signing-keys",
+        visible_alias = "dir",
+        env = "PAVILION_SIGNING_KEYS",
+        conflicts_with = "hsm_token"
+    )]
+    pub dir: Option<PathBuf>,
+    /// Keep the keys in this HSM token instead (PKCS#11); its user PIN comes from
+    /// $PAVILION_HSM_PIN.
+    #[arg(long, env = "PAVILION_HSM_TOKEN")]
+    pub hsm_token: Option<String>,
+    /// The PKCS#11 module of the HSM.
+    #[arg(
+        long,
+        env = "PAVILION_HSM_MODULE",
+        default_value = "/usr/lib/softhsm/libsofthsm2.so"
+    )]
+    pub hsm_module: PathBuf,
+}
+
+/// The broker's signing keys, in software or in an HSM.
+pub enum SigningKeys {
+    /// Sealed key files.
+    Software(KeyRing),
+    /// PKCS#11 token.
+    Hsm(HsmKeyRing),
+}
+
+impl SigningKeys {
+    /// Opens what `args` names; `None` when it names nothing.
+    pub fn open(args: &RingArgs) -> Result<Option<Self>> {
+        match (&args.dir, &args.hsm_token) {
+            (Some(dir), None) => Ok(Some(SigningKeys::Software(open_ring(dir)?))),
+            (None, Some(token)) => {
+                let pin = std::env::var("PAVILION_HSM_PIN")
+                    .context("set PAVILION_HSM_PIN: the HSM token's user PIN")?;
+                let ring = HsmKeyRing::open(&HsmConfig {
+                    module: args.hsm_module.clone(),
+                    token: token.clone(),
+                    pin,
+                })?;
+                Ok(Some(SigningKeys::Hsm(ring)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Where the keys are, for messages.
+    pub fn describe(args: &RingArgs) -> String {
+        match (&args.dir, &args.hsm_token) {
+            (Some(dir), _) => dir.display().to_string(),
+            (_, Some(token)) => format!("HSM token `{token}` ({})", args.hsm_module.display()),
+            _ => "nowhere".into(),
+        }
+    }
+
+    fn generate(&self) -> Result<KeyInfo> {
+        Ok(match self {
+            SigningKeys::Software(r) => r.generate()?,
+            SigningKeys::Hsm(h) => h.generate()?,
+        })
+    }
+
+    fn list(&self) -> Result<Vec<KeyInfo>> {
+        Ok(match self {
+            SigningKeys::Software(r) => r.list()?,
+            SigningKeys::Hsm(h) => h.list()?,
+        })
+    }
+
+    /// The JWKS of every key.
+    pub fn jwks(&self) -> Result<serde_json::Value> {
+        Ok(pavilion_keys::jwks(&self.list()?))
+    }
+}
+
+impl DecisionSigner for SigningKeys {
+    fn current_key_id(&self) -> Result<String, String> {
+        match self {
+            SigningKeys::Software(r) => r.current_key_id().map_err(|e| e.to_string()),
+            SigningKeys::Hsm(h) => h.current_key_id().map_err(|e| e.to_string()),
+        }
+    }
+    fn sign(&self, kid: &str, message: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            SigningKeys::Software(r) => r.sign(kid, message).map_err(|e| e.to_string()),
+            SigningKeys::Hsm(h) => h.sign(kid, message).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// `pavilion verify`.
@@ -62,30 +150,39 @@ pub fn open_ring(dir: &Path) -> Result<KeyRing> {
     Ok(KeyRing::new(dir, passphrase.as_bytes()))
 }
 
-/// The key ring as the signing stage's signer.
-pub struct RingSigner(pub Arc<KeyRing>);
+/// The keys as the signing stage's signer.
+pub struct SharedKeys(pub Arc<SigningKeys>);
 
-impl DecisionSigner for RingSigner {
+impl DecisionSigner for SharedKeys {
     fn current_key_id(&self) -> Result<String, String> {
-        self.0.current_key_id().map_err(|e| e.to_string())
+        self.0.current_key_id()
     }
     fn sign(&self, kid: &str, message: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.sign(kid, message).map_err(|e| e.to_string())
+        self.0.sign(kid, message)
     }
+}
+
+fn keys(args: &RingArgs) -> Result<SigningKeys> {
+    SigningKeys::open(args)?.context(
+        "say where the keys are: --dir DIR (or $PAVILION_SIGNING_KEYS), or --hsm-token LABEL",
+    )
 }
 
 pub fn run(command: KeysCommand) -> Result<ExitCode> {
     match command {
         KeysCommand::Generate(a) | KeysCommand::Rotate(a) => {
-            let key = open_ring(&a.dir)?.generate()?;
+            let key = keys(&a)?.generate()?;
             println!("{} now signs (public key {})", key.kid, key.public_key);
         }
         KeysCommand::Retire { ring, kid } => {
-            open_ring(&ring.dir)?.retire(&kid)?;
+            let SigningKeys::Software(ring) = keys(&ring)? else {
+                bail!("retiring is for key ring directories; on an HSM, destroy the key with the token's tools");
+            };
+            ring.retire(&kid)?;
             println!("{kid} retired: it no longer signs and stays in the JWKS");
         }
         KeysCommand::List(a) => {
-            let ring = open_ring(&a.dir)?;
+            let ring = keys(&a)?;
             let current = ring.current_key_id().ok();
             for k in ring.list()? {
                 let state = match (k.retired_at, current.as_deref() == Some(k.kid.as_str())) {
@@ -100,10 +197,7 @@ pub fn run(command: KeysCommand) -> Result<ExitCode> {
             }
         }
         KeysCommand::Jwks(a) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&open_ring(&a.dir)?.jwks()?)?
-            );
+            println!("{}", serde_json::to_string_pretty(&keys(&a)?.jwks()?)?);
         }
     }
     Ok(ExitCode::SUCCESS)

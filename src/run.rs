@@ -13,13 +13,14 @@ use anyhow::{bail, Context as _, Result};
 use axum::{http::StatusCode, routing::get, Router};
 use clap::Args;
 use pavilion_kafka::{run_task, KafkaSettings};
-use pavilion_keys::KeyRing;
 use pavilion_runtime::clock::SystemClock;
 use pavilion_runtime::telemetry::Telemetry;
 use pavilion_runtime::topology::Topology;
 use pavilion_runtime::{Resources, TaskRunner};
 use pavilion_schemas::Registry;
-use pavilion_signing::{SharedSigner, SIGNER};
+use pavilion_signing::{DecisionSigner, SharedSigner, SIGNER};
+
+use crate::keys_cmd::SigningKeys;
 
 use crate::{kinds, parse_duration, topology_cmd, ClusterArgs};
 
@@ -51,11 +52,11 @@ pub struct RunArgs {
     /// How long a dead process's open transaction can block readers.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub transaction_timeout: Duration,
-    /// The decision-signing key ring (`pavilion keys generate`), needed by a signing stage;
-    /// its passphrase comes from $PAVILION_SIGNING_PASSPHRASE. The JWKS is then served at
+    /// The decision-signing keys a signing stage needs (`pavilion keys generate`): a key
+    /// ring directory (`--dir`) or an HSM token (`--hsm-token`). Their JWKS is served at
     /// /.well-known/jwks.json beside /metrics.
-    #[arg(long, env = "PAVILION_SIGNING_KEYS")]
-    pub signing_keys: Option<PathBuf>,
+    #[command(flatten)]
+    pub signing: crate::keys_cmd::RingArgs,
 }
 
 impl RunArgs {
@@ -73,8 +74,8 @@ impl RunArgs {
 fn resources(
     topology: &Topology,
     tasks: &[String],
-    keys: Option<&PathBuf>,
-) -> Result<(Resources, Option<Arc<KeyRing>>)> {
+    keys: &crate::keys_cmd::RingArgs,
+) -> Result<(Resources, Option<Arc<SigningKeys>>)> {
     let mut resources = Resources::default();
     let signs = tasks.iter().any(|t| {
         topology.tasks[t]
@@ -82,21 +83,20 @@ fn resources(
             .iter()
             .any(|s| topology.stages[s].kind == pavilion_signing::KIND.name)
     });
-    let Some(dir) = keys else {
+    let Some(ring) = SigningKeys::open(keys)? else {
         if signs {
-            bail!("a signing stage runs here: give it a key ring with --signing-keys DIR (create one with `pavilion keys generate --dir DIR`)");
+            bail!("a signing stage runs here: give it keys with --dir DIR or --hsm-token LABEL (create them with `pavilion keys generate`)");
         }
         return Ok((resources, None));
     };
-    let ring = Arc::new(crate::keys_cmd::open_ring(dir)?);
+    let ring = Arc::new(ring);
+    let place = SigningKeys::describe(keys);
     let current = ring
         .current_key_id()
-        .with_context(|| format!("opening the key ring {}", dir.display()))?;
-    eprintln!(
-        "pavilion: signing with key {current} from {}",
-        dir.display()
-    );
-    let signer: SharedSigner = Arc::new(crate::keys_cmd::RingSigner(ring.clone()));
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("opening the signing keys at {place}"))?;
+    eprintln!("pavilion: signing with key {current} from {place}");
+    let signer: SharedSigner = Arc::new(crate::keys_cmd::SharedKeys(ring.clone()));
     resources.insert(SIGNER, signer);
     Ok((resources, Some(ring)))
 }
@@ -104,7 +104,7 @@ fn resources(
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let topology = Arc::new(topology_cmd::load(&args.cluster.file)?);
     let tasks = select_tasks(&topology, &args.tasks)?;
-    let (resources, ring) = resources(&topology, &tasks, args.signing_keys.as_ref())?;
+    let (resources, ring) = resources(&topology, &tasks, &args.signing)?;
     let telemetry = Telemetry::new();
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -217,7 +217,7 @@ pub fn start(
 pub fn serve_metrics(
     addr: SocketAddr,
     telemetry: Arc<Telemetry>,
-    ring: Option<Arc<KeyRing>>,
+    ring: Option<Arc<SigningKeys>>,
 ) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| {
         format!("binding the metrics endpoint on {addr} (taken? use --metrics-addr)")

@@ -79,12 +79,57 @@ fuse:
     )
 }
 
-fn keys_cli(t: &TestTopology, args: &[&str]) -> std::process::Output {
+/// Where the signing keys live: the environment `pavilion keys` and `pavilion run` get.
+fn key_env(t: &TestTopology, hsm: bool) -> Vec<(String, String)> {
+    let dir = t.dir.path();
+    if !hsm {
+        return vec![
+            (
+                "PAVILION_SIGNING_KEYS".into(),
+                dir.join("keys").display().to_string(),
+            ),
+            ("PAVILION_SIGNING_PASSPHRASE".into(), PASSPHRASE.into()),
+        ];
+    }
+    // A fresh SoftHSM2 token of this run's own.
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\n", tokens.display()),
+    )
+    .unwrap();
+    let init = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "pavilion",
+            "--so-pin",
+            "1234",
+        ])
+        .args(["--pin", "5678"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util (scripts/infra installs softhsm2)");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    vec![
+        ("SOFTHSM2_CONF".into(), conf.display().to_string()),
+        ("PAVILION_HSM_TOKEN".into(), "pavilion".into()),
+        ("PAVILION_HSM_PIN".into(), "5678".into()),
+    ]
+}
+
+fn keys_cli(t: &TestTopology, env: &[(String, String)], args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)
         .current_dir(t.dir.path())
-        .env("PAVILION_SIGNING_KEYS", t.dir.path().join("keys"))
-        .env("PAVILION_SIGNING_PASSPHRASE", PASSPHRASE)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap()
 }
@@ -117,8 +162,18 @@ fn delivered(t: &TestTopology) -> (BTreeMap<String, (usize, Decision)>, BTreeMap
 
 #[test]
 fn every_request_gets_one_signed_decision_with_its_audit_event_through_kills_and_rotation() {
+    decisions_through_kills_and_rotation(false);
+}
+
+/// The same with the keys in an HSM (SoftHSM2 over PKCS#11).
+#[test]
+fn the_same_with_keys_in_an_hsm() {
+    decisions_through_kills_and_rotation(true);
+}
+
+fn decisions_through_kills_and_rotation(hsm: bool) {
     let _serial = serial();
-    let t = TestTopology::with_yaml("sign", topology);
+    let t = TestTopology::with_yaml(if hsm { "sign-hsm" } else { "sign" }, topology);
     let key = t.active_tenant("acme", "k1");
     std::fs::write(t.dir.path().join("policy.yaml"), POLICY).unwrap();
     t.cli_ok(&[
@@ -127,12 +182,12 @@ fn every_request_gets_one_signed_decision_with_its_audit_event_through_kills_and
         t.dir.path().join("policy.yaml").to_str().unwrap(),
         "--activate",
     ]);
-    let first_kid = ok(keys_cli(&t, &["keys", "generate"]));
-    let keys_dir = t.dir.path().join("keys");
-    let env = [
-        ("PAVILION_SIGNING_KEYS", keys_dir.to_str().unwrap()),
-        ("PAVILION_SIGNING_PASSPHRASE", PASSPHRASE),
-    ];
+    let key_env = key_env(&t, hsm);
+    let first_kid = ok(keys_cli(&t, &key_env, &["keys", "generate"]));
+    let env: Vec<(&str, &str)> = key_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let port = free_port();
     let mut pipeline = t.spawn_with("a", Some(port), &env);
     await_stage_event(port, "policy.activated", "acme", 1.0, &pipeline);
@@ -157,7 +212,7 @@ fn every_request_gets_one_signed_decision_with_its_audit_event_through_kills_and
             pipeline = t.spawn_with("a", Some(port), &env);
         }
         if i == 150 {
-            ok(keys_cli(&t, &["keys", "rotate"]));
+            ok(keys_cli(&t, &key_env, &["keys", "rotate"]));
         }
     }
     rp.flush();
@@ -207,7 +262,7 @@ fn every_request_gets_one_signed_decision_with_its_audit_event_through_kills_and
 
     // Independent verification: jwcrypto with only the published JWKS.
     let jwks = t.dir.path().join("jwks.json");
-    std::fs::write(&jwks, ok(keys_cli(&t, &["keys", "jwks"]))).unwrap();
+    std::fs::write(&jwks, ok(keys_cli(&t, &key_env, &["keys", "jwks"]))).unwrap();
     let tokens: Vec<String> = decisions
         .values()
         .filter_map(|(_, d)| match &d.payload {
@@ -241,7 +296,13 @@ fn every_request_gets_one_signed_decision_with_its_audit_event_through_kills_and
 
     // Our own verifier: the allow-list.
     let token = &tokens[0];
-    let verify = |token: &str| keys_cli(&t, &["verify", token, "--jwks", jwks.to_str().unwrap()]);
+    let verify = |token: &str| {
+        keys_cli(
+            &t,
+            &[],
+            &["verify", token, "--jwks", jwks.to_str().unwrap()],
+        )
+    };
     assert!(verify(token).status.success());
     let parts: Vec<&str> = token.split('.').collect();
     let header = |h: &str| B64URL.encode(h);

@@ -128,12 +128,7 @@ impl TopicReader {
                 for p in t.partitions() {
                     let offset = match from {
                         Some(o) => o,
-                        None => Offset::Offset(
-                            consumer
-                                .fetch_watermarks(topic, p.id(), TIMEOUT)
-                                .with_context(|| format!("end offset of {topic}/{}", p.id()))?
-                                .1,
-                        ),
+                        None => Offset::Offset(watermarks(&consumer, topic, p.id())?.1),
                     };
                     list.add_partition_offset(topic, p.id(), offset)?;
                 }
@@ -165,9 +160,7 @@ impl TopicReader {
         let assignment = self.consumer.assignment()?;
         let mut ends = BTreeMap::new();
         for e in assignment.elements() {
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(e.topic(), e.partition(), TIMEOUT)?;
+            let (_, high) = watermarks(&self.consumer, e.topic(), e.partition())?;
             ends.insert((e.topic().to_owned(), e.partition()), high);
         }
         let deadline = Instant::now() + timeout;
@@ -188,6 +181,22 @@ impl TopicReader {
             if Instant::now() > deadline {
                 anyhow::bail!("reader did not reach the end offsets {ends:?} within {timeout:?}; positions {positions:?}");
             }
+        }
+    }
+}
+
+/// A partition's low and high watermarks, retried for a few seconds while its leadership is
+/// still settling (a topic created a moment ago answers NotLeaderForPartition at first).
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, TIMEOUT) {
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            result => return result.with_context(|| format!("end offset of {topic}/{partition}")),
         }
     }
 }

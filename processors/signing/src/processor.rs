@@ -3,10 +3,11 @@ use base64::Engine as _;
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
-    ClaimOutcome, CodecError, Decision, DecisionIssued, Event, MatchResult, MatchStatus, Payload,
-    PolicyEffect, PolicyRef, Registry, RejectionReason, RequestRejected, ResponseFormat, Verdict,
+    ClaimOutcome, CodecError, Decision, DecisionIssued, Event, EvidenceKind, MatchResult,
+    MatchStatus, Payload, PolicyEffect, PolicyRef, Registry, RejectionReason, RequestRejected,
+    ResponseFormat, Verdict,
 };
-use serde_json::{json, Value};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{jose, SharedSigner, SigningConfig, RESPONSE_SCHEMA, SIGNER};
@@ -99,62 +100,101 @@ fn verdict_name(v: Verdict) -> &'static str {
     }
 }
 
-/// The payload every format signs: a JWT claims set (RFC 7519 names where they exist).
-fn claims_set(config: &SigningConfig, d: &Decision) -> Value {
-    let claims: Vec<Value> = d
-        .outcomes
-        .iter()
-        .map(|o| {
-            let evidence: Vec<Value> = o
-                .evidence
-                .iter()
-                .map(|e| {
-                    json!({
-                        "provider": e.provider_id,
-                        "kind": serde_json::to_value(e.kind).unwrap_or(Value::Null),
-                        "attestation_digest": e.attestation_digest.as_ref().map(|b| B64URL.encode(b)),
-                        "proof_digest": e.proof_digest.as_ref().map(|b| B64URL.encode(b)),
+/// The payload every format signs: a JWT claims set (RFC 7519 names where they exist). Structs,
+/// not `json!` maps, so the field order is fixed whatever serde_json features the build has.
+#[derive(Serialize)]
+struct ClaimsSet<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    jti: &'a str,
+    iat: i64,
+    exp: i64,
+    nonce: &'a str,
+    response_schema: &'static str,
+    policy: Option<PolicyClaim<'a>>,
+    claims: Vec<ClaimEntry<'a>>,
+    rejection: Option<RejectionClaim<'a>>,
+}
+
+#[derive(Serialize)]
+struct PolicyClaim<'a> {
+    id: &'a str,
+    version: i64,
+    hash: String,
+}
+
+#[derive(Serialize)]
+struct ClaimEntry<'a> {
+    index: i32,
+    name: &'a str,
+    outcome: &'static str,
+    reason: Option<&'a str>,
+    evidence: Vec<EvidenceClaim<'a>>,
+}
+
+#[derive(Serialize)]
+struct EvidenceClaim<'a> {
+    provider: &'a str,
+    kind: EvidenceKind,
+    attestation_digest: Option<String>,
+    proof_digest: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RejectionClaim<'a> {
+    reason: RejectionReason,
+    detail: &'a str,
+    retry_after_ms: Option<i64>,
+}
+
+fn claims_set(config: &SigningConfig, d: &Decision) -> String {
+    let set = ClaimsSet {
+        iss: &config.issuer,
+        aud: &d.tenant_id,
+        jti: &d.request_id,
+        iat: d.issued_at / 1000,
+        exp: d.expires_at / 1000,
+        nonce: &d.nonce,
+        response_schema: RESPONSE_SCHEMA,
+        policy: d.policy.as_ref().map(|p: &PolicyRef| PolicyClaim {
+            id: &p.policy_id,
+            version: p.version,
+            hash: B64URL.encode(&p.content_hash),
+        }),
+        claims: d
+            .outcomes
+            .iter()
+            .map(|o| ClaimEntry {
+                index: o.claim_index,
+                name: &o.claim_name,
+                outcome: verdict_name(o.outcome),
+                reason: o.reason.as_deref(),
+                evidence: o
+                    .evidence
+                    .iter()
+                    .map(|e| EvidenceClaim {
+                        provider: &e.provider_id,
+                        kind: e.kind,
+                        attestation_digest: e.attestation_digest.as_ref().map(|b| B64URL.encode(b)),
+                        proof_digest: e.proof_digest.as_ref().map(|b| B64URL.encode(b)),
                     })
-                })
-                .collect();
-            json!({
-                "index": o.claim_index,
-                "name": o.claim_name,
-                "outcome": verdict_name(o.outcome),
-                "reason": o.reason,
-                "evidence": evidence,
+                    .collect(),
             })
-        })
-        .collect();
-    let policy = d.policy.as_ref().map(|p: &PolicyRef| {
-        json!({ "id": p.policy_id, "version": p.version, "hash": B64URL.encode(&p.content_hash) })
-    });
-    let rejection = d.rejection.as_ref().map(|r| {
-        json!({
-            "reason": serde_json::to_value(r.reason).unwrap_or(Value::Null),
-            "detail": r.detail,
-            "retry_after_ms": r.retry_after_ms,
-        })
-    });
-    json!({
-        "iss": config.issuer,
-        "aud": d.tenant_id,
-        "jti": d.request_id,
-        "iat": d.issued_at / 1000,
-        "exp": d.expires_at / 1000,
-        "nonce": d.nonce,
-        "response_schema": RESPONSE_SCHEMA,
-        "policy": policy,
-        "claims": claims,
-        "rejection": rejection,
-    })
+            .collect(),
+        rejection: d.rejection.as_ref().map(|r| RejectionClaim {
+            reason: r.reason,
+            detail: &r.detail,
+            retry_after_ms: r.retry_after_ms,
+        }),
+    };
+    serde_json::to_string(&set).expect("serializable")
 }
 
 impl SigningStage {
     /// Signs `decision` in its format and delivers it with its audit event.
     fn issue(&self, ctx: &mut Context<'_>, mut decision: Decision) -> Result<(), ProcessError> {
         let signer = ctx.resource::<SharedSigner>(SIGNER)?.clone();
-        let payload = claims_set(&self.config, &decision).to_string();
+        let payload = claims_set(&self.config, &decision);
         let failed = |e: String| ProcessError::new(format!("signing: {e}"));
         match decision.format {
             ResponseFormat::Json => {

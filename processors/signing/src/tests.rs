@@ -217,10 +217,10 @@ fn each_format_is_signed_delivered_to_the_tenant_and_audited_in_the_same_output(
         "matches",
         &matched("r1", ResponseFormat::Jwt, &statuses),
         expect![[r#"
-        decisions.acme Jwt kid=k-2025 verified=true
-          {"alg":"EdDSA","kid":"k-2025","typ":"JWT"} {"aud":"acme","claims":[{"evidence":[],"index":0,"name":"account_verified","outcome":"verified","reason":null},{"evidence":[],"index":1,"name":"fraud_listed","outcome":"not_verified","reason":null},{"evidence":[],"index":2,"name":"age_over","outcome":"unavailable","reason":"bank: set_stale"}],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r1","nonce":"nonce-r1","policy":null,"rejection":null,"response_schema":"pavilion.decision/1"}
-        issued r1 -> decisions.acme kid=k-2025
-    "#]],
+            decisions.acme Jwt kid=k-2025 verified=true
+              {"alg":"EdDSA","kid":"k-2025","typ":"JWT"} {"iss":"test-broker","aud":"acme","jti":"r1","iat":1700000000,"exp":1700000300,"nonce":"nonce-r1","response_schema":"pavilion.decision/1","policy":null,"claims":[{"index":0,"name":"account_verified","outcome":"verified","reason":null,"evidence":[]},{"index":1,"name":"fraud_listed","outcome":"not_verified","reason":null,"evidence":[]},{"index":2,"name":"age_over","outcome":"unavailable","reason":"bank: set_stale","evidence":[]}],"rejection":null}
+            issued r1 -> decisions.acme kid=k-2025
+        "#]],
     );
     check(
         &keys,
@@ -228,10 +228,10 @@ fn each_format_is_signed_delivered_to_the_tenant_and_audited_in_the_same_output(
         "matches",
         &matched("r2", ResponseFormat::Json, &statuses[..1]),
         expect![[r#"
-        decisions.acme Json kid=k-2025 verified=true
-          {"aud":"acme","claims":[{"evidence":[],"index":0,"name":"account_verified","outcome":"verified","reason":null}],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r2","nonce":"nonce-r2","policy":null,"rejection":null,"response_schema":"pavilion.decision/1"}
-        issued r2 -> decisions.acme kid=k-2025
-    "#]],
+            decisions.acme Json kid=k-2025 verified=true
+              {"iss":"test-broker","aud":"acme","jti":"r2","iat":1700000000,"exp":1700000300,"nonce":"nonce-r2","response_schema":"pavilion.decision/1","policy":null,"claims":[{"index":0,"name":"account_verified","outcome":"verified","reason":null,"evidence":[]}],"rejection":null}
+            issued r2 -> decisions.acme kid=k-2025
+        "#]],
     );
     // Rotation: later decisions name the new key; the old one still verifies old ones.
     keys.0
@@ -244,10 +244,10 @@ fn each_format_is_signed_delivered_to_the_tenant_and_audited_in_the_same_output(
         "matches",
         &matched("r3", ResponseFormat::Jws, &statuses[..1]),
         expect![[r#"
-        decisions.acme Jws kid=k-2026 verified=true
-          {"alg":"EdDSA","kid":"k-2026","typ":"pavilion-decision+jws"} {"aud":"acme","claims":[{"evidence":[],"index":0,"name":"account_verified","outcome":"verified","reason":null}],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r3","nonce":"nonce-r3","policy":null,"rejection":null,"response_schema":"pavilion.decision/1"}
-        issued r3 -> decisions.acme kid=k-2026
-    "#]],
+            decisions.acme Jws kid=k-2026 verified=true
+              {"alg":"EdDSA","kid":"k-2026","typ":"pavilion-decision+jws"} {"iss":"test-broker","aud":"acme","jti":"r3","iat":1700000000,"exp":1700000300,"nonce":"nonce-r3","response_schema":"pavilion.decision/1","policy":null,"claims":[{"index":0,"name":"account_verified","outcome":"verified","reason":null,"evidence":[]}],"rejection":null}
+            issued r3 -> decisions.acme kid=k-2026
+        "#]],
     );
 }
 
@@ -268,10 +268,10 @@ fn denials_and_rejections_are_decisions_too_but_unknown_tenants_get_none() {
         "matches",
         &denied,
         expect![[r#"
-        decisions.acme Jwt kid=k-2025 verified=true
-          {"alg":"EdDSA","kid":"k-2025","typ":"JWT"} {"aud":"acme","claims":[{"evidence":[],"index":0,"name":"account_verified","outcome":"denied","reason":"denied by policy: no-marketing"}],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r1","nonce":"nonce-r1","policy":null,"rejection":null,"response_schema":"pavilion.decision/1"}
-        issued r1 -> decisions.acme kid=k-2025
-    "#]],
+            decisions.acme Jwt kid=k-2025 verified=true
+              {"alg":"EdDSA","kid":"k-2025","typ":"JWT"} {"iss":"test-broker","aud":"acme","jti":"r1","iat":1700000000,"exp":1700000300,"nonce":"nonce-r1","response_schema":"pavilion.decision/1","policy":null,"claims":[{"index":0,"name":"account_verified","outcome":"denied","reason":"denied by policy: no-marketing","evidence":[]}],"rejection":null}
+            issued r1 -> decisions.acme kid=k-2025
+        "#]],
     );
     let rejected = |tenant: Option<&str>, reason| RequestRejected {
         request_id: "r2".into(),
@@ -287,10 +287,10 @@ fn denials_and_rejections_are_decisions_too_but_unknown_tenants_get_none() {
         "rejected",
         &rejected(Some("acme"), RejectionReason::RateLimited),
         expect![[r#"
-        decisions.acme Json kid=k-2025 verified=true
-          {"aud":"acme","claims":[],"exp":1700000300,"iat":1700000000,"iss":"test-broker","jti":"r2","nonce":"","policy":null,"rejection":{"detail":"rate limit 2/s exceeded","reason":"rate_limited","retry_after_ms":500},"response_schema":"pavilion.decision/1"}
-        issued r2 -> decisions.acme kid=k-2025
-    "#]],
+            decisions.acme Json kid=k-2025 verified=true
+              {"iss":"test-broker","aud":"acme","jti":"r2","iat":1700000000,"exp":1700000300,"nonce":"","response_schema":"pavilion.decision/1","policy":null,"claims":[],"rejection":{"reason":"rate_limited","detail":"rate limit 2/s exceeded","retry_after_ms":500}}
+            issued r2 -> decisions.acme kid=k-2025
+        "#]],
     );
     check(
         &keys,
