@@ -79,10 +79,7 @@ impl HsmKeyRing {
             .open_rw_session(slot)
             .map_err(hsm("opening a session"))?;
         session
-            .login(
-                UserType::User,
-                Some(&AuthPin::new(config.pin.clone().into())),
-            )
+            .login(UserType::User, Some(&AuthPin::new(config.pin.clone())))
             .map_err(hsm("login"))?;
         Ok(HsmKeyRing {
             session: Mutex::new(session),
