@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Verify Pavilion decision tokens (compact JWS/JWT, EdDSA) with an independent JOSE library
-(jwcrypto) and nothing but the broker's published JWKS.
+"""Verify Pavilion decision tokens (compact JWS/JWT, vc+jwt, SD-JWT; EdDSA) with an
+independent JOSE library (jwcrypto) and nothing but the broker's published JWKS.
 
 Usage: verify_decisions.py JWKS_FILE < tokens (one per line)
-Prints one JSON object per token: {"kid", "claims"}; exits 1 at the first token that does not
-verify (wrong key, tampered, or an algorithm other than EdDSA).
+Prints one JSON object per token: {"kid", "claims", "disclosed"}; exits 1 at the first token
+that does not verify (wrong key, tampered, an algorithm other than EdDSA, or an SD-JWT
+disclosure whose digest the issuer did not sign).
 """
+import base64
+import hashlib
 import json
 import sys
 
@@ -19,8 +22,10 @@ def main() -> int:
         token = line.strip()
         if not token:
             continue
+        # SD-JWT (RFC 9901): issuer JWT ~ disclosure ~ ... ~
+        compact, *disclosures = token.split("~")
         signed = jws.JWS()
-        signed.deserialize(token)
+        signed.deserialize(compact)
         kid = signed.jose_header.get("kid")
         key = keys.get_key(kid)
         if key is None:
@@ -33,7 +38,16 @@ def main() -> int:
         except Exception as e:  # jwcrypto raises several types
             print(f"invalid token ({kid}): {e}", file=sys.stderr)
             return 1
-        print(json.dumps({"kid": kid, "claims": json.loads(signed.payload)}))
+        claims = json.loads(signed.payload)
+        disclosed = {}
+        for d in filter(None, disclosures):
+            digest = base64.urlsafe_b64encode(hashlib.sha256(d.encode()).digest()).rstrip(b"=").decode()
+            if digest not in claims.get("_sd", []):
+                print(f"disclosure not signed by the issuer: {d}", file=sys.stderr)
+                return 1
+            salt, name, value = json.loads(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
+            disclosed[name] = value
+        print(json.dumps({"kid": kid, "claims": claims, "disclosed": disclosed}))
     return 0
 
 

@@ -17,13 +17,22 @@ pub fn compact(
     typ: &str,
     payload: &[u8],
 ) -> Result<(String, String), String> {
+    compact_with(signer, &[("typ", typ)], payload)
+}
+
+/// [`compact`] with more header parameters (`typ`, `cty`, …) after `alg` and `kid`.
+pub fn compact_with(
+    signer: &dyn DecisionSigner,
+    parameters: &[(&str, &str)],
+    payload: &[u8],
+) -> Result<(String, String), String> {
     let kid = signer.current_key_id()?;
-    let header = json!({ "alg": ALGORITHM, "kid": kid, "typ": typ });
-    let signing_input = format!(
-        "{}.{}",
-        B64URL.encode(header.to_string()),
-        B64URL.encode(payload)
-    );
+    let mut header = format!("{{\"alg\":{},\"kid\":{}", json!(ALGORITHM), json!(kid));
+    for (name, value) in parameters {
+        header += &format!(",{}:{}", json!(name), json!(value));
+    }
+    header.push('}');
+    let signing_input = format!("{}.{}", B64URL.encode(header), B64URL.encode(payload));
     let signature = signer.sign(&kid, signing_input.as_bytes())?;
     Ok((format!("{signing_input}.{}", B64URL.encode(signature)), kid))
 }

@@ -7,6 +7,7 @@
 //! binary provides as the resource [`SIGNER`] (software keys or an HSM), so the stage holds
 //! no key material. A decision never carries an OPRF token or a cross-tenant identifier.
 
+mod formats;
 pub mod jose;
 mod processor;
 

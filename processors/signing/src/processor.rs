@@ -90,7 +90,7 @@ fn outcomes(m: &MatchResult) -> Vec<ClaimOutcome> {
         .collect()
 }
 
-fn verdict_name(v: Verdict) -> &'static str {
+pub(crate) fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::Verified => "verified",
         Verdict::NotVerified => "not_verified",
@@ -147,7 +147,7 @@ struct RejectionClaim<'a> {
     retry_after_ms: Option<i64>,
 }
 
-fn claims_set(config: &SigningConfig, d: &Decision) -> String {
+pub(crate) fn claims_set(config: &SigningConfig, d: &Decision) -> String {
     let set = ClaimsSet {
         iss: &config.issuer,
         aud: &d.tenant_id,
@@ -192,7 +192,12 @@ fn claims_set(config: &SigningConfig, d: &Decision) -> String {
 
 impl SigningStage {
     /// Signs `decision` in its format and delivers it with its audit event.
-    fn issue(&self, ctx: &mut Context<'_>, mut decision: Decision) -> Result<(), ProcessError> {
+    fn issue(
+        &self,
+        ctx: &mut Context<'_>,
+        mut decision: Decision,
+        disclosable: &[String],
+    ) -> Result<(), ProcessError> {
         let signer = ctx.resource::<SharedSigner>(SIGNER)?.clone();
         let payload = claims_set(&self.config, &decision);
         let failed = |e: String| ProcessError::new(format!("signing: {e}"));
@@ -214,10 +219,28 @@ impl SigningStage {
                 decision.signing_key_id = kid;
                 decision.payload = Payload::Text(token);
             }
-            other => {
-                return Err(ProcessError::new(format!(
-                    "response format {other:?} is not issued yet (json, jws and jwt are)"
-                )))
+            ResponseFormat::VcJose => {
+                let credential = crate::formats::credential(&self.config, &decision);
+                let (token, kid) = jose::compact_with(
+                    signer.as_ref(),
+                    &[("typ", "vc+jwt"), ("cty", "vc")],
+                    credential.as_bytes(),
+                )
+                .map_err(failed)?;
+                decision.signing_key_id = kid;
+                decision.payload = Payload::Text(token);
+            }
+            ResponseFormat::SdJwt => {
+                let (token, kid) =
+                    crate::formats::sd_jwt(&self.config, &decision, disclosable, signer.as_ref())
+                        .map_err(failed)?;
+                decision.signing_key_id = kid;
+                decision.payload = Payload::Text(token);
+            }
+            ResponseFormat::Unknown => {
+                return Err(ProcessError::new(
+                    "the policy asks for a response format this build does not know",
+                ))
             }
         }
         let bytes = ctx
@@ -259,10 +282,19 @@ impl Processor for SigningStage {
     ) -> Result<(), ProcessError> {
         let now = epoch_millis(ctx.now());
         let expires_at = now + self.config.decision_ttl.as_millis() as i64;
-        let decision = match record.value {
+        let (decision, disclosable) = match record.value {
             SigningInput::Match(m) => {
                 let request = &m.outcome.request;
-                Decision {
+                // What the policy lets this tenant see selectively (SD-JWT): the claims whose
+                // plan lists them as disclosable.
+                let disclosable: Vec<String> = m
+                    .outcome
+                    .plan
+                    .iter()
+                    .filter(|p| p.disclosable_attributes.contains(&p.claim_name))
+                    .map(|p| p.claim_name.clone())
+                    .collect();
+                let decision = Decision {
                     request_id: request.request_id.clone(),
                     tenant_id: request.tenant_id.clone(),
                     outcomes: outcomes(&m),
@@ -277,7 +309,8 @@ impl Processor for SigningStage {
                     signing_key_id: String::new(),
                     audit_log_index: None,
                     rejection: None,
-                }
+                };
+                (decision, disclosable)
             }
             SigningInput::Rejected(r) => {
                 // Nobody to deliver to: an unknown tenant has no decision topic, and creating
@@ -290,7 +323,7 @@ impl Processor for SigningStage {
                     ctx.count("rejections_undeliverable", "");
                     return Ok(());
                 };
-                Decision {
+                let decision = Decision {
                     request_id: r.request_id.clone(),
                     tenant_id: tenant,
                     outcomes: Vec::new(),
@@ -305,9 +338,10 @@ impl Processor for SigningStage {
                     signing_key_id: String::new(),
                     audit_log_index: None,
                     rejection: Some(r),
-                }
+                };
+                (decision, Vec::new())
             }
         };
-        self.issue(ctx, decision)
+        self.issue(ctx, decision, &disclosable)
     }
 }

@@ -165,10 +165,39 @@ fn check(
                     ),
                 ),
                 _ => {
-                    let jws = jose::parse(payload).unwrap();
+                    // An SD-JWT is `jwt~disclosure~…~`; every disclosure's digest must be in
+                    // the signed `_sd`.
+                    let mut parts = payload.split('~');
+                    let compact = parts.next().unwrap();
+                    let jws = jose::parse(compact).unwrap();
+                    // The header as issued (a parsed Value's key order would depend on the
+                    // build's serde_json features).
+                    let header = String::from_utf8(
+                        B64URL.decode(compact.split('.').next().unwrap()).unwrap(),
+                    )
+                    .unwrap();
                     assert_eq!(jws.kid, decision.signing_key_id);
+                    let body: serde_json::Value = serde_json::from_slice(&jws.payload).unwrap();
+                    let mut disclosed = String::new();
+                    for d in parts.filter(|p| !p.is_empty()) {
+                        let digest = B64URL.encode(<sha2::Sha256 as sha2::Digest>::digest(d));
+                        assert!(
+                            body["_sd"].as_array().unwrap().iter().any(|x| x == &digest),
+                            "disclosure not committed to"
+                        );
+                        let array: serde_json::Value =
+                            serde_json::from_slice(&B64URL.decode(d).unwrap()).unwrap();
+                        disclosed += &format!(" ~{}={}", array[1], array[2]);
+                    }
                     (
-                        format!("{} {}", jws.header, String::from_utf8(jws.payload).unwrap()),
+                        {
+                            // Digests depend on random salts: checked above, masked here.
+                            let mut text = String::from_utf8(jws.payload.clone()).unwrap();
+                            for digest in body["_sd"].as_array().into_iter().flatten() {
+                                text = text.replace(digest.as_str().unwrap(), "<digest>");
+                            }
+                            format!("{header} {text}{disclosed}")
+                        },
                         keys.verify(&jws.kid, jws.signing_input.as_bytes(), &jws.signature),
                     )
                 }
@@ -302,22 +331,53 @@ fn denials_and_rejections_are_decisions_too_but_unknown_tenants_get_none() {
 }
 
 #[test]
-fn a_format_not_issued_yet_is_a_dead_letter_not_a_silent_substitute() {
+fn a_verifiable_credential_and_an_sd_jwt_disclosing_only_what_the_policy_allows() {
     let keys = keys();
     let mut d = driver(&keys);
+    let statuses = [
+        ("account_verified", MatchStatus::Matched),
+        ("fraud_listed", MatchStatus::NotMatched),
+    ];
     check(
         &keys,
         &mut d,
         "matches",
-        &matched(
-            "r1",
-            ResponseFormat::SdJwt,
-            &[("account_verified", MatchStatus::Matched)],
-        ),
+        &matched("r1", ResponseFormat::VcJose, &statuses),
         expect![[r#"
-            dlq[*] acme DeadLetter stage=signing reason=processor_error from=matches[0]@0 at=1700000000000 record_timestamp=Some(1700000000000)
-              detail: response format SdJwt is not issued yet (json, jws and jwt are)
-              key: b"acme" value: b"\xc3\x01\xd4\xf9\xd2:\x95\x0f\x08\x03\x04r1\x08acme\x04k1\x80\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10nonce-r1\x00\x02 account_verified\x00\x00\x06kyc\x04DE\x00\x02\x08bank\x80\x01\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\x00\x00\x00\x02\x00\x02\x00 account_verified\x02\x00\x02\x08bank\x00\x00\x00\x00\n\x00\x02\x00 account_verified\x02\x00\x00\x00\x00"
+            decisions.acme VcJose kid=k-2025 verified=true
+              {"alg":"EdDSA","kid":"k-2025","typ":"vc+jwt","cty":"vc"} {"@context":["https://www.w3.org/ns/credentials/v2"],"type":["VerifiableCredential","PavilionDecision"],"id":"urn:pavilion:decision:r1","issuer":"test-broker","validFrom":"2023-11-14T22:13:20Z","validUntil":"2023-11-14T22:18:20Z","credentialSubject":{"iss":"test-broker","aud":"acme","jti":"r1","iat":1700000000,"exp":1700000300,"nonce":"nonce-r1","response_schema":"pavilion.decision/1","policy":null,"claims":[{"index":0,"name":"account_verified","outcome":"verified","reason":null,"evidence":[]},{"index":1,"name":"fraud_listed","outcome":"not_verified","reason":null,"evidence":[]}],"rejection":null}}
+            issued r1 -> decisions.acme kid=k-2025
         "#]],
     );
+    // Only account_verified is disclosable: fraud_listed is not in the token at all.
+    let mut sd = matched("r2", ResponseFormat::SdJwt, &statuses);
+    sd.outcome.plan[0].disclosable_attributes = vec!["account_verified".into()];
+    check(
+        &keys,
+        &mut d,
+        "matches",
+        &sd,
+        expect![[r#"
+            decisions.acme SdJwt kid=k-2025 verified=true
+              {"alg":"EdDSA","kid":"k-2025","typ":"pavilion-decision+sd-jwt"} {"iss":"test-broker","aud":"acme","jti":"r2","iat":1700000000,"exp":1700000300,"nonce":"nonce-r2","response_schema":"pavilion.decision/1","policy":null,"_sd_alg":"sha-256","_sd":["<digest>"]} ~"account_verified"={"outcome":"verified","reason":null}
+            issued r2 -> decisions.acme kid=k-2025
+        "#]],
+    );
+}
+
+#[test]
+fn an_unknown_format_is_a_dead_letter_not_a_silent_substitute() {
+    let keys = keys();
+    let mut d = driver(&keys);
+    let out = d.send(
+        "matches",
+        "acme",
+        &matched(
+            "r1",
+            ResponseFormat::Unknown,
+            &[("account_verified", MatchStatus::Matched)],
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].topic, "dlq");
 }
