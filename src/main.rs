@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_psi;
+mod bench_signing;
 mod demo;
 mod keys_cmd;
 mod kinds;
@@ -118,6 +119,9 @@ enum BenchCommand {
     /// Private matching: OPRF service vs raw voprf, batch PSI vs OpenMined PSI, provider set
     /// load rate (a million records by default).
     Psi(bench_psi::PsiBenchArgs),
+    /// Signatures/s with software keys vs an HSM (SoftHSM2), and the signing stage's
+    /// decisions/s per response format.
+    Signing(bench_signing::SigningBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -213,6 +217,7 @@ fn main() -> ExitCode {
             BenchCommand::Policy(args) => bench::policy(args),
             BenchCommand::RequestPath(args) => bench::request_path(args),
             BenchCommand::Psi(args) => bench_psi::psi(args),
+            BenchCommand::Signing(args) => bench_signing::signing(args),
         },
         Command::Schemas { command } => match command {
             SchemasCommand::List => schemas_cmd::list(),

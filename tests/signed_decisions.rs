@@ -144,18 +144,27 @@ fn ok(out: std::process::Output) -> String {
 }
 
 /// Decisions by request id and the audit events' request ids, each with its count.
-fn delivered(t: &TestTopology) -> (BTreeMap<String, (usize, Decision)>, BTreeMap<String, usize>) {
+fn delivered(
+    t: &TestTopology,
+    tenant: &str,
+) -> (BTreeMap<String, (usize, Decision)>, BTreeMap<String, usize>) {
     let registry = Registry::builtin();
     let mut decisions: BTreeMap<String, (usize, Decision)> = BTreeMap::new();
-    for r in read_all(&t.topic("decisions.acme")) {
+    for r in read_all(&t.topic(&format!("decisions.{tenant}"))) {
         let d: Decision = registry.decode(&r.value.unwrap()).unwrap();
+        assert_eq!(
+            d.tenant_id, tenant,
+            "another tenant's decision in {tenant}'s topic"
+        );
         decisions.entry(d.request_id.clone()).or_insert((0, d)).0 += 1;
     }
     let mut issued = BTreeMap::new();
     for r in read_all(&t.topic("issued")) {
         let i: DecisionIssued = registry.decode(&r.value.unwrap()).unwrap();
-        assert_eq!(i.topic, t.topic("decisions.acme"));
-        *issued.entry(i.request_id).or_insert(0) += 1;
+        if i.tenant_id == tenant {
+            assert_eq!(i.topic, t.topic(&format!("decisions.{tenant}")));
+            *issued.entry(i.request_id).or_insert(0) += 1;
+        }
     }
     (decisions, issued)
 }
@@ -175,13 +184,21 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     let _serial = serial();
     let t = TestTopology::with_yaml(if hsm { "sign-hsm" } else { "sign" }, topology);
     let key = t.active_tenant("acme", "k1");
-    std::fs::write(t.dir.path().join("policy.yaml"), POLICY).unwrap();
-    t.cli_ok(&[
-        "policy",
-        "push",
-        t.dir.path().join("policy.yaml").to_str().unwrap(),
-        "--activate",
-    ]);
+    // A second tenant whose policy asks for SD-JWTs disclosing age_over.
+    let beta_key = t.active_tenant("beta", "k1");
+    let beta_policy = POLICY
+        .replace("tenant: acme", "tenant: beta")
+        .replace("disclose: []", "disclose: [age_over]")
+        .replace("response_format: jwt", "response_format: sd_jwt");
+    for (name, text) in [("acme.yaml", POLICY.to_owned()), ("beta.yaml", beta_policy)] {
+        std::fs::write(t.dir.path().join(name), text).unwrap();
+        t.cli_ok(&[
+            "policy",
+            "push",
+            t.dir.path().join(name).to_str().unwrap(),
+            "--activate",
+        ]);
+    }
     let key_env = key_env(&t, hsm);
     let first_kid = ok(keys_cli(&t, &key_env, &["keys", "generate"]));
     let env: Vec<(&str, &str)> = key_env
@@ -191,6 +208,7 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     let port = free_port();
     let mut pipeline = t.spawn_with("a", Some(port), &env);
     await_stage_event(port, "policy.activated", "acme", 1.0, &pipeline);
+    await_stage_event(port, "policy.activated", "beta", 1.0, &pipeline);
 
     // 300 requests (every 50th signed with the wrong key: a rejection, a decision too),
     // streamed while the pipeline is SIGKILLed twice and the keys rotate once.
@@ -203,6 +221,9 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     for i in 0..total {
         let signer = if i % 50 == 49 { &mallory } else { &key };
         rp.send(&signed("acme", &format!("r{i:04}"), "k1", signer));
+        if i % 10 == 0 {
+            rp.send(&signed("beta", &format!("b{i:04}"), "k1", &beta_key));
+        }
         if i % 20 == 19 {
             rp.flush();
             std::thread::sleep(Duration::from_millis(100));
@@ -218,8 +239,9 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     rp.flush();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (decisions, _) = delivered(&t);
-        if decisions.len() == total {
+        let (decisions, _) = delivered(&t, "acme");
+        let (beta, _) = delivered(&t, "beta");
+        if decisions.len() == total && beta.len() == total / 10 {
             break;
         }
         assert!(
@@ -232,8 +254,18 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     }
     pipeline.stop();
 
-    let (decisions, issued) = delivered(&t);
+    let (decisions, issued) = delivered(&t, "acme");
+    let (beta, beta_issued) = delivered(&t, "beta");
     assert_eq!(decisions.len(), total);
+    assert_eq!(beta.len(), total / 10);
+    assert!(beta
+        .values()
+        .all(|(n, d)| *n == 1 && d.request_id.starts_with('b')));
+    assert!(decisions.keys().all(|id| id.starts_with('r')));
+    assert_eq!(
+        beta_issued.keys().collect::<Vec<_>>(),
+        beta.keys().collect::<Vec<_>>()
+    );
     assert!(
         decisions.values().all(|(n, _)| *n == 1),
         "a decision was delivered twice"
@@ -265,12 +297,13 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     std::fs::write(&jwks, ok(keys_cli(&t, &key_env, &["keys", "jwks"]))).unwrap();
     let tokens: Vec<String> = decisions
         .values()
+        .chain(beta.values())
         .filter_map(|(_, d)| match &d.payload {
             Payload::Text(p) if d.rejection.is_none() => Some(p.clone()),
             _ => None,
         })
         .collect();
-    assert_eq!(tokens.len(), total - rejections);
+    assert_eq!(tokens.len(), total - rejections + total / 10);
     let python = std::env::var("PAVILION_PYTHON").unwrap_or_else(|_| "python3".into());
     let token_file = t.dir.path().join("tokens.txt");
     std::fs::write(&token_file, tokens.join("\n")).unwrap();
@@ -291,8 +324,22 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
         "jwcrypto: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let verified = String::from_utf8_lossy(&out.stdout).lines().count();
-    assert_eq!(verified, tokens.len());
+    let verified: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(verified.len(), tokens.len());
+    // beta's SD-JWTs: age_over disclosed and verified against the signed digests; the claims
+    // list itself is not in the token.
+    let sd: Vec<&serde_json::Value> = verified
+        .iter()
+        .filter(|v| v["claims"]["aud"] == "beta")
+        .collect();
+    assert_eq!(sd.len(), total / 10);
+    for v in sd {
+        assert!(v["disclosed"]["age_over"]["outcome"].is_string(), "{v}");
+        assert!(v["claims"].get("claims").is_none(), "{v}");
+    }
 
     // Our own verifier: the allow-list.
     let token = &tokens[0];
