@@ -4,8 +4,10 @@
 //! (`k<created ms>-<random>`), so every process logged in to the token sees the same ring.
 //! Tested with SoftHSM2.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, Pkcs11};
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
@@ -52,6 +54,12 @@ pub struct HsmConfig {
 /// A logged-in session on the token that holds the keys.
 pub struct HsmKeyRing {
     session: Mutex<Session>,
+    /// Private-key handles by kid: a lookup on the token per signature would cost more than
+    /// the signature.
+    handles: Mutex<HashMap<String, ObjectHandle>>,
+    /// The current kid and when it was read; re-read after a second so a rotation by another
+    /// process is picked up.
+    current: Mutex<Option<(Instant, String)>>,
     _pkcs11: Pkcs11,
 }
 
@@ -83,6 +91,8 @@ impl HsmKeyRing {
             .map_err(hsm("login"))?;
         Ok(HsmKeyRing {
             session: Mutex::new(session),
+            handles: Mutex::new(HashMap::new()),
+            current: Mutex::new(None),
             _pkcs11: pkcs11,
         })
     }
@@ -175,24 +185,48 @@ impl HsmKeyRing {
         Ok(keys)
     }
 
-    /// The newest key.
+    /// The newest key (read from the token at most once a second).
     pub fn current_key_id(&self) -> Result<String, HsmError> {
-        self.list()?.pop().map(|k| k.kid).ok_or(HsmError {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, kid)) = current.as_ref() {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Ok(kid.clone());
+            }
+        }
+        let kid = self.list()?.pop().map(|k| k.kid).ok_or(HsmError {
             what: "choosing a key",
             message: "the token holds no Ed25519 key (run `pavilion keys generate --hsm-…`)".into(),
-        })
+        })?;
+        *current = Some((Instant::now(), kid.clone()));
+        Ok(kid)
     }
 
     /// Ed25519 signature of `message` by key `kid`, made inside the token.
     pub fn sign(&self, kid: &str, message: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let key = self
-            .find(ObjectClass::PRIVATE_KEY, Some(kid))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| HsmError {
-                what: "signing",
-                message: format!("no private key `{kid}` on the token"),
-            })?;
+        let cached = self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kid)
+            .copied();
+        let key = match cached {
+            Some(handle) => handle,
+            None => {
+                let handle = self
+                    .find(ObjectClass::PRIVATE_KEY, Some(kid))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| HsmError {
+                        what: "signing",
+                        message: format!("no private key `{kid}` on the token"),
+                    })?;
+                self.handles
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(kid.to_owned(), handle);
+                handle
+            }
+        };
         let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
         self.session()
             .sign(&mechanism, key, message)
