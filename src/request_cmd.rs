@@ -15,8 +15,8 @@ use pavilion_client::{
 use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
 use pavilion_schemas::{
-    ClaimRequest, Event, MatchResult, MatchStatus, Provider, Registry, RequestRejected,
-    SubjectToken, VerificationRequest,
+    ClaimRequest, Decision, Event, MatchResult, MatchStatus, Payload, Provider, Registry,
+    RequestRejected, SubjectToken, VerificationRequest,
 };
 
 use crate::{parse_duration, topology_cmd, ClusterArgs};
@@ -55,7 +55,8 @@ pub struct RequestArgs {
     /// Idempotency key (default: random).
     #[arg(long)]
     pub request_id: Option<String>,
-    /// Wait for the answer and print it.
+    /// Wait for the answer and print it: the signed decision from the tenant's decision
+    /// topic (the match result in a topology without a signing stage).
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits.
@@ -151,10 +152,21 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
         tokens,
     );
     let settings = topology_cmd::settings(&a.cluster, "cli");
+    // The answer is the signed decision on the tenant's own topic; a topology without a
+    // signing stage answers with the match result (or the rejection).
     let answers = if a.wait {
-        let matches = topology_cmd::topic_for(&topology, MatchResult::FULL_NAME)?.name;
-        let rejected = topology_cmd::topic_for(&topology, RequestRejected::FULL_NAME)?.name;
-        Some(TopicReader::at_end(&settings, &[&matches, &rejected])?)
+        let decisions = topology_cmd::topic_for(&topology, Decision::FULL_NAME)
+            .ok()
+            .and_then(|family| topology.family_topic(&family.name, &request.tenant_id));
+        let topics = match decisions {
+            Some(t) => vec![t.name],
+            None => vec![
+                topology_cmd::topic_for(&topology, MatchResult::FULL_NAME)?.name,
+                topology_cmd::topic_for(&topology, RequestRejected::FULL_NAME)?.name,
+            ],
+        };
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        Some(TopicReader::at_end(&settings, &topics)?)
     } else {
         None
     };
@@ -184,6 +196,65 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
     wait(&reader, &request.request_id, a.timeout, a.json)
 }
 
+fn print_decision(d: &Decision, json: bool) -> Result<ExitCode> {
+    let token = match &d.payload {
+        Payload::Text(t) => t.clone(),
+        Payload::Binary(b) => hex::encode(b),
+    };
+    if json {
+        let outcomes: Vec<serde_json::Value> = d
+            .outcomes
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "claim": o.claim_name,
+                    "outcome": serde_json::to_value(o.outcome).unwrap_or_default(),
+                    "reason": o.reason,
+                })
+            })
+            .collect();
+        let rejection = d.rejection.as_ref().map(|r| {
+            serde_json::json!({ "reason": serde_json::to_value(r.reason).unwrap_or_default(), "detail": r.detail })
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "request_id": d.request_id,
+                "format": serde_json::to_value(d.format).unwrap_or_default(),
+                "signing_key_id": d.signing_key_id,
+                "outcomes": outcomes,
+                "rejection": rejection,
+                "token": token,
+            }))?
+        );
+    } else {
+        if let Some(r) = &d.rejection {
+            println!("rejected: {:?}: {}", r.reason, r.detail);
+            return Ok(ExitCode::from(1));
+        }
+        for o in &d.outcomes {
+            let outcome = serde_json::to_value(o.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let reason = o
+                .reason
+                .as_ref()
+                .map_or(String::new(), |r| format!(" ({r})"));
+            println!("{}: {outcome}{reason}", o.claim_name);
+        }
+        println!(
+            "signed decision ({:?}, key {}):\n{token}",
+            d.format, d.signing_key_id
+        );
+    }
+    Ok(if d.rejection.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn wait(reader: &TopicReader, request_id: &str, timeout: Duration, json: bool) -> Result<ExitCode> {
     let deadline = Instant::now() + timeout;
     let registry = Registry::builtin();
@@ -192,6 +263,12 @@ fn wait(reader: &TopicReader, request_id: &str, timeout: Duration, json: bool) -
             continue;
         };
         let Some(value) = record.value else { continue };
+        if let Ok(d) = registry.decode::<Decision>(&value) {
+            if d.request_id != request_id {
+                continue;
+            }
+            return print_decision(&d, json);
+        }
         if let Ok(m) = registry.decode::<MatchResult>(&value) {
             if m.outcome.request.request_id != request_id {
                 continue;
