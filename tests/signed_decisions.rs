@@ -278,6 +278,12 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The running broker publishes its JWKS beside /metrics: both keys, the retired-by-
+    // rotation one included.
+    let (status, served) = http_get(port, "/.well-known/jwks.json").expect("jwks endpoint");
+    assert_eq!(status, 200, "{served}");
+    let served: serde_json::Value = serde_json::from_str(&served).unwrap();
+    assert_eq!(served["keys"].as_array().unwrap().len(), 2, "{served}");
     pipeline.stop();
 
     let (decisions, issued) = delivered(&t, "acme");
