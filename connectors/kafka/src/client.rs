@@ -187,7 +187,11 @@ impl TopicReader {
 
 /// A partition's low and high watermarks, retried for a few seconds while its leadership is
 /// still settling (a topic created a moment ago answers NotLeaderForPartition at first).
-fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64)> {
+pub(crate) fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64)> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match consumer.fetch_watermarks(topic, partition, TIMEOUT) {

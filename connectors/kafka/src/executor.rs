@@ -480,9 +480,7 @@ fn restore_store(
     telemetry: &Telemetry,
 ) -> anyhow::Result<usize> {
     let changelog = stores.infos()[index].changelog.clone();
-    let (_, end) = restorer
-        .fetch_watermarks(&changelog, partition, CALL_TIMEOUT)
-        .with_context(|| format!("end offset of {changelog}/{partition}"))?;
+    let (_, end) = crate::client::watermarks(restorer, &changelog, partition)?;
     let start = stores.checkpoint(&changelog)?.unwrap_or(0);
     if start >= end {
         stores.restore(index, &[], end)?;

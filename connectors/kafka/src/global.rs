@@ -84,10 +84,7 @@ impl GlobalReader {
         self.refresh()?;
         let mut ends = Vec::new();
         for (topic, partition) in &self.assigned {
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(topic, *partition, CALL_TIMEOUT)
-                .with_context(|| format!("end offset of {topic}/{partition}"))?;
+            let (_, high) = crate::client::watermarks(&self.consumer, topic, *partition)?;
             ends.push((topic.clone(), *partition, high));
         }
         let deadline = Instant::now() + Duration::from_secs(600);
