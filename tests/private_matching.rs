@@ -37,44 +37,10 @@ plan:
 "#;
 
 fn topology(prefix: &str) -> String {
-    format!(
-        "application: {prefix}
-dlq: {prefix}.dlq
-defaults: {{ partitions: 3 }}
-topics:
-  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
-  {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
-  {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
-  {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
-  {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
-  {prefix}.policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
-  {prefix}.outcomes: {{ schema: pavilion.PolicyOutcome }}
-  {prefix}.matches: {{ schema: pavilion.MatchResult }}
-  {prefix}.jobs: {{ schema: pavilion.PsiJobChunk }}
-  {prefix}.results: {{ schema: pavilion.PsiJobResult }}
-  {prefix}.providers: {{ schema: pavilion.Provider, cleanup: compact }}
-  {prefix}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact, partitions: 2 }}
-stages:
-  tenancy:
-    kind: tenancy
-    inputs: [{prefix}.requests, {prefix}.tenants]
-    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
-    stores: [tenants, seen, limits]
-    config: {{ allowed_claims: [account_verified, fraud_listed, record_link] }}
-  policy:
-    kind: policy
-    inputs: [{prefix}.accepted, {prefix}.policies]
-    outputs: {{ outcomes: {prefix}.outcomes }}
-    stores: [documents, active]
-  psi:
-    kind: psi
-    inputs: [{prefix}.outcomes, {prefix}.jobs]
-    outputs: {{ matches: {prefix}.matches, results: {prefix}.results }}
-    stores: [jobs]
-    globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
-fuse:
-  - [tenancy, policy, psi]
-"
+    full_path_topology(
+        prefix,
+        &["account_verified", "fraud_listed", "record_link"],
+        false,
     )
 }
 

@@ -628,3 +628,61 @@ stages:
 {fuse}"
     )
 }
+
+/// The whole request path fused on topics unique to `prefix`: tenancy (allowing `claims`),
+/// policy, psi and, with `signing`, the signing stage and its per-tenant decision topics.
+pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> String {
+    let (signing_topics, signing_stage, signing_fuse) = if signing {
+        (
+            format!(
+                "  {prefix}.decisions.{{tenant}}: {{ schema: pavilion.Decision }}\n  {prefix}.issued: {{ schema: pavilion.DecisionIssued }}\n"
+            ),
+            format!(
+                "  signing:\n    kind: signing\n    inputs: [{prefix}.matches, {prefix}.rejected]\n    outputs: {{ decisions: '{prefix}.decisions.{{tenant}}', issued: {prefix}.issued }}\n"
+            ),
+            ", signing",
+        )
+    } else {
+        (String::new(), String::new(), "")
+    };
+    let claims = claims.join(", ");
+    format!(
+        "application: {prefix}
+dlq: {prefix}.dlq
+defaults: {{ partitions: 3 }}
+topics:
+  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
+  {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
+  {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
+  {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
+  {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
+  {prefix}.policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
+  {prefix}.outcomes: {{ schema: pavilion.PolicyOutcome }}
+  {prefix}.matches: {{ schema: pavilion.MatchResult }}
+  {prefix}.jobs: {{ schema: pavilion.PsiJobChunk }}
+  {prefix}.results: {{ schema: pavilion.PsiJobResult }}
+  {prefix}.providers: {{ schema: pavilion.Provider, cleanup: compact }}
+  {prefix}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact, partitions: 2 }}
+{signing_topics}stages:
+  tenancy:
+    kind: tenancy
+    inputs: [{prefix}.requests, {prefix}.tenants]
+    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
+    stores: [tenants, seen, limits]
+    config: {{ allowed_claims: [{claims}] }}
+  policy:
+    kind: policy
+    inputs: [{prefix}.accepted, {prefix}.policies]
+    outputs: {{ outcomes: {prefix}.outcomes }}
+    stores: [documents, active]
+  psi:
+    kind: psi
+    inputs: [{prefix}.outcomes, {prefix}.jobs]
+    outputs: {{ matches: {prefix}.matches, results: {prefix}.results }}
+    stores: [jobs]
+    globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
+{signing_stage}fuse:
+  - [tenancy, policy, psi{signing_fuse}]
+"
+    )
+}
