@@ -127,6 +127,12 @@ impl DecisionSigner for SigningKeys {
             SigningKeys::Hsm(h) => h.sign(kid, message).map_err(|e| e.to_string()),
         }
     }
+    fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            SigningKeys::Software(r) => r.keyed_hash(message).map_err(|e| e.to_string()),
+            SigningKeys::Hsm(h) => h.keyed_hash(message).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// `pavilion verify`.
@@ -159,6 +165,9 @@ impl DecisionSigner for SharedKeys {
     }
     fn sign(&self, kid: &str, message: &[u8]) -> Result<Vec<u8>, String> {
         self.0.sign(kid, message)
+    }
+    fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.keyed_hash(message)
     }
 }
 

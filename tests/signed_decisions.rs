@@ -144,7 +144,7 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     let beta_key = t.active_tenant("beta", "k1");
     let beta_policy = POLICY
         .replace("tenant: acme", "tenant: beta")
-        .replace("disclose: []", "disclose: [age_over]")
+        .replace("disclose: []", "disclose: [age_over, subject_ref]")
         .replace("response_format: jwt", "response_format: sd_jwt");
     for (name, text) in [("acme.yaml", POLICY.to_owned()), ("beta.yaml", beta_policy)] {
         std::fs::write(t.dir.path().join(name), text).unwrap();
@@ -250,6 +250,17 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
         .values()
         .all(|(n, d)| *n == 1 && d.request_id.starts_with('b')));
     assert!(decisions.keys().all(|id| id.starts_with('r')));
+    // beta's policy discloses a subject reference: one pseudonym for its one subject; acme's
+    // does not, so its decisions carry none.
+    let pseudonyms: std::collections::BTreeSet<_> = beta
+        .values()
+        .map(|(_, d)| d.subject_pseudonym.clone())
+        .collect();
+    assert_eq!(pseudonyms.len(), 1);
+    assert!(pseudonyms.iter().all(Option::is_some));
+    assert!(decisions
+        .values()
+        .all(|(_, d)| d.subject_pseudonym.is_none()));
     assert_eq!(
         beta_issued.keys().collect::<Vec<_>>(),
         beta.keys().collect::<Vec<_>>()

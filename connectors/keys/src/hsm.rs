@@ -21,6 +21,9 @@ use crate::{now_ms, KeyInfo};
 
 /// `edwards25519` as a PrintableString: the curve parameter SoftHSM2 expects (the same as
 /// the Ed25519 OID for this purpose).
+/// Label of the HMAC secret behind subject pseudonyms.
+const PSEUDONYM_LABEL: &[u8] = b"pavilion-pseudonym";
+
 const ED25519_PARAMS: [u8; 14] = [
     0x13, 0x0c, b'e', b'd', b'w', b'a', b'r', b'd', b's', b'2', b'5', b'5', b'1', b'9',
 ];
@@ -101,8 +104,56 @@ impl HsmKeyRing {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// HMAC-SHA256 of `message` inside the token, under its pseudonym secret (a generic
+    /// secret object made with the first key).
+    pub fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(PSEUDONYM_LABEL.to_vec()),
+        ];
+        let session = self.session();
+        let key = session
+            .find_objects(&template)
+            .map_err(hsm("finding the pseudonym secret"))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| HsmError {
+                what: "pseudonyms",
+                message: "the token has no pseudonym secret (run `pavilion keys generate`)".into(),
+            })?;
+        session
+            .sign(&Mechanism::Sha256Hmac, key, message)
+            .map_err(hsm("HMAC"))
+    }
+
+    fn ensure_pseudonym_secret(&self) -> Result<(), HsmError> {
+        let session = self.session();
+        let label = Attribute::Label(PSEUDONYM_LABEL.to_vec());
+        let found = session
+            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), label.clone()])
+            .map_err(hsm("finding the pseudonym secret"))?;
+        if found.is_empty() {
+            session
+                .generate_key(
+                    &Mechanism::GenericSecretKeyGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Sign(true),
+                        Attribute::ValueLen(32.into()),
+                        label,
+                    ],
+                )
+                .map_err(hsm("generating the pseudonym secret"))?;
+        }
+        Ok(())
+    }
+
     /// Generates a key pair on the token; it signs from now on.
     pub fn generate(&self) -> Result<KeyInfo, HsmError> {
+        self.ensure_pseudonym_secret()?;
         let mut suffix = [0u8; 4];
         OsRng.fill_bytes(&mut suffix);
         let kid = format!("k{}-{}", now_ms(), hex::encode(suffix));

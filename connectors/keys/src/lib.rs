@@ -137,9 +137,38 @@ impl KeyRing {
         Ok(self.read_ring()?.keys)
     }
 
+    /// HMAC-SHA256 of `message` under the ring's pseudonym secret (`pseudonym.key`, sealed,
+    /// made with the ring's first key).
+    pub fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, KeyRingError> {
+        use hmac::Mac as _;
+        let path = self.dir.join("pseudonym.key");
+        let sealed = std::fs::read(&path).map_err(io(&path))?;
+        let secret =
+            keystore::open(&sealed, &self.passphrase).map_err(|source| KeyRingError::Sealed {
+                kid: "pseudonym".into(),
+                source,
+            })?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret)
+            .map_err(|_| KeyRingError::Format(path, "not an HMAC key".into()))?;
+        mac.update(message);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
     /// Creates a new key; it becomes the signing key (earlier ones keep verifying).
     pub fn generate(&self) -> Result<KeyInfo, KeyRingError> {
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let pseudonym = self.dir.join("pseudonym.key");
+        if !pseudonym.exists() {
+            let mut secret = [0u8; 32];
+            OsRng.fill_bytes(&mut secret);
+            let sealed = keystore::seal(&secret, &self.passphrase).map_err(|source| {
+                KeyRingError::Sealed {
+                    kid: "pseudonym".into(),
+                    source,
+                }
+            })?;
+            write_private(&pseudonym, &sealed)?;
+        }
         let mut ring = self.read_ring()?;
         let mut seed = [0u8; 32];
         OsRng.fill_bytes(&mut seed);
@@ -320,6 +349,19 @@ mod tests {
         assert!(verify(&jwks, &first.kid, b"before", &old));
         assert!(verify(&jwks, &second.kid, b"after", &new));
         assert!(!verify(&jwks, &second.kid, b"before", &old));
+        // The pseudonym secret: sealed, made once, the same for every process of the ring.
+        let h = ring.keyed_hash(b"tenant|token").unwrap();
+        assert_eq!(h.len(), 32);
+        assert_eq!(
+            KeyRing::new(dir.path(), b"pass")
+                .keyed_hash(b"tenant|token")
+                .unwrap(),
+            h
+        );
+        assert_ne!(ring.keyed_hash(b"other|token").unwrap(), h);
+        assert!(std::fs::read(dir.path().join("pseudonym.key"))
+            .unwrap()
+            .starts_with(b"PVK1"));
         // Seeds are sealed, and a wrong passphrase opens nothing.
         let sealed = std::fs::read(dir.path().join(format!("{}.key", first.kid))).unwrap();
         assert!(sealed.starts_with(b"PVK1"));

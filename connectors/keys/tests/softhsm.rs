@@ -80,6 +80,11 @@ fn keys_made_in_the_token_sign_and_their_signatures_verify_outside_it() {
         assert!(key.verify(b"something else", &signature).is_err());
     }
     assert!(ring.sign("k0-missing", b"x").is_err());
+    // The pseudonym secret lives in the token too: HMAC inside it, deterministic.
+    let h = ring.keyed_hash(b"tenant|token").unwrap();
+    assert_eq!(h.len(), 32);
+    assert_eq!(ring.keyed_hash(b"tenant|token").unwrap(), h);
+    assert_ne!(ring.keyed_hash(b"other|token").unwrap(), h);
     // A wrong PIN is refused.
     assert!(HsmKeyRing::open(&HsmConfig {
         module: MODULE.into(),

@@ -76,13 +76,16 @@ pub fn sd_jwt(
     });
     // Fixed order; `json!` maps would follow the build's serde_json features.
     let payload = format!(
-        "{{\"iss\":{},\"aud\":{},\"jti\":{},\"iat\":{},\"exp\":{},\"nonce\":{},\"response_schema\":{},\"policy\":{},\"_sd_alg\":\"sha-256\",\"_sd\":{}}}",
+        "{{\"iss\":{},\"aud\":{},\"jti\":{},\"iat\":{},\"exp\":{},\"nonce\":{},{}\"response_schema\":{},\"policy\":{},\"_sd_alg\":\"sha-256\",\"_sd\":{}}}",
         json!(config.issuer),
         json!(d.tenant_id),
         json!(d.request_id),
         d.issued_at / 1000,
         d.expires_at / 1000,
         json!(d.nonce),
+        d.subject_pseudonym
+            .as_ref()
+            .map_or(String::new(), |p| format!("\"sub\":{},", json!(B64URL.encode(p)))),
         json!(RESPONSE_SCHEMA),
         policy.unwrap_or_else(|| "null".into()),
         json!(digests),

@@ -31,7 +31,13 @@ pub trait DecisionSigner: Send + Sync {
     fn current_key_id(&self) -> Result<String, String>;
     /// Ed25519 signature of `message` with key `kid`.
     fn sign(&self, kid: &str, message: &[u8]) -> Result<Vec<u8>, String>;
+    /// HMAC-SHA256 of `message` under the deployment's pseudonym secret (held beside the
+    /// signing keys, never on a topic): what per-tenant subject pseudonyms are made of.
+    fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, String>;
 }
+
+/// What a policy lists under `disclose` for a claim to give the tenant a subject reference.
+pub const SUBJECT_REFERENCE: &str = "subject_ref";
 
 /// How stages hold a signer.
 pub type SharedSigner = Arc<dyn DecisionSigner>;

@@ -90,6 +90,39 @@ fn outcomes(m: &MatchResult) -> Vec<ClaimOutcome> {
         .collect()
 }
 
+/// The subject's pseudonym for this tenant: HMAC under the deployment's secret of the tenant
+/// id and the subject's OPRF token (the first by provider id, so the same subject asked the
+/// same way gets the same pseudonym). The tenant id in the input makes pseudonyms of one
+/// subject differ across tenants, and the token never leaves the broker. `None` when the
+/// request carries no token.
+fn pseudonym(
+    ctx: &Context<'_>,
+    request: &pavilion_schemas::VerificationRequest,
+) -> Result<Option<Vec<u8>>, ProcessError> {
+    let Some(token) = request
+        .subject_tokens
+        .iter()
+        .min_by(|a, b| a.provider_id.cmp(&b.provider_id))
+    else {
+        return Ok(None);
+    };
+    let mut message = Vec::with_capacity(128);
+    for part in [
+        b"pavilion.subject-pseudonym.v1".as_slice(),
+        request.tenant_id.as_bytes(),
+        token.provider_id.as_bytes(),
+        &token.token,
+    ] {
+        message.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        message.extend_from_slice(part);
+    }
+    let signer = ctx.resource::<SharedSigner>(SIGNER)?;
+    signer
+        .keyed_hash(&message)
+        .map(Some)
+        .map_err(|e| ProcessError::new(format!("pseudonym: {e}")))
+}
+
 pub(crate) fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::Verified => "verified",
@@ -110,6 +143,8 @@ struct ClaimsSet<'a> {
     iat: i64,
     exp: i64,
     nonce: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
     response_schema: &'static str,
     policy: Option<PolicyClaim<'a>>,
     claims: Vec<ClaimEntry<'a>>,
@@ -155,6 +190,7 @@ pub(crate) fn claims_set(config: &SigningConfig, d: &Decision) -> String {
         iat: d.issued_at / 1000,
         exp: d.expires_at / 1000,
         nonce: &d.nonce,
+        sub: d.subject_pseudonym.as_ref().map(|p| B64URL.encode(p)),
         response_schema: RESPONSE_SCHEMA,
         policy: d.policy.as_ref().map(|p: &PolicyRef| PolicyClaim {
             id: &p.policy_id,
@@ -294,6 +330,16 @@ impl Processor for SigningStage {
                     .filter(|p| p.disclosable_attributes.contains(&p.claim_name))
                     .map(|p| p.claim_name.clone())
                     .collect();
+                let wants_subject = m.outcome.plan.iter().any(|p| {
+                    p.disclosable_attributes
+                        .iter()
+                        .any(|a| a == crate::SUBJECT_REFERENCE)
+                });
+                let subject_pseudonym = if wants_subject {
+                    pseudonym(ctx, request)?
+                } else {
+                    None
+                };
                 let decision = Decision {
                     request_id: request.request_id.clone(),
                     tenant_id: request.tenant_id.clone(),
@@ -302,7 +348,7 @@ impl Processor for SigningStage {
                     issued_at: now,
                     expires_at,
                     nonce: request.nonce.clone(),
-                    subject_pseudonym: None,
+                    subject_pseudonym,
                     format: m.outcome.response_format,
                     payload: Payload::Text(String::new()),
                     signature: None,

@@ -53,6 +53,13 @@ impl DecisionSigner for TestKeys {
         let (_, key) = keys.iter().find(|(k, _)| k == kid).ok_or("unknown kid")?;
         Ok(key.sign(message).to_bytes().to_vec())
     }
+    fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        // Stand-in for HMAC: keyed by a fixed secret, deterministic, as the stage needs.
+        Ok(
+            <sha2::Sha256 as sha2::Digest>::digest([b"secret".as_slice(), message].concat())
+                .to_vec(),
+        )
+    }
 }
 
 impl TestKeys {
@@ -380,4 +387,41 @@ fn an_unknown_format_is_a_dead_letter_not_a_silent_substitute() {
     );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].topic, "dlq");
+}
+
+#[test]
+fn a_subject_reference_is_a_pseudonym_per_tenant_only_when_the_policy_discloses_it() {
+    let keys = keys();
+    let mut d = driver(&keys);
+    let registry = Registry::builtin();
+    let mut pseudonym = |tenant: &str, disclose: bool| {
+        let mut m = matched(
+            "r",
+            ResponseFormat::Jwt,
+            &[("account_verified", MatchStatus::Matched)],
+        );
+        m.outcome.request.tenant_id = tenant.into();
+        if disclose {
+            m.outcome.plan[0].disclosable_attributes = vec![crate::SUBJECT_REFERENCE.into()];
+        }
+        let out = d.send("matches", tenant, &m);
+        registry
+            .decode::<Decision>(&out[0].value)
+            .unwrap()
+            .subject_pseudonym
+    };
+    let acme = pseudonym("acme", true).expect("disclosed");
+    assert_eq!(
+        pseudonym("acme", true),
+        Some(acme.clone()),
+        "stable for one tenant"
+    );
+    let beta = pseudonym("beta", true).expect("disclosed");
+    assert_ne!(acme, beta, "unlinkable across tenants");
+    assert_eq!(
+        pseudonym("acme", false),
+        None,
+        "absent unless the policy discloses it"
+    );
+    assert!(!acme.windows(8).any(|w| w == [0xAB; 8]), "not the token");
 }
