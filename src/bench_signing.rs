@@ -130,22 +130,6 @@ fn match_result(i: usize, format: ResponseFormat) -> MatchResult {
     }
 }
 
-const TOPOLOGY: &str = "
-application: bench
-dlq: dlq
-topics:
-  dlq: { schema: pavilion.DeadLetter }
-  matches: { schema: pavilion.MatchResult }
-  rejected: { schema: pavilion.RequestRejected }
-  issued: { schema: pavilion.DecisionIssued }
-  decisions.{tenant}: { schema: pavilion.Decision }
-stages:
-  signing:
-    kind: signing
-    inputs: [matches, rejected]
-    outputs: { decisions: 'decisions.{tenant}', issued: issued }
-";
-
 pub fn signing(args: SigningBenchArgs) -> Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let software = KeyRing::new(&dir.path().join("ring"), b"bench");
@@ -180,7 +164,7 @@ pub fn signing(args: SigningBenchArgs) -> Result<ExitCode> {
         ResponseFormat::SdJwt,
     ] {
         let mut driver = TestDriver::new(
-            TOPOLOGY,
+            pavilion_signing::STANDALONE_TOPOLOGY,
             "signing",
             &StageKinds::new([&pavilion_signing::KIND]),
         );

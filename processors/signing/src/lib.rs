@@ -62,6 +62,24 @@ impl Default for SigningConfig {
     }
 }
 
+/// The stage alone, on short topic names: what its tests and `pavilion bench signing` drive.
+pub const STANDALONE_TOPOLOGY: &str = "
+application: t
+dlq: dlq
+topics:
+  dlq: { schema: pavilion.DeadLetter }
+  matches: { schema: pavilion.MatchResult }
+  rejected: { schema: pavilion.RequestRejected }
+  issued: { schema: pavilion.DecisionIssued }
+  decisions.{tenant}: { schema: pavilion.Decision }
+stages:
+  signing:
+    kind: signing
+    inputs: [matches, rejected]
+    outputs: { decisions: 'decisions.{tenant}', issued: issued }
+    config: { issuer: test-broker, decision_ttl: 5m }
+";
+
 /// The kind as topology.yaml names it.
 pub static KIND: StageKind = StageKind {
     name: "signing",

@@ -18,23 +18,6 @@ use pavilion_schemas::{
 
 use crate::{jose, DecisionSigner, SharedSigner, SIGNER};
 
-const TOPOLOGY: &str = "
-application: t
-dlq: dlq
-topics:
-  dlq: { schema: pavilion.DeadLetter }
-  matches: { schema: pavilion.MatchResult }
-  rejected: { schema: pavilion.RequestRejected }
-  issued: { schema: pavilion.DecisionIssued }
-  decisions.{tenant}: { schema: pavilion.Decision }
-stages:
-  signing:
-    kind: signing
-    inputs: [matches, rejected]
-    outputs: { decisions: 'decisions.{tenant}', issued: issued }
-    config: { issuer: test-broker, decision_ttl: 5m }
-";
-
 /// Keys by kid; the newest is current. Rotation is pushing a key.
 #[derive(Default)]
 struct TestKeys(Mutex<Vec<(String, SigningKey)>>);
@@ -76,7 +59,11 @@ impl TestKeys {
 }
 
 fn driver(keys: &Arc<TestKeys>) -> TestDriver {
-    let mut d = TestDriver::new(TOPOLOGY, "signing", &StageKinds::new([&crate::KIND]));
+    let mut d = TestDriver::new(
+        crate::STANDALONE_TOPOLOGY,
+        "signing",
+        &StageKinds::new([&crate::KIND]),
+    );
     let mut resources = Resources::default();
     resources.insert::<SharedSigner>(SIGNER, keys.clone());
     d.attach_resources(resources);
