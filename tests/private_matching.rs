@@ -80,6 +80,23 @@ fn cli_ok(t: &TestTopology, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The bank's members as `csv`, loaded with `provider load`; its report.
+fn load_bank(t: &TestTopology, csv: &str) -> String {
+    std::fs::write(t.dir.path().join("members.csv"), csv).unwrap();
+    cli_ok(
+        t,
+        &[
+            "provider",
+            "load",
+            "bank",
+            "--from",
+            "members.csv",
+            "--claims-column",
+            "claims",
+        ],
+    )
+}
+
 /// `provider onboard NAME` in region eu with its OPRF service on a free port; the port.
 fn onboard(t: &TestTopology, name: &str, claims: &str) -> u16 {
     let port = free_port();
@@ -220,22 +237,9 @@ fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks()
         "the provider key is sealed at rest"
     );
 
-    std::fs::write(
-        dir.join("members.csv"),
-        "email,claims\nAlice@Example.com,account_verified\nbob@example.com,account_verified\ncarol@example.com,other_claim\n",
-    )
-    .unwrap();
-    let loaded = cli_ok(
+    let loaded = load_bank(
         &t,
-        &[
-            "provider",
-            "load",
-            "bank",
-            "--from",
-            "members.csv",
-            "--claims-column",
-            "claims",
-        ],
+        "email,claims\nAlice@Example.com,account_verified\nbob@example.com,account_verified\ncarol@example.com,other_claim\n",
     );
     assert!(
         loaded.contains("3 records → 3 members: 3 new or changed, 0 removed"),
@@ -308,22 +312,9 @@ fn members_match_non_members_do_not_tombstones_stop_matching_and_nothing_leaks()
     );
 
     // Alice leaves the bank: the reload publishes one tombstone and nothing else.
-    std::fs::write(
-        dir.join("members.csv"),
-        "email,claims\nbob@example.com,account_verified\ncarol@example.com,other_claim\n",
-    )
-    .unwrap();
-    let reloaded = cli_ok(
+    let reloaded = load_bank(
         &t,
-        &[
-            "provider",
-            "load",
-            "bank",
-            "--from",
-            "members.csv",
-            "--claims-column",
-            "claims",
-        ],
+        "email,claims\nbob@example.com,account_verified\ncarol@example.com,other_claim\n",
     );
     assert!(
         reloaded.contains("0 new or changed, 1 removed, 2 unchanged"),
