@@ -97,6 +97,9 @@ pub struct KeyRing {
     dir: PathBuf,
     passphrase: Vec<u8>,
     loaded: Mutex<Option<(SystemTime, Vec<LoadedKey>)>>,
+    /// The opened pseudonym secret: opening costs an Argon2id derivation, far too much to
+    /// repeat per decision.
+    pseudonym_secret: Mutex<Option<Vec<u8>>>,
 }
 
 impl KeyRing {
@@ -106,6 +109,7 @@ impl KeyRing {
             dir: dir.to_owned(),
             passphrase: passphrase.to_vec(),
             loaded: Mutex::new(None),
+            pseudonym_secret: Mutex::new(None),
         }
     }
 
@@ -142,13 +146,22 @@ impl KeyRing {
     pub fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, KeyRingError> {
         use hmac::Mac as _;
         let path = self.dir.join("pseudonym.key");
-        let sealed = std::fs::read(&path).map_err(io(&path))?;
-        let secret =
-            keystore::open(&sealed, &self.passphrase).map_err(|source| KeyRingError::Sealed {
-                kid: "pseudonym".into(),
-                source,
+        let mut cached = self
+            .pseudonym_secret
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cached.is_none() {
+            let sealed = std::fs::read(&path).map_err(io(&path))?;
+            let secret = keystore::open(&sealed, &self.passphrase).map_err(|source| {
+                KeyRingError::Sealed {
+                    kid: "pseudonym".into(),
+                    source,
+                }
             })?;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret)
+            *cached = Some(secret);
+        }
+        let secret = cached.as_deref().expect("opened above");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
             .map_err(|_| KeyRingError::Format(path, "not an HMAC key".into()))?;
         mac.update(message);
         Ok(mac.finalize().into_bytes().to_vec())
