@@ -600,51 +600,52 @@ pub fn request_path_topology(prefix: &str, fused: bool) -> String {
     } else {
         ""
     };
-    format!(
-        "application: {prefix}
-dlq: {prefix}.dlq
-defaults: {{ partitions: 3 }}
-topics:
-  {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
-  {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
-  {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
-  {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
-  {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
-  {prefix}.policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
-  {prefix}.outcomes: {{ schema: pavilion.PolicyOutcome }}
-stages:
-  tenancy:
-    kind: tenancy
-    inputs: [{prefix}.requests, {prefix}.tenants]
-    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
-    stores: [tenants, seen, limits]
-    punctuate_every: 5s
-    config: {{ allowed_claims: [age_over] }}
-  policy:
-    kind: policy
-    inputs: [{prefix}.accepted, {prefix}.policies]
-    outputs: {{ outcomes: {prefix}.outcomes }}
-    stores: [documents, active]
-{fuse}"
-    )
+    path_topology(prefix, &["age_over"], "", "", fuse)
 }
 
 /// The whole request path fused on topics unique to `prefix`: tenancy (allowing `claims`),
 /// policy, psi and, with `signing`, the signing stage and its per-tenant decision topics.
 pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> String {
-    let (signing_topics, signing_stage, signing_fuse) = if signing {
-        (
-            format!(
-                "  {prefix}.decisions.{{tenant}}: {{ schema: pavilion.Decision }}\n  {prefix}.issued: {{ schema: pavilion.DecisionIssued }}\n"
-            ),
-            format!(
-                "  signing:\n    kind: signing\n    inputs: [{prefix}.matches, {prefix}.rejected]\n    outputs: {{ decisions: '{prefix}.decisions.{{tenant}}', issued: {prefix}.issued }}\n"
-            ),
-            ", signing",
-        )
-    } else {
-        (String::new(), String::new(), "")
-    };
+    let mut topics = format!(
+        "  {prefix}.matches: {{ schema: pavilion.MatchResult }}
+  {prefix}.jobs: {{ schema: pavilion.PsiJobChunk }}
+  {prefix}.results: {{ schema: pavilion.PsiJobResult }}
+  {prefix}.providers: {{ schema: pavilion.Provider, cleanup: compact }}
+  {prefix}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact, partitions: 2 }}
+"
+    );
+    let mut stages = format!(
+        "  psi:
+    kind: psi
+    inputs: [{prefix}.outcomes, {prefix}.jobs]
+    outputs: {{ matches: {prefix}.matches, results: {prefix}.results }}
+    stores: [jobs]
+    globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
+"
+    );
+    let mut chain = "tenancy, policy, psi".to_owned();
+    if signing {
+        topics += &format!(
+            "  {prefix}.decisions.{{tenant}}: {{ schema: pavilion.Decision }}
+  {prefix}.issued: {{ schema: pavilion.DecisionIssued }}
+"
+        );
+        stages += &format!(
+            "  signing:
+    kind: signing
+    inputs: [{prefix}.matches, {prefix}.rejected]
+    outputs: {{ decisions: '{prefix}.decisions.{{tenant}}', issued: {prefix}.issued }}
+"
+        );
+        chain += ", signing";
+    }
+    let fuse = format!("fuse:\n  - [{chain}]\n");
+    path_topology(prefix, claims, &topics, &stages, &fuse)
+}
+
+/// Tenancy (allowing `claims`) and policy on topics unique to `prefix`, then `topics`,
+/// `stages` and `fuse` as given.
+fn path_topology(prefix: &str, claims: &[&str], topics: &str, stages: &str, fuse: &str) -> String {
     let claims = claims.join(", ");
     format!(
         "application: {prefix}
@@ -658,31 +659,19 @@ topics:
   {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
   {prefix}.policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
   {prefix}.outcomes: {{ schema: pavilion.PolicyOutcome }}
-  {prefix}.matches: {{ schema: pavilion.MatchResult }}
-  {prefix}.jobs: {{ schema: pavilion.PsiJobChunk }}
-  {prefix}.results: {{ schema: pavilion.PsiJobResult }}
-  {prefix}.providers: {{ schema: pavilion.Provider, cleanup: compact }}
-  {prefix}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact, partitions: 2 }}
-{signing_topics}stages:
+{topics}stages:
   tenancy:
     kind: tenancy
     inputs: [{prefix}.requests, {prefix}.tenants]
     outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
     stores: [tenants, seen, limits]
+    punctuate_every: 5s
     config: {{ allowed_claims: [{claims}] }}
   policy:
     kind: policy
     inputs: [{prefix}.accepted, {prefix}.policies]
     outputs: {{ outcomes: {prefix}.outcomes }}
     stores: [documents, active]
-  psi:
-    kind: psi
-    inputs: [{prefix}.outcomes, {prefix}.jobs]
-    outputs: {{ matches: {prefix}.matches, results: {prefix}.results }}
-    stores: [jobs]
-    globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
-{signing_stage}fuse:
-  - [tenancy, policy, psi{signing_fuse}]
-"
+{stages}{fuse}"
     )
 }
