@@ -271,6 +271,7 @@ pub fn policy(args: PolicyArgs) -> Result<ExitCode> {
         rules: policy_rules("t0", args.rules, false),
         plan,
         response_format: None,
+        response: None,
     };
     let reference = PolicyRef {
         policy_id: "bench".into(),

@@ -117,6 +117,7 @@ fn match_result(i: usize, format: ResponseFormat) -> MatchResult {
                 disclosable_attributes: vec![claim.clone()],
             }],
             response_format: format,
+            response_template: None,
             evaluated_at: 0,
         },
         results: vec![ClaimMatch {

@@ -140,12 +140,16 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     let _serial = serial();
     let t = TestTopology::with_yaml(if hsm { "sign-hsm" } else { "sign" }, topology);
     let key = t.active_tenant("acme", "k1");
-    // A second tenant whose policy asks for SD-JWTs disclosing age_over.
+    // A second tenant whose policy asks for SD-JWTs disclosing age_over, shaped by its
+    // response template (audience, the claim's payload name).
     let beta_key = t.active_tenant("beta", "k1");
     let beta_policy = POLICY
         .replace("tenant: acme", "tenant: beta")
         .replace("disclose: []", "disclose: [age_over, subject_ref]")
-        .replace("response_format: jwt", "response_format: sd_jwt");
+        .replace(
+            "response_format: jwt",
+            "response_format: sd_jwt\nresponse:\n  audience: https://beta.example\n  claim_names: { age_over: age_over_18 }",
+        );
     for (name, text) in [("acme.yaml", POLICY.to_owned()), ("beta.yaml", beta_policy)] {
         std::fs::write(t.dir.path().join(name), text).unwrap();
         t.cli_ok(&[
@@ -328,15 +332,15 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(verified.len(), tokens.len());
-    // beta's SD-JWTs: age_over disclosed and verified against the signed digests; the claims
-    // list itself is not in the token.
+    // beta's SD-JWTs: age_over disclosed (under the template's name) and verified against the
+    // signed digests; the claims list itself is not in the token.
     let sd: Vec<&serde_json::Value> = verified
         .iter()
-        .filter(|v| v["claims"]["aud"] == "beta")
+        .filter(|v| v["claims"]["aud"] == "https://beta.example")
         .collect();
     assert_eq!(sd.len(), total / 10);
     for v in sd {
-        assert!(v["disclosed"]["age_over"]["outcome"].is_string(), "{v}");
+        assert!(v["disclosed"]["age_over_18"]["outcome"].is_string(), "{v}");
         assert!(v["claims"].get("claims").is_none(), "{v}");
     }
 

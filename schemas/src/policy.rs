@@ -111,8 +111,35 @@ pub struct PolicyOutcome {
     pub plan: Vec<ClaimPlan>,
     /// Format the response must take.
     pub response_format: ResponseFormat,
+    /// How the payload is shaped (`None`: defaults).
+    pub response_template: Option<ResponseTemplate>,
     /// When, ms.
     pub evaluated_at: i64,
+}
+
+/// The policy's shaping of the signed payload (its `response:` section).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseTemplate {
+    /// `aud`; `None`: the tenant id.
+    pub audience: Option<String>,
+    /// Validity of a decision, ms; `None`: the signing stage's default.
+    pub lifetime_ms: Option<i64>,
+    /// Payload name of a claim, by requested name.
+    pub claim_names: std::collections::BTreeMap<String, String>,
+    /// Whether the payload lists evidence references.
+    pub evidence: bool,
+}
+
+impl Default for ResponseTemplate {
+    /// The broker's defaults: the schema's field defaults.
+    fn default() -> Self {
+        ResponseTemplate {
+            audience: None,
+            lifetime_ms: None,
+            claim_names: Default::default(),
+            evidence: true,
+        }
+    }
 }
 
 impl Event for PolicyOutcome {

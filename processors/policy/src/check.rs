@@ -4,7 +4,7 @@
 use cedar_policy::{Policy, PolicySet, Schema, ValidationMode, Validator};
 use serde_json::Value;
 
-use crate::document::{Finding, SourceDocument};
+use crate::document::{Finding, ResponseSpec, SourceDocument};
 use crate::engine::{parse_rules, CEDAR_SCHEMA};
 
 /// Checks a policy file. Templates are checked on their own; a tenant policy's own rules too.
@@ -38,6 +38,9 @@ pub fn check(yaml: &str) -> Vec<Finding> {
                 format!("plan for `{claim}` requires no evidence"),
             ));
         }
+    }
+    if let Some(response) = &spec.response {
+        check_response(response, spec, source.response_line, &mut findings);
     }
     let rules = match parse_rules(&spec.rules, source.rules_line) {
         Ok(r) => r,
@@ -106,6 +109,71 @@ pub fn check(yaml: &str) -> Vec<Finding> {
         }
     }
     sorted(findings)
+}
+
+/// Names the payload itself uses (JWT, SD-JWT and our own): an SD-JWT disclosure of a claim
+/// renamed to one of them would overwrite that field once disclosed.
+const RESERVED_PAYLOAD_NAMES: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "nonce",
+    "cnf",
+    "vct",
+    "status",
+    "_sd",
+    "_sd_alg",
+    "...",
+    "response_schema",
+    "policy",
+    "claims",
+    "rejection",
+];
+
+fn check_response(
+    response: &ResponseSpec,
+    spec: &crate::document::PolicySpec,
+    line: Option<usize>,
+    findings: &mut Vec<Finding>,
+) {
+    if response
+        .audience
+        .as_deref()
+        .is_some_and(|a| a.trim().is_empty())
+    {
+        findings.push(Finding::error(line, "`response.audience` is empty"));
+    }
+    if response.lifetime.is_some_and(|l| l.is_zero()) {
+        findings.push(Finding::error(
+            line,
+            "`response.lifetime` is zero: every decision would be expired when issued",
+        ));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for (claim, name) in &response.claim_names {
+        if name.is_empty() || RESERVED_PAYLOAD_NAMES.contains(&name.as_str()) {
+            findings.push(Finding::error(
+                line,
+                format!("`response.claim_names`: `{claim}` cannot be named `{name}` (empty or a name the payload itself uses)"),
+            ));
+        }
+        if let Some(other) = seen.insert(name, claim) {
+            findings.push(Finding::error(
+                line,
+                format!("`response.claim_names`: `{other}` and `{claim}` are both named `{name}`"),
+            ));
+        }
+        if spec.template.is_none() && !spec.plan.contains_key(claim) {
+            findings.push(Finding::warning(
+                line,
+                format!("`response.claim_names` renames `{claim}`, which the plan does not answer"),
+            ));
+        }
+    }
 }
 
 fn sorted(mut findings: Vec<Finding>) -> Vec<Finding> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use pavilion_schemas::{EvidenceKind, PolicyRef, ResponseFormat};
+use pavilion_schemas::{EvidenceKind, PolicyRef, ResponseFormat, ResponseTemplate};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -25,6 +25,11 @@ use sha2::{Digest, Sha256};
 ///     evidence: [zk_predicate]
 ///     disclose: [age_over]
 /// response_format: jwt
+/// response:                   # optional: how the signed payload is shaped
+///   audience: https://shop.example/age-gate
+///   lifetime: 5m
+///   claim_names: { age_over: age_over_18 }
+///   evidence: false
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +54,56 @@ pub struct PolicySpec {
     /// Response format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
+    /// Shape of the signed payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseSpec>,
+}
+
+/// The `response:` section: how this tenant's decisions look. Every field is optional; a
+/// tenant policy's fields override its template's, `claim_names` entry by entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSpec {
+    /// `aud` of the payload (default: the tenant id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// How long a decision may be relied on (default: the signing stage's `decision_ttl`).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lifetime: Option<std::time::Duration>,
+    /// Payload name of a claim, by the name tenants request it under.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claim_names: BTreeMap<String, String>,
+    /// Whether the payload lists evidence references (default: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<bool>,
+}
+
+impl ResponseSpec {
+    /// This section over the template's.
+    fn over(&self, template: &ResponseSpec) -> ResponseSpec {
+        let mut claim_names = template.claim_names.clone();
+        claim_names.extend(self.claim_names.clone());
+        ResponseSpec {
+            audience: self.audience.clone().or(template.audience.clone()),
+            lifetime: self.lifetime.or(template.lifetime),
+            claim_names,
+            evidence: self.evidence.or(template.evidence),
+        }
+    }
+
+    /// As the signing stage receives it.
+    pub fn template(&self) -> ResponseTemplate {
+        ResponseTemplate {
+            audience: self.audience.clone(),
+            lifetime_ms: self.lifetime.map(|d| d.as_millis() as i64),
+            claim_names: self.claim_names.clone(),
+            evidence: self.evidence.unwrap_or(true),
+        }
+    }
 }
 
 /// How one claim is answered.
@@ -135,6 +190,8 @@ pub struct SourceDocument {
     pub rules_line: usize,
     /// Line of each plan claim.
     pub plan_lines: BTreeMap<String, usize>,
+    /// Line of the `response:` section.
+    pub response_line: Option<usize>,
 }
 
 impl SourceDocument {
@@ -175,10 +232,14 @@ impl SourceDocument {
                     .collect()
             })
             .unwrap_or_default();
+        let response_line = map
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == "response"))
+            .and_then(|(key, _)| key.span().start().map(|m| m.line()));
         Ok(SourceDocument {
             spec,
             rules_line,
             plan_lines,
+            response_line,
         })
     }
 }
@@ -204,7 +265,7 @@ impl PolicySpec {
     }
 
     /// This document over `template`: the template's rules then these, the template's plan
-    /// with these claims replacing its entries, this format unless absent.
+    /// with these claims replacing its entries, this format and response shape unless absent.
     pub fn over(&self, template: &PolicySpec) -> PolicySpec {
         let mut plan = template.plan.clone();
         plan.extend(self.plan.clone());
@@ -216,6 +277,10 @@ impl PolicySpec {
             rules: format!("{}\n{}", template.rules, self.rules),
             plan,
             response_format: self.response_format.or(template.response_format),
+            response: match (&self.response, &template.response) {
+                (Some(own), Some(inherited)) => Some(own.over(inherited)),
+                (own, inherited) => own.clone().or(inherited.clone()),
+            },
         }
     }
 }

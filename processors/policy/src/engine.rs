@@ -9,7 +9,9 @@ use cedar_policy::{
     Authorizer, Context, Decision, Entities, EntityUid, Policy, PolicyId, PolicySet, Request,
     RestrictedExpression,
 };
-use pavilion_schemas::{ClaimPlan, PolicyEffect, PolicyRef, ResponseFormat, VerificationRequest};
+use pavilion_schemas::{
+    ClaimPlan, PolicyEffect, PolicyRef, ResponseFormat, ResponseTemplate, VerificationRequest,
+};
 
 use crate::document::{Finding, PolicySpec};
 
@@ -232,13 +234,15 @@ impl CompiledPolicy {
             }
             plan.push(entry);
         }
-        Evaluation::from_plan(
+        let mut evaluation = Evaluation::from_plan(
             plan,
             self.spec
                 .response_format
                 .or(request.response_format)
                 .unwrap_or(ResponseFormat::Json),
-        )
+        );
+        evaluation.response_template = self.spec.response.as_ref().map(|r| r.template());
+        evaluation
     }
 }
 
@@ -253,6 +257,8 @@ pub struct Evaluation {
     pub plan: Vec<ClaimPlan>,
     /// Response format.
     pub response_format: ResponseFormat,
+    /// Payload shape.
+    pub response_template: Option<ResponseTemplate>,
 }
 
 impl Evaluation {
@@ -271,6 +277,7 @@ impl Evaluation {
             denying_rules: denying_rules.into_iter().collect(),
             plan,
             response_format,
+            response_template: None,
         }
     }
 

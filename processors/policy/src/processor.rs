@@ -105,6 +105,7 @@ impl Processor for PolicyStage {
                     denying_rules: evaluation.denying_rules,
                     plan: evaluation.plan,
                     response_format: evaluation.response_format,
+                    response_template: evaluation.response_template,
                     evaluated_at: epoch_millis(ctx.now()),
                 };
                 ctx.emit("outcomes", accepted.request.tenant_id.clone(), &outcome)

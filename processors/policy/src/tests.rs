@@ -127,6 +127,12 @@ fn check_stage(steps: Vec<Step>, expect_out: Expect) {
                 "{} under {policy}: {:?} {:?} as {:?}\n",
                 o.request.request_id, o.effect, o.denying_rules, o.response_format
             );
+            if let Some(t) = o.response_template {
+                rendered += &format!(
+                    "  response: aud={:?} lifetime_ms={:?} names={:?} evidence={}\n",
+                    t.audience, t.lifetime_ms, t.claim_names, t.evidence
+                );
+            }
             for c in o.plan {
                 rendered += &format!(
                     "  {} {:?} providers={:?} evidence={:?} disclose={:?} denied_by={:?}\n",
@@ -242,6 +248,10 @@ plan:
     providers: [{ id: registry-eu, region: eu }]
     evidence: [zk_predicate]
 response_format: vc_jose
+response:
+  audience: https://age.example
+  lifetime: 5m
+  claim_names: { age_over: age_over_18 }
 "#,
     );
     let tenant = spec(
@@ -257,6 +267,9 @@ plan:
     providers: [{ id: bank-eu, region: eu }, { id: registry-eu, region: eu }]
     evidence: [zk_predicate, provider_signature]
     disclose: [age_over]
+response:
+  lifetime: 1m
+  evidence: false
 "#,
     );
     let template_ref = PolicyRef {
@@ -298,8 +311,10 @@ plan:
         ],
         expect![[r#"
             evening under acme-age@v1: Permit [] as VcJose
+              response: aud=Some("https://age.example") lifetime_ms=Some(60000) names={"age_over": "age_over_18"} evidence=false
               age_over Permit providers=["bank-eu", "registry-eu"] evidence=[ZkPredicate, ProviderSignature] disclose=["age_over"] denied_by=[]
             small-hours under acme-age@v1: Deny ["not-at-night"] as VcJose
+              response: aud=Some("https://age.example") lifetime_ms=Some(60000) names={"age_over": "age_over_18"} evidence=false
               age_over Deny providers=[] evidence=[] disclose=[] denied_by=["not-at-night"]
         "#]],
     );
@@ -354,6 +369,9 @@ plan:
   age_over:
     providers: [{ id: registry-eu, region: eu }]
     evidence: [zk_predicate]
+response:
+  lifetime: 0s
+  claim_names: { account_verified: aud, age_over: verified, credit_score: verified }
 "#,
     );
     let rendered: String = findings.iter().map(|f| format!("{f}\n")).collect();
@@ -363,6 +381,10 @@ plan:
         10: error: cedar: for policy `typo`, attribute `purpos` in context for Action::"verify" not found
         13: error: plan for `account_verified` names no provider
         13: warning: plan for `account_verified` requires no evidence
+        18: error: `response.lifetime` is zero: every decision would be expired when issued
+        18: error: `response.claim_names`: `account_verified` cannot be named `aud` (empty or a name the payload itself uses)
+        18: error: `response.claim_names`: `age_over` and `credit_score` are both named `verified`
+        18: warning: `response.claim_names` renames `credit_score`, which the plan does not answer
     "#]].assert_eq(&rendered);
 
     let syntax = check("policy: p\ntenant: t\nrules: |\n  permit(principal, action, resource)\n  when { context.purpose == };\n");

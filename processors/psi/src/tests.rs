@@ -132,6 +132,7 @@ fn outcome(subject: &str, tokens_for: &[&str], plans: Vec<ClaimPlan>) -> PolicyO
         denying_rules: Vec::new(),
         plan: plans,
         response_format: ResponseFormat::Json,
+        response_template: None,
         evaluated_at: T0,
     }
 }

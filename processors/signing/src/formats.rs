@@ -7,12 +7,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
-use pavilion_schemas::Decision;
+use pavilion_schemas::{Decision, ResponseTemplate};
 use rand::Rng as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::processor::{claims_set, verdict_name};
+use crate::processor::{audience, claims_set, payload_name, verdict_name};
 use crate::{jose, DecisionSigner, SigningConfig, RESPONSE_SCHEMA};
 
 fn rfc3339(ms: i64) -> String {
@@ -22,14 +22,14 @@ fn rfc3339(ms: i64) -> String {
 
 /// The decision as a VC 2.0 credential: the claims set becomes the credential subject.
 /// Assembled as text so the field order is fixed whatever serde_json features the build has.
-pub fn credential(config: &SigningConfig, d: &Decision) -> String {
+pub fn credential(config: &SigningConfig, template: &ResponseTemplate, d: &Decision) -> String {
     format!(
         "{{\"@context\":[\"https://www.w3.org/ns/credentials/v2\"],\"type\":[\"VerifiableCredential\",\"PavilionDecision\"],\"id\":{},\"issuer\":{},\"validFrom\":{},\"validUntil\":{},\"credentialSubject\":{}}}",
         json!(format!("urn:pavilion:decision:{}", d.request_id)),
         json!(config.issuer),
         json!(rfc3339(d.issued_at)),
         json!(rfc3339(d.expires_at)),
-        claims_set(config, d),
+        claims_set(config, template, d),
     )
 }
 
@@ -39,6 +39,7 @@ pub fn credential(config: &SigningConfig, d: &Decision) -> String {
 /// disclosable are not in the token at all.
 pub fn sd_jwt(
     config: &SigningConfig,
+    template: &ResponseTemplate,
     d: &Decision,
     disclosable: &[String],
     signer: &dyn DecisionSigner,
@@ -54,7 +55,7 @@ pub fn sd_jwt(
         let disclosure = format!(
             "[{},{},{{\"outcome\":{},\"reason\":{}}}]",
             json!(B64URL.encode(salt)),
-            json!(o.claim_name),
+            json!(payload_name(template, &o.claim_name)),
             json!(verdict_name(o.outcome)),
             json!(o.reason),
         );
@@ -78,7 +79,7 @@ pub fn sd_jwt(
     let payload = format!(
         "{{\"iss\":{},\"aud\":{},\"jti\":{},\"iat\":{},\"exp\":{},\"nonce\":{},{}\"response_schema\":{},\"policy\":{},\"_sd_alg\":\"sha-256\",\"_sd\":{}}}",
         json!(config.issuer),
-        json!(d.tenant_id),
+        json!(audience(template, d)),
         json!(d.request_id),
         d.issued_at / 1000,
         d.expires_at / 1000,

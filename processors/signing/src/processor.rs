@@ -5,7 +5,7 @@ use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
     ClaimOutcome, CodecError, Decision, DecisionIssued, Event, EvidenceKind, MatchResult,
     MatchStatus, Payload, PolicyEffect, PolicyRef, Registry, RejectionReason, RequestRejected,
-    ResponseFormat, Verdict,
+    ResponseFormat, ResponseTemplate, Verdict,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -164,7 +164,8 @@ struct ClaimEntry<'a> {
     name: &'a str,
     outcome: &'static str,
     reason: Option<&'a str>,
-    evidence: Vec<EvidenceClaim<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence: Option<Vec<EvidenceClaim<'a>>>,
 }
 
 #[derive(Serialize)]
@@ -182,10 +183,27 @@ struct RejectionClaim<'a> {
     retry_after_ms: Option<i64>,
 }
 
-pub(crate) fn claims_set(config: &SigningConfig, d: &Decision) -> String {
+/// The name a claim takes in the payload: the template's, else the requested one.
+pub(crate) fn payload_name<'a>(template: &'a ResponseTemplate, claim: &'a str) -> &'a str {
+    template
+        .claim_names
+        .get(claim)
+        .map_or(claim, String::as_str)
+}
+
+/// `aud`: the template's audience, else the tenant.
+pub(crate) fn audience<'a>(template: &'a ResponseTemplate, d: &'a Decision) -> &'a str {
+    template.audience.as_deref().unwrap_or(&d.tenant_id)
+}
+
+pub(crate) fn claims_set(
+    config: &SigningConfig,
+    template: &ResponseTemplate,
+    d: &Decision,
+) -> String {
     let set = ClaimsSet {
         iss: &config.issuer,
-        aud: &d.tenant_id,
+        aud: audience(template, d),
         jti: &d.request_id,
         iat: d.issued_at / 1000,
         exp: d.expires_at / 1000,
@@ -202,19 +220,23 @@ pub(crate) fn claims_set(config: &SigningConfig, d: &Decision) -> String {
             .iter()
             .map(|o| ClaimEntry {
                 index: o.claim_index,
-                name: &o.claim_name,
+                name: payload_name(template, &o.claim_name),
                 outcome: verdict_name(o.outcome),
                 reason: o.reason.as_deref(),
-                evidence: o
-                    .evidence
-                    .iter()
-                    .map(|e| EvidenceClaim {
-                        provider: &e.provider_id,
-                        kind: e.kind,
-                        attestation_digest: e.attestation_digest.as_ref().map(|b| B64URL.encode(b)),
-                        proof_digest: e.proof_digest.as_ref().map(|b| B64URL.encode(b)),
-                    })
-                    .collect(),
+                evidence: template.evidence.then(|| {
+                    o.evidence
+                        .iter()
+                        .map(|e| EvidenceClaim {
+                            provider: &e.provider_id,
+                            kind: e.kind,
+                            attestation_digest: e
+                                .attestation_digest
+                                .as_ref()
+                                .map(|b| B64URL.encode(b)),
+                            proof_digest: e.proof_digest.as_ref().map(|b| B64URL.encode(b)),
+                        })
+                        .collect()
+                }),
             })
             .collect(),
         rejection: d.rejection.as_ref().map(|r| RejectionClaim {
@@ -232,10 +254,11 @@ impl SigningStage {
         &self,
         ctx: &mut Context<'_>,
         mut decision: Decision,
+        template: &ResponseTemplate,
         disclosable: &[String],
     ) -> Result<(), ProcessError> {
         let signer = ctx.resource::<SharedSigner>(SIGNER)?.clone();
-        let payload = claims_set(&self.config, &decision);
+        let payload = claims_set(&self.config, template, &decision);
         let failed = |e: String| ProcessError::new(format!("signing: {e}"));
         match decision.format {
             ResponseFormat::Json => {
@@ -256,7 +279,7 @@ impl SigningStage {
                 decision.payload = Payload::Text(token);
             }
             ResponseFormat::VcJose => {
-                let credential = crate::formats::credential(&self.config, &decision);
+                let credential = crate::formats::credential(&self.config, template, &decision);
                 let (token, kid) = jose::compact_with(
                     signer.as_ref(),
                     &[("typ", "vc+jwt"), ("cty", "vc")],
@@ -267,9 +290,14 @@ impl SigningStage {
                 decision.payload = Payload::Text(token);
             }
             ResponseFormat::SdJwt => {
-                let (token, kid) =
-                    crate::formats::sd_jwt(&self.config, &decision, disclosable, signer.as_ref())
-                        .map_err(failed)?;
+                let (token, kid) = crate::formats::sd_jwt(
+                    &self.config,
+                    template,
+                    &decision,
+                    disclosable,
+                    signer.as_ref(),
+                )
+                .map_err(failed)?;
                 decision.signing_key_id = kid;
                 decision.payload = Payload::Text(token);
             }
@@ -317,8 +345,8 @@ impl Processor for SigningStage {
         record: Record<SigningInput>,
     ) -> Result<(), ProcessError> {
         let now = epoch_millis(ctx.now());
-        let expires_at = now + self.config.decision_ttl.as_millis() as i64;
-        let (decision, disclosable) = match record.value {
+        let default_ttl = self.config.decision_ttl.as_millis() as i64;
+        let (decision, template, disclosable) = match record.value {
             SigningInput::Match(m) => {
                 let request = &m.outcome.request;
                 // What the policy lets this tenant see selectively (SD-JWT): the claims whose
@@ -340,13 +368,14 @@ impl Processor for SigningStage {
                 } else {
                     None
                 };
+                let template = m.outcome.response_template.clone().unwrap_or_default();
                 let decision = Decision {
                     request_id: request.request_id.clone(),
                     tenant_id: request.tenant_id.clone(),
                     outcomes: outcomes(&m),
                     policy: m.outcome.policy.clone(),
                     issued_at: now,
-                    expires_at,
+                    expires_at: now + template.lifetime_ms.unwrap_or(default_ttl),
                     nonce: request.nonce.clone(),
                     subject_pseudonym,
                     format: m.outcome.response_format,
@@ -356,7 +385,7 @@ impl Processor for SigningStage {
                     audit_log_index: None,
                     rejection: None,
                 };
-                (decision, disclosable)
+                (decision, template, disclosable)
             }
             SigningInput::Rejected(r) => {
                 // Nobody to deliver to: an unknown tenant has no decision topic, and creating
@@ -375,7 +404,7 @@ impl Processor for SigningStage {
                     outcomes: Vec::new(),
                     policy: None,
                     issued_at: now,
-                    expires_at,
+                    expires_at: now + default_ttl,
                     nonce: String::new(),
                     subject_pseudonym: None,
                     format: ResponseFormat::Json,
@@ -385,9 +414,9 @@ impl Processor for SigningStage {
                     audit_log_index: None,
                     rejection: Some(r),
                 };
-                (decision, Vec::new())
+                (decision, ResponseTemplate::default(), Vec::new())
             }
         };
-        self.issue(ctx, decision, &disclosable)
+        self.issue(ctx, decision, &template, &disclosable)
     }
 }

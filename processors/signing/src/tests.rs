@@ -11,9 +11,9 @@ use expect_test::{expect, Expect};
 use pavilion_runtime::testing::TestDriver;
 use pavilion_runtime::{Resources, StageKinds};
 use pavilion_schemas::{
-    ClaimMatch, ClaimPlan, ClaimRequest, Decision, DecisionIssued, MatchResult, MatchStatus,
-    Payload, PolicyEffect, PolicyOutcome, Registry, RejectionReason, RequestRejected,
-    ResponseFormat, SubjectToken, VerificationRequest,
+    ClaimMatch, ClaimPlan, ClaimRequest, Decision, DecisionIssued, EvidenceKind, EvidenceRef,
+    MatchResult, MatchStatus, Payload, PolicyEffect, PolicyOutcome, Registry, RejectionReason,
+    RequestRejected, ResponseFormat, ResponseTemplate, SubjectToken, VerificationRequest,
 };
 
 use crate::{jose, DecisionSigner, SharedSigner, SIGNER};
@@ -115,6 +115,7 @@ fn matched(id: &str, format: ResponseFormat, statuses: &[(&str, MatchStatus)]) -
             denying_rules: Vec::new(),
             plan,
             response_format: format,
+            response_template: None,
             evaluated_at: 0,
         },
         results: statuses
@@ -356,6 +357,62 @@ fn a_verifiable_credential_and_an_sd_jwt_disclosing_only_what_the_policy_allows(
               {"alg":"EdDSA","kid":"k-2025","typ":"pavilion-decision+sd-jwt"} {"iss":"test-broker","aud":"acme","jti":"r2","iat":1700000000,"exp":1700000300,"nonce":"nonce-r2","response_schema":"pavilion.decision/1","policy":null,"_sd_alg":"sha-256","_sd":["<digest>"]} ~"account_verified"={"outcome":"verified","reason":null}
             issued r2 -> decisions.acme kid=k-2025
         "#]],
+    );
+}
+
+#[test]
+fn the_policys_response_template_shapes_the_payload_but_not_the_record() {
+    let keys = keys();
+    let mut d = driver(&keys);
+    let template = ResponseTemplate {
+        audience: Some("https://shop.example/age-gate".into()),
+        lifetime_ms: Some(60_000),
+        claim_names: BTreeMap::from([("age_over".into(), "age_over_18".into())]),
+        evidence: false,
+    };
+    let statuses = [
+        ("age_over", MatchStatus::Matched),
+        ("fraud_listed", MatchStatus::NotMatched),
+    ];
+    let mut m = matched("r1", ResponseFormat::Jwt, &statuses);
+    m.results[0].evidence = vec![EvidenceRef {
+        provider_id: "bank".into(),
+        kind: EvidenceKind::OprfMatch,
+        attestation_digest: Some(vec![7; 32]),
+        proof_digest: None,
+    }];
+    m.outcome.response_template = Some(template.clone());
+    check(
+        &keys,
+        &mut d,
+        "matches",
+        &m,
+        expect![[r#"
+        decisions.acme Jwt kid=k-2025 verified=true
+          {"alg":"EdDSA","kid":"k-2025","typ":"JWT"} {"iss":"test-broker","aud":"https://shop.example/age-gate","jti":"r1","iat":1700000000,"exp":1700000060,"nonce":"nonce-r1","response_schema":"pavilion.decision/1","policy":null,"claims":[{"index":0,"name":"age_over_18","outcome":"verified","reason":null},{"index":1,"name":"fraud_listed","outcome":"not_verified","reason":null}],"rejection":null}
+        issued r1 -> decisions.acme kid=k-2025
+    "#]],
+    );
+    // The record keeps the requested names and the evidence: auditors see what was asked.
+    let out = d.send("matches", "acme", &m);
+    let record: Decision = Registry::builtin().decode(&out[0].value).unwrap();
+    assert_eq!(record.outcomes[0].claim_name, "age_over");
+    assert_eq!(record.outcomes[0].evidence.len(), 1);
+    assert_eq!(record.expires_at - record.issued_at, 60_000);
+    // SD-JWT: the disclosure carries the payload name.
+    let mut sd = matched("r2", ResponseFormat::SdJwt, &statuses);
+    sd.outcome.plan[0].disclosable_attributes = vec!["age_over".into()];
+    sd.outcome.response_template = Some(template);
+    check(
+        &keys,
+        &mut d,
+        "matches",
+        &sd,
+        expect![[r#"
+        decisions.acme SdJwt kid=k-2025 verified=true
+          {"alg":"EdDSA","kid":"k-2025","typ":"pavilion-decision+sd-jwt"} {"iss":"test-broker","aud":"https://shop.example/age-gate","jti":"r2","iat":1700000000,"exp":1700000060,"nonce":"nonce-r2","response_schema":"pavilion.decision/1","policy":null,"_sd_alg":"sha-256","_sd":["<digest>"]} ~"age_over_18"={"outcome":"verified","reason":null}
+        issued r2 -> decisions.acme kid=k-2025
+    "#]],
     );
 }
 
