@@ -9,6 +9,7 @@
 //! The schemas are embedded at build time (`build.rs`), so the binary carries the contract.
 #![deny(missing_docs)]
 
+mod audit;
 mod decision;
 mod events;
 mod policy;
@@ -24,6 +25,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde::{de::DeserializeOwned, Serialize};
 
+pub use audit::*;
 pub use decision::*;
 pub use events::*;
 pub use policy::*;

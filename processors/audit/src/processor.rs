@@ -1,0 +1,199 @@
+use pavilion_runtime::clock::epoch_millis;
+use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
+use pavilion_schemas::{
+    AcceptedRequest, AuditEntry, Checkpoint, CodecError, DecisionIssued, Event, EventRef,
+    MatchResult, NoteSignature, PolicyOutcome, PsiJobResult, Registry, RequestRejected,
+    VerificationRequest,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::log::Frontier;
+use crate::note::{key_id, signed_note, CheckpointBody};
+use crate::subject::SubjectFields;
+use crate::{
+    AuditConfig, SharedCheckpointSigner, SharedSubjectKeys, CHECKPOINT_SIGNER, SUBJECT_KEYS,
+};
+
+/// The audit stage.
+pub struct AuditStage {
+    config: AuditConfig,
+}
+
+impl AuditStage {
+    /// A stage with its config.
+    pub fn new(config: AuditConfig) -> Self {
+        AuditStage { config }
+    }
+}
+
+/// Any framed event: its type, digest, request id and subject fields. Records of types this
+/// build does not know are logged too (by digest); only bytes that are not a framed record at
+/// all are dead letters.
+pub struct AuditInput {
+    event_type: String,
+    digest: [u8; 32],
+    request_id: Option<String>,
+    subject: Option<(String, SubjectFields)>,
+}
+
+impl Input for AuditInput {
+    fn decode(registry: &Registry, _topic: &str, bytes: &[u8]) -> Result<Self, CodecError> {
+        let event_type = registry.name_of(bytes)?.to_owned();
+        let request = |r: &VerificationRequest| (Some(r.request_id.clone()), SubjectFields::of(r));
+        let (request_id, subject) = match event_type.as_str() {
+            VerificationRequest::FULL_NAME => request(&registry.decode(bytes)?),
+            AcceptedRequest::FULL_NAME => {
+                request(&registry.decode::<AcceptedRequest>(bytes)?.request)
+            }
+            PolicyOutcome::FULL_NAME => request(&registry.decode::<PolicyOutcome>(bytes)?.request),
+            MatchResult::FULL_NAME => {
+                request(&registry.decode::<MatchResult>(bytes)?.outcome.request)
+            }
+            RequestRejected::FULL_NAME => (
+                Some(registry.decode::<RequestRejected>(bytes)?.request_id),
+                None,
+            ),
+            DecisionIssued::FULL_NAME => (
+                Some(registry.decode::<DecisionIssued>(bytes)?.request_id),
+                None,
+            ),
+            PsiJobResult::FULL_NAME => (
+                Some(registry.decode::<PsiJobResult>(bytes)?.request_id),
+                None,
+            ),
+            _ => (None, None),
+        };
+        Ok(AuditInput {
+            event_type,
+            digest: Sha256::digest(bytes).into(),
+            request_id,
+            subject,
+        })
+    }
+}
+
+/// A shard's state in the `log` store.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Shard {
+    frontier: Frontier,
+    /// Size of the last checkpoint.
+    checkpointed: u64,
+}
+
+const SHARD: &[u8] = b"shard";
+
+impl AuditStage {
+    fn origin(&self, ctx: &Context<'_>) -> String {
+        format!("{}/{}", self.config.origin, ctx.partition())
+    }
+
+    fn checkpoint(
+        &self,
+        ctx: &mut Context<'_>,
+        origin: &str,
+        shard: &mut Shard,
+    ) -> Result<(), ProcessError> {
+        let body = CheckpointBody {
+            origin: origin.to_owned(),
+            size: shard.frontier.size,
+            root: shard.frontier.root(),
+        };
+        let signer = ctx.resource::<SharedCheckpointSigner>(CHECKPOINT_SIGNER)?;
+        let (public_key, signature) = signer
+            .sign(body.text().as_bytes())
+            .map_err(|e| ProcessError::new(format!("checkpoint signing: {e}")))?;
+        let name = &self.config.origin;
+        let checkpoint = Checkpoint {
+            origin: origin.to_owned(),
+            tree_size: body.size as i64,
+            root_hash: body.root.to_vec(),
+            note: signed_note(&body, name, &public_key, &signature),
+            signatures: vec![NoteSignature {
+                key_name: name.clone(),
+                key_id: key_id(name, &public_key).to_vec(),
+                signature,
+            }],
+            created_at: epoch_millis(ctx.now()),
+        };
+        shard.checkpointed = shard.frontier.size;
+        ctx.emit("checkpoints", origin.to_owned(), &checkpoint)
+    }
+}
+
+impl Processor for AuditStage {
+    type Input = AuditInput;
+
+    fn process(
+        &mut self,
+        ctx: &mut Context<'_>,
+        record: Record<AuditInput>,
+    ) -> Result<(), ProcessError> {
+        if record.offset < 0 {
+            // Positions identify entries and derive encryption nonces: a fused hand-over has
+            // none yet.
+            return Err(ProcessError::new(
+                "the audit stage must read committed topics: do not fuse it with its producers",
+            ));
+        }
+        let origin = self.origin(ctx);
+        let input = record.value;
+        let event = EventRef {
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            event_type: input.event_type,
+        };
+        let encrypted_fields = match input.subject {
+            None => None,
+            Some((key_id, fields)) => {
+                let keys = ctx.resource::<SharedSubjectKeys>(SUBJECT_KEYS)?;
+                match keys
+                    .key(&key_id)
+                    .map_err(|e| ProcessError::new(format!("subject key store: {e}")))?
+                {
+                    Some(key) => Some(crate::subject::seal(&key, &key_id, &event, &fields)),
+                    None => {
+                        ctx.count("subject_erased", "");
+                        None
+                    }
+                }
+            }
+        };
+        let mut shard: Shard = ctx.store("log")?.get(SHARD)?.unwrap_or_default();
+        let mut entry = AuditEntry {
+            origin: origin.clone(),
+            index: shard.frontier.size as i64,
+            leaf_hash: Vec::new(),
+            event,
+            event_digest: input.digest.to_vec(),
+            request_id: input.request_id,
+            encrypted_fields,
+            appended_at: epoch_millis(ctx.now()),
+        };
+        let leaf_hash = entry.computed_leaf_hash();
+        entry.leaf_hash = leaf_hash.to_vec();
+        shard.frontier.append(leaf_hash);
+        ctx.count("entries", &entry.event.event_type);
+        ctx.emit("log", origin.clone(), &entry)?;
+        if shard.frontier.size - shard.checkpointed >= self.config.checkpoint_every {
+            self.checkpoint(ctx, &origin, &mut shard)?;
+        }
+        ctx.store("log")?.put(SHARD, &shard)
+    }
+
+    /// A checkpoint of whatever was appended since the last one, so a quiet log is still
+    /// checkpointed (and anchored) within one punctuation interval.
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let mut shard: Shard = match ctx.store("log")?.get(SHARD)? {
+            Some(s) => s,
+            None => return Ok(()),
+        };
+        if shard.frontier.size == shard.checkpointed {
+            return Ok(());
+        }
+        let origin = self.origin(ctx);
+        self.checkpoint(ctx, &origin, &mut shard)?;
+        ctx.store("log")?.put(SHARD, &shard)
+    }
+}
