@@ -10,6 +10,7 @@
 
 pub mod hsm;
 pub mod keystore;
+pub mod subjects;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

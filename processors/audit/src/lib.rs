@@ -15,6 +15,7 @@ pub mod log;
 pub mod note;
 mod processor;
 pub mod subject;
+pub mod verify;
 
 pub use processor::{AuditInput, AuditStage};
 

@@ -320,3 +320,106 @@ fn a_note_verifies_only_under_its_key_and_unaltered() {
     assert!(matches!(open(&note, &other), Err(NoteError::Unverified(_))));
     assert!(NoteKey::from_vkey("o+00000000+AQ==").is_err());
 }
+
+/// Ten requests' worth of entries (checkpoints at 4, 8 and 10), decoded.
+fn logged() -> (Vec<AuditEntry>, Vec<Checkpoint>) {
+    let keys = Arc::new(TestKeys::default());
+    let mut d = driver(&keys);
+    let registry = Registry::builtin();
+    let mut out = Vec::new();
+    for i in 0..10 {
+        out.extend(d.send("issued", "acme", &issued(&format!("r{i}"))));
+    }
+    out.extend(d.punctuate());
+    let entries = out
+        .iter()
+        .filter_map(|r| registry.decode::<AuditEntry>(&r.value).ok())
+        .collect();
+    let checkpoints = out
+        .iter()
+        .filter_map(|r| registry.decode::<Checkpoint>(&r.value).ok())
+        .collect();
+    (entries, checkpoints)
+}
+
+fn audit(entries: Vec<AuditEntry>, checkpoints: &[Checkpoint]) -> String {
+    let known = [NoteKey::from_vkey(&vkey(
+        "test/audit",
+        &SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes(),
+    ))
+    .unwrap()];
+    let digest = |e: &pavilion_schemas::EventRef| {
+        // The source events as the auditor would re-read them: issued r{offset}.
+        let bytes = Registry::builtin()
+            .encode(&issued(&format!("r{}", e.offset)))
+            .unwrap();
+        use sha2::Digest;
+        Some(sha2::Sha256::digest(bytes).into())
+    };
+    match crate::verify::verify(entries, checkpoints, &known, &mut { digest }, &mut || {}) {
+        Ok(report) => report
+            .iter()
+            .map(|(o, r)| {
+                format!(
+                    "{o} ok: {} entries, {} checkpoints, latest at {:?}",
+                    r.entries,
+                    r.checkpoints,
+                    r.latest.map(|(s, _)| s)
+                )
+            })
+            .collect(),
+        Err(d) => d.to_string(),
+    }
+}
+
+#[test]
+fn the_auditor_points_at_the_first_tampered_entry() {
+    let (entries, checkpoints) = logged();
+    let mut cases = String::new();
+    let mut case = |name: &str, entries: Vec<AuditEntry>, checkpoints: &[Checkpoint]| {
+        cases += &format!("{name}: {}\n", audit(entries, checkpoints));
+    };
+    case("intact", entries.clone(), &checkpoints);
+
+    let mut flipped = entries.clone();
+    flipped[5].event_digest[0] ^= 1;
+    case("flipped byte", flipped.clone(), &checkpoints);
+    // The tamperer also recomputes the leaf hash: the source event still gives it away.
+    flipped[5].leaf_hash = flipped[5].computed_leaf_hash().to_vec();
+    case("flipped byte, leaf rehashed", flipped, &checkpoints);
+
+    let mut removed = entries.clone();
+    removed.remove(2);
+    case("removed", removed, &checkpoints);
+
+    let mut reordered = entries.clone();
+    reordered.swap(3, 4);
+    case("reordered pair", reordered, &checkpoints);
+
+    case("tail cut", entries[..9].to_vec(), &checkpoints);
+
+    let mut forged = checkpoints.clone();
+    forged[1].root_hash[0] ^= 1;
+    forged[1].note = forged[1].note.replacen(
+        &base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            &checkpoints[1].root_hash,
+        ),
+        &base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            &forged[1].root_hash,
+        ),
+        1,
+    );
+    case("forged checkpoint", entries.clone(), &forged);
+
+    expect![[r#"
+        intact: test/audit/0 ok: 10 entries, 3 checkpoints, latest at Some(10)
+        flipped byte: test/audit/0: entry 5: altered: the leaf hash does not match the entry's fields
+        flipped byte, leaf rehashed: test/audit/0: entry 5: the logged digest is not the digest of the event at issued/0@5
+        removed: test/audit/0: entry 2: missing, or out of order: the next entry in the log is 3
+        reordered pair: test/audit/0: entry 3: missing, or out of order: the next entry in the log is 4
+        tail cut: test/audit/0: entry 9: missing: a signed checkpoint covers 10 entries, the log has 9
+        forged checkpoint: test/audit/0: entry 8: checkpoint at size 8: no signature on the note verifies under a known key (test/audit+8a2a1e39: bad signature)
+    "#]].assert_eq(&cases);
+}
