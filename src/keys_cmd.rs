@@ -171,6 +171,26 @@ impl DecisionSigner for SharedKeys {
     }
 }
 
+/// Checkpoints are signed with the current decision-signing key: the JWKS that verifies
+/// decisions verifies the log (`pavilion audit vkeys`).
+impl pavilion_audit::CheckpointSigner for SharedKeys {
+    fn sign(&self, message: &[u8]) -> Result<([u8; 32], Vec<u8>), String> {
+        let kid = self.0.current_key_id()?;
+        let info = self
+            .0
+            .list()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| format!("key {kid} is not listed"))?;
+        let public_key = hex::decode(&info.public_key)
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .ok_or_else(|| format!("key {kid}: public key is not 32 bytes of hex"))?;
+        Ok((public_key, self.0.sign(&kid, message)?))
+    }
+}
+
 fn keys(args: &RingArgs) -> Result<SigningKeys> {
     SigningKeys::open(args)?.context(
         "say where the keys are: --dir DIR (or $PAVILION_SIGNING_KEYS), or --hsm-token LABEL",

@@ -11,5 +11,6 @@ pub fn all() -> StageKinds {
         &pavilion_policy::KIND,
         &pavilion_psi::KIND,
         &pavilion_signing::KIND,
+        &pavilion_audit::KIND,
     ])
 }

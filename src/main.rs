@@ -1,6 +1,7 @@
 //! `pavilion`: the one binary. Parsing and validation live here; the work lives in the
 //! crates under `processors/`, `connectors/` and `schemas/`.
 
+mod audit_cmd;
 mod bench;
 mod bench_psi;
 mod bench_signing;
@@ -83,6 +84,16 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// The audit log: verify it, prove inclusion and consistency, serve proofs.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
+    },
+    /// Data subjects: erase one from the audit log (crypto-shredding).
+    Subject {
+        #[command(subcommand)]
+        command: audit_cmd::SubjectCommand,
     },
     /// The Avro wire contract in schemas/.
     Schemas {
@@ -211,6 +222,8 @@ fn main() -> ExitCode {
         Command::Keys { command } => keys_cmd::run(command),
         Command::Verify(args) => keys_cmd::verify(args),
         Command::Run(args) => run::run(args),
+        Command::Audit { command } => audit_cmd::run(command),
+        Command::Subject { command } => audit_cmd::subject(command),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { command } => match command {
             BenchCommand::Passthrough(args) => bench::passthrough(args),

@@ -57,6 +57,11 @@ pub struct RunArgs {
     /// /.well-known/jwks.json beside /metrics.
     #[command(flatten)]
     pub signing: crate::keys_cmd::RingArgs,
+    /// The per-subject audit keys an audit stage encrypts subject-linked fields under
+    /// (created on first use; passphrase from $PAVILION_SUBJECT_KEYS_PASSPHRASE). Its
+    /// checkpoints are signed with the signing keys above.
+    #[arg(long, env = "PAVILION_SUBJECT_KEYS")]
+    pub subject_keys: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -75,17 +80,32 @@ fn resources(
     topology: &Topology,
     tasks: &[String],
     keys: &crate::keys_cmd::RingArgs,
+    subject_keys: Option<&std::path::Path>,
 ) -> Result<(Resources, Option<Arc<SigningKeys>>)> {
     let mut resources = Resources::default();
-    let signs = tasks.iter().any(|t| {
-        topology.tasks[t]
-            .stages
-            .iter()
-            .any(|s| topology.stages[s].kind == pavilion_signing::KIND.name)
-    });
+    let runs = |kind: &str| {
+        tasks.iter().any(|t| {
+            topology.tasks[t]
+                .stages
+                .iter()
+                .any(|s| topology.stages[s].kind == kind)
+        })
+    };
+    let (signs, audits) = (
+        runs(pavilion_signing::KIND.name),
+        runs(pavilion_audit::KIND.name),
+    );
+    if audits {
+        let Some(dir) = subject_keys else {
+            bail!("an audit stage runs here: give it --subject-keys DIR (and $PAVILION_SUBJECT_KEYS_PASSPHRASE) for the per-subject keys");
+        };
+        let store = Arc::new(crate::audit_cmd::subject_keys(dir)?);
+        let keys: pavilion_audit::SharedSubjectKeys = Arc::new(SubjectKeys(store));
+        resources.insert(pavilion_audit::SUBJECT_KEYS, keys);
+    }
     let Some(ring) = SigningKeys::open(keys)? else {
-        if signs {
-            bail!("a signing stage runs here: give it keys with --dir DIR or --hsm-token LABEL (create them with `pavilion keys generate`)");
+        if signs || audits {
+            bail!("a signing or audit stage runs here: give it keys with --dir DIR or --hsm-token LABEL (create them with `pavilion keys generate`)");
         }
         return Ok((resources, None));
     };
@@ -98,13 +118,30 @@ fn resources(
     eprintln!("pavilion: signing with key {current} from {place}");
     let signer: SharedSigner = Arc::new(crate::keys_cmd::SharedKeys(ring.clone()));
     resources.insert(SIGNER, signer);
+    let checkpoints: pavilion_audit::SharedCheckpointSigner =
+        Arc::new(crate::keys_cmd::SharedKeys(ring.clone()));
+    resources.insert(pavilion_audit::CHECKPOINT_SIGNER, checkpoints);
     Ok((resources, Some(ring)))
+}
+
+/// The subject key store as the audit stage's resource.
+struct SubjectKeys(Arc<pavilion_keys::subjects::SubjectKeyStore>);
+
+impl pavilion_audit::SubjectKeys for SubjectKeys {
+    fn key(&self, key_id: &str) -> Result<Option<[u8; 32]>, String> {
+        self.0.get_or_create(key_id).map_err(|e| e.to_string())
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let topology = Arc::new(topology_cmd::load(&args.cluster.file)?);
     let tasks = select_tasks(&topology, &args.tasks)?;
-    let (resources, ring) = resources(&topology, &tasks, &args.signing)?;
+    let (resources, ring) = resources(
+        &topology,
+        &tasks,
+        &args.signing,
+        args.subject_keys.as_deref(),
+    )?;
     let telemetry = Telemetry::new();
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
