@@ -675,3 +675,54 @@ topics:
 {stages}{fuse}"
     )
 }
+
+/// `yaml` with an audit stage (its own task) reading `inputs` (names under `prefix`), and the
+/// log, checkpoint and erasure topics, plus `extra_topics` (e.g. tampered copies of the log).
+pub fn with_audit(prefix: &str, yaml: String, inputs: &[&str], extra_topics: &[&str]) -> String {
+    let mut topics = format!(
+        "  {prefix}.log: {{ schema: pavilion.AuditEntry }}
+  {prefix}.checkpoints: {{ schema: pavilion.Checkpoint }}
+  {prefix}.erasures: {{ schema: pavilion.SubjectErasure }}
+"
+    );
+    for t in extra_topics {
+        // No schema: the CLI finds the real log by its schema.
+        topics += &format!("  {prefix}.{t}: {{}}\n");
+    }
+    let inputs: Vec<String> = inputs.iter().map(|i| format!("{prefix}.{i}")).collect();
+    let stage = format!(
+        "  audit:
+    kind: audit
+    inputs: [{}]
+    outputs: {{ log: {prefix}.log, checkpoints: {prefix}.checkpoints }}
+    stores: [log]
+    punctuate_every: 2s
+    config: {{ origin: test/audit, checkpoint_every: 25 }}
+",
+        inputs.join(", ")
+    );
+    let yaml = yaml.replacen("\nstages:\n", &format!("\n{topics}stages:\n"), 1);
+    match yaml.find("\nfuse:") {
+        Some(at) => format!("{}\n{stage}{}", &yaml[..at], &yaml[at..]),
+        None => format!("{yaml}{stage}"),
+    }
+}
+
+/// The Go verifier of `tests/interop/tlog-go` (transparency-dev/merkle, x/mod/sumdb/note),
+/// built into `dir`.
+pub fn tlog_verifier(dir: &std::path::Path) -> PathBuf {
+    let out = dir.join("tlogverify");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/tlog-go"
+        ))
+        .env("GOFLAGS", "-mod=readonly")
+        .status()
+        .expect("go (the Go toolchain) builds the independent RFC 6962 verifier");
+    assert!(status.success(), "go build of tests/interop/tlog-go failed");
+    out
+}
