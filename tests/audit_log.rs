@@ -344,7 +344,8 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
     let registry = Registry::builtin();
     let producer = PlainProducer::new(&settings()).unwrap();
     let shard: Vec<&(i32, AuditEntry)> = log.iter().filter(|(_, e)| &e.origin == origin).collect();
-    let copy = |name: &str, edit: &dyn Fn(Vec<(i32, AuditEntry)>) -> Vec<(i32, AuditEntry)>| {
+    type Shard = Vec<(i32, AuditEntry)>;
+    let copy = |name: &str, edit: &dyn Fn(Shard) -> Shard| {
         let topic = t.topic(name);
         for (partition, e) in edit(shard.iter().map(|x| (*x).clone()).collect()) {
             producer
