@@ -81,6 +81,10 @@ pub struct VerifyArgs {
     /// topic's retention are skipped anyway).
     #[arg(long)]
     pub no_events: bool,
+    /// Check every anchor receipt against the chain over this JSON-RPC endpoint (without it,
+    /// receipts are checked against the checkpoints only).
+    #[arg(long, env = "PAVILION_CHAIN_RPC")]
+    pub rpc_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -454,6 +458,10 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
                     }
                 );
             }
+            if let Err(d) = check_anchors(&args, &log) {
+                println!("DIVERGENCE at {d}");
+                return Ok(ExitCode::from(1));
+            }
             println!(
                 "ok: {} entries in {} logs; {} event digests re-checked",
                 log.entries.len(),
@@ -471,6 +479,109 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Anchor receipts: each names a signed checkpoint, in order per log with no gap and no
+/// double anchor, and (with --rpc-url) each is an `Anchored` event on chain with the same
+/// transaction, size and root. An error names the log and the checkpoint size.
+fn check_anchors(args: &VerifyArgs, log: &Log) -> Result<(), String> {
+    let topology = topology_cmd::load(&args.log.cluster.file).map_err(|e| format!("{e:#}"))?;
+    let Ok(topic) = topology_cmd::topic_for(&topology, pavilion_schemas::AnchorReceipt::FULL_NAME)
+    else {
+        return Ok(());
+    };
+    let receipts = read::<pavilion_schemas::AnchorReceipt>(&args.log, &topic.name)
+        .map_err(|e| format!("{e:#}"))?;
+    let mut anchored: BTreeMap<&str, Vec<&pavilion_schemas::AnchorReceipt>> = BTreeMap::new();
+    for (_, r) in &receipts {
+        anchored
+            .entry(r.checkpoint.origin.as_str())
+            .or_default()
+            .push(r);
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    for (origin, list) in &anchored {
+        let fail =
+            |size: i64, reason: String| format!("{origin}: checkpoint at size {size}: {reason}");
+        let mut previous = 0;
+        for r in list {
+            let c = &r.checkpoint;
+            if c.tree_size <= previous {
+                return Err(fail(
+                    c.tree_size,
+                    format!("anchored out of order or twice (after size {previous})"),
+                ));
+            }
+            previous = c.tree_size;
+            if !log.checkpoints.iter().any(|k| {
+                k.origin == c.origin && k.tree_size == c.tree_size && k.root_hash == c.root_hash
+            }) {
+                return Err(fail(
+                    c.tree_size,
+                    "the anchored root is not the signed checkpoint's".into(),
+                ));
+            }
+        }
+        // No gap: every checkpoint up to the last anchored one is anchored.
+        for k in log
+            .checkpoints
+            .iter()
+            .filter(|k| k.origin == *origin && k.tree_size <= previous)
+        {
+            if !list.iter().any(|r| r.checkpoint.tree_size == k.tree_size) {
+                return Err(fail(
+                    k.tree_size,
+                    "not anchored, though a later checkpoint is".into(),
+                ));
+            }
+        }
+        let Some(rpc) = &args.rpc_url else { continue };
+        let contract = pavilion_chain::Address::try_from(list[0].contract_address.as_slice())
+            .map_err(|_| {
+                fail(
+                    list[0].checkpoint.tree_size,
+                    "receipt names no 20-byte contract".into(),
+                )
+            })?;
+        let on_chain = runtime
+            .block_on(async {
+                pavilion_chain::Anchorer::reader(rpc, contract)?
+                    .anchored(Some(origin))
+                    .await
+            })
+            .map_err(|e| format!("{origin}: reading anchors from {rpc}: {e}"))?;
+        let sizes: Vec<u64> = on_chain.iter().map(|a| a.tree_size).collect();
+        if sizes.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "{origin}: anchored on chain out of order or twice: sizes {sizes:?}"
+            ));
+        }
+        for r in list {
+            let found = on_chain.iter().any(|a| {
+                a.tree_size as i64 == r.checkpoint.tree_size
+                    && a.root.as_slice() == r.checkpoint.root_hash
+                    && a.tx_hash.as_slice() == r.tx_hash
+            });
+            if !found {
+                return Err(fail(
+                    r.checkpoint.tree_size,
+                    format!("no such anchor on chain ({rpc}, contract {contract})"),
+                ));
+            }
+        }
+    }
+    let total: usize = anchored.values().map(Vec::len).sum();
+    if total > 0 {
+        println!(
+            "anchors: {total} checkpoints anchored in order, no gap{}",
+            if args.rpc_url.is_some() {
+                ", each found on chain"
+            } else {
+                " (chain not checked: no --rpc-url)"
+            }
+        );
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {

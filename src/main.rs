@@ -1,6 +1,7 @@
 //! `pavilion`: the one binary. Parsing and validation live here; the work lives in the
 //! crates under `processors/`, `connectors/` and `schemas/`.
 
+mod anchor_cmd;
 mod audit_cmd;
 mod bench;
 mod bench_psi;
@@ -89,6 +90,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
+    },
+    /// Anchor the audit log's checkpoints on an Ethereum-compatible chain.
+    Anchor {
+        #[command(subcommand)]
+        command: anchor_cmd::AnchorCommand,
     },
     /// Data subjects: erase one from the audit log (crypto-shredding).
     Subject {
@@ -223,6 +229,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => keys_cmd::verify(args),
         Command::Run(args) => run::run(args),
         Command::Audit { command } => audit_cmd::run(command),
+        Command::Anchor { command } => anchor_cmd::run(command),
         Command::Subject { command } => audit_cmd::subject(command),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { command } => match command {

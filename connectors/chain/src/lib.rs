@@ -43,6 +43,8 @@
 
 #![warn(missing_docs)]
 
+pub mod dev;
+
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -672,6 +674,14 @@ impl Anchorer {
             chain_id: OnceCell::new(),
             in_flight: Mutex::new(None),
         })
+    }
+
+    /// A client for auditors that only reads anchors ([`Anchorer::anchored`]). It never
+    /// sends a transaction, so the key it is built with (the scalar 1) is never used.
+    pub fn reader(rpc_url: &str, contract: Address) -> Result<Self, ChainError> {
+        let mut config = ChainConfig::new(rpc_url, format!("{:064x}", 1));
+        config.contract = Some(contract);
+        Self::connect(&config)
     }
 
     /// The contract anchored to.

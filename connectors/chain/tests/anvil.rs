@@ -3,123 +3,27 @@
 //! anvil comes from npm through `scripts/infra install`; `PAVILION_ANVIL_BIN` points at
 //! another binary.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloy::providers::{Provider, RootProvider};
+use pavilion_chain::dev::{Anvil, DEV_KEY};
 use pavilion_chain::{
     deploy, origin_hash, AnchorReceipt, Anchorer, ChainConfig, ChainError, OnChainAnchor,
     RetryPolicy,
 };
 
-/// anvil's first dev account (from its default mnemonic), printed by anvil at start.
-const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 /// anvil's second dev account: funded, but not the contract's owner.
 const OTHER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 const ORIGIN: &str = "pavilion.test/audit-log";
-
-fn anvil_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("PAVILION_ANVIL_BIN") {
-        return bin.into();
-    }
-    let cache = std::env::var_os("PAVILION_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/pavilion")
-        });
-    cache.join("anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
-}
 
 /// A port that was free a moment ago (anvil binds it right after).
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
-}
-
-/// A running anvil; killed when dropped, so a failing test leaves none behind.
-struct Anvil {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Anvil {
-    fn start(port: u16, state: Option<&Path>, log: &Path) -> Anvil {
-        let bin = anvil_bin();
-        assert!(
-            bin.is_file(),
-            "anvil not found at {}: run `scripts/infra install` (or set PAVILION_ANVIL_BIN)",
-            bin.display()
-        );
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut command = Command::new(&bin);
-        command
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if let Some(state) = state {
-            command.arg("--state").arg(state);
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut anvil = Anvil {
-            child: Some(child),
-            port,
-        };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = anvil.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("anvil exited at start with {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "anvil did not listen on {port} within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        anvil
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGTERM, the way an operator stops a node: anvil writes its `--state` file on the way
-    /// out.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM failed");
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "anvil ignored SIGTERM for 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 fn config(url: &str) -> ChainConfig {
