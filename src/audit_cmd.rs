@@ -36,6 +36,10 @@ pub enum AuditCommand {
     Serve(ServeArgs),
     /// Print the checkpoint verifier keys (C2SP vkeys) of a JWKS.
     Vkeys(VkeysArgs),
+    /// Re-derive every policy outcome and decision from the logged inputs and policy
+    /// versions with the stages' own code, and compare them byte for byte (exit 1 at the
+    /// first difference).
+    Replay(crate::replay_cmd::ReplayArgs),
 }
 
 /// Where the log is and which keys sign its checkpoints.
@@ -142,6 +146,7 @@ pub fn run(command: AuditCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Serve(args) => serve(args),
+        AuditCommand::Replay(args) => crate::replay_cmd::replay(args),
         AuditCommand::Vkeys(args) => {
             let topology = topology_cmd::load(&args.file)?;
             for k in known_keys(&args.keys, &log_name_default(Some(&topology)))? {
@@ -206,7 +211,10 @@ struct Log {
     known: Vec<NoteKey>,
 }
 
-fn read<E: Event>(args: &LogArgs, topic: &str) -> Result<Vec<(pavilion_kafka::ReadRecord, E)>> {
+pub(crate) fn read<E: Event>(
+    args: &LogArgs,
+    topic: &str,
+) -> Result<Vec<(pavilion_kafka::ReadRecord, E)>> {
     let mut records = TopicReader::new(&topology_cmd::settings(&args.cluster, "audit"), &[topic])?
         .read_to_end(Duration::from_secs(120))
         .with_context(|| format!("reading {topic}"))?;

@@ -12,6 +12,7 @@ mod kinds;
 mod policy_cmd;
 mod provider_cmd;
 mod psi_cmd;
+mod replay_cmd;
 mod request_cmd;
 mod run;
 mod schemas_cmd;

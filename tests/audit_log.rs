@@ -17,9 +17,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
 use pavilion_audit::log::LogView;
+use pavilion_chain::dev::{Anvil, DEV_KEY};
 use pavilion_kafka::PlainProducer;
 use pavilion_keys::subjects::SubjectKeyStore;
-use pavilion_schemas::{AuditEntry, Checkpoint, DecisionIssued, Registry, ResponseFormat};
+use pavilion_schemas::{
+    AnchorReceipt, AuditEntry, Checkpoint, DecisionIssued, Registry, ResponseFormat,
+};
 use util::*;
 
 const POLICY: &str = r#"policy: main
@@ -257,6 +260,46 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
     assert!(verified.contains("ok:"), "{verified}");
     assert!(!verified.contains("not yet checkpointed"), "{verified}");
 
+    // The replay: every outcome and decision re-derived from the log by the stages' code.
+    let replayed = ok(cli(
+        &t,
+        &[],
+        &["audit", "replay", "--decisions", "--jwks", jwks_arg],
+    ));
+    assert!(
+        replayed.contains("ok: 112 policy outcomes and 120 decisions re-derived identical"),
+        "{replayed}"
+    );
+
+    // …and a replay under another signing config (another issuer) finds the difference.
+    let impostor = t.dir.path().join("impostor.yaml");
+    let yaml = std::fs::read_to_string(&t.path).unwrap();
+    std::fs::write(
+        &impostor,
+        yaml.replacen(
+            "kind: signing\n",
+            "kind: signing\n    config: { issuer: impostor }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = cli(
+        &t,
+        &[],
+        &[
+            "audit",
+            "replay",
+            "--decisions",
+            "--jwks",
+            jwks_arg,
+            "--topology",
+            impostor.to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("is not the delivered one"), "{text}");
+
     // Proofs for one request, checked by the Go verifier with only the JWKS-derived vkeys.
     let verifier = tlog_verifier(t.dir.path());
     let proofs = ok(cli(
@@ -338,6 +381,81 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
             }
         }
     }
+
+    // Anchoring on our own anvil, through an outage: stopped after the first anchor,
+    // restarted (with its chain) seconds later; every checkpoint anchored once, in order.
+    let state = t.dir.path().join("anvil-state.json");
+    let anvil_log = t.dir.path().join("anvil.log");
+    let anvil_port = free_port();
+    let anvil = Anvil::start(anvil_port, Some(&state), &anvil_log);
+    let chain_env = vec![
+        ("PAVILION_CHAIN_RPC".to_owned(), anvil.url()),
+        ("PAVILION_CHAIN_KEY".to_owned(), DEV_KEY.to_owned()),
+    ];
+    let contract = ok(cli(&t, &chain_env, &["anchor", "deploy"]))
+        .trim()
+        .to_owned();
+    let anchor_log = t.dir.path().join("anchor.log");
+    let mut anchoring = Command::new(BIN)
+        .args(["anchor", "run", "--contract", &contract])
+        .env("PAVILION_TOPOLOGY", &t.path)
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .envs(chain_env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::fs::File::create(&anchor_log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let receipts = || -> Vec<AnchorReceipt> {
+        read_all(&t.topic("anchors"))
+            .into_iter()
+            .map(|r| Registry::builtin().decode(&r.value.unwrap()).unwrap())
+            .collect()
+    };
+    let wait_for = |n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while receipts().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} of {n} anchored; anchor log:\n{}",
+                receipts().len(),
+                std::fs::read_to_string(&anchor_log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(1, "before the outage");
+    anvil.stop();
+    std::thread::sleep(Duration::from_secs(6));
+    let anvil = Anvil::start(anvil_port, Some(&state), &anvil_log);
+    wait_for(checkpoints.len(), "after the outage");
+    Command::new("kill")
+        .args(["-TERM", &anchoring.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(anchoring.wait().unwrap().success());
+    let anchored = receipts();
+    assert_eq!(
+        anchored.len(),
+        checkpoints.len(),
+        "one anchor per checkpoint"
+    );
+    let gas: Vec<i64> = anchored.iter().map(|r| r.gas_used).collect();
+    println!("gas per anchor: {gas:?}");
+    assert!(gas.iter().all(|g| *g < 30_000), "{gas:?}");
+    let verified = ok(cli(
+        &t,
+        &[],
+        &[
+            "audit",
+            "verify",
+            "--jwks",
+            jwks_arg,
+            "--rpc-url",
+            &anvil.url(),
+        ],
+    ));
+    assert!(verified.contains("each found on chain"), "{verified}");
+    drop(anvil);
 
     // Tampering, each on a copy of the log: found at its index.
     let log = entries(&t.topic("log"));

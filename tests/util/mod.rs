@@ -683,6 +683,7 @@ pub fn with_audit(prefix: &str, yaml: String, inputs: &[&str], extra_topics: &[&
         "  {prefix}.log: {{ schema: pavilion.AuditEntry }}
   {prefix}.checkpoints: {{ schema: pavilion.Checkpoint }}
   {prefix}.erasures: {{ schema: pavilion.SubjectErasure }}
+  {prefix}.anchors: {{ schema: pavilion.AnchorReceipt }}
 "
     );
     for t in extra_topics {
