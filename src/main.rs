@@ -4,6 +4,7 @@
 mod anchor_cmd;
 mod audit_cmd;
 mod bench;
+mod bench_audit;
 mod bench_psi;
 mod bench_signing;
 mod demo;
@@ -140,6 +141,9 @@ enum BenchCommand {
     /// Signatures/s with software keys vs an HSM (SoftHSM2), and the signing stage's
     /// decisions/s per response format.
     Signing(bench_signing::SigningBenchArgs),
+    /// Merkle log appends/s vs the bare hash, the audit stage's entries/s, proof times,
+    /// signed checkpoints/s and gas per anchor on a local anvil.
+    Audit(bench_audit::AuditBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -239,6 +243,7 @@ fn main() -> ExitCode {
             BenchCommand::RequestPath(args) => bench::request_path(args),
             BenchCommand::Psi(args) => bench_psi::psi(args),
             BenchCommand::Signing(args) => bench_signing::signing(args),
+            BenchCommand::Audit(args) => bench_audit::audit(args),
         },
         Command::Schemas { command } => match command {
             SchemasCommand::List => schemas_cmd::list(),

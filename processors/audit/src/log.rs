@@ -158,7 +158,11 @@ impl LogView {
                 have: size,
             });
         }
-        let proof = self.prefix(size).prove_inclusion(index as usize);
+        let proof = if size == self.len() {
+            self.tree.prove_inclusion(index as usize)
+        } else {
+            self.prefix(size).prove_inclusion(index as usize)
+        };
         Ok(split(proof.as_bytes()))
     }
 
@@ -175,7 +179,12 @@ impl LogView {
         if from == to {
             return Ok(Vec::new());
         }
-        let proof = self.prefix(to).prove_consistency((to - from) as usize);
+        let additions = (to - from) as usize;
+        let proof = if to == self.len() {
+            self.tree.prove_consistency(additions)
+        } else {
+            self.prefix(to).prove_consistency(additions)
+        };
         Ok(split(proof.as_bytes()))
     }
 }
