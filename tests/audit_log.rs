@@ -368,6 +368,40 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         "{consistency}"
     );
 
+    // The same proofs over HTTP.
+    let serve_port = free_port();
+    let mut server = Command::new(BIN)
+        .args([
+            "audit",
+            "serve",
+            "--jwks",
+            jwks_arg,
+            "--addr",
+            &format!("127.0.0.1:{serve_port}"),
+        ])
+        .env("PAVILION_TOPOLOGY", &t.path)
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let served = loop {
+        if let Some((200, body)) = http_get(serve_port, "/v1/audit/prove?request_id=r011") {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "audit serve did not answer");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let lines: Vec<serde_json::Value> = serde_json::from_str(&served).unwrap();
+    let jsonl: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(go_verify(&verifier, &jsonl), "6 passed, 0 failed");
+    let (status, body) = http_get(serve_port, "/v1/audit/prove?request_id=nope").unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no entry of request"), "{body}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+
     // After the erasure: no key, so no decryption; the log above verified all the same.
     assert!(store.get(&key_id).unwrap().is_none());
 
