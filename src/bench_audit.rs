@@ -114,23 +114,13 @@ pub fn audit(args: AuditBenchArgs) -> Result<ExitCode> {
     );
 
     // The stage: decode, digest, append, emit, state committed per record (test driver).
-    let topology = "
-application: b
-dlq: dlq
-topics:
-  dlq: { schema: pavilion.DeadLetter }
-  issued: { schema: pavilion.DecisionIssued }
-  log: { schema: pavilion.AuditEntry }
-  checkpoints: { schema: pavilion.Checkpoint }
-stages:
-  audit:
-    kind: audit
-    inputs: [issued]
-    outputs: { log: log, checkpoints: checkpoints }
-    stores: [log]
-    config: { origin: bench/audit, checkpoint_every: 1000 }
-";
-    let mut driver = TestDriver::new(topology, "audit", &StageKinds::new([&pavilion_audit::KIND]));
+    let topology = pavilion_audit::STANDALONE_TOPOLOGY
+        .replace("checkpoint_every: 4", "checkpoint_every: 1000");
+    let mut driver = TestDriver::new(
+        &topology,
+        "audit",
+        &StageKinds::new([&pavilion_audit::KIND]),
+    );
     let mut resources = Resources::default();
     let signer: pavilion_audit::SharedCheckpointSigner =
         Arc::new(Key(SigningKey::from_bytes(&[5; 32])));

@@ -68,16 +68,6 @@ fn cli(t: &TestTopology, env: &[(String, String)], args: &[&str]) -> std::proces
         .unwrap()
 }
 
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn entries(topic: &str) -> Vec<(i32, AuditEntry)> {
     let registry = Registry::builtin();
     read_all(topic)

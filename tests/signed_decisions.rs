@@ -90,15 +90,6 @@ fn keys_cli(t: &TestTopology, env: &[(String, String)], args: &[&str]) -> std::p
         .unwrap()
 }
 
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Decisions by request id and the audit events' request ids, each with its count.
 fn delivered(
     t: &TestTopology,

@@ -727,3 +727,14 @@ pub fn tlog_verifier(dir: &std::path::Path) -> PathBuf {
     assert!(status.success(), "go build of tests/interop/tlog-go failed");
     out
 }
+
+/// The stdout of a command that must have succeeded (else its output is the failure).
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
