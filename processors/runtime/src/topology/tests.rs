@@ -80,11 +80,20 @@ static SIGNING: StageKind = StageKind {
     build: never_built,
 };
 
+static AUDIT: StageKind = StageKind {
+    name: "audit",
+    outputs: &["log", "checkpoints"],
+    stores: &["log"],
+    globals: &[],
+    check_config: |_| Ok(()),
+    build: never_built,
+};
+
 /// Parses `yaml` (a leading newline is dropped, so line 1 is the line after `r#"`) and
 /// renders the topology or every error.
 fn check(yaml: &str, expect: Expect) {
     let yaml = yaml.strip_prefix('\n').unwrap_or(yaml);
-    let kinds = StageKinds::new([&COUNTER, &TOTALS, &TENANCY, &POLICY, &PSI, &SIGNING]);
+    let kinds = StageKinds::new([&COUNTER, &TOTALS, &TENANCY, &POLICY, &PSI, &SIGNING, &AUDIT]);
     let actual = match Topology::parse(yaml, &kinds, &|s| s.starts_with("pavilion.")) {
         Ok(topology) => render(&topology),
         Err(errors) => errors.0.iter().map(|e| format!("{e}\n")).collect(),
@@ -136,6 +145,7 @@ fn the_repository_topology_parses() {
         include_str!("../../../../topology.yaml"),
         expect![[r#"
             application pavilion, dlq pavilion.dlq
+            task audit (group pavilion.audit, 6 partitions): stages ["audit"], inputs ["pavilion.requests", "pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.policy.outcomes", "pavilion.matches", "pavilion.decisions.issued", "pavilion.psi.results", "pavilion.tenants", "pavilion.policies", "pavilion.providers", "pavilion.audit.erasures"]
             task counter (group pavilion.counter, 6 partitions): stages ["counter"], inputs ["demo.events"]
             task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy", "policy", "psi", "signing"], inputs ["pavilion.requests", "pavilion.tenants", "pavilion.policies", "pavilion.psi.jobs"]
               global psi.providers <- pavilion.providers
@@ -146,7 +156,9 @@ fn the_repository_topology_parses() {
             topic demo.totals: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyTotal
             topic pavilion.audit.anchors: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AnchorReceipt
             topic pavilion.audit.checkpoints: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.Checkpoint
+            topic pavilion.audit.erasures: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.SubjectErasure
             topic pavilion.audit.log: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AuditEntry
+            topic pavilion.audit.log.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.counter.counts.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.decisions.issued: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.DecisionIssued
             topic pavilion.dlq: partitions=6 replication=1 cleanup=delete retention_ms=1209600000 schema=pavilion.DeadLetter
