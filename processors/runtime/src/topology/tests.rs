@@ -379,7 +379,7 @@ fuse:
             line 12: topic `old`: retention `3 fortnights`: unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (use e.g. 7d, 12h or forever)
             line 13: topic `strange`: no schema named `acme.Strange` in schemas/
             line 17: stage `ghost`: topic `nowhere` is not declared under `topics`
-            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals, tenancy, policy, psi, signing)
+            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals, tenancy, policy, psi, signing, audit)
             line 23: stage `forgetful`: kind `counter` needs store `counts`
             line 27: stage `chatty`: kind `counter` has no output `extra` (it has: counts)
             line 32: stage `fussy`: config: unknown field `colour`, expected `limit`
