@@ -15,7 +15,7 @@ use pavilion_runtime::topology::Topology;
 use pavilion_schemas::Registry;
 use serde_json::json;
 
-use crate::{demo, kinds, run, ClusterArgs};
+use crate::{kinds, run, sample, ClusterArgs};
 
 /// Options of the pass-through benchmark.
 #[derive(Args)]
@@ -87,7 +87,7 @@ fn raw_relay(settings: &KafkaSettings, run: &str, args: &PassthroughArgs) -> Res
     };
     let reader = TopicReader::new(settings, &[&output])?;
     let t0 = Instant::now();
-    demo::produce_events(
+    sample::produce_events(
         &PlainProducer::new(settings)?,
         &input,
         "raw",
@@ -108,11 +108,11 @@ fn eos_pipeline(
     args: &PassthroughArgs,
 ) -> Result<(f64, u64)> {
     let topology = Arc::new(topology);
-    let (input, output) = demo::sample_topics(&topology)?;
+    let (input, output) = sample::sample_topics(&topology)?;
     let pipeline = run::InProcess::start(&topology, settings, |_| true, Duration::from_secs(60))?;
     let reader = TopicReader::new(settings, &[&output])?;
     let t0 = Instant::now();
-    demo::produce_events(
+    sample::produce_events(
         &PlainProducer::new(settings)?,
         &input,
         "eos",
@@ -122,7 +122,7 @@ fn eos_pipeline(
         args.payload,
     )?;
     let t1 = await_records(&reader, args.records, Duration::from_secs(300))?;
-    let commits = demo::metric_sum(&pipeline.telemetry.render(), "pavilion_transactions_total{");
+    let commits = sample::metric_sum(&pipeline.telemetry.render(), "pavilion_transactions_total{");
     pipeline.stop()?;
     Ok((
         args.records as f64 / (t1 - t0).as_secs_f64(),
@@ -551,11 +551,11 @@ pub fn request_path(args: RequestPathArgs) -> Result<ExitCode> {
         let topology = Arc::new(topology);
         let loaded = |t: &Telemetry| {
             let text = t.render();
-            demo::metric_sum(
+            sample::metric_sum(
                 &text,
                 "pavilion_stage_events_total{event=\"tenant.updated\"",
             ) >= args.tenants as f64
-                && demo::metric_sum(
+                && sample::metric_sum(
                     &text,
                     "pavilion_stage_events_total{event=\"policy.activated\"",
                 ) >= args.tenants as f64
@@ -571,7 +571,7 @@ pub fn request_path(args: RequestPathArgs) -> Result<ExitCode> {
         let t1 = await_records(&reader, args.requests, Duration::from_secs(600))?;
         let rate = args.requests as f64 / (t1 - t0).as_secs_f64();
         let commits =
-            demo::metric_sum(&pipeline.telemetry.render(), "pavilion_transactions_total{");
+            sample::metric_sum(&pipeline.telemetry.render(), "pavilion_transactions_total{");
         pipeline.stop()?;
         println!("{mode:>6}: {rate:>8.0} requests/s through tenancy + policy ({} requests, {} tenants, {commits} transactions)", args.requests, args.tenants);
         results.push((mode, rate));

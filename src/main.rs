@@ -16,6 +16,7 @@ mod psi_cmd;
 mod replay_cmd;
 mod request_cmd;
 mod run;
+mod sample;
 mod schemas_cmd;
 mod tenant_cmd;
 mod topology_cmd;

@@ -421,7 +421,14 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         .to_owned();
     let anchor_log = t.dir.path().join("anchor.log");
     let mut anchoring = Command::new(BIN)
-        .args(["anchor", "run", "--contract", &contract])
+        .args([
+            "anchor",
+            "run",
+            "--contract",
+            &contract,
+            "--metrics-addr",
+            "off",
+        ])
         .env("PAVILION_TOPOLOGY", &t.path)
         .env("PAVILION_BOOTSTRAP", bootstrap())
         .envs(chain_env.iter().map(|(k, v)| (k, v)))

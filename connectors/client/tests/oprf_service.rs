@@ -256,6 +256,86 @@ fn the_rate_limit_and_the_daily_quota_stop_enumeration() {
     client.tokens(&g.endpoint, &five[..2]).unwrap();
 }
 
+/// `/metrics` has a sample of every family (evaluations by tenant, refusals by reason, batch
+/// time) and passes `promtool check metrics`; the alerts in ops/prometheus/alerts.yml read
+/// the refusal reasons by these exact names.
+#[test]
+fn the_metrics_count_evaluations_and_refusals_by_reason_and_pass_promtool() {
+    let alice = SigningKey::from_bytes(&[1; 32]);
+    let f = serve(
+        ServiceLimits {
+            max_batch: 5,
+            rate_per_second: NonZeroU32::new(1).unwrap(),
+            burst: NonZeroU32::new(5).unwrap(),
+            daily_quota: None,
+            clock_skew: Duration::from_secs(60),
+        },
+        vec![tenant("acme", TenantState::Active, &alice)],
+    );
+    let client = OprfClient::new(credentials("acme", &alice));
+    let five: Vec<Vec<u8>> = (0..5).map(|i| format!("id:{i}").into_bytes()).collect();
+    client.tokens(&f.endpoint, &five).unwrap();
+    refused(client.tokens(&f.endpoint, &five[..1]));
+    refused(OprfClient::new(credentials("nobody", &alice)).tokens(&f.endpoint, &five[..1]));
+    let metrics = ureq::get(&format!("{}/metrics", f.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for line in [
+        "pavilion_oprf_evaluations_total{tenant=\"acme\"} 5",
+        "pavilion_oprf_refusals_total{reason=\"rate_limited\"} 1",
+        "pavilion_oprf_refusals_total{reason=\"unknown_tenant\"} 1",
+        "pavilion_oprf_batch_seconds_count 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+    promtool_check_metrics(&metrics);
+}
+
+/// `promtool check metrics` (format and naming lint) on an exposition; `$PROMTOOL` names the
+/// binary. Without promtool: a failure when `$CI` is set, a notice otherwise. (The same check
+/// as `pavilion_runtime::telemetry::assert_promtool_accepts`, which this crate does not
+/// depend on.)
+fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let mut child = match Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+                "`{promtool}` not found, and CI is set: install Debian's `prometheus` package \
+                 (scripts/test does) or point $PROMTOOL at promtool"
+            );
+            eprintln!("SKIPPED promtool check of the OPRF metrics: `{promtool}` not found");
+            return;
+        }
+        Err(e) => panic!("running `{promtool} check metrics`: {e}"),
+    };
+    // Small enough for the pipe: promtool reads it all before answering.
+    let written = child.stdin.take().unwrap().write_all(exposition.as_bytes());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "`{promtool} check metrics` failed ({}):\n{}{}\n--- exposition ---\n{exposition}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    written.unwrap();
+}
+
 /// An independent RFC 9497 implementation, `@cloudflare/voprf-ts` (Node), as the client of
 /// our service gets the same outputs as our client library and as the provider's own
 /// evaluation. `scripts/test` installs it (`npm ci` in tests/interop/voprf-ts).

@@ -265,3 +265,98 @@ impl Telemetry {
         self.states.lock().expect("states lock").clone()
     }
 }
+
+/// Checks a Prometheus text exposition with `promtool check metrics` (the format, and the
+/// naming lint: counters end in `_total`, base units, help text), for the tests of every
+/// process that serves `/metrics`. `$PROMTOOL` names the binary, default `promtool` on PATH
+/// (Debian package `prometheus`; `scripts/test` installs it).
+///
+/// # Panics
+///
+/// When promtool rejects the text, or cannot be found while `$CI` is set (so CI cannot pass
+/// without the check). Elsewhere a missing promtool only prints a notice.
+pub fn assert_promtool_accepts(what: &str, exposition: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+            assert!(
+                !ci,
+                "{what}: `{promtool}` not found, and CI is set: install Debian's `prometheus` \
+                 package (scripts/test does) or point $PROMTOOL at promtool"
+            );
+            eprintln!(
+                "SKIPPED promtool check of {what}: `{promtool}` not found (install Debian's \
+                 `prometheus` package, or set $PROMTOOL)"
+            );
+            return;
+        }
+        Err(e) => panic!("{what}: running `{promtool} check metrics`: {e}"),
+    };
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let text = exposition.to_owned();
+    // promtool reads everything before it answers; a thread keeps a large input from
+    // filling the pipe while nobody reads its output.
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{what}: waiting for `{promtool} check metrics`: {e}"));
+    let written = writer.join().expect("writer thread");
+    // The verdict first: a promtool that quit early also breaks the pipe.
+    assert!(
+        output.status.success(),
+        "{what}: `{promtool} check metrics` failed ({}):\n{}{}\n--- exposition ---\n{exposition}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    written.unwrap_or_else(|e| panic!("{what}: writing to `{promtool} check metrics`: {e}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family, with samples, as `/metrics` shows it; promtool accepts the result.
+    #[test]
+    fn every_metric_family_renders_and_passes_promtool() {
+        let t = Telemetry::new();
+        t.record_processed("tenancy", Duration::from_micros(40));
+        t.record_emitted("tenancy", "pavilion.requests.accepted");
+        t.record_dead_lettered("tenancy", "decode", "bad avro", "pavilion.requests", 0, 7);
+        t.transaction_committed("tenancy", 12, Duration::from_millis(9));
+        t.transaction_aborted("tenancy", "fenced");
+        t.task_restarted("tenancy", "broker gone");
+        t.lag_observed("tenancy", "pavilion.requests", 3, 42);
+        t.restore_progressed("tenancy", "pavilion.tenancy.seen.changelog", 3, 100, 900);
+        t.stage_event("signing", "decisions", "jwt");
+        let text = t.render();
+        for line in [
+            "pavilion_records_in_total{stage=\"tenancy\"} 1",
+            "pavilion_records_out_total{stage=\"tenancy\",topic=\"pavilion.requests.accepted\"} 1",
+            "pavilion_dead_letters_total{reason=\"decode\",stage=\"tenancy\"} 1",
+            "pavilion_transactions_total{outcome=\"committed\",task=\"tenancy\"} 1",
+            "pavilion_transactions_total{outcome=\"aborted\",task=\"tenancy\"} 1",
+            "pavilion_transaction_commit_seconds_count{task=\"tenancy\"} 1",
+            "pavilion_processing_seconds_count{stage=\"tenancy\"} 1",
+            "pavilion_consumer_lag{partition=\"3\",task=\"tenancy\",topic=\"pavilion.requests\"} 42",
+            "pavilion_restore_remaining_records{changelog=\"pavilion.tenancy.seen.changelog\",partition=\"3\",task=\"tenancy\"} 900",
+            "pavilion_restored_records_total{changelog=\"pavilion.tenancy.seen.changelog\",task=\"tenancy\"} 100",
+            "pavilion_task_restarts_total{task=\"tenancy\"} 1",
+            "pavilion_stage_events_total{event=\"decisions\",label=\"jwt\",stage=\"signing\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert_promtool_accepts("pipeline telemetry", &text);
+    }
+}
