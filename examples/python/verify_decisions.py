@@ -15,6 +15,40 @@ import sys
 from jwcrypto import jwk, jws
 
 
+class Invalid(Exception):
+    """A token that does not verify, and why."""
+
+
+def verify_token(keys: "jwk.JWKSet", token: str):
+    """(kid, claims, disclosed) of a verified token; raises Invalid otherwise."""
+    # SD-JWT (RFC 9901): issuer JWT ~ disclosure ~ ... ~
+    compact, *disclosures = token.split("~")
+    signed = jws.JWS()
+    try:
+        signed.deserialize(compact)
+    except Exception as e:
+        raise Invalid(f"not a compact JWS: {e}") from e
+    kid = signed.jose_header.get("kid")
+    key = keys.get_key(kid)
+    if key is None:
+        raise Invalid(f"no key {kid} in the JWKS")
+    try:
+        # Only EdDSA is accepted, whatever the header says.
+        signed.allowed_algs = ["EdDSA"]
+        signed.verify(key)
+    except Exception as e:  # jwcrypto raises several types
+        raise Invalid(f"invalid token ({kid}): {e}") from e
+    claims = json.loads(signed.payload)
+    disclosed = {}
+    for d in filter(None, disclosures):
+        digest = base64.urlsafe_b64encode(hashlib.sha256(d.encode()).digest()).rstrip(b"=").decode()
+        if digest not in claims.get("_sd", []):
+            raise Invalid(f"disclosure not signed by the issuer: {d}")
+        salt, name, value = json.loads(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
+        disclosed[name] = value
+    return kid, claims, disclosed
+
+
 def main() -> int:
     with open(sys.argv[1], encoding="utf-8") as f:
         keys = jwk.JWKSet.from_json(f.read())
@@ -22,31 +56,11 @@ def main() -> int:
         token = line.strip()
         if not token:
             continue
-        # SD-JWT (RFC 9901): issuer JWT ~ disclosure ~ ... ~
-        compact, *disclosures = token.split("~")
-        signed = jws.JWS()
-        signed.deserialize(compact)
-        kid = signed.jose_header.get("kid")
-        key = keys.get_key(kid)
-        if key is None:
-            print(f"no key {kid} in the JWKS", file=sys.stderr)
-            return 1
         try:
-            # Only EdDSA is accepted, whatever the header says.
-            signed.allowed_algs = ["EdDSA"]
-            signed.verify(key)
-        except Exception as e:  # jwcrypto raises several types
-            print(f"invalid token ({kid}): {e}", file=sys.stderr)
+            kid, claims, disclosed = verify_token(keys, token)
+        except Invalid as e:
+            print(e, file=sys.stderr)
             return 1
-        claims = json.loads(signed.payload)
-        disclosed = {}
-        for d in filter(None, disclosures):
-            digest = base64.urlsafe_b64encode(hashlib.sha256(d.encode()).digest()).rstrip(b"=").decode()
-            if digest not in claims.get("_sd", []):
-                print(f"disclosure not signed by the issuer: {d}", file=sys.stderr)
-                return 1
-            salt, name, value = json.loads(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
-            disclosed[name] = value
         print(json.dumps({"kid": kid, "claims": claims, "disclosed": disclosed}))
     return 0
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""A relying party's downstream consumer, as a user would write one: read a tenant's decision
+topic read_committed from the start to its current end, decode each record with nothing but
+schemas/ (single-object Avro, fastavro), and verify every decision with an independent JOSE
+library (jwcrypto) and the broker's published JWKS — compact JWS/JWT, vc+jwt and SD-JWT
+tokens, and the JSON envelope's detached Ed25519 signature.
+
+Usage: decisions.py --topic pavilion.decisions.acme --jwks jwks.json [--bootstrap HOST:PORT]
+Prints one JSON line per decision (request id, format, outcomes, verified claims) and a
+summary line; exits 1 if any decision does not verify, 2 if nothing could be read.
+"""
+import argparse
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from jwcrypto import jwk
+
+from pavilion_avro import load_schemas
+from verify_decisions import Invalid, verify_token
+
+DEFAULT_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def verify_decision(keys: "jwk.JWKSet", decision: dict) -> dict:
+    """What a verified decision says; raises Invalid otherwise."""
+    payload = decision["payload"]
+    if isinstance(payload, bytes):
+        raise Invalid("binary payloads are not produced by this broker")
+    if decision["format"] == "json":
+        # Signed JSON envelope: the payload text, signed as it is (detached Ed25519).
+        key = keys.get_key(decision["signing_key_id"])
+        if key is None or decision.get("signature") is None:
+            raise Invalid(f"no key {decision['signing_key_id']} in the JWKS, or no signature")
+        try:
+            key.get_op_key("verify").verify(decision["signature"], payload.encode())
+        except Exception as e:
+            raise Invalid(f"bad signature: {e}") from e
+        return {"claims": json.loads(payload), "disclosed": {}}
+    kid, claims, disclosed = verify_token(keys, payload)
+    if kid != decision["signing_key_id"]:
+        raise Invalid(f"token signed by {kid}, record says {decision['signing_key_id']}")
+    return {"claims": claims, "disclosed": disclosed}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bootstrap", default=os.environ.get("PAVILION_BOOTSTRAP", "127.0.0.1:9092"))
+    p.add_argument("--topic", required=True, help="a tenant's decision topic")
+    p.add_argument("--jwks", required=True, type=Path, help="the broker's JWKS (pavilion keys jwks)")
+    p.add_argument("--schemas", type=Path, default=DEFAULT_SCHEMAS)
+    args = p.parse_args(argv)
+    registry = load_schemas(args.schemas)
+    keys = jwk.JWKSet.from_json(args.jwks.read_text(encoding="utf-8"))
+
+    from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": f"pavilion-decisions-{uuid.uuid4().hex[:12]}",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "log_level": 2,
+    })
+    metadata = consumer.list_topics(args.topic, timeout=30)
+    topic = metadata.topics.get(args.topic)
+    if topic is None or topic.error is not None or not topic.partitions:
+        print(f"decisions.py: no topic {args.topic}", file=sys.stderr)
+        return 2
+    # The end as of now, per partition: read up to it (committed records only).
+    ends = {}
+    for partition in topic.partitions:
+        _, high = consumer.get_watermark_offsets(TopicPartition(args.topic, partition), timeout=30)
+        ends[partition] = high
+    consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in ends])
+    done = {p for p, end in ends.items() if end == 0}
+    verified = failed = 0
+    while len(done) < len(ends):
+        msg = consumer.poll(5.0)
+        if msg is None:
+            # Transaction markers occupy offsets: past the last record means at the end.
+            for tp in consumer.position([TopicPartition(args.topic, p) for p in ends]):
+                if tp.offset >= ends[tp.partition]:
+                    done.add(tp.partition)
+            continue
+        if msg.error() is not None:
+            continue
+        if msg.offset() + 1 >= ends[msg.partition()]:
+            done.add(msg.partition())
+        name, decision = registry.decode(msg.value())
+        if name != "pavilion.Decision":
+            print(f"decisions.py: {name} in a decision topic", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            content = verify_decision(keys, decision)
+            verified += 1
+            print(json.dumps({
+                "request_id": decision["request_id"],
+                "format": decision["format"],
+                "outcomes": [(o["claim_name"], o["outcome"]) for o in decision["outcomes"]],
+                "rejection": decision["rejection"]["reason"] if decision.get("rejection") else None,
+                "aud": content["claims"].get("aud") or content["claims"].get("credentialSubject", {}).get("aud"),
+                "disclosed": content["disclosed"],
+            }))
+        except Invalid as e:
+            failed += 1
+            print(f"decisions.py: {decision['request_id']}: {e}", file=sys.stderr)
+    consumer.close()
+    print(f"decisions: {verified} passed, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
