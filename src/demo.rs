@@ -62,10 +62,9 @@ pub struct DemoArgs {
         env = "PAVILION_CHAIN_RPC",
         default_value = "http://127.0.0.1:8545"
     )]
+    /// The anchoring account's key comes from $PAVILION_CHAIN_KEY (never a flag); without it,
+    /// anvil's first dev account.
     pub rpc_url: String,
-    /// The anchoring account's key ($PAVILION_CHAIN_KEY; default: anvil's first dev account).
-    #[arg(long, env = "PAVILION_CHAIN_KEY", hide_env_values = true, default_value = pavilion_chain::dev::DEV_KEY)]
-    pub chain_key: String,
     /// Give up waiting for the pipeline after this long.
     #[arg(long, env = "PAVILION_DEMO_TIMEOUT", default_value = "300s", value_parser = crate::parse_duration)]
     pub timeout: Duration,
@@ -418,7 +417,11 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
                 "demo passphrase (not a secret)".into(),
             ),
             ("PAVILION_CHAIN_RPC".into(), args.rpc_url.clone()),
-            ("PAVILION_CHAIN_KEY".into(), args.chain_key.clone()),
+            (
+                "PAVILION_CHAIN_KEY".into(),
+                std::env::var("PAVILION_CHAIN_KEY")
+                    .unwrap_or_else(|_| pavilion_chain::dev::DEV_KEY.to_owned()),
+            ),
             ("PAVILION_LOG".into(), "info".into()),
         ],
     };

@@ -82,7 +82,9 @@ enum Command {
     Verify(keys_cmd::VerifyArgs),
     /// Run the pipeline's tasks (all, or those named) until SIGTERM/SIGINT.
     Run(run::RunArgs),
-    /// Run the sample pipeline end to end on the local broker and print a summary.
+    /// The whole path on the local infrastructure: tenants, providers with synthetic
+    /// populations, the pipeline, audit and anchoring, a request mix, a summary and one
+    /// decision verified end to end.
     Demo(demo::DemoArgs),
     /// Benchmarks; results are printed and written as JSON under bench/results/.
     Bench {
