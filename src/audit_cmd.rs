@@ -149,7 +149,7 @@ pub fn run(command: AuditCommand) -> Result<ExitCode> {
         AuditCommand::Replay(args) => crate::replay_cmd::replay(args),
         AuditCommand::Vkeys(args) => {
             let topology = topology_cmd::load(&args.file)?;
-            for k in known_keys(&args.keys, &log_name_default(Some(&topology)))? {
+            for k in known_keys(&args.keys, &log_name(&topology))? {
                 println!("{}", vkey(&k.name, &k.public_key));
             }
             Ok(ExitCode::SUCCESS)
@@ -157,18 +157,17 @@ pub fn run(command: AuditCommand) -> Result<ExitCode> {
     }
 }
 
-fn log_name_default(topology: Option<&Topology>) -> String {
+/// The log's name (the audit stage's `origin`): what checkpoint keys are named.
+fn log_name(topology: &Topology) -> String {
     topology
-        .and_then(|t| {
-            t.stages
-                .values()
-                .find(|s| s.kind == pavilion_audit::KIND.name)
-                .and_then(|s| {
-                    s.config
-                        .get("origin")
-                        .and_then(|o| o.as_str())
-                        .map(str::to_owned)
-                })
+        .stages
+        .values()
+        .find(|s| s.kind == pavilion_audit::KIND.name)
+        .and_then(|s| {
+            s.config
+                .get("origin")
+                .and_then(|o| o.as_str())
+                .map(str::to_owned)
         })
         .unwrap_or_else(|| pavilion_audit::AuditConfig::default().origin)
 }
@@ -247,7 +246,7 @@ impl Log {
             Some(t) => t.clone(),
             None => topology_cmd::topic_for(&topology, Checkpoint::FULL_NAME)?.name,
         };
-        let known = known_keys(&args.keys, &log_name_default(Some(&topology)))?;
+        let known = known_keys(&args.keys, &log_name(&topology))?;
         Ok(Log {
             entries: read::<AuditEntry>(args, &log_topic)?
                 .into_iter()
