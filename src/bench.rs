@@ -64,7 +64,11 @@ fn await_records(reader: &TopicReader, count: u64, timeout: Duration) -> Result<
     Ok(Instant::now())
 }
 
-fn raw_relay(settings: &KafkaSettings, run: &str, args: &PassthroughArgs) -> Result<f64> {
+pub(crate) fn raw_relay(
+    settings: &KafkaSettings,
+    run: &str,
+    args: &PassthroughArgs,
+) -> Result<f64> {
     let (input, output) = (format!("{run}.raw-in"), format!("{run}.raw-out"));
     let stop = Arc::new(AtomicBool::new(false));
     let relay = {

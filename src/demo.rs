@@ -71,7 +71,7 @@ pub struct DemoArgs {
 }
 
 /// Child processes, stopped (SIGTERM) when the demo ends, however it ends.
-struct Children(Vec<(String, Child)>);
+pub(crate) struct Children(pub(crate) Vec<(String, Child)>);
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -94,13 +94,13 @@ impl Drop for Children {
 }
 
 /// Runs `pavilion` commands against the run's topology.
-struct Cli {
-    dir: PathBuf,
-    env: Vec<(String, String)>,
+pub(crate) struct Cli {
+    pub(crate) dir: PathBuf,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Cli {
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(std::env::current_exe().expect("own path"));
         c.args(args)
             .current_dir(&self.dir)
@@ -109,7 +109,7 @@ impl Cli {
     }
 
     /// Runs to completion; its output when it succeeds, its error output when not.
-    fn ok(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.command(args).stdin(Stdio::null()).output()?;
         if !out.status.success() {
             bail!(
@@ -122,7 +122,7 @@ impl Cli {
     }
 
     /// Starts a long-running command, its output in `<dir>/<log>.log`.
-    fn spawn(&self, children: &mut Children, log: &str, args: &[&str]) -> Result<()> {
+    pub(crate) fn spawn(&self, children: &mut Children, log: &str, args: &[&str]) -> Result<()> {
         let file = std::fs::File::create(self.dir.join(format!("{log}.log")))?;
         let child = self
             .command(args)
@@ -148,7 +148,7 @@ const LAST: [&str; 10] = [
 ];
 
 /// Subject `i`'s e-mail address: the same for every run with the same seed.
-fn email(seed: u64, i: usize) -> String {
+pub(crate) fn email(seed: u64, i: usize) -> String {
     let mut rng = StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     format!(
         "{}.{}{}@{}.example",
@@ -161,7 +161,7 @@ fn email(seed: u64, i: usize) -> String {
 
 /// Writes both providers' populations: bank-eu (EU accounts: most verified, adults marked),
 /// fraud-us (a US fraud list). Subject `i` is a member of each with a fixed probability.
-fn populations(dir: &Path, seed: u64, subjects: usize) -> Result<(usize, usize)> {
+pub(crate) fn populations(dir: &Path, seed: u64, subjects: usize) -> Result<(usize, usize)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut bank = std::io::BufWriter::new(std::fs::File::create(dir.join("bank-eu.csv"))?);
     let mut fraud = std::io::BufWriter::new(std::fs::File::create(dir.join("fraud-us.csv"))?);
@@ -209,7 +209,7 @@ response:
   claim_names: { age_over: age_over_18 }
 "#;
 
-const BANK_POLICY: &str = r#"policy: kyc
+pub(crate) const BANK_POLICY: &str = r#"policy: kyc
 tenant: lender
 description: A lender verifies accounts and screens for fraud when onboarding, never for marketing.
 rules: |
@@ -252,7 +252,7 @@ response_format: jws
 
 /// The repository's topology on topic names of this run's own (`<run>.…`), so a demo never
 /// meets an earlier run's tenants, policies or logs.
-fn run_topology(repo: &str, run: &str) -> String {
+pub(crate) fn run_topology(repo: &str, run: &str) -> String {
     let mut out = String::new();
     for line in repo.lines() {
         let line = if line.starts_with("application:") {
@@ -281,7 +281,7 @@ fn run_topology(repo: &str, run: &str) -> String {
     out
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -949,14 +949,14 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// Waits for the pipeline's /readyz.
-fn wait_ready(addr: &str, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_ready(addr: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(r) = ureq::get(&format!("http://{addr}/readyz"))

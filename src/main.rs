@@ -5,6 +5,7 @@ mod anchor_cmd;
 mod audit_cmd;
 mod bench;
 mod bench_audit;
+mod bench_e2e;
 mod bench_psi;
 mod bench_signing;
 mod demo;
@@ -147,6 +148,9 @@ enum BenchCommand {
     /// Merkle log appends/s vs the bare hash, the audit stage's entries/s, proof times,
     /// signed checkpoints/s and gas per anchor on a local anvil.
     Audit(bench_audit::AuditBenchArgs),
+    /// The whole path on the broker: raw pass-through vs split vs fused; sustainable
+    /// requests/s, latency at half load, peak RSS, records written per request.
+    E2e(bench_e2e::E2eBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -247,6 +251,7 @@ fn main() -> ExitCode {
             BenchCommand::Psi(args) => bench_psi::psi(args),
             BenchCommand::Signing(args) => bench_signing::signing(args),
             BenchCommand::Audit(args) => bench_audit::audit(args),
+            BenchCommand::E2e(args) => bench_e2e::e2e(args),
         },
         Command::Schemas { command } => match command {
             SchemasCommand::List => schemas_cmd::list(),
