@@ -23,7 +23,8 @@ use pavilion_schemas::{
 use serde_json::json;
 
 use crate::demo::{
-    email, free_port, percentile, populations, run_topology, wait_ready, Children, Cli, BANK_POLICY,
+    email, free_port, percentile, populations, run_topology, start_providers, wait_ready, Children,
+    Cli, BANK_POLICY,
 };
 use crate::{bench, ClusterArgs, TopologyFile};
 
@@ -97,89 +98,12 @@ fn measure(
         },
         ..args.cluster.clone()
     };
-    let passphrase = "bench passphrase (not a secret)";
-    let cli = Cli {
-        dir: dir.clone(),
-        env: vec![
-            (
-                "PAVILION_TOPOLOGY".into(),
-                topology_path.display().to_string(),
-            ),
-            ("PAVILION_BOOTSTRAP".into(), args.cluster.bootstrap.clone()),
-            (
-                "PAVILION_SIGNING_KEYS".into(),
-                dir.join("keys").display().to_string(),
-            ),
-            ("PAVILION_SIGNING_PASSPHRASE".into(), passphrase.into()),
-            (
-                "PAVILION_SUBJECT_KEYS".into(),
-                dir.join("subjects").display().to_string(),
-            ),
-            ("PAVILION_SUBJECT_KEYS_PASSPHRASE".into(), passphrase.into()),
-            ("PAVILION_PROVIDER_PASSPHRASE".into(), passphrase.into()),
-            ("PAVILION_LOG".into(), "warn".into()),
-        ],
-    };
+    let cli = Cli::for_run(&dir, &topology_path, &args.cluster.bootstrap, "warn");
     let mut children = Children(Vec::new());
     cli.ok(&["topics", "create"])?;
     cli.ok(&["keys", "generate"])?;
     populations(&dir, 7, args.subjects)?;
-    for (name, region, claims) in [
-        ("bank-eu", "eu", "account_verified,age_over"),
-        ("fraud-us", "us", "fraud_listed"),
-    ] {
-        let port = free_port()?;
-        cli.ok(&[
-            "provider",
-            "onboard",
-            name,
-            "--region",
-            region,
-            "--claims",
-            claims,
-            "--oprf-url",
-            &format!("http://127.0.0.1:{port}"),
-        ])?;
-        let csv = format!("{name}.csv");
-        if name == "bank-eu" {
-            cli.ok(&[
-                "provider",
-                "load",
-                name,
-                "--from",
-                &csv,
-                "--claims-column",
-                "claims",
-            ])?;
-        } else {
-            cli.ok(&[
-                "provider",
-                "load",
-                name,
-                "--from",
-                &csv,
-                "--claim",
-                "fraud_listed",
-            ])?;
-        }
-        cli.spawn(
-            &mut children,
-            &format!("oprf-{name}"),
-            &[
-                "provider",
-                "serve-oprf",
-                name,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--rate",
-                "100000",
-                "--burst",
-                "100000",
-                "--daily-quota",
-                "0",
-            ],
-        )?;
-    }
+    start_providers(&cli, &mut children, "100000")?;
     cli.ok(&[
         "tenant",
         "add",

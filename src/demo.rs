@@ -100,6 +100,29 @@ pub(crate) struct Cli {
 }
 
 impl Cli {
+    /// The commands of one run: its topology, and keys sealed under a fixed passphrase in
+    /// `dir` (a demo's or a benchmark's, never a secret).
+    pub(crate) fn for_run(dir: &Path, topology: &Path, bootstrap: &str, log: &str) -> Cli {
+        let passphrase = "demo passphrase (not a secret)".to_owned();
+        let path = |p: &str| dir.join(p).display().to_string();
+        Cli {
+            dir: dir.to_owned(),
+            env: vec![
+                ("PAVILION_TOPOLOGY".into(), topology.display().to_string()),
+                ("PAVILION_BOOTSTRAP".into(), bootstrap.to_owned()),
+                ("PAVILION_SIGNING_KEYS".into(), path("keys")),
+                ("PAVILION_SIGNING_PASSPHRASE".into(), passphrase.clone()),
+                ("PAVILION_SUBJECT_KEYS".into(), path("subjects")),
+                (
+                    "PAVILION_SUBJECT_KEYS_PASSPHRASE".into(),
+                    passphrase.clone(),
+                ),
+                ("PAVILION_PROVIDER_PASSPHRASE".into(), passphrase),
+                ("PAVILION_LOG".into(), log.to_owned()),
+            ],
+        }
+    }
+
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(std::env::current_exe().expect("own path"));
         c.args(args)
@@ -137,6 +160,67 @@ impl Cli {
 
 fn step(text: &str) {
     println!("▸ {text}");
+}
+
+/// Onboards both providers, loads the populations `populations` wrote and starts their OPRF
+/// services (`rate` evaluations/s per tenant, no daily quota); how long each load took.
+pub(crate) fn start_providers(
+    cli: &Cli,
+    children: &mut Children,
+    rate: &str,
+) -> Result<Vec<(&'static str, Duration)>> {
+    let mut loads = Vec::new();
+    for (name, region, claims, load) in [
+        (
+            "bank-eu",
+            "eu",
+            "account_verified,age_over",
+            ["--claims-column", "claims"],
+        ),
+        (
+            "fraud-us",
+            "us",
+            "fraud_listed",
+            ["--claim", "fraud_listed"],
+        ),
+    ] {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        cli.ok(&[
+            "provider",
+            "onboard",
+            name,
+            "--region",
+            region,
+            "--claims",
+            claims,
+            "--oprf-url",
+            &url,
+        ])?;
+        let csv = format!("{name}.csv");
+        let t = Instant::now();
+        cli.ok(&["provider", "load", name, "--from", &csv, load[0], load[1]])?;
+        loads.push((name, t.elapsed()));
+        let listen = format!("127.0.0.1:{port}");
+        cli.spawn(
+            children,
+            &format!("oprf-{name}"),
+            &[
+                "provider",
+                "serve-oprf",
+                name,
+                "--listen",
+                &listen,
+                "--rate",
+                rate,
+                "--burst",
+                rate,
+                "--daily-quota",
+                "0",
+            ],
+        )?;
+    }
+    Ok(loads)
 }
 
 const FIRST: [&str; 12] = [
@@ -388,43 +472,15 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         },
         ..args.cluster.clone()
     };
-    let cli = Cli {
-        dir: dir.clone(),
-        env: vec![
-            (
-                "PAVILION_TOPOLOGY".into(),
-                topology_path.display().to_string(),
-            ),
-            ("PAVILION_BOOTSTRAP".into(), args.cluster.bootstrap.clone()),
-            (
-                "PAVILION_SIGNING_KEYS".into(),
-                dir.join("keys").display().to_string(),
-            ),
-            (
-                "PAVILION_SIGNING_PASSPHRASE".into(),
-                "demo passphrase (not a secret)".into(),
-            ),
-            (
-                "PAVILION_SUBJECT_KEYS".into(),
-                dir.join("subjects").display().to_string(),
-            ),
-            (
-                "PAVILION_SUBJECT_KEYS_PASSPHRASE".into(),
-                "demo passphrase (not a secret)".into(),
-            ),
-            (
-                "PAVILION_PROVIDER_PASSPHRASE".into(),
-                "demo passphrase (not a secret)".into(),
-            ),
-            ("PAVILION_CHAIN_RPC".into(), args.rpc_url.clone()),
-            (
-                "PAVILION_CHAIN_KEY".into(),
-                std::env::var("PAVILION_CHAIN_KEY")
-                    .unwrap_or_else(|_| pavilion_chain::dev::DEV_KEY.to_owned()),
-            ),
-            ("PAVILION_LOG".into(), "info".into()),
-        ],
-    };
+    let mut cli = Cli::for_run(&dir, &topology_path, &args.cluster.bootstrap, "info");
+    cli.env.extend([
+        ("PAVILION_CHAIN_RPC".into(), args.rpc_url.clone()),
+        (
+            "PAVILION_CHAIN_KEY".into(),
+            std::env::var("PAVILION_CHAIN_KEY")
+                .unwrap_or_else(|_| pavilion_chain::dev::DEV_KEY.to_owned()),
+        ),
+    ]);
     let mut children = Children(Vec::new());
     println!("Pavilion demo: run `{run}`, files in {}", dir.display());
 
@@ -437,71 +493,11 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
 
     step(&format!("two providers: bank-eu (accounts, EU) and fraud-us (fraud list, US), {} synthetic subjects each, seed {}", args.subjects, args.seed));
     let (members, listed) = populations(&dir, args.seed, args.subjects)?;
-    let ports = [free_port()?, free_port()?];
-    for ((name, region, claims), port) in [
-        ("bank-eu", "eu", "account_verified,age_over"),
-        ("fraud-us", "us", "fraud_listed"),
-    ]
-    .into_iter()
-    .zip(ports)
+    for ((name, took), n) in start_providers(&cli, &mut children, "5000")?
+        .into_iter()
+        .zip([members, listed])
     {
-        let url = format!("http://127.0.0.1:{port}");
-        cli.ok(&[
-            "provider",
-            "onboard",
-            name,
-            "--region",
-            region,
-            "--claims",
-            claims,
-            "--oprf-url",
-            &url,
-        ])?;
-        let csv = format!("{name}.csv");
-        let load: Vec<&str> = if name == "bank-eu" {
-            vec![
-                "provider",
-                "load",
-                name,
-                "--from",
-                &csv,
-                "--claims-column",
-                "claims",
-            ]
-        } else {
-            vec![
-                "provider",
-                "load",
-                name,
-                "--from",
-                &csv,
-                "--claim",
-                "fraud_listed",
-            ]
-        };
-        let t = Instant::now();
-        cli.ok(&load)?;
-        println!(
-            "  {name}: loaded in {:.1?} ({} members)",
-            t.elapsed(),
-            if name == "bank-eu" { members } else { listed }
-        );
-        let listen = format!("127.0.0.1:{port}");
-        cli.spawn(
-            &mut children,
-            &format!("oprf-{name}"),
-            &[
-                "provider",
-                "serve-oprf",
-                name,
-                "--listen",
-                &listen,
-                "--rate",
-                "5000",
-                "--burst",
-                "5000",
-            ],
-        )?;
+        println!("  {name}: loaded in {took:.1?} ({n} members)");
     }
 
     step("three tenants: shop (age gate, SD-JWT), lender (KYC + fraud, JWT), insurer (record linkage, JWS)");
