@@ -42,9 +42,38 @@ pub struct E2eBenchArgs {
     /// Subjects in each provider's population.
     #[arg(long, default_value_t = 20_000)]
     pub subjects: usize,
+    /// Which pipelines to measure (both by default; the raw pass-through always runs).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Layout::Split, Layout::Fused])]
+    pub layouts: Vec<Layout>,
     /// Where to write the JSON result.
     #[arg(long, default_value = "bench/results/e2e.json")]
     pub out: PathBuf,
+}
+
+/// How the request path's stages are grouped into tasks.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// One task, one transaction per stage.
+    Split,
+    /// The topology's fuse group: one task, one transaction for the whole path.
+    Fused,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Split => "split",
+            Layout::Fused => "fused",
+        }
+    }
+
+    /// The issue's letters for the measurements: (a) is the raw pass-through.
+    fn letter(self) -> char {
+        match self {
+            Layout::Split => 'b',
+            Layout::Fused => 'c',
+        }
+    }
 }
 
 /// Peak resident set of a process, from /proc (kB).
@@ -67,6 +96,64 @@ struct Measured {
     half_load_per_s: f64,
     peak_rss_mb: f64,
     records_per_request: f64,
+    time_spent: TimeSpent,
+}
+
+/// Where a pipeline's tasks spent the max phase, from its own metrics: per task, the share
+/// of the phase spent committing; per stage, the time per request.
+struct TimeSpent {
+    /// (task, transactions, share of the phase's wall time spent in commits)
+    commits: Vec<(String, f64, f64)>,
+    /// (stage, microseconds of processing per request)
+    stages: Vec<(String, f64)>,
+}
+
+impl TimeSpent {
+    fn between(before: &str, after: &str, seconds: f64, requests: usize) -> TimeSpent {
+        let delta = |family: &str, label: &str| -> BTreeMap<String, f64> {
+            let (a, b) = (by_label(after, family, label), by_label(before, family, label));
+            a.into_iter()
+                .map(|(k, v)| {
+                    let d = v - b.get(&k).copied().unwrap_or(0.0);
+                    (k, d)
+                })
+                .collect()
+        };
+        let count = delta("pavilion_transaction_commit_seconds_count", "task");
+        let commits = delta("pavilion_transaction_commit_seconds_sum", "task")
+            .into_iter()
+            .map(|(task, sum)| {
+                let n = count.get(&task).copied().unwrap_or(0.0);
+                (task, n, sum / seconds)
+            })
+            .collect();
+        let stages = delta("pavilion_processing_seconds_sum", "stage")
+            .into_iter()
+            .map(|(stage, sum)| (stage, sum * 1e6 / requests as f64))
+            .collect();
+        TimeSpent { commits, stages }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "commits": self.commits.iter().map(|(t, n, share)| json!({"task": t, "transactions": n, "share_of_wall_time": share})).collect::<Vec<_>>(),
+            "processing_us_per_request": self.stages.iter().map(|(s, us)| (s.clone(), json!(us))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+}
+
+/// The values of one metric family's samples in Prometheus text, by one label's value.
+fn by_label(text: &str, family: &str, label: &str) -> BTreeMap<String, f64> {
+    let tag = format!("{label}=\"");
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(family)?.strip_prefix('{')?;
+            let value = rest.rsplit(' ').next()?.parse().ok()?;
+            let at = rest.find(&tag)? + tag.len();
+            let name = &rest[at..at + rest[at..].find('"')?];
+            Some((name.to_owned(), value))
+        })
+        .collect()
 }
 
 /// Sets up one run (keys, providers, the lender tenant and its policy, the pipeline) and
@@ -74,14 +161,14 @@ struct Measured {
 fn measure(
     args: &E2eBenchArgs,
     repo: &str,
-    split: bool,
+    layout: Layout,
     raw_bytes: &mut usize,
 ) -> Result<Measured> {
-    let run = format!("e2e{}{}", if split { "s" } else { "f" }, std::process::id());
+    let run = format!("e2e{}{}", layout.letter(), std::process::id());
     let dir = std::env::temp_dir().join(&run);
     std::fs::create_dir_all(&dir)?;
     let mut text = run_topology(repo, &run);
-    if split {
+    if layout == Layout::Split {
         let at = text
             .find("\nfuse:")
             .context("topology.yaml has no fuse section")?;
@@ -144,63 +231,69 @@ fn measure(
     .into_iter()
     .map(|(_, p)| (p.provider_id.clone(), p))
     .collect();
-    let half_count = (args.requests / 2).max(1) * args.seconds as usize; // upper bound; trimmed below
-    let total = args.requests + half_count;
-    let inputs: Vec<Vec<u8>> = (0..total)
-        .map(|i| {
-            oprf_input(IdentifierKind::Email, &email(7, i % args.subjects)).map(|v| v.to_vec())
-        })
-        .collect::<Result<_, _>>()?;
-    let mut tokens: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
-    for p in ["bank-eu", "fraud-us"] {
-        let endpoint = providers
-            .get(p)
-            .and_then(ProviderEndpoint::of)
-            .with_context(|| format!("{p} not registered"))?;
-        let mut out = Vec::with_capacity(total);
-        for chunk in inputs.chunks(1000) {
-            out.extend(
-                client
-                    .tokens(&endpoint, chunk)?
-                    .into_iter()
-                    .map(|t| t.to_vec()),
-            );
-        }
-        tokens.insert(p, out);
-    }
-    let registry = Registry::builtin();
-    let requests: Vec<(String, Vec<u8>)> = (0..total)
-        .map(|i| {
-            let r = sign_request(
-                &credentials,
-                RequestDraft {
-                    claims: vec![
-                        ClaimRequest {
-                            name: "account_verified".into(),
-                            params: Default::default(),
-                        },
-                        ClaimRequest {
-                            name: "fraud_listed".into(),
-                            params: Default::default(),
-                        },
-                    ],
-                    purpose: "kyc".into(),
-                    subject_jurisdiction: "DE".into(),
-                    consent_ref: None,
-                    response_format: None,
-                    request_id: Some(format!("{run}-{i:07}")),
-                },
-                ["bank-eu", "fraud-us"]
-                    .iter()
-                    .map(|p| SubjectToken {
-                        provider_id: (*p).into(),
-                        token: tokens[p][i].clone(),
-                    })
-                    .collect(),
-            );
-            Ok((r.request_id.clone(), registry.encode(&r)?))
+    let endpoints: Vec<(&str, ProviderEndpoint)> = ["bank-eu", "fraud-us"]
+        .into_iter()
+        .map(|p| {
+            providers
+                .get(p)
+                .and_then(ProviderEndpoint::of)
+                .map(|e| (p, e))
+                .with_context(|| format!("{p} not registered"))
         })
         .collect::<Result<_>>()?;
+    let registry = Registry::builtin();
+    // Requests `range` of this run, signed, with their tokens fetched in batches of 1000.
+    let make = |range: std::ops::Range<usize>| -> Result<Vec<(String, Vec<u8>)>> {
+        let inputs: Vec<Vec<u8>> = range
+            .clone()
+            .map(|i| {
+                oprf_input(IdentifierKind::Email, &email(7, i % args.subjects)).map(|v| v.to_vec())
+            })
+            .collect::<Result<_, _>>()?;
+        let mut tokens: Vec<Vec<Vec<u8>>> = Vec::new();
+        for (_, endpoint) in &endpoints {
+            let mut out = Vec::with_capacity(inputs.len());
+            for chunk in inputs.chunks(1000) {
+                out.extend(client.tokens(endpoint, chunk)?.into_iter().map(|t| t.to_vec()));
+            }
+            tokens.push(out);
+        }
+        range
+            .enumerate()
+            .map(|(n, i)| {
+                let r = sign_request(
+                    &credentials,
+                    RequestDraft {
+                        claims: vec![
+                            ClaimRequest {
+                                name: "account_verified".into(),
+                                params: Default::default(),
+                            },
+                            ClaimRequest {
+                                name: "fraud_listed".into(),
+                                params: Default::default(),
+                            },
+                        ],
+                        purpose: "kyc".into(),
+                        subject_jurisdiction: "DE".into(),
+                        consent_ref: None,
+                        response_format: None,
+                        request_id: Some(format!("{run}-{i:07}")),
+                    },
+                    endpoints
+                        .iter()
+                        .zip(&tokens)
+                        .map(|((p, _), t)| SubjectToken {
+                            provider_id: (*p).into(),
+                            token: t[n].clone(),
+                        })
+                        .collect(),
+                );
+                Ok((r.request_id.clone(), registry.encode(&r)?))
+            })
+            .collect()
+    };
+    let requests = make(0..args.requests)?;
     *raw_bytes = requests[0].1.len();
 
     let metrics = format!("127.0.0.1:{}", free_port()?);
@@ -213,7 +306,7 @@ fn measure(
         "--metrics-addr",
         &metrics,
     ];
-    let tasks: &[&str] = if split {
+    let tasks: &[&str] = if layout == Layout::Split {
         &["tenancy", "policy", "psi", "signing", "audit"]
     } else {
         &["tenancy", "audit"]
@@ -282,19 +375,28 @@ fn measure(
     };
 
     // Max: everything at once.
+    let scrape = || -> Result<String> {
+        Ok(ureq::get(&format!("http://{metrics}/metrics"))
+            .timeout(Duration::from_secs(5))
+            .call()?
+            .into_string()?)
+    };
+    let before = scrape()?;
     let mut seen = BTreeMap::new();
     let t0 = Instant::now();
-    for r in &requests[..args.requests] {
+    for r in &requests {
         send(r)?;
     }
     producer.flush()?;
     await_n(args.requests, &mut seen)?;
-    let max_per_s = args.requests as f64 / t0.elapsed().as_secs_f64();
+    let max_seconds = t0.elapsed().as_secs_f64();
+    let max_per_s = args.requests as f64 / max_seconds;
+    let time_spent = TimeSpent::between(&before, &scrape()?, max_seconds, args.requests);
 
     // Half load, paced; latency from each produce to its decision visible.
     let rate = max_per_s / 2.0;
-    let count = ((rate * args.seconds as f64) as usize).clamp(1, half_count);
-    let batch = &requests[args.requests..args.requests + count];
+    let count = ((rate * args.seconds as f64) as usize).max(1);
+    let batch = make(args.requests..args.requests + count)?;
     let mut sent_at = BTreeMap::new();
     let t1 = Instant::now();
     for (i, r) in batch.iter().enumerate() {
@@ -348,6 +450,7 @@ fn measure(
         half_load_per_s: rate,
         peak_rss_mb,
         records_per_request: written as f64 / (args.requests + count) as f64,
+        time_spent,
     })
 }
 
@@ -355,10 +458,13 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
     let repo = std::fs::read_to_string(&args.cluster.file.topology)
         .with_context(|| format!("reading {}", args.cluster.file.topology.display()))?;
     let mut request_bytes = 0;
-    println!("(b) the pipeline split: one transaction per stage");
-    let split = measure(&args, &repo, true, &mut request_bytes)?;
-    println!("(c) the pipeline fused");
-    let fused = measure(&args, &repo, false, &mut request_bytes)?;
+    let mut measured = Vec::new();
+    for layout in [Layout::Split, Layout::Fused] {
+        if args.layouts.contains(&layout) {
+            println!("({}) the pipeline {}", layout.letter(), layout.name());
+            measured.push((layout, measure(&args, &repo, layout, &mut request_bytes)?));
+        }
+    }
     println!("(a) raw Kafka pass-through of {request_bytes}-byte records");
     let run = format!("e2er{}", std::process::id());
     let raw_topology = format!("application: {run}\ndlq: {run}.dlq\ntopics:\n  {run}.dlq: {{}}\n  {run}.raw-in: {{}}\n  {run}.raw-out: {{}}\nstages: {{}}\n");
@@ -391,9 +497,10 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
         "\n  {:<8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
         "", "requests/s", "p50 ms", "p99 ms", "p99.9 ms", "RSS MB", "records/req", "broker"
     );
-    for (name, m) in [("split", &split), ("fused", &fused)] {
+    for (layout, m) in &measured {
         println!(
-            "  {name:<8} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>10.0} {:>12.1} {:>9.0}%",
+            "  {:<8} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>10.0} {:>12.1} {:>9.0}%",
+            layout.name(),
             m.max_per_s,
             m.p50_ms,
             m.p99_ms,
@@ -404,25 +511,46 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
         );
     }
     println!("  raw pass-through: {raw:.0} records/s; latencies at half the max rate; broker = requests/s × records/request ÷ raw");
-    let busy = fused.max_per_s * fused.records_per_request / raw;
-    println!(
-        "  goals (fused): broker ≥ 50 % of raw: {} ({:.0} %); p99 ≤ 100 ms at half load: {} ({:.1} ms)",
-        if busy >= 0.5 { "met" } else { "NOT met" },
-        busy * 100.0,
-        if fused.p99_ms <= 100.0 { "met" } else { "NOT met" },
-        fused.p99_ms
-    );
-    let as_json = |m: &Measured| json!({ "max_requests_per_s": m.max_per_s, "half_load_requests_per_s": m.half_load_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "p999_ms": m.p999_ms, "peak_rss_mb": m.peak_rss_mb, "records_written_per_request": m.records_per_request, "broker_share_of_raw": m.max_per_s * m.records_per_request / raw });
-    bench::write_result(
-        &args.out,
-        &json!({
-            "benchmark": "e2e",
-            "raw_passthrough_records_per_s": raw,
-            "request_bytes": request_bytes,
-            "split": as_json(&split),
-            "fused": as_json(&fused),
-            "note": "tenancy, policy, psi, signing and audit on the local broker; one pipeline process; requests pre-signed with their OPRF tokens; max = all sent at once until the last decision is visible read_committed; latencies at half that rate; records counted over every topic of the run, changelogs included",
-        }),
-    )?;
+    for (layout, m) in &measured {
+        let commits: Vec<String> = m
+            .time_spent
+            .commits
+            .iter()
+            .map(|(task, n, share)| format!("{task} {n:.0} commits, {:.0} % of the time", share * 100.0))
+            .collect();
+        let stages: Vec<String> = m
+            .time_spent
+            .stages
+            .iter()
+            .map(|(stage, us)| format!("{stage} {us:.0}"))
+            .collect();
+        println!(
+            "  {} during the max phase: {}; processing µs/request: {}",
+            layout.name(),
+            commits.join(", "),
+            stages.join(", ")
+        );
+    }
+    if let Some((_, fused)) = measured.iter().find(|(l, _)| *l == Layout::Fused) {
+        let busy = fused.max_per_s * fused.records_per_request / raw;
+        println!(
+            "  goals (fused): broker ≥ 50 % of raw: {} ({:.0} %); p99 ≤ 100 ms at half load: {} ({:.1} ms)",
+            if busy >= 0.5 { "met" } else { "NOT met" },
+            busy * 100.0,
+            if fused.p99_ms <= 100.0 { "met" } else { "NOT met" },
+            fused.p99_ms
+        );
+    }
+    let as_json = |m: &Measured| json!({ "max_requests_per_s": m.max_per_s, "half_load_requests_per_s": m.half_load_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "p999_ms": m.p999_ms, "peak_rss_mb": m.peak_rss_mb, "records_written_per_request": m.records_per_request, "broker_share_of_raw": m.max_per_s * m.records_per_request / raw, "max_phase": m.time_spent.json() });
+    let mut result = json!({
+        "benchmark": "e2e",
+        "raw_passthrough_records_per_s": raw,
+        "request_bytes": request_bytes,
+    });
+    for (layout, m) in &measured {
+        result[layout.name()] = as_json(m);
+    }
+    result["note"] = json!( "tenancy, policy, psi, signing and audit on the local broker; one pipeline process; requests pre-signed with their OPRF tokens; max = all sent at once until the last decision is visible read_committed; latencies at half that rate; records counted over every topic of the run, changelogs included");
+    bench::write_result(&args.out, &result)?;
     Ok(ExitCode::SUCCESS)
 }

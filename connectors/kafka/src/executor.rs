@@ -38,6 +38,8 @@ use crate::settings::KafkaSettings;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 const RESTORE_BATCH: usize = 2_000;
+/// How often a commit looks whether the transaction's records are all acknowledged.
+const DELIVERY_CHECK: Duration = Duration::from_micros(250);
 
 /// Builds a fresh [`TaskRunner`] each time the task (re)starts.
 pub type RunnerFactory = dyn Fn() -> Result<TaskRunner, String> + Send + Sync;
@@ -403,6 +405,7 @@ impl Core {
                 .send_offsets_to_transaction(&offsets, metadata, CALL_TIMEOUT)
                 .context("send_offsets_to_transaction")?;
         }
+        await_delivery(&self.producer, CALL_TIMEOUT)?;
         self.producer
             .commit_transaction(CALL_TIMEOUT)
             .context("commit_transaction")?;
@@ -535,6 +538,28 @@ fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Res
             _ => 0,
         },
     )
+}
+
+/// Waits until every record produced so far is acknowledged (or failed), so that
+/// `commit_transaction` finds nothing in flight. rdkafka 0.39 flushes by polling the event queue
+/// until a 100 ms deadline passes, whether or not the last acknowledgement came sooner, which
+/// made every commit last ≥ 100 ms; the producer's own polling thread serves the
+/// acknowledgements, so watching the in-flight count is enough.
+fn await_delivery(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            bail!(
+                "{} records still unacknowledged after {timeout:?}",
+                producer.in_flight_count()
+            );
+        }
+        std::thread::sleep(DELIVERY_CHECK);
+    }
+    Ok(())
 }
 
 /// Produces one record, waiting while the producer queue is full.
