@@ -17,12 +17,13 @@ mod provider;
 mod request;
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
+use apache_avro::headers::HeaderBuilder;
 use apache_avro::rabin::Rabin;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::types::Value;
-use apache_avro::Schema;
+use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub use audit::*;
@@ -154,14 +155,61 @@ pub enum ContractError {
     },
 }
 
+/// The framing header of one schema version (what apache-avro calls a single-object header;
+/// given explicitly because the crate's own fingerprint differs for logical types, see
+/// [`fingerprint_json`]).
+struct Header([u8; 8]);
+
+impl HeaderBuilder for Header {
+    fn build_header(&self) -> Vec<u8> {
+        [&MAGIC[..], &self.0].concat()
+    }
+}
+
+/// One version of a record schema, as written.
 struct Writer {
     name: String,
+    /// Decodes records of this version; its named types are resolved once, here, rather than
+    /// for every record.
+    reader: GenericSingleObjectReader,
+    /// Whether this is the current version (its records need no schema resolution).
+    current: bool,
+}
+
+/// The current version of a record schema.
+struct Current {
     schema: Schema,
+    fingerprint: [u8; 8],
+    /// Validates and encodes with the named types resolved once; it writes through a buffer
+    /// of its own, hence the lock.
+    encoder: Mutex<GenericSingleObjectWriter>,
+}
+
+impl Current {
+    fn new(schema: Schema, fingerprint: [u8; 8]) -> Result<Current, apache_avro::Error> {
+        let encoder = Mutex::new(Current::encoder(&schema, fingerprint)?);
+        Ok(Current {
+            schema,
+            fingerprint,
+            encoder,
+        })
+    }
+
+    fn encoder(
+        schema: &Schema,
+        fingerprint: [u8; 8],
+    ) -> Result<GenericSingleObjectWriter, apache_avro::Error> {
+        GenericSingleObjectWriter::new_with_capacity_and_header_builder(
+            schema,
+            256,
+            Header(fingerprint),
+        )
+    }
 }
 
 /// All schemas of the contract, indexed by full name (current) and fingerprint (every version).
 pub struct Registry {
-    current: HashMap<String, (Schema, [u8; 8])>,
+    current: HashMap<String, Current>,
     writers: HashMap<[u8; 8], Writer>,
 }
 
@@ -179,7 +227,7 @@ impl Registry {
     /// Loads and checks a set of schema files; reports every problem, not just the first.
     pub fn load(files: &[SchemaFile]) -> Result<Registry, Vec<ContractError>> {
         let mut errors = Vec::new();
-        let mut current: HashMap<String, (Schema, [u8; 8])> = HashMap::new();
+        let mut current: HashMap<String, Current> = HashMap::new();
         let mut current_file: HashMap<String, &str> = HashMap::new();
         let mut writers = HashMap::new();
         let mut released = Vec::new();
@@ -211,6 +259,10 @@ impl Registry {
                     continue;
                 }
             };
+            let parse_error = |e| ContractError::Parse {
+                file: f.file.into(),
+                source: Box::new(e),
+            };
             if f.released {
                 released.push((f.file, name.clone(), schema.clone()));
             } else if let Some(other) = current_file.insert(name.clone(), f.file) {
@@ -220,9 +272,26 @@ impl Registry {
                     other: other.into(),
                 });
             } else {
-                current.insert(name.clone(), (schema.clone(), fp));
+                match Current::new(schema.clone(), fp) {
+                    Ok(c) => {
+                        current.insert(name.clone(), c);
+                    }
+                    Err(e) => errors.push(parse_error(e)),
+                }
             }
-            writers.insert(fp, Writer { name, schema });
+            match GenericSingleObjectReader::new_with_header_builder(schema, Header(fp)) {
+                Ok(reader) => {
+                    writers.insert(
+                        fp,
+                        Writer {
+                            name,
+                            reader,
+                            current: false,
+                        },
+                    );
+                }
+                Err(e) => errors.push(parse_error(e)),
+            }
         }
         for (file, name, old) in released {
             match current.get(&name) {
@@ -230,8 +299,8 @@ impl Registry {
                     file: file.into(),
                     name,
                 }),
-                Some((new, _)) => {
-                    if let Err(e) = SchemaCompatibility::can_read(&old, new) {
+                Some(new) => {
+                    if let Err(e) = SchemaCompatibility::can_read(&old, &new.schema) {
                         errors.push(ContractError::Incompatible {
                             file: file.into(),
                             name,
@@ -240,6 +309,11 @@ impl Registry {
                     }
                 }
             }
+        }
+        for (fp, writer) in &mut writers {
+            writer.current = current
+                .get(&writer.name)
+                .is_some_and(|c| c.fingerprint == *fp);
         }
         if errors.is_empty() {
             Ok(Registry { current, writers })
@@ -250,12 +324,12 @@ impl Registry {
 
     /// The current schema of a record type.
     pub fn schema(&self, full_name: &str) -> Option<&Schema> {
-        self.current.get(full_name).map(|(s, _)| s)
+        self.current.get(full_name).map(|c| &c.schema)
     }
 
     /// Encodes a typed event with its current schema, framed.
     pub fn encode<E: Event>(&self, event: &E) -> Result<Vec<u8>, CodecError> {
-        let (schema, fp) = self
+        let current = self
             .current
             .get(E::FULL_NAME)
             .ok_or_else(|| CodecError::UnknownSchema(E::FULL_NAME.into()))?;
@@ -265,12 +339,18 @@ impl Registry {
             source: Box::new(source),
         };
         let value = apache_avro::to_value(event)
-            .and_then(|v| v.resolve(schema))
+            .and_then(|v| v.resolve(&current.schema))
             .map_err(avro)?;
-        let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(fp);
-        out.extend(apache_avro::to_avro_datum(schema, value).map_err(avro)?);
+        let mut out = Vec::with_capacity(256);
+        let mut encoder = current
+            .encoder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = encoder.write_value_ref(&value, &mut out) {
+            // A failed write leaves the encoder's buffer mid-record: start from a fresh one.
+            *encoder = Current::encoder(&current.schema, current.fingerprint).map_err(avro)?;
+            return Err(avro(e));
+        }
         Ok(out)
     }
 
@@ -294,7 +374,6 @@ impl Registry {
     /// Decodes any framed record of the contract into its full name and a generic value.
     pub fn decode_value<'a>(&'a self, bytes: &[u8]) -> Result<(&'a str, Value), CodecError> {
         let writer = self.writer(bytes)?;
-        let reader = &self.current[&writer.name].0;
         let avro = |source| CodecError::Avro {
             op: "decode",
             schema: writer.name.clone(),
@@ -303,9 +382,13 @@ impl Registry {
         // apache-avro 0.21 reads a union at end of input as null, so a record cut before its
         // last optional field would decode. A sentinel byte after the body makes that cut
         // visible: a complete datum leaves the sentinel unread.
-        let mut input = std::io::Read::chain(&bytes[HEADER_LEN..], &[0u8][..]);
-        let value =
-            apache_avro::from_avro_datum(&writer.schema, &mut input, Some(reader)).map_err(avro)?;
+        let mut input = std::io::Read::chain(bytes, &[0u8][..]);
+        let mut value = writer.reader.read_value(&mut input).map_err(avro)?;
+        if !writer.current {
+            value = value
+                .resolve(&self.current[&writer.name].schema)
+                .map_err(avro)?;
+        }
         let (body, sentinel) = input.into_inner();
         if !body.is_empty() {
             return Err(CodecError::TrailingBytes {
