@@ -26,7 +26,7 @@ use crate::demo::{
     email, free_port, percentile, populations, run_topology, start_providers, wait_ready, Children,
     Cli, BANK_POLICY,
 };
-use crate::{bench, ClusterArgs, TopologyFile};
+use crate::{bench, sample, ClusterArgs, TopologyFile};
 
 /// Options of the end-to-end benchmark.
 #[derive(Args)]
@@ -111,7 +111,10 @@ struct TimeSpent {
 impl TimeSpent {
     fn between(before: &str, after: &str, seconds: f64, requests: usize) -> TimeSpent {
         let delta = |family: &str, label: &str| -> BTreeMap<String, f64> {
-            let (a, b) = (by_label(after, family, label), by_label(before, family, label));
+            let (a, b) = (
+                by_label(after, family, label),
+                by_label(before, family, label),
+            );
             a.into_iter()
                 .map(|(k, v)| {
                     let d = v - b.get(&k).copied().unwrap_or(0.0);
@@ -254,7 +257,12 @@ fn measure(
         for (_, endpoint) in &endpoints {
             let mut out = Vec::with_capacity(inputs.len());
             for chunk in inputs.chunks(1000) {
-                out.extend(client.tokens(endpoint, chunk)?.into_iter().map(|t| t.to_vec()));
+                out.extend(
+                    client
+                        .tokens(endpoint, chunk)?
+                        .into_iter()
+                        .map(|t| t.to_vec()),
+                );
             }
             tokens.push(out);
         }
@@ -392,6 +400,18 @@ fn measure(
     let max_seconds = t0.elapsed().as_secs_f64();
     let max_per_s = args.requests as f64 / max_seconds;
     let time_spent = TimeSpent::between(&before, &scrape()?, max_seconds, args.requests);
+    // The audit stage is still working off the burst when the last decision is visible;
+    // latencies are measured once every task is idle, not while it drains a backlog.
+    let settled = Instant::now() + Duration::from_secs(300);
+    let mut last = -1.0;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let consumed = sample::metric_sum(&scrape()?, "pavilion_records_in_total{");
+        if consumed == last || Instant::now() > settled {
+            break;
+        }
+        last = consumed;
+    }
 
     // Half load, paced; latency from each produce to its decision visible.
     let rate = max_per_s / 2.0;
@@ -516,7 +536,9 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
             .time_spent
             .commits
             .iter()
-            .map(|(task, n, share)| format!("{task} {n:.0} commits, {:.0} % of the time", share * 100.0))
+            .map(|(task, n, share)| {
+                format!("{task} {n:.0} commits, {:.0} % of the time", share * 100.0)
+            })
             .collect();
         let stages: Vec<String> = m
             .time_spent

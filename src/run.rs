@@ -43,9 +43,13 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz; `off` disables them.
     #[arg(long, env = "PAVILION_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
-    /// Commit a transaction at least this often.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    /// Commit a transaction at least this often while input keeps coming.
+    #[arg(long, env = "PAVILION_COMMIT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub commit_interval: Duration,
+    /// Commit a transaction this old as soon as the input is drained (lower: less latency
+    /// at moderate load, more transactions).
+    #[arg(long, env = "PAVILION_IDLE_COMMIT_AFTER", default_value = "10ms", value_parser = parse_duration)]
+    pub idle_commit_after: Duration,
     /// How long a dead process keeps its partitions before others take them.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub session_timeout: Duration,
@@ -69,6 +73,7 @@ impl RunArgs {
         let mut s = topology_cmd::settings(&self.cluster, &self.instance);
         s.state_dir = self.state_dir.clone();
         s.commit_interval = self.commit_interval;
+        s.idle_commit_after = self.idle_commit_after;
         s.session_timeout = self.session_timeout;
         s.transaction_timeout = self.transaction_timeout;
         s

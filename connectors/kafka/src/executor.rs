@@ -249,6 +249,7 @@ fn run_once(
         .context("creating the restore consumer")?;
 
     let commit_interval = settings.commit_interval;
+    let idle_commit_after = settings.idle_commit_after;
     let max_records = settings.max_records_per_transaction;
     loop {
         if shutdown.load(Ordering::SeqCst) {
@@ -261,7 +262,16 @@ fn run_once(
         if let Some(reader) = &mut global_reader {
             reader.poll_available()?;
         }
-        let message = consumer.poll(POLL);
+        // With a transaction open, wait for input no longer than until it may commit when
+        // idle; from then on, an empty poll means the input is drained.
+        let open_since = lock(&core).transaction.as_ref().map(|t| t.started);
+        let wait = open_since.map_or(POLL, |started| {
+            (started + idle_commit_after)
+                .saturating_duration_since(Instant::now())
+                .min(POLL)
+        });
+        let message = consumer.poll(wait);
+        let drained = message.is_none();
         let mut core = lock(&core);
         if let Some(e) = core.failure.take() {
             core.abort("task failure");
@@ -281,10 +291,12 @@ fn run_once(
             }
         }
         core.punctuate()?;
-        let due = core
-            .transaction
-            .as_ref()
-            .is_some_and(|t| t.started.elapsed() >= commit_interval || t.records >= max_records);
+        let due = core.transaction.as_ref().is_some_and(|t| {
+            let age = t.started.elapsed();
+            age >= commit_interval
+                || t.records >= max_records
+                || (drained && age >= idle_commit_after)
+        });
         if due {
             let metadata = consumer
                 .group_metadata()

@@ -15,8 +15,13 @@ pub struct KafkaSettings {
     pub instance: String,
     /// Where local RocksDB state lives (a cache; deletable).
     pub state_dir: PathBuf,
-    /// A transaction commits after this long (or after `max_records_per_transaction`).
+    /// A transaction commits after this long while input keeps coming (or after
+    /// `max_records_per_transaction`).
     pub commit_interval: Duration,
+    /// A transaction at least this old commits as soon as the task's input is drained: a
+    /// quiet or moderately loaded task makes its output visible without waiting out
+    /// `commit_interval`, while under load records keep arriving and transactions grow.
+    pub idle_commit_after: Duration,
     /// Upper bound of input records per transaction.
     pub max_records_per_transaction: usize,
     /// Consumer `session.timeout.ms`: how long a dead instance keeps its partitions.
@@ -40,6 +45,7 @@ impl KafkaSettings {
             instance: instance.into(),
             state_dir,
             commit_interval: Duration::from_millis(100),
+            idle_commit_after: Duration::from_millis(10),
             max_records_per_transaction: 10_000,
             session_timeout: Duration::from_secs(10),
             transaction_timeout: Duration::from_secs(10),
