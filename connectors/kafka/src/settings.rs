@@ -76,9 +76,9 @@ impl KafkaSettings {
             .set("linger.ms", "5")
             // The coordinator answers CONCURRENT_TRANSACTIONS to a transaction begun while the
             // previous one's markers are still being written, and the client retries after
-            // this backoff: at librdkafka's 100 ms default every transaction lasts ≥ 100 ms
-            // and a task spends half its time committing. Java's client retries that case
-            // after 20 ms (KAFKA-5477); 5 ms keeps back-to-back transactions short.
+            // this backoff (librdkafka's default: 100 ms). Java's client retries that case
+            // after 20 ms (KAFKA-5477); back-to-back transactions are the executor's normal
+            // case.
             .set("retry.backoff.ms", "5")
             // Java clients' default, so keys land where any other producer would put them.
             .set("partitioner", "murmur2_random");
