@@ -341,9 +341,9 @@ fn promtool_check_metrics(exposition: &str) {
 /// evaluation. `scripts/test` installs it (`npm ci` in tests/interop/voprf-ts).
 #[test]
 fn voprf_ts_as_the_client_gets_the_same_outputs_as_ours() {
-    let root =
-        // Read at run time: a test binary reused from another checkout's build must test this one.
-        std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../tests/interop/voprf-ts");
+    // Read at run time: a test binary reused from another checkout's build must test this one.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let root = std::path::Path::new(&manifest_dir).join("../../tests/interop/voprf-ts");
     assert!(
         root.join("node_modules/@cloudflare/voprf-ts").exists(),
         "run `npm ci` in {} first (scripts/test does)",
