@@ -18,13 +18,13 @@ use pavilion_client::{
 use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
 use pavilion_schemas::{
-    ClaimRequest, Decision, Event, Provider, Registry, SubjectToken, VerificationRequest,
+    ClaimRequest, Decision, Event, Registry, SubjectToken, VerificationRequest,
 };
 use serde_json::json;
 
 use crate::demo::{
     email, free_port, percentile, populations, run_topology, start_providers, wait_ready, Children,
-    Cli, BANK_POLICY,
+    Cli, Registered, BANK_POLICY,
 };
 use crate::{bench, sample, ClusterArgs, TopologyFile};
 
@@ -227,22 +227,10 @@ fn measure(
     let credentials =
         TenantCredentials::from_key_file(&std::fs::read_to_string(dir.join("lender-k1.json"))?)?;
     let client = OprfClient::new(credentials.clone());
-    let providers: BTreeMap<String, Provider> = crate::topology_cmd::read_all::<Provider>(
-        &cluster,
-        &crate::topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name,
-    )?
-    .into_iter()
-    .map(|(_, p)| (p.provider_id.clone(), p))
-    .collect();
+    let providers = Registered::read(&cluster, &topology)?;
     let endpoints: Vec<(&str, ProviderEndpoint)> = ["bank-eu", "fraud-us"]
         .into_iter()
-        .map(|p| {
-            providers
-                .get(p)
-                .and_then(ProviderEndpoint::of)
-                .map(|e| (p, e))
-                .with_context(|| format!("{p} not registered"))
-        })
+        .map(|p| providers.endpoint(p).map(|e| (p, e)))
         .collect::<Result<_>>()?;
     let registry = Registry::builtin();
     // Requests `range` of this run, signed, with their tokens fetched in batches of 1000.
@@ -359,9 +347,7 @@ fn measure(
             }
         })
     };
-    // Warm-up: the first requests pay for connections and the first transaction.
-    let send = |(id, bytes): &(String, Vec<u8>)| -> Result<Instant> {
-        let _ = id;
+    let send = |(_, bytes): &(String, Vec<u8>)| -> Result<Instant> {
         producer.send(&ingest, b"lender", bytes)?;
         Ok(Instant::now())
     };

@@ -613,19 +613,8 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let registry = Registry::builtin();
     let ingest = crate::topology_cmd::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
     let producer = PlainProducer::new(&settings)?;
-    let providers: BTreeMap<String, Provider> = crate::topology_cmd::read_all::<Provider>(
-        &run_cluster,
-        &crate::topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name,
-    )?
-    .into_iter()
-    .map(|(_, p)| (p.provider_id.clone(), p))
-    .collect();
-    let endpoint = |provider: &str| -> Result<ProviderEndpoint> {
-        providers
-            .get(provider)
-            .and_then(ProviderEndpoint::of)
-            .with_context(|| format!("provider {provider} is not registered"))
-    };
+    let providers = Registered::read(&run_cluster, &topology)?;
+    let endpoint = |provider: &str| providers.endpoint(provider);
     let credentials = |tenant: &str| -> Result<TenantCredentials> {
         Ok(TenantCredentials::from_key_file(&std::fs::read_to_string(
             dir.join(format!("{tenant}-k1.json")),
@@ -952,6 +941,31 @@ pub(crate) fn free_port() -> Result<u16> {
 }
 
 /// Waits for the pipeline's /readyz.
+/// The providers registered on a run's registry topic, to find their OPRF endpoints.
+pub(crate) struct Registered(BTreeMap<String, Provider>);
+
+impl Registered {
+    pub(crate) fn read(
+        cluster: &ClusterArgs,
+        topology: &pavilion_runtime::topology::Topology,
+    ) -> Result<Registered> {
+        let topic = crate::topology_cmd::topic_for(topology, Provider::FULL_NAME)?;
+        Ok(Registered(
+            crate::topology_cmd::read_all::<Provider>(cluster, &topic.name)?
+                .into_iter()
+                .map(|(_, p)| (p.provider_id.clone(), p))
+                .collect(),
+        ))
+    }
+
+    pub(crate) fn endpoint(&self, provider: &str) -> Result<ProviderEndpoint> {
+        self.0
+            .get(provider)
+            .and_then(ProviderEndpoint::of)
+            .with_context(|| format!("provider {provider} is not registered"))
+    }
+}
+
 pub(crate) fn wait_ready(addr: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
