@@ -1,8 +1,8 @@
 //! `pavilion bench e2e`: the whole request path (tenancy, policy, psi, signing, and the audit
 //! stage) on the broker, in one run: (a) a raw Kafka pass-through of records the size of a
 //! request, (b) the pipeline split (one transaction per stage), (c) fused. For (b) and (c):
-//! the most requests/s it sustains (all sent at once, until the last decision is visible
-//! read_committed), the latency from produce to visible at half that rate (p50/p99/p99.9),
+//! the most requests/s it sustains (after a warm-up, all sent at once, until the last decision
+//! is visible read_committed), the latency from produce to visible at half that rate (p50/p99/p99.9),
 //! the pipeline process's peak RSS, and the Kafka records it writes per request.
 
 use std::collections::BTreeMap;
@@ -36,6 +36,10 @@ pub struct E2eBenchArgs {
     /// Requests sent at once to find the sustainable rate.
     #[arg(long, default_value_t = 4_000)]
     pub requests: usize,
+    /// Requests decided before any measurement and not counted: they warm up the broker's
+    /// JIT compiler, the pipeline's caches and the transaction coordinator's paths.
+    #[arg(long, default_value_t = 2_000)]
+    pub warmup: usize,
     /// Seconds of requests at half that rate, for the latencies.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
@@ -190,6 +194,10 @@ fn measure(
     };
     let cli = Cli::for_run(&dir, &topology_path, &args.cluster.bootstrap, "warn");
     let mut children = Children(Vec::new());
+    eprintln!(
+        "  setting up: topics, keys, 2 providers × {} subjects, a tenant and its policy",
+        args.subjects
+    );
     cli.ok(&["topics", "create"])?;
     cli.ok(&["keys", "generate"])?;
     populations(&dir, 7, args.subjects)?;
@@ -289,8 +297,9 @@ fn measure(
             })
             .collect()
     };
-    let requests = make(0..args.requests)?;
+    let mut requests = make(0..args.warmup + args.requests)?;
     *raw_bytes = requests[0].1.len();
+    let warmup: Vec<_> = requests.drain(..args.warmup).collect();
 
     let metrics = format!("127.0.0.1:{}", free_port()?);
     let mut run_args = vec![
@@ -375,34 +384,51 @@ fn measure(
             .call()?
             .into_string()?)
     };
-    let before = scrape()?;
+    // The audit stage is still working off a burst when the last decision is visible; each
+    // phase starts once every task is idle, not while it drains a backlog.
+    let settle = || -> Result<()> {
+        let settled = Instant::now() + Duration::from_secs(300);
+        let mut last = -1.0;
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let consumed = sample::metric_sum(&scrape()?, "pavilion_records_in_total{");
+            if consumed == last || Instant::now() > settled {
+                return Ok(());
+            }
+            last = consumed;
+        }
+    };
     let mut seen = BTreeMap::new();
+    eprintln!("  warm-up: {} requests", args.warmup);
+    for r in &warmup {
+        send(r)?;
+    }
+    producer.flush()?;
+    await_n(args.warmup, &mut seen)?;
+    settle()?;
+
+    eprintln!("  max: {} requests at once", args.requests);
+    let before = scrape()?;
     let t0 = Instant::now();
     for r in &requests {
         send(r)?;
     }
     producer.flush()?;
-    await_n(args.requests, &mut seen)?;
+    await_n(args.warmup + args.requests, &mut seen)?;
     let max_seconds = t0.elapsed().as_secs_f64();
     let max_per_s = args.requests as f64 / max_seconds;
     let time_spent = TimeSpent::between(&before, &scrape()?, max_seconds, args.requests);
-    // The audit stage is still working off the burst when the last decision is visible;
-    // latencies are measured once every task is idle, not while it drains a backlog.
-    let settled = Instant::now() + Duration::from_secs(300);
-    let mut last = -1.0;
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-        let consumed = sample::metric_sum(&scrape()?, "pavilion_records_in_total{");
-        if consumed == last || Instant::now() > settled {
-            break;
-        }
-        last = consumed;
-    }
+    eprintln!(
+        "  max: {max_per_s:.0} requests/s; waiting for the pipeline to go idle (audit backlog)"
+    );
+    settle()?;
 
     // Half load, paced; latency from each produce to its decision visible.
     let rate = max_per_s / 2.0;
     let count = ((rate * args.seconds as f64) as usize).max(1);
-    let batch = make(args.requests..args.requests + count)?;
+    let sent = args.warmup + args.requests;
+    let batch = make(sent..sent + count)?;
+    eprintln!("  half load: {rate:.0} requests/s for {} s", args.seconds);
     let mut sent_at = BTreeMap::new();
     let t1 = Instant::now();
     for (i, r) in batch.iter().enumerate() {
@@ -414,7 +440,7 @@ fn measure(
         sent_at.insert(r.0.clone(), send(r)?);
     }
     producer.flush()?;
-    await_n(args.requests + count, &mut seen)?;
+    await_n(sent + count, &mut seen)?;
     let mut latencies: Vec<f64> = sent_at
         .iter()
         .filter_map(|(id, at)| {
@@ -429,6 +455,7 @@ fn measure(
     let _ = watcher.join();
 
     // Everything the run wrote, every topic of it (changelogs included), per request.
+    eprintln!("  counting the records written");
     let mut written = 0usize;
     let names: Vec<String> = topology
         .topics
@@ -455,7 +482,7 @@ fn measure(
         p999_ms: percentile(&latencies, 0.999),
         half_load_per_s: rate,
         peak_rss_mb,
-        records_per_request: written as f64 / (args.requests + count) as f64,
+        records_per_request: written as f64 / (sent + count) as f64,
         time_spent,
     })
 }
@@ -554,11 +581,12 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
         "benchmark": "e2e",
         "raw_passthrough_records_per_s": raw,
         "request_bytes": request_bytes,
+        "warmup_requests": args.warmup,
     });
     for (layout, m) in &measured {
         result[layout.name()] = as_json(m);
     }
-    result["note"] = json!( "tenancy, policy, psi, signing and audit on the local broker; one pipeline process; requests pre-signed with their OPRF tokens; max = all sent at once until the last decision is visible read_committed; latencies at half that rate; records counted over every topic of the run, changelogs included");
+    result["note"] = json!( "tenancy, policy, psi, signing and audit on the local broker; one pipeline process; requests pre-signed with their OPRF tokens; max = after the warm-up requests are decided, all sent at once until the last decision is visible read_committed; latencies at half that rate; records counted over every topic of the run, changelogs included");
     bench::write_result(&args.out, &result)?;
     Ok(ExitCode::SUCCESS)
 }
