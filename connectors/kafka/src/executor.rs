@@ -38,8 +38,6 @@ use crate::settings::KafkaSettings;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 const RESTORE_BATCH: usize = 2_000;
-/// How often a commit looks whether the transaction's records are all acknowledged.
-const DELIVERY_CHECK: Duration = Duration::from_micros(250);
 
 /// Builds a fresh [`TaskRunner`] each time the task (re)starts.
 pub type RunnerFactory = dyn Fn() -> Result<TaskRunner, String> + Send + Sync;
@@ -553,23 +551,29 @@ fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Res
 }
 
 /// Waits until every record produced so far is acknowledged (or failed), so that
-/// `commit_transaction` finds nothing in flight. rdkafka 0.39 flushes by polling the event queue
-/// until a 100 ms deadline passes, whether or not the last acknowledgement came sooner, which
-/// made every commit last ≥ 100 ms; the producer's own polling thread serves the
-/// acknowledgements, so watching the in-flight count is enough.
+/// `commit_transaction` finds nothing in flight.
+///
+/// rdkafka 0.39's `flush` (which its `commit_transaction` calls first) polls the event queue
+/// until a 100 ms deadline passes whether or not the last acknowledgement came sooner, which
+/// made every commit last ≥ 100 ms. librdkafka's own flush does what is needed: it sends
+/// batches still lingering (`linger.ms`) at once, then returns as soon as the count of
+/// undelivered records reaches zero; the producer's polling thread serves the delivery events
+/// that bring it there.
 fn await_delivery(
     producer: &ThreadedProducer<DefaultProducerContext>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while producer.in_flight_count() > 0 {
-        if Instant::now() > deadline {
-            bail!(
-                "{} records still unacknowledged after {timeout:?}",
-                producer.in_flight_count()
-            );
-        }
-        std::thread::sleep(DELIVERY_CHECK);
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the pointer is the live producer handle `producer` owns; rd_kafka_flush is
+    // thread-safe and only reads the handle.
+    let code =
+        unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), timeout_ms) };
+    if code != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        bail!(
+            "{} records still unacknowledged after {timeout:?} ({})",
+            producer.in_flight_count(),
+            RDKafkaErrorCode::from(code)
+        );
     }
     Ok(())
 }
