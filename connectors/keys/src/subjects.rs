@@ -9,8 +9,9 @@
 //! Several processes may share the directory: creation is first-writer-wins (a temporary
 //! file hard-linked into place), so they agree on one key per subject.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -23,7 +24,14 @@ pub struct SubjectKeyStore {
     dir: PathBuf,
     passphrase: Vec<u8>,
     kek: OnceLock<[u8; 32]>,
+    /// Keys already read or created, so that each event of a known subject costs one look
+    /// for its erasure marker, not a read and an unwrap. The marker is still looked for every
+    /// time: an erasure by another process takes effect here at once.
+    unwrapped: Mutex<HashMap<String, [u8; 32]>>,
 }
+
+/// Unwrapped keys kept in memory at most (about 10 MB); the cache starts over when full.
+const UNWRAPPED_LIMIT: usize = 100_000;
 
 /// What happened to a key on erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +55,21 @@ impl SubjectKeyStore {
             dir: dir.to_owned(),
             passphrase: passphrase.to_vec(),
             kek: OnceLock::new(),
+            unwrapped: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn unwrapped(&self) -> std::sync::MutexGuard<'_, HashMap<String, [u8; 32]>> {
+        self.unwrapped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, key_id: &str, key: [u8; 32]) -> [u8; 32] {
+        let mut unwrapped = self.unwrapped();
+        if unwrapped.len() >= UNWRAPPED_LIMIT {
+            unwrapped.clear();
+        }
+        unwrapped.insert(key_id.to_owned(), key);
+        key
     }
 
     fn kek(&self) -> Result<[u8; 32], KeyRingError> {
@@ -133,10 +155,16 @@ impl SubjectKeyStore {
     pub fn get(&self, key_id: &str) -> Result<Option<[u8; 32]>, KeyRingError> {
         let (path, erased) = self.paths(key_id)?;
         if erased.exists() {
+            self.unwrapped().remove(key_id);
             return Ok(None);
         }
+        if let Some(key) = self.unwrapped().get(key_id) {
+            return Ok(Some(*key));
+        }
         match std::fs::read(&path) {
-            Ok(wrapped) => self.unwrap_key(key_id, &path, &wrapped).map(Some),
+            Ok(wrapped) => self
+                .unwrap_key(key_id, &path, &wrapped)
+                .map(|key| Some(self.remember(key_id, key))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
         }
@@ -144,12 +172,12 @@ impl SubjectKeyStore {
 
     /// The key, created on first use; `None` once erased.
     pub fn get_or_create(&self, key_id: &str) -> Result<Option<[u8; 32]>, KeyRingError> {
+        if let Some(key) = self.get(key_id)? {
+            return Ok(Some(key));
+        }
         let (path, erased) = self.paths(key_id)?;
         if erased.exists() {
             return Ok(None);
-        }
-        if let Some(key) = self.get(key_id)? {
-            return Ok(Some(key));
         }
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
@@ -174,7 +202,7 @@ impl SubjectKeyStore {
         let linked = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);
         match linked {
-            Ok(()) => Ok(Some(key)),
+            Ok(()) => Ok(Some(self.remember(key_id, key))),
             // Another process made this subject's key first: everyone uses that one.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.get(key_id),
             Err(e) => Err(io(&path)(e)),
@@ -189,6 +217,7 @@ impl SubjectKeyStore {
         if !already {
             write_private(&erased, b"")?;
         }
+        self.unwrapped().remove(key_id);
         let existed = match std::fs::remove_file(&path) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
