@@ -525,6 +525,7 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
         &settings,
         &format!("{run}."),
     ));
+    let _ = std::fs::remove_file(&cluster.file.topology);
 
     println!(
         "\n  {:<8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
