@@ -130,14 +130,15 @@ impl<'a> Context<'a> {
     /// Encodes `value` and sends it to member `member` of the topic family mapped to
     /// `output` (e.g. `pavilion.decisions.{tenant}` and a tenant id). The member must be a
     /// valid topic-name part; the runtime creates the member topic from the family's settings
-    /// if it does not exist yet.
+    /// if it does not exist yet. Returns the encoded record, for a stage that attests to the
+    /// exact bytes it sent (a digest of them) without encoding them a second time.
     pub fn emit_to_member<E: Event>(
         &mut self,
         output: &str,
         member: &str,
         key: impl Into<Vec<u8>>,
         value: &E,
-    ) -> Result<(), ProcessError> {
+    ) -> Result<&[u8], ProcessError> {
         let topic = self.member_topic(output, member)?;
         let value = self.registry.encode(value).map_err(|e| {
             ProcessError::new(format!("encoding {} for `{output}`: {e}", E::FULL_NAME))
@@ -147,7 +148,7 @@ impl<'a> Context<'a> {
             key: key.into(),
             value,
         });
-        Ok(())
+        Ok(&self.emitted.last().expect("pushed above").value)
     }
 
     /// The topic of member `member` of the family mapped to `output`.

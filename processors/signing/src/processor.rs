@@ -307,27 +307,30 @@ impl SigningStage {
                 ))
             }
         }
-        let bytes = ctx
-            .registry()
-            .encode(&decision)
-            .map_err(|e| ProcessError::new(e.to_string()))?;
         let payload_bytes = match &decision.payload {
             Payload::Text(t) => t.as_bytes(),
             Payload::Binary(b) => b.as_slice(),
         };
+        let tenant = decision.tenant_id.clone();
+        let topic = ctx.member_topic("decisions", &tenant)?;
+        let decision_digest = Sha256::digest(ctx.emit_to_member(
+            "decisions",
+            &tenant,
+            decision.request_id.clone(),
+            &decision,
+        )?)
+        .to_vec();
         let issued = DecisionIssued {
             request_id: decision.request_id.clone(),
             tenant_id: decision.tenant_id.clone(),
-            topic: ctx.member_topic("decisions", &decision.tenant_id)?,
-            decision_digest: Sha256::digest(&bytes).to_vec(),
+            topic,
+            decision_digest,
             payload_digest: Sha256::digest(payload_bytes).to_vec(),
             format: decision.format,
             signing_key_id: decision.signing_key_id.clone(),
             policy: decision.policy.clone(),
             issued_at: decision.issued_at,
         };
-        let tenant = decision.tenant_id.clone();
-        ctx.emit_to_member("decisions", &tenant, decision.request_id.clone(), &decision)?;
         ctx.count(
             "decisions",
             &format!("{:?}", decision.format).to_lowercase(),

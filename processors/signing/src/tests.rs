@@ -206,6 +206,15 @@ fn check(
                 r.topic, decision.format, decision.signing_key_id
             );
         } else if let Ok(issued) = registry.decode::<DecisionIssued>(&r.value) {
+            let decision = out
+                .iter()
+                .find(|o| o.topic == issued.topic)
+                .expect("the decision is in the same output");
+            assert_eq!(
+                issued.decision_digest,
+                <sha2::Sha256 as sha2::Digest>::digest(&decision.value).to_vec(),
+                "the audit event attests to the decision record as sent"
+            );
             text += &format!(
                 "{} {} -> {} kid={}\n",
                 r.topic, issued.request_id, issued.topic, issued.signing_key_id
