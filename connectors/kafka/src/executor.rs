@@ -38,6 +38,7 @@ use crate::settings::KafkaSettings;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 const RESTORE_BATCH: usize = 2_000;
+const COMMIT_SHARE_BOUND: u32 = 3;
 
 /// Builds a fresh [`TaskRunner`] each time the task (re)starts.
 pub type RunnerFactory = dyn Fn() -> Result<TaskRunner, String> + Send + Sync;
@@ -248,6 +249,12 @@ fn run_once(
 
     let commit_interval = settings.commit_interval;
     let idle_commit_after = settings.idle_commit_after;
+    // How long the last commit took: a drained transaction stays open at least
+    // COMMIT_SHARE_BOUND times that, so commits never take more than about a quarter of the
+    // task's time however slowly the broker answers. On an idle broker commits take a few ms
+    // and `idle_commit_after` rules; on a busy one, committing every 10 ms would stall the
+    // task more than it works, and it would fall behind at a load it sustains in bulk.
+    let mut last_commit = Duration::ZERO;
     let max_records = settings.max_records_per_transaction;
     loop {
         if shutdown.load(Ordering::SeqCst) {
@@ -262,9 +269,10 @@ fn run_once(
         }
         // With a transaction open, wait for input no longer than until it may commit when
         // idle; from then on, an empty poll means the input is drained.
+        let idle_after = idle_commit_after.max(last_commit * COMMIT_SHARE_BOUND);
         let open_since = lock(&core).transaction.as_ref().map(|t| t.started);
         let wait = open_since.map_or(POLL, |started| {
-            (started + idle_commit_after)
+            (started + idle_after)
                 .saturating_duration_since(Instant::now())
                 .min(POLL)
         });
@@ -291,15 +299,15 @@ fn run_once(
         core.punctuate()?;
         let due = core.transaction.as_ref().is_some_and(|t| {
             let age = t.started.elapsed();
-            age >= commit_interval
-                || t.records >= max_records
-                || (drained && age >= idle_commit_after)
+            age >= commit_interval || t.records >= max_records || (drained && age >= idle_after)
         });
         if due {
             let metadata = consumer
                 .group_metadata()
                 .ok_or_else(|| anyhow!("consumer has no group metadata"))?;
+            let started = Instant::now();
             core.commit(&metadata)?;
+            last_commit = started.elapsed();
         }
     }
 }
