@@ -38,6 +38,7 @@ use crate::settings::KafkaSettings;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 const RESTORE_BATCH: usize = 2_000;
+/// A drained transaction commits once it is this many times as old as the last commit took.
 const COMMIT_SHARE_BOUND: u32 = 3;
 
 /// Builds a fresh [`TaskRunner`] each time the task (re)starts.
@@ -250,10 +251,10 @@ fn run_once(
     let commit_interval = settings.commit_interval;
     let idle_commit_after = settings.idle_commit_after;
     // How long the last commit took: a drained transaction stays open at least
-    // COMMIT_SHARE_BOUND times that, so commits never take more than about a quarter of the
-    // task's time however slowly the broker answers. On an idle broker commits take a few ms
-    // and `idle_commit_after` rules; on a busy one, committing every 10 ms would stall the
-    // task more than it works, and it would fall behind at a load it sustains in bulk.
+    // COMMIT_SHARE_BOUND times that, so commits take at most about a quarter of the task's
+    // time however slowly the broker answers. On an idle broker commits take a few ms and
+    // `idle_commit_after` rules; on a busy one, committing every 10 ms would stall the task
+    // more than it works, and it would fall behind at a load it sustains in bulk.
     let mut last_commit = Duration::ZERO;
     let max_records = settings.max_records_per_transaction;
     loop {
