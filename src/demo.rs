@@ -940,7 +940,6 @@ pub(crate) fn free_port() -> Result<u16> {
         .port())
 }
 
-/// Waits for the pipeline's /readyz.
 /// The providers registered on a run's registry topic, to find their OPRF endpoints.
 pub(crate) struct Registered(BTreeMap<String, Provider>);
 
@@ -966,6 +965,7 @@ impl Registered {
     }
 }
 
+/// Waits for the pipeline's /readyz.
 pub(crate) fn wait_ready(addr: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {

@@ -47,7 +47,8 @@ pub struct RunArgs {
     #[arg(long, env = "PAVILION_COMMIT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub commit_interval: Duration,
     /// Commit a transaction this old as soon as the input is drained (lower: less latency
-    /// at moderate load, more transactions).
+    /// at moderate load, more transactions); or three times as old as the last commit took,
+    /// if longer, so commits never take most of a task's time against a slow broker.
     #[arg(long, env = "PAVILION_IDLE_COMMIT_AFTER", default_value = "10ms", value_parser = parse_duration)]
     pub idle_commit_after: Duration,
     /// How long a dead process keeps its partitions before others take them.

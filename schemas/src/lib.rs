@@ -350,12 +350,12 @@ impl Registry {
         // (our maps are sorted), where a generic value's map is a hash map in random order.
         // Debug builds, so every test of every stage, check that it writes what the generic
         // path writes, up to that order.
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&current.fingerprint);
         let Some(inlined) = &current.inlined else {
             return self.encode_generic(current, event);
         };
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&current.fingerprint);
         let direct = apache_avro::write_avro_datum_ref(inlined, event, &mut out);
         if cfg!(debug_assertions) {
             if let Ok(generic) = self.encode_generic(current, event) {

@@ -20,7 +20,8 @@ pub struct KafkaSettings {
     pub commit_interval: Duration,
     /// A transaction at least this old commits as soon as the task's input is drained: a
     /// quiet or moderately loaded task makes its output visible without waiting out
-    /// `commit_interval`, while under load records keep arriving and transactions grow.
+    /// `commit_interval`, while under load records keep arriving and transactions grow. The
+    /// executor raises it to three times the last commit's duration when commits are slow.
     pub idle_commit_after: Duration,
     /// Upper bound of input records per transaction.
     pub max_records_per_transaction: usize,
