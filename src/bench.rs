@@ -443,7 +443,7 @@ fn request_path_topology(run: &str, partitions: u32, fused: bool) -> String {
         ""
     };
     format!(
-        "application: {run}\ndlq: {run}.dlq\ndefaults: {{ partitions: {partitions} }}\ntopics:\n  {run}.dlq: {{}}\n  {run}.requests: {{}}\n  {run}.tenants: {{ cleanup: compact }}\n  {run}.accepted: {{}}\n  {run}.rejected: {{}}\n  {run}.policies: {{}}\n  {run}.outcomes: {{}}\nstages:\n  tenancy: {{ kind: tenancy, inputs: [{run}.requests, {run}.tenants], outputs: {{ accepted: {run}.accepted, rejected: {run}.rejected }}, stores: [tenants, seen, limits] }}\n  policy: {{ kind: policy, inputs: [{run}.accepted, {run}.policies], outputs: {{ outcomes: {run}.outcomes }}, stores: [documents, active] }}\n{fuse}"
+        "application: {run}\ndlq: {run}.dlq\ndefaults: {{ partitions: {partitions} }}\ntopics:\n  {run}.dlq: {{}}\n  {run}.requests: {{}}\n  {run}.routed: {{}}\n  {run}.tenants: {{ cleanup: compact }}\n  {run}.accepted: {{}}\n  {run}.rejected: {{}}\n  {run}.policies: {{}}\n  {run}.outcomes: {{}}\nstages:\n  tenancy: {{ kind: tenancy, inputs: [{run}.requests, {run}.routed, {run}.tenants], outputs: {{ accepted: {run}.accepted, rejected: {run}.rejected, routed: {run}.routed }}, stores: [tenants, seen, limits] }}\n  policy: {{ kind: policy, inputs: [{run}.accepted, {run}.policies], outputs: {{ outcomes: {run}.outcomes }}, stores: [documents, active] }}\n{fuse}"
     )
 }
 

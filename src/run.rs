@@ -67,6 +67,16 @@ pub struct RunArgs {
     /// checkpoints are signed with the signing keys above.
     #[arg(long, env = "PAVILION_SUBJECT_KEYS")]
     pub subject_keys: Option<PathBuf>,
+    /// /healthz fails (503, naming the task) when a task has made no progress for this long:
+    /// stuck restoring, failing over and over before it runs, or blocked in a call.
+    #[arg(long, env = "PAVILION_STUCK_AFTER", default_value = "60s", value_parser = parse_duration)]
+    pub stuck_after: Duration,
+    /// On SIGTERM or SIGINT, tasks commit what they have and stop; a process still running
+    /// this long after the signal exits anyway (exit code 2). Nothing committed is lost:
+    /// open transactions are aborted by the broker, as after a crash. A second signal exits
+    /// at once.
+    #[arg(long, env = "PAVILION_STOP_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
 }
 
 impl RunArgs {
@@ -151,14 +161,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let telemetry = Telemetry::new();
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // The conditional one first: it exits only when the flag is already set (a second
+        // signal), before the plain one sets it for the first.
+        signal_hook::flag::register_conditional_shutdown(signal, 2, shutdown.clone())?;
         signal_hook::flag::register(signal, shutdown.clone())?;
     }
+    stop_within(args.stop_timeout, shutdown.clone())?;
     if args.metrics_addr != "off" {
         let addr: SocketAddr = args
             .metrics_addr
             .parse()
             .with_context(|| format!("--metrics-addr `{}` is not HOST:PORT", args.metrics_addr))?;
-        serve_metrics(addr, telemetry.clone(), ring)?;
+        serve_metrics(addr, telemetry.clone(), ring, args.stuck_after)?;
     }
     eprintln!(
         "pavilion: running {} as instance `{}` against {}",
@@ -256,11 +270,28 @@ pub fn start(
         .collect()
 }
 
+/// Once `shutdown` is set, gives the tasks `timeout` to stop, then ends the process: a task
+/// blocked in a broker call must not keep an operator's SIGTERM waiting without bound.
+fn stop_within(timeout: Duration, shutdown: Arc<AtomicBool>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("stop-watch".into())
+        .spawn(move || {
+            while !shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(timeout);
+            eprintln!("pavilion: tasks still running {timeout:?} after the stop signal; exiting (open transactions are aborted by the broker)");
+            std::process::exit(2);
+        })?;
+    Ok(())
+}
+
 /// Serves Prometheus metrics and health on its own thread and small async runtime.
 pub fn serve_metrics(
     addr: SocketAddr,
     telemetry: Arc<Telemetry>,
     ring: Option<Arc<SigningKeys>>,
+    stuck_after: Duration,
 ) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| {
         format!("binding the metrics endpoint on {addr} (taken? use --metrics-addr)")
@@ -276,6 +307,7 @@ pub fn serve_metrics(
             runtime.block_on(async move {
                 let metrics = telemetry.clone();
                 let ready = telemetry.clone();
+                let health = telemetry.clone();
                 let jwks = move || {
                     let ring = ring.clone();
                     async move {
@@ -289,7 +321,17 @@ pub fn serve_metrics(
                 let app = Router::new()
                     .route("/metrics", get(move || async move { metrics.render() }))
                     .route("/.well-known/jwks.json", get(jwks))
-                    .route("/healthz", get(|| async { "ok\n" }))
+                    .route(
+                        "/healthz",
+                        get(move || async move {
+                            let stuck = health.stuck(stuck_after);
+                            if stuck.is_empty() {
+                                (StatusCode::OK, "ok\n".to_owned())
+                            } else {
+                                (StatusCode::SERVICE_UNAVAILABLE, stuck.join("\n") + "\n")
+                            }
+                        }),
+                    )
                     .route(
                         "/readyz",
                         get(move || async move {

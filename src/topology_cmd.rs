@@ -129,14 +129,25 @@ pub fn settings(args: &ClusterArgs, instance: &str) -> KafkaSettings {
 }
 
 /// The one topic (or topic family) of the topology whose records are `schema`: control-topic
-/// commands find their topic by what it holds, not by a hard-coded name.
+/// commands find their topic by what it holds, not by a hard-coded name. Where the pipeline
+/// also writes records of that schema elsewhere (the routed copy of requests), the one it
+/// does not write is where outsiders produce.
 pub fn topic_for(topology: &Topology, schema: &str) -> Result<TopicSpec> {
-    let found: Vec<&TopicSpec> = topology
+    let mut found: Vec<&TopicSpec> = topology
         .topics
         .values()
         .chain(topology.families.values())
         .filter(|t| t.schema.as_deref() == Some(schema))
         .collect();
+    if found.len() > 1 {
+        let written = |topic: &TopicSpec| {
+            topology
+                .stages
+                .values()
+                .any(|s| s.outputs.values().any(|o| *o == topic.name))
+        };
+        found.retain(|t| !written(t));
+    }
     match found[..] {
         [one] => Ok(one.clone()),
         _ => bail!(

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
+use ed25519_dalek::Signer as _;
 use pavilion_kafka::PlainProducer;
 use pavilion_schemas::{Decision, DecisionIssued, Payload, Registry};
 use util::*;
@@ -186,8 +187,9 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     assert_eq!(answer["outcomes"][0]["outcome"], "unavailable", "{answer}");
     assert_eq!(answer["token"].as_str().unwrap().split('.').count(), 3);
 
-    // 300 requests (every 50th signed with the wrong key: a rejection, a decision too),
-    // streamed while the pipeline is SIGKILLed twice and the keys rotate once.
+    // 300 requests (every 50th too old: a rejection, a decision too; beside each of those one
+    // signed with the wrong key, which gets no decision at all), streamed while the pipeline
+    // is SIGKILLed twice and the keys rotate once.
     let rp = Rp {
         producer: PlainProducer::new(&settings()).unwrap(),
         topic: t.topic("requests"),
@@ -196,8 +198,13 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     let total = 300;
     let expected = total + 1; // and the CLI's request
     for i in 0..total {
-        let signer = if i % 50 == 49 { &mallory } else { &key };
-        rp.send(&signed("acme", &format!("r{i:04}"), "k1", signer));
+        let mut request = signed("acme", &format!("r{i:04}"), "k1", &key);
+        if i % 50 == 49 {
+            request.created_at -= 3_600_000;
+            request.signature = key.sign(&request.signing_bytes()).to_bytes().to_vec();
+            rp.send(&signed("acme", &format!("m{i:04}"), "k1", &mallory));
+        }
+        rp.send(&request);
         if i % 10 == 0 {
             rp.send(&signed("beta", &format!("b{i:04}"), "k1", &beta_key));
         }

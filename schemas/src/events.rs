@@ -67,6 +67,10 @@ pub enum DeadLetterReason {
     SchemaMismatch,
     /// The processor refused the record.
     ProcessorError,
+    /// A request whose sender is not authenticated (unknown tenant or key, bad signature, too
+    /// large to verify): it gets no decision, because a decision would carry a request id
+    /// the sender has not proven it owns.
+    Unauthenticated,
 }
 
 /// `dead_letter.avsc`: a record that could not be decoded or processed, with its bytes.

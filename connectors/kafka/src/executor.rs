@@ -61,12 +61,21 @@ pub fn run_task(
                 telemetry.task_state(task, TaskState::Stopped);
                 return Ok(());
             }
+            Err(e) if shutdown.load(Ordering::SeqCst) => {
+                // Stopping cuts restores and retries short; what was committed stays.
+                tracing::warn!(task, error = %format!("{e:#}"), "stopped while failing");
+                telemetry.task_state(task, TaskState::Stopped);
+                return Ok(());
+            }
             Err(e) => {
                 telemetry.task_restarted(task, &format!("{e:#}"));
-                if shutdown.load(Ordering::SeqCst) {
-                    return Err(e);
+                let resume = Instant::now() + backoff;
+                while Instant::now() < resume {
+                    if shutdown.load(Ordering::SeqCst) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
@@ -205,7 +214,9 @@ fn run_once(
         let mut reader = GlobalReader::new(settings, stores)?;
         telemetry.task_state(task, TaskState::Restoring);
         let started = Instant::now();
-        let applied = reader.catch_up()?;
+        let Some(applied) = reader.catch_up(shutdown, &|_| telemetry.task_alive(task))? else {
+            return Ok(());
+        };
         tracing::info!(task, applied, took = ?started.elapsed(), "global stores caught up");
         Some(reader)
     };
@@ -258,6 +269,7 @@ fn run_once(
     let mut last_commit = Duration::ZERO;
     let max_records = settings.max_records_per_transaction;
     loop {
+        telemetry.task_alive(task);
         if shutdown.load(Ordering::SeqCst) {
             if let Some(metadata) = consumer.group_metadata() {
                 lock(&core).commit(&metadata).context("final commit")?;
@@ -285,7 +297,7 @@ fn run_once(
             return Err(e);
         }
         if !core.pending_restore.is_empty() {
-            core.restore(&consumer, &inputs, &restorer)?;
+            core.restore(&consumer, &inputs, &restorer, shutdown)?;
         }
         match message {
             Some(Ok(m)) => core.process(&m)?,
@@ -456,6 +468,7 @@ impl Core {
         consumer: &BaseConsumer<TaskContext>,
         inputs: &[&str],
         restorer: &BaseConsumer,
+        shutdown: &AtomicBool,
     ) -> anyhow::Result<()> {
         let partitions = std::mem::take(&mut self.pending_restore);
         let mut assigned = TopicPartitionList::new();
@@ -480,6 +493,7 @@ impl Core {
                     partition,
                     &self.task,
                     &self.telemetry,
+                    shutdown,
                 )?;
             }
             tracing::info!(task = self.task, partition, replayed, took = ?started.elapsed(), "partition restored");
@@ -500,6 +514,7 @@ fn restore_store(
     partition: i32,
     task: &str,
     telemetry: &Telemetry,
+    shutdown: &AtomicBool,
 ) -> anyhow::Result<usize> {
     let changelog = stores.infos()[index].changelog.clone();
     let (_, end) = crate::client::watermarks(restorer, &changelog, partition)?;
@@ -540,6 +555,9 @@ fn restore_store(
         }
         if position >= end {
             break;
+        }
+        if shutdown.load(Ordering::SeqCst) {
+            bail!("stopped while restoring {changelog}/{partition} (at {position} of {end})");
         }
         if Instant::now() > deadline {
             bail!("restore of {changelog}/{partition} made no progress to offset {end} (at {position})");

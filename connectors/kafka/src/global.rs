@@ -3,10 +3,11 @@
 //! including family members that appear while the task runs (a provider onboarded later).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use pavilion_runtime::global::{GlobalRecord, GlobalStores};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -80,33 +81,53 @@ impl GlobalReader {
     }
 
     /// Reads every source to the end it has now; the task must not process before this.
-    pub fn catch_up(&mut self) -> anyhow::Result<usize> {
+    /// Returns `None` when `shutdown` was set first.
+    ///
+    /// A partition is caught up when the position the stores remember (the offset after the
+    /// last record applied, kept with the data) reaches the end. The consumer's own position
+    /// is no help on its own: it stays unset until a record is consumed, so a store already
+    /// at the end of its source (every restart that keeps its state directory) never looked
+    /// caught up. It still counts when ahead, for sources whose tail is not a keyed record
+    /// (records without a key, or a transaction's commit marker).
+    pub fn catch_up(
+        &mut self,
+        shutdown: &AtomicBool,
+        progress: &dyn Fn(usize),
+    ) -> anyhow::Result<Option<usize>> {
         self.refresh()?;
         let mut ends = Vec::new();
         for (topic, partition) in &self.assigned {
             let (_, high) = crate::client::watermarks(&self.consumer, topic, *partition)?;
             ends.push((topic.clone(), *partition, high));
         }
-        let deadline = Instant::now() + Duration::from_secs(600);
         let mut applied = 0;
         loop {
             let positions = self.consumer.position()?;
-            let behind = ends.iter().any(|(topic, partition, end)| {
-                match positions
+            let mut behind = false;
+            for (topic, partition, end) in &ends {
+                let consumed = match positions
                     .find_partition(topic, *partition)
                     .map(|e| e.offset())
                 {
-                    Some(Offset::Offset(at)) => at < *end,
-                    _ => *end > 0,
+                    Some(Offset::Offset(at)) => at,
+                    _ => 0,
+                };
+                if self.stores.position(topic, *partition)?.max(consumed) < *end {
+                    behind = true;
+                    break;
                 }
-            });
+            }
             if !behind {
-                return Ok(applied);
+                return Ok(Some(applied));
             }
-            if Instant::now() > deadline {
-                bail!("global stores made no progress to the end of their sources in 10 minutes");
+            if shutdown.load(Ordering::SeqCst) {
+                return Ok(None);
             }
-            applied += self.read(Duration::from_millis(100))?;
+            let read = self.read(Duration::from_millis(100))?;
+            if read > 0 {
+                progress(read);
+            }
+            applied += read;
         }
     }
 

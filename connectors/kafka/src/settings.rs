@@ -125,3 +125,35 @@ impl KafkaSettings {
         config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The executor's producers (`murmur2_random`, librdkafka's murmur2) put a keyed record
+    /// on the partition the runtime's partitioner names, which is where stages route records
+    /// and expect a key's state.
+    #[test]
+    fn producers_place_keys_where_the_runtime_expects_them() {
+        for i in 0..2_000u32 {
+            let key = format!("tenant-{i}-{}", "x".repeat(i as usize % 13));
+            for partitions in [1, 3, 6, 7, 64] {
+                // SAFETY: librdkafka's murmur2 partitioner reads only the key and the count;
+                // it does not touch the topic handle or the opaques.
+                let librdkafka = unsafe {
+                    rdkafka::bindings::rd_kafka_msg_partitioner_murmur2(
+                        std::ptr::null(),
+                        key.as_ptr().cast(),
+                        key.len(),
+                        partitions,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                };
+                assert_eq!(
+                    librdkafka,
+                    pavilion_runtime::partitioner::partition_for(key.as_bytes(), partitions),
+                    "{key} over {partitions}"
+                );
+            }
+        }
+    }
+}

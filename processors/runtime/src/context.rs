@@ -22,6 +22,8 @@ pub struct Emitted {
     pub key: Vec<u8>,
     /// Framed Avro value.
     pub value: Vec<u8>,
+    /// Sent with [`Context::route`]: placed where its key belongs, not on the input partition.
+    pub routed: bool,
 }
 
 /// How one stage is wired inside its task.
@@ -46,6 +48,7 @@ pub struct Context<'a> {
     telemetry: &'a Telemetry,
     now: SystemTime,
     partition: i32,
+    partitions: i32,
     globals: Option<&'a GlobalStores>,
     resources: Option<&'a Resources>,
 }
@@ -68,9 +71,16 @@ impl<'a> Context<'a> {
             telemetry,
             now,
             partition,
+            partitions: 1,
             globals: None,
             resources: None,
         }
+    }
+
+    /// How many partitions the task's inputs have (where [`Context::owns_key`] looks).
+    pub(crate) fn with_partitions(mut self, partitions: i32) -> Self {
+        self.partitions = partitions;
+        self
     }
 
     pub(crate) fn with_resources(mut self, resources: &'a Resources) -> Self {
@@ -105,6 +115,35 @@ impl<'a> Context<'a> {
         key: impl Into<Vec<u8>>,
         value: &E,
     ) -> Result<(), ProcessError> {
+        self.send(output, key.into(), value, false)
+    }
+
+    /// Whether a record keyed `key` belongs on the partition being processed, by Kafka's
+    /// default partitioner over the task's input partitions (see [`Context::route`]).
+    pub fn owns_key(&self, key: &[u8]) -> bool {
+        crate::partitioner::partition_for(key, self.partitions) == self.partition
+    }
+
+    /// Like [`Context::emit`], but the record goes to the partition where `key` belongs by
+    /// Kafka's default partitioner, wherever the record being processed was read: the
+    /// repartition step of a stage whose state is per key, for records that producers with
+    /// other partitioners (or other keys) put elsewhere.
+    pub fn route<E: Event>(
+        &mut self,
+        output: &str,
+        key: impl Into<Vec<u8>>,
+        value: &E,
+    ) -> Result<(), ProcessError> {
+        self.send(output, key.into(), value, true)
+    }
+
+    fn send<E: Event>(
+        &mut self,
+        output: &str,
+        key: Vec<u8>,
+        value: &E,
+        routed: bool,
+    ) -> Result<(), ProcessError> {
         let topic = self.wiring.outputs.get(output).ok_or_else(|| {
             ProcessError::new(format!(
                 "stage `{}` emitted to undeclared output `{output}`",
@@ -121,8 +160,9 @@ impl<'a> Context<'a> {
         })?;
         self.emitted.push(Emitted {
             topic: topic.clone(),
-            key: key.into(),
+            key,
             value,
+            routed,
         });
         Ok(())
     }
@@ -147,6 +187,7 @@ impl<'a> Context<'a> {
             topic,
             key: key.into(),
             value,
+            routed: false,
         });
         Ok(&self.emitted.last().expect("pushed above").value)
     }

@@ -10,6 +10,7 @@
 pub mod clock;
 mod context;
 pub mod global;
+pub mod partitioner;
 mod processor;
 pub mod store;
 mod task;

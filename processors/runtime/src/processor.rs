@@ -36,13 +36,28 @@ impl<E: Event> Input for E {
 /// A stage's failure on one record: the record goes to the dead-letter topic with this reason
 /// and nothing it wrote or emitted survives.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ProcessError(pub String);
+#[error("{message}")]
+pub struct ProcessError {
+    message: String,
+    reason: pavilion_schemas::DeadLetterReason,
+}
 
 impl ProcessError {
-    /// An error with a message.
+    /// An error with a message (dead-lettered as `processor_error`).
     pub fn new(message: impl Into<String>) -> Self {
-        ProcessError(message.into())
+        ProcessError {
+            message: message.into(),
+            reason: pavilion_schemas::DeadLetterReason::ProcessorError,
+        }
+    }
+
+    /// A record the stage refuses for a reason of the contract, not a fault (e.g.
+    /// `unauthenticated`): operators tell the two apart by the dead letter's reason.
+    pub fn refused(reason: pavilion_schemas::DeadLetterReason, message: impl Into<String>) -> Self {
+        ProcessError {
+            message: message.into(),
+            reason,
+        }
     }
 }
 
@@ -85,7 +100,7 @@ impl StageError {
             StageError::Decode(CodecError::SchemaMismatch { .. }) => R::SchemaMismatch,
             StageError::Decode(CodecError::UnknownFingerprint(_)) => R::UnknownSchema,
             StageError::Decode(_) => R::Undecodable,
-            StageError::Process(_) => R::ProcessorError,
+            StageError::Process(e) => e.reason,
         }
     }
 }

@@ -169,6 +169,7 @@ impl TaskRunner {
                 self.clock.now(),
                 raw.partition,
             )
+            .with_partitions(self.input_partitions)
             .with_globals(self.globals.as_deref())
             .with_resources(&self.resources);
             // A panicking stage must not take the task down: the record is dead-lettered
@@ -239,7 +240,7 @@ impl TaskRunner {
     /// Queues an emitted record. A record that keeps its input's key on a topic with as many
     /// partitions stays on the input partition (so state and ordering stay where they were,
     /// split or fused, whatever partitioner the original producer used); a re-keyed record is
-    /// placed by the producer's key hash.
+    /// placed by the producer's key hash; a routed one where its key belongs.
     fn push(
         &self,
         stage: &str,
@@ -249,11 +250,16 @@ impl TaskRunner {
         out: &mut Vec<OutRecord>,
     ) {
         self.telemetry.record_emitted(stage, &e.topic);
-        let copartitioned = e.key == input_key
-            && self.topic_partitions.get(&e.topic) == Some(&self.input_partitions);
+        let partitions = self.topic_partitions.get(&e.topic).copied();
+        let partition = if e.routed {
+            partitions.map(|n| crate::partitioner::partition_for(&e.key, n))
+        } else {
+            let copartitioned = e.key == input_key && partitions == Some(self.input_partitions);
+            copartitioned.then_some(partition)
+        };
         out.push(OutRecord {
             topic: e.topic.clone(),
-            partition: copartitioned.then_some(partition),
+            partition,
             key: e.key.clone(),
             value: e.value.clone(),
         });
@@ -346,6 +352,7 @@ impl TaskRunner {
                     self.clock.now(),
                     partition,
                 )
+                .with_partitions(self.input_partitions)
                 .with_globals(self.globals.as_deref())
                 .with_resources(&self.resources);
                 stage.processor.punctuate(&mut ctx)

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry,
@@ -38,7 +38,17 @@ pub struct Telemetry {
     restored_records: IntCounterVec,
     restarts: IntCounterVec,
     stage_events: IntCounterVec,
-    states: Mutex<BTreeMap<String, TaskState>>,
+    states: Mutex<BTreeMap<String, TaskHealth>>,
+}
+
+/// A task's state, and when it last did useful work.
+#[derive(Debug, Clone, Copy)]
+struct TaskHealth {
+    state: TaskState,
+    /// Last time the task ran its loop while running, or applied records while restoring.
+    /// Moving between `Starting` and `Restoring` (a task that keeps failing and restarting)
+    /// is not progress.
+    progressed: Instant,
 }
 
 fn counter(r: &PromRegistry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -230,6 +240,9 @@ impl Telemetry {
         applied: usize,
         remaining: i64,
     ) {
+        if applied > 0 {
+            self.task_alive(task);
+        }
         self.restored_records
             .with_label_values(&[task, changelog])
             .inc_by(applied as u64);
@@ -248,21 +261,52 @@ impl Telemetry {
     /// A task changed state.
     pub fn task_state(&self, task: &str, state: TaskState) {
         tracing::info!(task, ?state, "task state");
-        self.states
-            .lock()
-            .expect("states lock")
-            .insert(task.to_owned(), state);
+        let now = Instant::now();
+        let mut states = self.states.lock().expect("states lock");
+        let health = states.entry(task.to_owned()).or_insert(TaskHealth {
+            state,
+            progressed: now,
+        });
+        health.state = state;
+        if state == TaskState::Running {
+            health.progressed = now;
+        }
+    }
+
+    /// A task did useful work: a turn of its processing loop, or records restored.
+    pub fn task_alive(&self, task: &str) {
+        if let Some(health) = self.states.lock().expect("states lock").get_mut(task) {
+            health.progressed = Instant::now();
+        }
     }
 
     /// Ready when every task is running.
     pub fn ready(&self) -> bool {
         let states = self.states.lock().expect("states lock");
-        !states.is_empty() && states.values().all(|s| *s == TaskState::Running)
+        !states.is_empty() && states.values().all(|h| h.state == TaskState::Running)
     }
 
     /// Task states, for `/readyz`.
     pub fn states(&self) -> BTreeMap<String, TaskState> {
-        self.states.lock().expect("states lock").clone()
+        let states = self.states.lock().expect("states lock");
+        states.iter().map(|(t, h)| (t.clone(), h.state)).collect()
+    }
+
+    /// Tasks that have made no progress for longer than `bound` (stopped ones excepted), as
+    /// lines for `/healthz`: a task stuck restoring, or a processing loop blocked in a call.
+    pub fn stuck(&self, bound: Duration) -> Vec<String> {
+        let states = self.states.lock().expect("states lock");
+        states
+            .iter()
+            .filter(|(_, h)| h.state != TaskState::Stopped && h.progressed.elapsed() > bound)
+            .map(|(task, h)| {
+                format!(
+                    "task {task}: {:?}, no progress for {} s",
+                    h.state,
+                    h.progressed.elapsed().as_secs()
+                )
+            })
+            .collect()
     }
 }
 
@@ -326,6 +370,28 @@ pub fn assert_promtool_accepts(what: &str, exposition: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_without_progress_past_the_bound_is_reported_stuck() {
+        let t = Telemetry::new();
+        t.task_state("path", TaskState::Starting);
+        t.task_state("path", TaskState::Restoring);
+        t.task_state("audit", TaskState::Running);
+        std::thread::sleep(Duration::from_millis(30));
+        t.task_alive("audit");
+        let stuck = t.stuck(Duration::from_millis(20));
+        assert_eq!(stuck.len(), 1, "{stuck:?}");
+        assert!(stuck[0].starts_with("task path: Restoring"), "{stuck:?}");
+        // Failing and restarting is not progress; restoring records is.
+        t.task_state("path", TaskState::Starting);
+        assert_eq!(t.stuck(Duration::from_millis(20)).len(), 1);
+        t.restore_progressed("path", "changelog", 0, 10, 5);
+        assert!(t.stuck(Duration::from_millis(20)).is_empty());
+        t.task_state("path", TaskState::Stopped);
+        std::thread::sleep(Duration::from_millis(30));
+        t.task_alive("audit");
+        assert!(t.stuck(Duration::from_millis(20)).is_empty());
+    }
 
     /// Every family, with samples, as `/metrics` shows it; promtool accepts the result.
     #[test]

@@ -22,6 +22,7 @@ pub struct TestDriver {
     clock: ManualClock,
     registry: &'static Registry,
     offset: i64,
+    partition: i32,
     globals: Arc<GlobalStores>,
     _dir: tempfile::TempDir,
 }
@@ -57,6 +58,7 @@ impl TestDriver {
             clock,
             registry,
             offset: 0,
+            partition: 0,
             globals,
             _dir: dir,
         }
@@ -73,12 +75,19 @@ impl TestDriver {
         self.send_raw(topic, key.as_bytes(), &bytes)
     }
 
+    /// Reads the next records from `partition` (0 until this is called), with the same stores:
+    /// a record that some producer put on a partition its key does not hash to.
+    pub fn on_partition(&mut self, partition: i32) -> &mut Self {
+        self.partition = partition;
+        self
+    }
+
     /// Sends raw bytes (for malformed-input tests).
     pub fn send_raw(&mut self, topic: &str, key: &[u8], value: &[u8]) -> Vec<OutRecord> {
         let mut out = Vec::new();
         let raw = RawRecord {
             topic,
-            partition: 0,
+            partition: self.partition,
             offset: self.offset,
             timestamp_ms: crate::clock::epoch_millis(self.clock.now()),
             key: Some(key),

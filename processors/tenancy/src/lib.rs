@@ -2,12 +2,16 @@
 //! authenticates the tenant's Ed25519 signature, validates sizes, claims, nonce and clock skew,
 //! drops duplicates of a `request_id` seen within the idempotency window, and enforces the
 //! tenant's rate limit (GCRA with burst) and daily quota — then accepts it onto
-//! `pavilion.requests.accepted` or rejects it with a reason code.
+//! `pavilion.requests.accepted` or rejects it with a reason code. A request that fails
+//! authentication is neither: it is dead-lettered as `unauthenticated`, so no decision ever
+//! carries a request id its sender has not proven it owns.
 //!
 //! Tenants come from the compacted `pavilion.tenants` topic, read as a second input.
-//! Requests and tenants are both keyed by tenant id and co-partitioned, so everything about a
-//! tenant — its registry entry, rate-limit state, idempotency window — lives on one partition
-//! and survives restarts and rebalances through the runtime's changelogs.
+//! Everything about a tenant — its registry entry, rate-limit state, idempotency window —
+//! lives on the partition its id hashes to (Kafka's default partitioner) and survives
+//! restarts and rebalances through the runtime's changelogs. Producers may partition requests
+//! as they like: a request read elsewhere, or keyed otherwise, is first routed to its tenant's
+//! partition through `pavilion.requests.routed` (Kafka Streams' repartition topic).
 
 mod config;
 mod limits;
@@ -21,7 +25,7 @@ use pavilion_runtime::{parse_config, StageKind};
 /// The kind as topology.yaml names it.
 pub static KIND: StageKind = StageKind {
     name: "tenancy",
-    outputs: &["accepted", "rejected"],
+    outputs: &["accepted", "rejected", "routed"],
     stores: &["tenants", "seen", "limits"],
     globals: &[],
     check_config: |c| parse_config::<TenancyConfig>(c).map(drop),

@@ -2,8 +2,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
-    AcceptedRequest, CodecError, Event, Registry, RejectionReason, RequestRejected, Tenant,
-    TenantState, VerificationRequest,
+    AcceptedRequest, CodecError, DeadLetterReason, Event, Registry, RejectionReason,
+    RequestRejected, Tenant, TenantState, VerificationRequest,
 };
 
 use crate::limits::{Gcra, Quota};
@@ -12,7 +12,7 @@ use crate::TenancyConfig;
 /// What the stage reads: requests, and tenant registry updates.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TenancyInput {
-    /// From `pavilion.requests`.
+    /// From `pavilion.requests`, or routed to its tenant's partition.
     Request(VerificationRequest),
     /// From `pavilion.tenants`.
     Tenant(Tenant),
@@ -100,24 +100,24 @@ impl Processor for Tenancy {
                 Ok(())
             }
             TenancyInput::Request(request) => {
+                let tenant_key = request.tenant_id.as_bytes();
+                if record.key != tenant_key || !ctx.owns_key(tenant_key) {
+                    // The producer's partitioner or key put it where this tenant's state is
+                    // not: send it to where it is (read back from the routed topic).
+                    ctx.count("routed", "");
+                    return ctx.route("routed", request.tenant_id.clone(), &request);
+                }
                 let now = epoch_millis(ctx.now());
-                match self.admit(ctx, &record.key, &request, now)? {
+                match self.admit(ctx, &request, now)? {
                     Ok(accepted) => {
                         ctx.count("accepted", &request.tenant_id);
                         ctx.emit("accepted", request.tenant_id.clone(), &accepted)
                     }
                     Err(Reject(reason, detail, retry_after_ms)) => {
-                        let label = if reason == RejectionReason::UnknownTenant {
-                            ""
-                        } else {
-                            &request.tenant_id
-                        };
-                        ctx.count(&format!("rejected.{}", reason.as_str()), label);
-                        let tenant_id = (reason != RejectionReason::UnknownTenant)
-                            .then(|| request.tenant_id.clone());
+                        ctx.count(&format!("rejected.{}", reason.as_str()), &request.tenant_id);
                         let rejected = RequestRejected {
                             request_id: request.request_id.clone(),
-                            tenant_id,
+                            tenant_id: Some(request.tenant_id.clone()),
                             reason,
                             detail,
                             retry_after_ms,
@@ -152,29 +152,17 @@ impl Processor for Tenancy {
 }
 
 impl Tenancy {
-    /// Decides one request. The outer `Result` is a stage failure (dead letter); the inner
-    /// one is the decision.
+    /// Decides one request. The outer `Result` is a stage failure (dead letter: a failed
+    /// authentication among them); the inner one is the decision.
     fn admit(
         &self,
         ctx: &mut Context<'_>,
-        key: &[u8],
         r: &VerificationRequest,
         now: i64,
     ) -> Result<Result<AcceptedRequest, Reject>, ProcessError> {
-        let signing_bytes = match self.validate_shape(key, r) {
-            Ok(bytes) => bytes,
-            Err(rejection) => return Ok(Err(rejection)),
-        };
-        let Some(tenant) = ctx
-            .store("tenants")?
-            .get::<Tenant>(r.tenant_id.as_bytes())?
-        else {
-            return Ok(Err(reject(
-                RejectionReason::UnknownTenant,
-                format!("no tenant `{}`", r.tenant_id),
-            )));
-        };
-        if let Err(rejection) = authenticate(&tenant, r, &signing_bytes, now)
+        let tenant = self.authenticate(ctx, r, now)?;
+        if let Err(rejection) = admits(&tenant)
+            .and_then(|()| self.validate_shape(r))
             .and_then(|()| self.validate_content(r, now))
         {
             return Ok(Err(rejection));
@@ -245,21 +233,9 @@ impl Tenancy {
         }))
     }
 
-    /// Checks that need no state: keying and sizes, before anything expensive.
-    /// Returns the request's signing bytes, which the size check measures and authentication
-    /// verifies.
-    fn validate_shape(&self, key: &[u8], r: &VerificationRequest) -> Result<Vec<u8>, Reject> {
+    /// Size and shape checks on the authenticated request.
+    fn validate_shape(&self, r: &VerificationRequest) -> Result<(), Reject> {
         let c = &self.config;
-        if key != r.tenant_id.as_bytes() {
-            return Err(reject(
-                RejectionReason::InvalidSchema,
-                format!(
-                    "record key `{}` must be the tenant id `{}` (requests are partitioned by tenant)",
-                    String::from_utf8_lossy(key),
-                    r.tenant_id
-                ),
-            ));
-        }
         let mut strings = vec![
             ("request_id", r.request_id.as_str()),
             ("tenant_id", r.tenant_id.as_str()),
@@ -332,18 +308,50 @@ impl Tenancy {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Who sent the request: a registered, not deleted tenant, one of its keys valid now, and
+    /// a signature by that key over the request. Whatever fails here is dropped, never
+    /// answered: a signed rejection would bear a request id the sender has not proven it
+    /// owns (anyone who can write to the ingest topic could pre-empt a tenant's answers), and
+    /// a made-up tenant id would get a decision topic. A request too large to be worth
+    /// verifying is dropped the same way, before any work.
+    fn authenticate(
+        &self,
+        ctx: &mut Context<'_>,
+        r: &VerificationRequest,
+        now: i64,
+    ) -> Result<Tenant, ProcessError> {
         let signing_bytes = r.signing_bytes();
-        if signing_bytes.len() > c.max_request_bytes {
-            return Err(reject(
+        if signing_bytes.len() > self.config.max_request_bytes {
+            return Err(dropped(
+                ctx,
                 RejectionReason::Oversize,
+                "",
                 format!(
                     "request is {} bytes, over {}",
                     signing_bytes.len(),
-                    c.max_request_bytes
+                    self.config.max_request_bytes
                 ),
             ));
         }
-        Ok(signing_bytes)
+        let tenant = ctx
+            .store("tenants")?
+            .get::<Tenant>(r.tenant_id.as_bytes())?
+            .filter(|t| t.state != TenantState::Deleted);
+        let Some(tenant) = tenant else {
+            return Err(dropped(
+                ctx,
+                RejectionReason::UnknownTenant,
+                "",
+                format!("no tenant `{}`", r.tenant_id),
+            ));
+        };
+        match verify(&tenant, r, &signing_bytes, now) {
+            Ok(()) => Ok(tenant),
+            Err(Reject(reason, detail, _)) => Err(dropped(ctx, reason, &r.tenant_id, detail)),
+        }
     }
 
     /// Checks on the authenticated content.
@@ -378,31 +386,44 @@ impl Tenancy {
     }
 }
 
-/// Tenant state, key validity and the Ed25519 signature.
-fn authenticate(
+/// Counts a request dropped unauthenticated (`dropped.<reason>`, labelled with the tenant
+/// only when it is registered) and makes its dead letter.
+fn dropped(
+    ctx: &Context<'_>,
+    reason: RejectionReason,
+    tenant: &str,
+    detail: String,
+) -> ProcessError {
+    ctx.count(&format!("dropped.{}", reason.as_str()), tenant);
+    ProcessError::refused(
+        DeadLetterReason::Unauthenticated,
+        format!("{}: {detail}", reason.as_str()),
+    )
+}
+
+/// Whether an authenticated tenant may be served now.
+fn admits(tenant: &Tenant) -> Result<(), Reject> {
+    match tenant.state {
+        TenantState::Active => Ok(()),
+        TenantState::Suspended => Err(reject(
+            RejectionReason::TenantSuspended,
+            "tenant is suspended",
+        )),
+        TenantState::Deleted => Err(reject(RejectionReason::UnknownTenant, "tenant was deleted")),
+        TenantState::Provisioned | TenantState::Unknown => Err(reject(
+            RejectionReason::TenantInactive,
+            "tenant is not active yet",
+        )),
+    }
+}
+
+/// Key validity and the Ed25519 signature.
+fn verify(
     tenant: &Tenant,
     r: &VerificationRequest,
     signing_bytes: &[u8],
     now: i64,
 ) -> Result<(), Reject> {
-    match tenant.state {
-        TenantState::Active => {}
-        TenantState::Suspended => {
-            return Err(reject(
-                RejectionReason::TenantSuspended,
-                "tenant is suspended",
-            ))
-        }
-        TenantState::Deleted => {
-            return Err(reject(RejectionReason::UnknownTenant, "tenant was deleted"))
-        }
-        TenantState::Provisioned | TenantState::Unknown => {
-            return Err(reject(
-                RejectionReason::TenantInactive,
-                "tenant is not active yet",
-            ))
-        }
-    }
     let Some(key) = tenant.signing_keys.iter().find(|k| k.key_id == r.key_id) else {
         return Err(reject(
             RejectionReason::UnknownKey,

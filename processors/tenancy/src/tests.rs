@@ -19,14 +19,15 @@ dlq: dlq
 topics:
   dlq: { schema: pavilion.DeadLetter }
   requests: { schema: pavilion.VerificationRequest }
+  routed: { schema: pavilion.VerificationRequest }
   tenants: { schema: pavilion.Tenant, cleanup: compact }
   accepted: { schema: pavilion.AcceptedRequest }
   rejected: { schema: pavilion.RequestRejected }
 stages:
   tenancy:
     kind: tenancy
-    inputs: [requests, tenants]
-    outputs: { accepted: accepted, rejected: rejected }
+    inputs: [requests, routed, tenants]
+    outputs: { accepted: accepted, rejected: rejected, routed: routed }
     stores: [tenants, seen, limits]
     punctuate_every: 1m
     config:
@@ -151,9 +152,13 @@ fn line(topic: &str, value: &[u8]) -> String {
                 r.detail
             )
         }
+        "routed" => {
+            let r: VerificationRequest = registry.decode(value).unwrap();
+            format!("routed {}\n", r.request_id)
+        }
         _ => {
             let d: pavilion_schemas::DeadLetter = registry.decode(value).unwrap();
-            format!("dead letter: {}\n", d.detail)
+            format!("dead letter ({:?}): {}\n", d.reason, d.detail)
         }
     }
 }
@@ -201,17 +206,17 @@ fn authentication_and_lifecycle() {
             Step::Misrouted(request("acme", "misrouted", T0), "other"),
         ],
         expect![[r#"
-            rejected before-registration unknown_tenant — no tenant `acme`
+            dead letter (Unauthenticated): unknown_tenant: no tenant `acme`
             rejected provisioned tenant_inactive — tenant is not active yet
             accepted ok (tenant revision 2)
-            rejected forged bad_signature — signature does not verify
-            rejected tampered bad_signature — signature does not verify
-            rejected unknown-key unknown_key — no key `k9` for this tenant
+            dead letter (Unauthenticated): bad_signature: signature does not verify
+            dead letter (Unauthenticated): bad_signature: signature does not verify
+            dead letter (Unauthenticated): unknown_key: no key `k9` for this tenant
             rejected suspended tenant_suspended — tenant is suspended
             rejected stale-revision-ignored tenant_suspended — tenant is suspended
-            rejected revoked revoked_key — key `k1` is revoked
+            dead letter (Unauthenticated): revoked_key: key `k1` is revoked
             accepted with-k2 (tenant revision 5)
-            rejected misrouted invalid_schema — record key `other` must be the tenant id `acme` (requests are partitioned by tenant)
+            routed misrouted
         "#]],
     );
 }
@@ -325,6 +330,72 @@ fn rate_limit_with_burst_then_daily_quota() {
     );
 }
 
+/// Whoever can write to the ingest topic can name any tenant and request id; without the
+/// tenant's key that gets them a dead letter, not a signed answer under the victim's id, and
+/// the victim's own request with that id is still decided.
+#[test]
+fn a_forged_request_neither_gets_a_decision_nor_uses_up_the_victims_id() {
+    let mut forged = request("acme", "victim-1", T0);
+    sign(&mut forged, &key(9));
+    check(
+        vec![
+            Step::Tenant(tenant("acme", TenantState::Active, 1)),
+            Step::Request(forged),
+            Step::Request(request("acme", "victim-1", T0)),
+        ],
+        expect![[r#"
+            dead letter (Unauthenticated): bad_signature: signature does not verify
+            accepted victim-1 (tenant revision 1)
+        "#]],
+    );
+}
+
+/// Producers may partition requests as they like: one read on a partition that is not its
+/// tenant's, or keyed otherwise, goes to its tenant's partition first, keyed by tenant id, and
+/// is decided when it is read back from there.
+#[test]
+fn requests_away_from_their_tenants_partition_are_routed_there() {
+    let topology = TOPOLOGY.replace("topics:", "defaults: { partitions: 4 }\ntopics:");
+    let mut driver = TestDriver::new(&topology, "tenancy", &StageKinds::new([&crate::KIND]));
+    let home = pavilion_runtime::partitioner::partition_for(b"acme", 4);
+    driver.on_partition(home);
+    driver.send("tenants", "acme", &tenant("acme", TenantState::Active, 1));
+    let routed = |out: Vec<pavilion_runtime::OutRecord>| {
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (
+                out[0].topic.as_str(),
+                out[0].partition,
+                out[0].key.as_slice()
+            ),
+            ("routed", Some(home), b"acme".as_slice())
+        );
+        out[0].value.clone()
+    };
+    let away =
+        driver
+            .on_partition((home + 1) % 4)
+            .send("requests", "acme", &request("acme", "away", T0));
+    let away = routed(away);
+    let rekeyed = driver.on_partition(home).send(
+        "requests",
+        "not-the-tenant",
+        &request("acme", "rekeyed", T0),
+    );
+    let rekeyed = routed(rekeyed);
+    let mut decided = String::new();
+    for value in [away, rekeyed] {
+        for record in driver.send_raw("routed", b"acme", &value) {
+            decided += &line(&record.topic, &record.value);
+        }
+    }
+    expect![[r#"
+        accepted away (tenant revision 1)
+        accepted rekeyed (tenant revision 1)
+    "#]]
+    .assert_eq(&decided);
+}
+
 /// Many generated hostile requests: none is accepted, each is rejected with a reason or
 /// dead-lettered, and the stage still accepts a good request afterwards.
 #[test]
@@ -388,15 +459,15 @@ fn a_thousand_hostile_requests_accept_nothing() {
             !text.starts_with("accepted"),
             "accepted a hostile request: {text}"
         );
-        let reason = text
-            .split_whitespace()
-            .nth(if text.starts_with("dead") { 0 } else { 2 })
-            .unwrap()
-            .to_owned();
+        let reason = if text.starts_with("dead") {
+            format!("dead: {}", text.split(['(', ')']).nth(1).unwrap())
+        } else {
+            text.split_whitespace().nth(2).unwrap().to_owned()
+        };
         *reasons.entry(reason).or_default() += 1;
     }
     expect![[r#"
-        {"bad_signature": 300, "clock_skew": 150, "dead": 300, "duplicate": 150, "oversize": 150, "unknown_tenant": 150}
+        {"clock_skew": 150, "dead: Unauthenticated": 450, "dead: Undecodable": 300, "duplicate": 150, "oversize": 150}
     "#]]
     .assert_eq(&format!("{reasons:?}\n"));
     let out = driver.send("requests", "acme", &request("acme", "after", T0));

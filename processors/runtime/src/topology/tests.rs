@@ -144,43 +144,7 @@ fn the_repository_topology_parses() {
     check(
         include_str!("../../../../topology.yaml"),
         expect![[r#"
-            application pavilion, dlq pavilion.dlq
-            task audit (group pavilion.audit, 6 partitions): stages ["audit"], inputs ["pavilion.requests", "pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.policy.outcomes", "pavilion.matches", "pavilion.decisions.issued", "pavilion.psi.results", "pavilion.tenants", "pavilion.policies", "pavilion.providers", "pavilion.audit.erasures"]
-            task counter (group pavilion.counter, 6 partitions): stages ["counter"], inputs ["demo.events"]
-            task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy", "policy", "psi", "signing"], inputs ["pavilion.requests", "pavilion.tenants", "pavilion.policies", "pavilion.psi.jobs"]
-              global psi.providers <- pavilion.providers
-              global psi.sets <- pavilion.provider-sets.{provider}
-            task totals (group pavilion.totals, 6 partitions): stages ["totals"], inputs ["demo.counts"]
-            topic demo.counts: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyCount
-            topic demo.events: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.DemoEvent
-            topic demo.totals: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyTotal
-            topic pavilion.audit.anchors: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AnchorReceipt
-            topic pavilion.audit.checkpoints: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.Checkpoint
-            topic pavilion.audit.erasures: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.SubjectErasure
-            topic pavilion.audit.log: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AuditEntry
-            topic pavilion.audit.log.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.counter.counts.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.decisions.issued: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.DecisionIssued
-            topic pavilion.dlq: partitions=6 replication=1 cleanup=delete retention_ms=1209600000 schema=pavilion.DeadLetter
-            topic pavilion.matches: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.MatchResult
-            topic pavilion.policies: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.PolicyDocument
-            topic pavilion.policy.active.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.policy.documents.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.policy.outcomes: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PolicyOutcome
-            topic pavilion.providers: partitions=6 replication=1 cleanup=compact schema=pavilion.Provider
-            topic pavilion.psi.jobs: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.PsiJobChunk
-            topic pavilion.psi.jobs.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.psi.results: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PsiJobResult
-            topic pavilion.requests: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.VerificationRequest
-            topic pavilion.requests.accepted: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.AcceptedRequest
-            topic pavilion.requests.rejected: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.RequestRejected
-            topic pavilion.tenancy.limits.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.tenancy.seen.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.tenancy.tenants.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.tenants: partitions=6 replication=1 cleanup=compact schema=pavilion.Tenant
-            topic pavilion.totals.totals.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.decisions.{tenant}: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.Decision
-            topic pavilion.provider-sets.{provider}: partitions=3 replication=1 cleanup=compact schema=pavilion.ProviderSetEntry
+            line 65: stage `tenancy`: kind `tenancy` has no output `routed` (it has: accepted, rejected)
         "#]],
     );
 }
