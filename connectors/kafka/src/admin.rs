@@ -182,6 +182,19 @@ fn await_leaders(admin: &AdminClient<DefaultClientContext>, topics: &[&str]) -> 
     Ok(())
 }
 
+/// The names of the topics that exist and start with `prefix`, sorted.
+pub fn topics_with_prefix(settings: &KafkaSettings, prefix: &str) -> Result<Vec<String>> {
+    let (_, metadata) = admin_and_metadata(settings)?;
+    let mut names: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Deletes every topic whose name starts with `prefix` (test clean-up, and a throwaway
 /// application's teardown); returns how many were deleted.
 pub async fn delete_topics_with_prefix(settings: &KafkaSettings, prefix: &str) -> Result<usize> {
