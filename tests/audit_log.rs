@@ -1,5 +1,6 @@
 //! The audit log on the real broker: the request path fused, signing, and the audit stage in
-//! its own task. Every event of every input topic becomes exactly one leaf, across SIGKILLs;
+//! its own task. Every event of every input topic becomes exactly one leaf, across SIGKILLs,
+//! and so does a record that is no event (dead-lettered once, by tenancy, not by audit);
 //! `pavilion audit verify` replays it; inclusion and consistency proofs and the signed
 //! checkpoints are verified by an independent implementation (Go: transparency-dev/merkle
 //! and x/mod/sumdb/note); a flipped byte, a removed entry and a swapped pair are each found
@@ -21,8 +22,9 @@ use pavilion_chain::dev::{Anvil, DEV_KEY};
 use pavilion_kafka::PlainProducer;
 use pavilion_keys::subjects::SubjectKeyStore;
 use pavilion_schemas::{
-    AnchorReceipt, AuditEntry, Checkpoint, DecisionIssued, Registry, ResponseFormat,
+    AnchorReceipt, AuditEntry, Checkpoint, DecisionIssued, EventRef, Registry, ResponseFormat,
 };
+use sha2::Digest as _;
 use util::*;
 
 const POLICY: &str = r#"policy: main
@@ -132,14 +134,33 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
     let mut pipeline = t.spawn_with("a", Some(port), &env_refs);
     await_stage_event(port, "policy.activated", "acme", 1.0, &pipeline);
 
-    // 120 requests, 8 of them signed by someone else (rejections), two SIGKILLs mid-stream.
+    // 120 requests, 8 of them signed by someone else (rejections), 3 records that are no
+    // request at all, two SIGKILLs mid-stream.
     let rp = Rp {
         producer: PlainProducer::new(&settings()).unwrap(),
         topic: t.topic("requests"),
     };
     let mallory = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let garbage = |i: u8| format!("garbage {i}").into_bytes();
+    // Who dead-lettered which garbage record.
+    let garbage_dead = || -> Vec<String> {
+        let mut dead: Vec<String> = dead_letters(&t)
+            .into_iter()
+            .filter_map(|d| {
+                let value = String::from_utf8(d.original_value?).ok()?;
+                value
+                    .starts_with("garbage ")
+                    .then(|| format!("{}: {value}", d.stage))
+            })
+            .collect();
+        dead.sort();
+        dead
+    };
     for i in 0..120u8 {
         rp.send(&request(i, if i % 15 == 14 { &mallory } else { &key }));
+        if i % 40 == 10 {
+            rp.send_raw("acme", &garbage(i));
+        }
         if i % 20 == 19 {
             rp.flush();
             std::thread::sleep(Duration::from_millis(150));
@@ -164,6 +185,13 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         let issued = read_all(&t.topic("issued")).len();
         let mut expected = all_inputs();
         let log = entries(&t.topic("log"));
+        // Tenancy dead-letters each garbage record; the audit stage, which reads the same
+        // topic, must not do so a second time.
+        let dead = garbage_dead();
+        assert!(
+            dead.len() <= 3,
+            "dead letters of 3 garbage records: {dead:?}"
+        );
         for (_, e) in &log {
             *expected
                 .entry((e.event.topic.clone(), e.event.partition, e.event.offset))
@@ -189,6 +217,31 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         );
         std::thread::sleep(Duration::from_millis(500));
     };
+    // Each garbage record: exactly one dead letter, and an entry in its place that commits to
+    // its bytes' digest and nothing else (the auditor below re-checks those digests).
+    assert_eq!(
+        garbage_dead(),
+        [
+            "tenancy: garbage 10",
+            "tenancy: garbage 50",
+            "tenancy: garbage 90"
+        ],
+        "one dead letter per undecodable record"
+    );
+    let mut undecodable: Vec<&AuditEntry> = logged
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.event.event_type == EventRef::UNDECODABLE)
+        .collect();
+    undecodable.sort_by_key(|e| e.event.offset);
+    let digests: Vec<Vec<u8>> = undecodable.iter().map(|e| e.event_digest.clone()).collect();
+    let sent: Vec<Vec<u8>> = [10, 50, 90]
+        .map(|i| sha2::Sha256::digest(garbage(i)).to_vec())
+        .into();
+    assert_eq!(digests, sent, "one entry per garbage record, by digest");
+    assert!(undecodable
+        .iter()
+        .all(|e| e.request_id.is_none() && e.encrypted_fields.is_none()));
     let jwks = t.dir.path().join("jwks.json");
     std::fs::write(&jwks, ok(cli(&t, &env, &["keys", "jwks"]))).unwrap();
     let jwks_arg = jwks.to_str().unwrap();

@@ -15,8 +15,16 @@ pub struct EventRef {
     pub partition: i32,
     /// Offset.
     pub offset: i64,
-    /// Avro full name of the event's schema.
+    /// Avro full name of the event's schema, or [`EventRef::UNDECODABLE`].
     pub event_type: String,
+}
+
+impl EventRef {
+    /// The type of an entry for bytes that are no record of the contract (garbage, an unknown
+    /// schema, a body that does not decode): it keeps their place in the log and commits to
+    /// their digest, nothing else. Every schema of the contract is in the `pavilion`
+    /// namespace, so this names none of them.
+    pub const UNDECODABLE: &'static str = "undecodable";
 }
 
 /// Subject-linked fields, encrypted under a per-subject key.

@@ -27,9 +27,11 @@ impl AuditStage {
     }
 }
 
-/// Any framed event: its type, digest, request id and subject fields. Records of types this
-/// build does not know are logged too (by digest); only bytes that are not a framed record at
-/// all are dead letters.
+/// Any record: its type, digest, request id and subject fields. Records of every type are
+/// logged (by digest), and so are bytes this build cannot read as a record of the contract
+/// (unframed, an unknown schema, a body that does not decode) as [`EventRef::UNDECODABLE`]:
+/// the first stage that reads them dead-letters them, so a dead letter from here too would
+/// count each bad record twice, while the log must still account for every position it reads.
 pub struct AuditInput {
     event_type: String,
     digest: [u8; 32],
@@ -38,7 +40,24 @@ pub struct AuditInput {
 }
 
 impl Input for AuditInput {
+    /// Never fails (see [`AuditInput`]).
     fn decode(registry: &Registry, _topic: &str, bytes: &[u8]) -> Result<Self, CodecError> {
+        let digest = Sha256::digest(bytes).into();
+        Ok(
+            AuditInput::decoded(registry, bytes, digest).unwrap_or_else(|_| AuditInput {
+                // Nothing the bytes claim is trusted: no type, no request id, no subject.
+                event_type: EventRef::UNDECODABLE.to_owned(),
+                digest,
+                request_id: None,
+                subject: None,
+            }),
+        )
+    }
+}
+
+impl AuditInput {
+    /// The input of a record of the contract.
+    fn decoded(registry: &Registry, bytes: &[u8], digest: [u8; 32]) -> Result<Self, CodecError> {
         let event_type = registry.name_of(bytes)?.to_owned();
         let request = |r: &VerificationRequest| (Some(r.request_id.clone()), SubjectFields::of(r));
         let (request_id, subject) = match event_type.as_str() {
@@ -66,7 +85,7 @@ impl Input for AuditInput {
         };
         Ok(AuditInput {
             event_type,
-            digest: Sha256::digest(bytes).into(),
+            digest,
             request_id,
             subject,
         })

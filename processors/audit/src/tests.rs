@@ -290,6 +290,56 @@ fn after_erasure_the_subjects_events_are_logged_without_subject_fields() {
     assert_eq!(logged[1].encrypted_fields, None);
 }
 
+/// Tenancy dead-letters an undecodable request; audit reads the same record and must not
+/// dead-letter it a second time, yet the log keeps its place: an entry of the reserved type
+/// that commits to the raw bytes' digest and position, and to nothing about a subject.
+#[test]
+fn undecodable_records_are_logged_by_digest_and_never_dead_lettered() {
+    use sha2::Digest;
+    let keys = Arc::new(TestKeys::default());
+    let mut d = driver(&keys);
+    let registry = Registry::builtin();
+    let framed = registry.encode(&request("r1")).unwrap();
+    // A known fingerprint in front of a body that ends too early.
+    let truncated = framed[..framed.len() / 2].to_vec();
+    let inputs: [(&str, Vec<u8>); 5] = [
+        ("good", registry.encode(&request("r0")).unwrap()),
+        ("garbage", b"garbage 1".to_vec()),
+        ("truncated", truncated),
+        ("empty", Vec::new()),
+        ("good", framed),
+    ];
+    let mut rendered = String::new();
+    for (name, bytes) in &inputs {
+        for r in d.send_raw("requests", b"acme", bytes) {
+            let Ok(e) = registry.decode::<AuditEntry>(&r.value) else {
+                rendered += &format!("{name}: {} record\n", r.topic);
+                continue;
+            };
+            assert_eq!(e.leaf_hash, e.computed_leaf_hash());
+            let digest_ok = e.event_digest == sha2::Sha256::digest(bytes).to_vec();
+            rendered += &format!(
+                "{name}: #{} {}@{} {} request={:?} subject={} digest of the raw bytes: {digest_ok}\n",
+                e.index,
+                e.event.topic,
+                e.event.offset,
+                e.event.event_type,
+                e.request_id,
+                e.encrypted_fields.is_some(),
+            );
+        }
+    }
+    expect![[r#"
+        good: #0 requests@0 pavilion.VerificationRequest request=Some("r0") subject=true digest of the raw bytes: true
+        garbage: #1 requests@1 undecodable request=None subject=false digest of the raw bytes: true
+        truncated: #2 requests@2 undecodable request=None subject=false digest of the raw bytes: true
+        empty: #3 requests@3 undecodable request=None subject=false digest of the raw bytes: true
+        empty: checkpoints record
+        good: #4 requests@4 pavilion.VerificationRequest request=Some("r1") subject=true digest of the raw bytes: true
+    "#]]
+    .assert_eq(&rendered);
+}
+
 #[test]
 fn a_note_verifies_only_under_its_key_and_unaltered() {
     let key = SigningKey::from_bytes(&[9; 32]);
