@@ -115,6 +115,9 @@ fn resign(mut r: VerificationRequest, key: &SigningKey) -> VerificationRequest {
     r
 }
 
+/// One way to spoil a request.
+type Change = fn(&mut VerificationRequest);
+
 /// Requests under made-up tenant ids, one for each way a request can be refused, each signed
 /// by a key the attacker holds: (key, request). All must be dropped unauthenticated.
 fn made_up(attacker: &SigningKey) -> Vec<(String, VerificationRequest)> {
@@ -122,25 +125,19 @@ fn made_up(attacker: &SigningKey) -> Vec<(String, VerificationRequest)> {
     for n in 0..3 {
         let tenant = |what: &str| format!("ghost-{what}-{n}");
         let base = |what: &str| signed(&tenant(what), &format!("x-{what}-{n}"), "k1", attacker);
-        let variants: Vec<(&str, Box<dyn Fn(&mut VerificationRequest)>)> = vec![
-            ("valid", Box::new(|_| {})),
-            ("zero-signature", Box::new(|r| r.signature = vec![0; 64])),
-            ("unknown-key", Box::new(|r| r.key_id = "k9".into())),
-            ("nul", Box::new(|r| r.purpose = "a\0b".into())),
-            ("long-field", Box::new(|r| r.purpose = "x".repeat(300))),
-            ("too-large", Box::new(|r| r.purpose = "x".repeat(9_000))),
-            (
-                "many-claims",
-                Box::new(|r| r.claims = vec![r.claims[0].clone(); 17]),
-            ),
-            ("no-claims", Box::new(|r| r.claims.clear())),
-            (
-                "not-served",
-                Box::new(|r| r.claims[0].name = "credit_score".into()),
-            ),
-            ("skewed", Box::new(|r| r.created_at -= 3_600_000)),
-            ("no-nonce", Box::new(|r| r.nonce.clear())),
-            ("no-id", Box::new(|r| r.request_id.clear())),
+        let variants: [(&str, Change); 12] = [
+            ("valid", |_| {}),
+            ("zero-signature", |r| r.signature = vec![0; 64]),
+            ("unknown-key", |r| r.key_id = "k9".into()),
+            ("nul", |r| r.purpose = "a\0b".into()),
+            ("long-field", |r| r.purpose = "x".repeat(300)),
+            ("too-large", |r| r.purpose = "x".repeat(9_000)),
+            ("many-claims", |r| r.claims = vec![r.claims[0].clone(); 17]),
+            ("no-claims", |r| r.claims.clear()),
+            ("not-served", |r| r.claims[0].name = "credit_score".into()),
+            ("skewed", |r| r.created_at -= 3_600_000),
+            ("no-nonce", |r| r.nonce.clear()),
+            ("no-id", |r| r.request_id.clear()),
         ];
         for (what, change) in variants {
             let mut r = base(what);
