@@ -106,6 +106,10 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
 
     let topology = topology_cmd::load(&a.cluster.file)?;
+    let settings = topology_cmd::settings(&a.cluster, "cli");
+    // First, so that its start-up (an idempotent producer asks for its id on a 500 ms timer
+    // when no broker is up yet) overlaps reading the registry and getting the tokens.
+    let producer = PlainProducer::new(&settings)?;
     let registry_topic = topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name;
     let mut providers = BTreeMap::new();
     for (_, p) in topology_cmd::read_all::<Provider>(&a.cluster, &registry_topic)? {
@@ -151,7 +155,6 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
         },
         tokens,
     );
-    let settings = topology_cmd::settings(&a.cluster, "cli");
     // The answer is the signed decision on the tenant's own topic; a topology without a
     // signing stage answers with the match result (or the rejection).
     let answers = if a.wait {
@@ -171,7 +174,6 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
         None
     };
     let ingest = topology_cmd::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
-    let producer = PlainProducer::new(&settings)?;
     producer.send(
         &ingest,
         request.tenant_id.as_bytes(),

@@ -184,3 +184,78 @@ fn policy_check_points_at_lines() {
         "{stderr}"
     );
 }
+
+/// Issue 14: each `pavilion request` took about 3 s. Its readers sent their end-offset queries
+/// on the connection where their fetch was parked at the end of a topic, and a broker answers
+/// one connection's requests in order: every query waited out `fetch.wait.max.ms` (500 ms by
+/// default). With the park stretched to 50 s, a reader that still queued behind it would
+/// time out; one that never does reads the registry and sends the request at once.
+#[test]
+fn request_never_queues_behind_a_parked_fetch() {
+    let _serial = serial();
+    let t = TestTopology::with_yaml("parked", |p| {
+        format!(
+            "application: {p}
+dlq: {p}.dlq
+defaults: {{ partitions: 6 }}
+topics:
+  {p}.dlq: {{ schema: pavilion.DeadLetter }}
+  {p}.providers: {{ schema: pavilion.Provider, cleanup: compact }}
+  {p}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact }}
+  {p}.requests: {{ schema: pavilion.VerificationRequest }}
+"
+        )
+    });
+    let dir = t.dir.path();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--topology")
+            .arg(&t.path)
+            .args(["-X", "fetch.wait.max.ms=50000"])
+            .current_dir(dir)
+            .env("PAVILION_BOOTSTRAP", bootstrap())
+            .env("PAVILION_PROVIDER_PASSPHRASE", "not a secret")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "pavilion {args:?} failed: {stderr}");
+        stderr
+    };
+    // A registered provider whose service is down: the request goes without its token.
+    cli(&[
+        "provider",
+        "onboard",
+        "bank",
+        "--region",
+        "eu",
+        "--claims",
+        "account_verified",
+        "--oprf-url",
+        &format!("http://127.0.0.1:{}", free_port()),
+    ]);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let key_file = serde_json::json!({
+        "tenant_id": "acme",
+        "key_id": "k1",
+        "secret_key": hex::encode(key.to_bytes()),
+        "public_key": hex::encode(key.verifying_key().to_bytes()),
+    });
+    std::fs::write(dir.join("acme-k1.json"), key_file.to_string()).unwrap();
+    let stderr = cli(&[
+        "request",
+        "--key",
+        "acme-k1.json",
+        "--subject",
+        "alice@example.com",
+        "--claims",
+        "account_verified",
+        "--purpose",
+        "kyc",
+        "--jurisdiction",
+        "DE",
+    ]);
+    assert!(stderr.contains("warning: no token from bank"), "{stderr}");
+    assert!(stderr.contains("sent request"), "{stderr}");
+    assert_eq!(read_all(&t.topic("requests")).len(), 1);
+}

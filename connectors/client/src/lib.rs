@@ -11,7 +11,7 @@
 //! topic keyed by tenant id will do).
 #![deny(missing_docs)]
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -151,6 +151,26 @@ impl ProviderEndpoint {
     }
 }
 
+/// The system's TLS, set up at the first `https` call: loading its CA bundle takes tens of
+/// milliseconds, which a service on plain HTTP (loopback, or behind a TLS proxy) never needs.
+struct LazyTls(OnceLock<Result<native_tls::TlsConnector, String>>);
+
+impl ureq::TlsConnector for LazyTls {
+    fn connect(
+        &self,
+        dns_name: &str,
+        io: Box<dyn ureq::ReadWrite>,
+    ) -> Result<Box<dyn ureq::ReadWrite>, ureq::Error> {
+        match self
+            .0
+            .get_or_init(|| native_tls::TlsConnector::new().map_err(|e| e.to_string()))
+        {
+            Ok(tls) => ureq::TlsConnector::connect(tls, dns_name, io),
+            Err(e) => Err(std::io::Error::other(format!("setting up TLS: {e}")).into()),
+        }
+    }
+}
+
 /// Talks to providers' evaluation services for one tenant.
 pub struct OprfClient {
     agent: ureq::Agent,
@@ -166,12 +186,11 @@ fn now_ms() -> i64 {
 impl OprfClient {
     /// A client with a 30-second timeout per call.
     pub fn new(credentials: TenantCredentials) -> Self {
-        let mut builder = ureq::AgentBuilder::new().timeout(Duration::from_secs(30));
-        if let Ok(tls) = native_tls::TlsConnector::new() {
-            builder = builder.tls_connector(Arc::new(tls));
-        }
         OprfClient {
-            agent: builder.build(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(30))
+                .tls_connector(Arc::new(LazyTls(OnceLock::new())))
+                .build(),
             credentials,
         }
     }

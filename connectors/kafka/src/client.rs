@@ -69,7 +69,19 @@ impl PlainProducer {
 
     /// Waits until every queued record is acknowledged.
     pub fn flush(&self) -> Result<()> {
-        self.inner.flush(TIMEOUT).context("flushing producer")
+        // Not rdkafka's `flush`: it polls in 100 ms slices and each slice runs to its end, so
+        // even a record acknowledged in a millisecond took 100 ms to flush.
+        let deadline = Instant::now() + TIMEOUT;
+        while self.inner.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "flushing producer: {} records not acknowledged within {TIMEOUT:?}",
+                    self.inner.in_flight_count()
+                );
+            }
+            self.inner.poll(Duration::from_millis(1));
+        }
+        Ok(())
     }
 }
 
@@ -91,14 +103,29 @@ pub struct ReadRecord {
 }
 
 /// Reads every partition of some topics from the beginning, read_committed, without a group.
+///
+/// A broker answers one connection's requests in order, and a fetch that finds nothing new
+/// is parked there for `fetch.wait.max.ms` (500 ms by default). So the reader starts every
+/// partition at an explicit offset (a logical one is resolved partition by partition, and
+/// the first fetch, sent for the partitions resolved first, parks while the others wait),
+/// and asks end offsets through a second client that never fetches (behind a parked fetch,
+/// each query would wait for it).
 pub struct TopicReader {
     consumer: BaseConsumer,
+    offsets: BaseConsumer,
+}
+
+/// Where a [`TopicReader`] starts in each partition.
+#[derive(Clone, Copy)]
+enum Start {
+    Beginning,
+    End,
 }
 
 impl TopicReader {
     /// Assigns every partition of `topics` from the beginning.
     pub fn new(settings: &KafkaSettings, topics: &[&str]) -> Result<Self> {
-        Self::assigned(settings, topics, Some(Offset::Beginning))
+        Self::assigned(settings, topics, Start::Beginning)
     }
 
     /// Assigns every partition of `topics` from their current end: sees only what is
@@ -106,36 +133,39 @@ impl TopicReader {
     pub fn at_end(settings: &KafkaSettings, topics: &[&str]) -> Result<Self> {
         // The end offsets as of now, not librdkafka's logical End (resolved at the first
         // fetch, which could come after the records this caller is waiting for).
-        Self::assigned(settings, topics, None)
+        Self::assigned(settings, topics, Start::End)
     }
 
-    /// `from`: `Some(offset)` for every partition, `None` for each partition's end now.
-    fn assigned(settings: &KafkaSettings, topics: &[&str], from: Option<Offset>) -> Result<Self> {
-        let consumer: BaseConsumer = settings
-            .client()
-            .set("group.id", "pavilion-reader-unused")
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .context("creating reader")?;
+    fn assigned(settings: &KafkaSettings, topics: &[&str], start: Start) -> Result<Self> {
+        let client = || -> Result<BaseConsumer> {
+            settings
+                .client()
+                .set("group.id", "pavilion-reader-unused")
+                .set("isolation.level", "read_committed")
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .create()
+                .context("creating reader")
+        };
+        let (consumer, offsets) = (client()?, client()?);
         let mut list = TopicPartitionList::new();
         for topic in topics {
-            let metadata = consumer
+            let metadata = offsets
                 .fetch_metadata(Some(topic), TIMEOUT)
                 .with_context(|| format!("metadata of {topic}"))?;
             for t in metadata.topics() {
                 for p in t.partitions() {
-                    let offset = match from {
-                        Some(o) => o,
-                        None => Offset::Offset(watermarks(&consumer, topic, p.id())?.1),
+                    let (low, high) = watermarks(&offsets, topic, p.id())?;
+                    let offset = match start {
+                        Start::Beginning => low,
+                        Start::End => high,
                     };
-                    list.add_partition_offset(topic, p.id(), offset)?;
+                    list.add_partition_offset(topic, p.id(), Offset::Offset(offset))?;
                 }
             }
         }
         consumer.assign(&list)?;
-        Ok(TopicReader { consumer })
+        Ok(TopicReader { consumer, offsets })
     }
 
     /// The next record, if one arrives within `timeout`.
@@ -160,26 +190,37 @@ impl TopicReader {
         let assignment = self.consumer.assignment()?;
         let mut ends = BTreeMap::new();
         for e in assignment.elements() {
-            let (_, high) = watermarks(&self.consumer, e.topic(), e.partition())?;
+            let (_, high) = watermarks(&self.offsets, e.topic(), e.partition())?;
             ends.insert((e.topic().to_owned(), e.partition()), high);
         }
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
+        // Positions are checked before waiting, not only after a poll came back empty: the
+        // last record would otherwise cost a whole poll timeout.
+        let mut check = true;
         loop {
-            if let Some(r) = self.poll(Duration::from_millis(100))? {
-                out.push(r);
-                continue;
+            if check {
+                let positions = self.consumer.position()?;
+                let done = ends.iter().all(|((topic, partition), end)| {
+                    *end == 0
+                        || matches!(positions.find_partition(topic, *partition).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
+                });
+                if done {
+                    return Ok(out);
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!("reader did not reach the end offsets {ends:?} within {timeout:?}; positions {positions:?}");
+                }
             }
-            let positions = self.consumer.position()?;
-            let done = ends.iter().all(|((topic, partition), end)| {
-                *end == 0
-                    || matches!(positions.find_partition(topic, *partition).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
-            });
-            if done {
-                return Ok(out);
-            }
-            if Instant::now() > deadline {
-                anyhow::bail!("reader did not reach the end offsets {ends:?} within {timeout:?}; positions {positions:?}");
+            match self.poll(Duration::from_millis(100))? {
+                Some(r) => {
+                    // Only a partition's last record can complete the read.
+                    check = ends
+                        .get(&(r.topic.clone(), r.partition))
+                        .is_some_and(|end| r.offset + 1 >= *end);
+                    out.push(r);
+                }
+                None => check = true,
             }
         }
     }
