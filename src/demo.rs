@@ -427,9 +427,41 @@ struct Sent {
     at: Instant,
 }
 
+/// The repository's topology.yaml, built in: what the demo runs when there is no
+/// topology.yaml where it is started, so that it runs from any directory.
+const REPO_TOPOLOGY: &str = include_str!("../topology.yaml");
+
+/// The topology the demo renames for its run, and where it comes from: `--topology` or
+/// $PAVILION_TOPOLOGY, else `./topology.yaml`, else the built-in copy of the repository's.
+fn demo_topology(file: &Path) -> Result<(String, String)> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok((text, file.display().to_string())),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && file == Path::new(crate::DEFAULT_TOPOLOGY) =>
+        {
+            Ok((
+                REPO_TOPOLOGY.to_owned(),
+                "the repository's topology.yaml (built in)".to_owned(),
+            ))
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "reading the demo's topology {} (give one with --topology FILE or \
+                 PAVILION_TOPOLOGY=FILE; without either, ./topology.yaml or the built-in one)",
+                file.display()
+            )
+        }),
+    }
+}
+
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let run = format!("demo{}", std::process::id());
+    // The topology first: nothing is written or deleted for a run that cannot start.
+    let (repo_topology, topology_source) = demo_topology(&args.cluster.file.topology)?;
+    let run_text = run_topology(&repo_topology, &run);
+    let topology = crate::topology_cmd::parse(&run_text, Path::new(&topology_source))?;
     let marker = args.dir.join(".pavilion-demo");
     if args.dir.exists() {
         let Ok(previous) = std::fs::read_to_string(&marker) else {
@@ -459,13 +491,8 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         format!("{run}\nmade by `pavilion demo`; replaced, with its topics, by the next run\n"),
     )?;
     let dir = std::fs::canonicalize(&args.dir)?;
-    let repo_topology = std::fs::read_to_string(&args.cluster.file.topology)
-        .with_context(|| format!("reading {}", args.cluster.file.topology.display()))?;
     let topology_path = dir.join("topology.yaml");
-    std::fs::write(&topology_path, run_topology(&repo_topology, &run))?;
-    let topology = crate::topology_cmd::load(&crate::TopologyFile {
-        topology: topology_path.clone(),
-    })?;
+    std::fs::write(&topology_path, &run_text)?;
     let run_cluster = ClusterArgs {
         file: crate::TopologyFile {
             topology: topology_path.clone(),
@@ -482,7 +509,10 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         ),
     ]);
     let mut children = Children(Vec::new());
-    println!("Pavilion demo: run `{run}`, files in {}", dir.display());
+    println!(
+        "Pavilion demo: run `{run}` of {topology_source}, files in {}",
+        dir.display()
+    );
 
     step("provisioning topics from topology.yaml");
     cli.ok(&["topics", "create"])

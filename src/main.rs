@@ -175,10 +175,13 @@ pub struct TopologyFile {
         long,
         short = 't',
         env = "PAVILION_TOPOLOGY",
-        default_value = "topology.yaml"
+        default_value = DEFAULT_TOPOLOGY
     )]
     pub topology: PathBuf,
 }
+
+/// `--topology` when neither the flag nor $PAVILION_TOPOLOGY is given.
+pub const DEFAULT_TOPOLOGY: &str = "topology.yaml";
 
 /// How to reach Kafka, and which topology.
 #[derive(Args, Clone)]

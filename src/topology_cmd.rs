@@ -1,5 +1,6 @@
 //! `pavilion topology …` and `pavilion topics create`.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use std::time::Duration;
@@ -16,8 +17,13 @@ pub fn load(file: &TopologyFile) -> Result<Topology> {
     let path = &file.topology;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text, path)
+}
+
+/// Checks a topology's text; every error is reported with `path:line:`.
+pub fn parse(text: &str, path: &Path) -> Result<Topology> {
     let registry = Registry::builtin();
-    Topology::parse(&text, &kinds::all(), &|s| registry.schema(s).is_some()).map_err(|errors| {
+    Topology::parse(text, &kinds::all(), &|s| registry.schema(s).is_some()).map_err(|errors| {
         let lines: Vec<String> = errors
             .0
             .iter()

@@ -259,3 +259,30 @@ topics:
     assert!(stderr.contains("sent request"), "{stderr}");
     assert_eq!(read_all(&t.topic("requests")).len(), 1);
 }
+
+/// Issue 14: `pavilion demo` outside the repository root failed with "reading topology.yaml"
+/// after it had made its folder. It now settles its topology first (without a flag, the
+/// built-in copy of the repository's), and a topology it cannot read leaves nothing behind
+/// and says how to give one.
+#[test]
+fn demo_without_its_topology_says_how_to_give_one_and_writes_nothing() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--topology", "missing.yaml", "--dir", "demo"])
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .env_remove("PAVILION_DEMO_DIR")
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("reading the demo's topology missing.yaml")
+            && stderr.contains("--topology FILE or PAVILION_TOPOLOGY=FILE"),
+        "{stderr}"
+    );
+    assert!(
+        !cwd.path().join("demo").exists(),
+        "nothing is written before the topology is known"
+    );
+}
