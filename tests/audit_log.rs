@@ -39,37 +39,6 @@ plan:
 response_format: jwt
 "#;
 
-const INPUTS: &[&str] = &[
-    "requests", "accepted", "rejected", "outcomes", "matches", "issued", "tenants", "policies",
-    "erasures",
-];
-
-fn env(t: &TestTopology) -> Vec<(String, String)> {
-    let dir = t.dir.path();
-    vec![
-        (
-            "PAVILION_SIGNING_KEYS".into(),
-            dir.join("keys").display().to_string(),
-        ),
-        ("PAVILION_SIGNING_PASSPHRASE".into(), "signing".into()),
-        (
-            "PAVILION_SUBJECT_KEYS".into(),
-            dir.join("subjects").display().to_string(),
-        ),
-        ("PAVILION_SUBJECT_KEYS_PASSPHRASE".into(), "subjects".into()),
-    ]
-}
-
-fn cli(t: &TestTopology, env: &[(String, String)], args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("PAVILION_TOPOLOGY", &t.path)
-        .env("PAVILION_BOOTSTRAP", bootstrap())
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap()
-}
-
 fn entries(topic: &str) -> Vec<(i32, AuditEntry)> {
     let registry = Registry::builtin();
     read_all(topic)
@@ -115,13 +84,13 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         with_audit(
             p,
             full_path_topology(p, &["age_over"], true),
-            INPUTS,
+            AUDIT_INPUTS,
             &["flipped", "removed", "swapped"],
         )
     });
-    let env = env(&t);
+    let env = audit_env(&t);
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ok(cli(&t, &env, &["keys", "generate"]));
+    ok(cli_env(&t, &env, &["keys", "generate"]));
     let key = t.active_tenant("acme", "k1");
     std::fs::write(t.dir.path().join("acme.yaml"), POLICY).unwrap();
     t.cli_ok(&[
@@ -174,7 +143,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
 
     // Every record of every input topic, logged exactly once.
     let all_inputs = || -> BTreeMap<(String, i32, i64), usize> {
-        INPUTS
+        AUDIT_INPUTS
             .iter()
             .flat_map(|i| read_all(&t.topic(i)))
             .map(|r| ((r.topic, r.partition, r.offset), 0))
@@ -243,7 +212,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         .iter()
         .all(|e| e.request_id.is_none() && e.encrypted_fields.is_none()));
     let jwks = t.dir.path().join("jwks.json");
-    std::fs::write(&jwks, ok(cli(&t, &env, &["keys", "jwks"]))).unwrap();
+    std::fs::write(&jwks, ok(cli_env(&t, &env, &["keys", "jwks"]))).unwrap();
     let jwks_arg = jwks.to_str().unwrap();
 
     // Erasure of subject 7 (its key deleted, the erasure logged), while the stage runs.
@@ -272,7 +241,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         .expect("decrypts before erasure");
         assert_eq!(fields.subject_tokens[0].token, B64.encode([7u8; 64]));
     }
-    let erased = ok(cli(
+    let erased = ok(cli_env(
         &t,
         &env,
         &[
@@ -299,12 +268,12 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
     pipeline.stop();
 
     // The auditor: every leaf, root, checkpoint signature and event digest.
-    let verified = ok(cli(&t, &[], &["audit", "verify", "--jwks", jwks_arg]));
+    let verified = ok(cli_env(&t, &[], &["audit", "verify", "--jwks", jwks_arg]));
     assert!(verified.contains("ok:"), "{verified}");
     assert!(!verified.contains("not yet checkpointed"), "{verified}");
 
     // The replay: every outcome and decision re-derived from the log by the stages' code.
-    let replayed = ok(cli(
+    let replayed = ok(cli_env(
         &t,
         &[],
         &["audit", "replay", "--decisions", "--jwks", jwks_arg],
@@ -326,7 +295,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         ),
     )
     .unwrap();
-    let out = cli(
+    let out = cli_env(
         &t,
         &[],
         &[
@@ -345,7 +314,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
 
     // Proofs for one request, checked by the Go verifier with only the JWKS-derived vkeys.
     let verifier = tlog_verifier(t.dir.path());
-    let proofs = ok(cli(
+    let proofs = ok(cli_env(
         &t,
         &[],
         &[
@@ -363,7 +332,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         summary, "6 passed, 0 failed",
         "request, accepted, outcome, match, issued + checkpoint:\n{proofs}"
     );
-    let human = ok(cli(
+    let human = ok(cli_env(
         &t,
         &[],
         &["audit", "prove", "--request-id", "r011", "--jwks", jwks_arg],
@@ -388,7 +357,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         .collect();
     let (first, latest) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
     assert!(first < latest, "several checkpoints of {origin}: {sizes:?}");
-    let consistency = ok(cli(
+    let consistency = ok(cli_env(
         &t,
         &[],
         &[
@@ -469,7 +438,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         ("PAVILION_CHAIN_RPC".to_owned(), anvil.url()),
         ("PAVILION_CHAIN_KEY".to_owned(), DEV_KEY.to_owned()),
     ];
-    let contract = ok(cli(&t, &chain_env, &["anchor", "deploy"]))
+    let contract = ok(cli_env(&t, &chain_env, &["anchor", "deploy"]))
         .trim()
         .to_owned();
     let anchor_log = t.dir.path().join("anchor.log");
@@ -526,7 +495,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
     let gas: Vec<i64> = anchored.iter().map(|r| r.gas_used).collect();
     println!("gas per anchor: {gas:?}");
     assert!(gas.iter().all(|g| *g < 30_000), "{gas:?}");
-    let verified = ok(cli(
+    let verified = ok(cli_env(
         &t,
         &[],
         &[
@@ -560,7 +529,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
                 .unwrap();
         }
         producer.flush().unwrap();
-        let out = cli(
+        let out = cli_env(
             &t,
             &[],
             &[
@@ -645,8 +614,8 @@ fn a_killed_audit_stage_writes_the_same_log_as_a_fault_free_one() {
                 "application: {p}\ndlq: {p}.dlq\ndefaults: {{ partitions: 3 }}\ntopics:\n  {p}.dlq: {{ schema: pavilion.DeadLetter }}\n  {input}: {{ schema: pavilion.DecisionIssued }}\n  {p}.log: {{ schema: pavilion.AuditEntry }}\n  {p}.checkpoints: {{ schema: pavilion.Checkpoint }}\nstages:\n  audit:\n    kind: audit\n    inputs: [{input}]\n    outputs: {{ log: {p}.log, checkpoints: {p}.checkpoints }}\n    stores: [log]\n    config: {{ origin: test/audit, checkpoint_every: 100 }}\n"
             )
         });
-        let env = env(&t);
-        ok(cli(&t, &env, &["keys", "generate"]));
+        let env = audit_env(&t);
+        ok(cli_env(&t, &env, &["keys", "generate"]));
         let env_refs: Vec<(&str, &str)> =
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut pipeline = t.spawn_with("a", None, &env_refs);

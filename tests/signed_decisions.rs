@@ -19,19 +19,6 @@ use util::*;
 
 const PASSPHRASE: &str = "signing passphrase";
 
-const POLICY: &str = r#"policy: main
-tenant: acme
-rules: |
-  @id("adults")
-  permit(principal, action == Action::"verify", resource == Claim::"age_over") when { context.threshold >= 18 };
-plan:
-  age_over:
-    providers: [{ id: registry, region: eu }]
-    evidence: [oprf_match]
-    disclose: []
-response_format: jwt
-"#;
-
 fn topology(prefix: &str) -> String {
     full_path_topology(prefix, &["age_over"], true)
 }
@@ -135,14 +122,17 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     // A second tenant whose policy asks for SD-JWTs disclosing age_over, shaped by its
     // response template (audience, the claim's payload name).
     let beta_key = t.active_tenant("beta", "k1");
-    let beta_policy = POLICY
+    let beta_policy = AGE_OVER_POLICY
         .replace("tenant: acme", "tenant: beta")
         .replace("disclose: []", "disclose: [age_over, subject_ref]")
         .replace(
             "response_format: jwt",
             "response_format: sd_jwt\nresponse:\n  audience: https://beta.example\n  claim_names: { age_over: age_over_18 }",
         );
-    for (name, text) in [("acme.yaml", POLICY.to_owned()), ("beta.yaml", beta_policy)] {
+    for (name, text) in [
+        ("acme.yaml", AGE_OVER_POLICY.to_owned()),
+        ("beta.yaml", beta_policy),
+    ] {
         std::fs::write(t.dir.path().join(name), text).unwrap();
         t.cli_ok(&[
             "policy",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ed25519_dalek::{Signer, SigningKey};
 use pavilion_kafka::{KafkaSettings, PlainProducer, ReadRecord, TopicReader};
 use pavilion_schemas::{
-    ClaimRequest, DeadLetter, DemoEvent, KeyCount, KeyTotal, Registry, SubjectToken,
+    ClaimRequest, DeadLetter, Decision, DemoEvent, KeyCount, KeyTotal, Registry, SubjectToken,
     VerificationRequest,
 };
 
@@ -234,12 +234,19 @@ impl Pipeline {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) {
+        self.stop_within(Duration::from_secs(60));
+    }
+
+    /// SIGTERM, then wait up to `bound` for a clean exit; how long it took. A process that
+    /// outlives the bound is killed before the test fails, so it cannot run on into the next
+    /// test.
+    pub fn stop_within(&mut self, bound: Duration) -> Duration {
         let mut child = self.child.take().expect("running");
+        let started = Instant::now();
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 assert!(
@@ -247,15 +254,49 @@ impl Pipeline {
                     "pipeline exited with {status}; log:\n{}",
                     self.log_tail()
                 );
-                return;
+                return started.elapsed();
             }
-            assert!(
-                Instant::now() < deadline,
-                "pipeline ignored SIGTERM; log:\n{}",
-                self.log_tail()
-            );
+            if started.elapsed() > bound {
+                child.kill().ok();
+                child.wait().ok();
+                panic!(
+                    "pipeline ignored SIGTERM for {bound:?} (killed); log:\n{}",
+                    self.log_tail()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits up to `bound` until `/readyz` on `port` answers 200 (every task running); how
+    /// long it took. Fails at once if the process exits.
+    pub fn wait_ready(&mut self, port: u16, bound: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let answer = http_get(port, "/readyz");
+            if answer.as_ref().is_some_and(|(status, _)| *status == 200) {
+                return started.elapsed();
+            }
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                panic!(
+                    "pipeline exited with {status} before it was ready; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            assert!(
+                started.elapsed() < bound,
+                "not ready within {bound:?}; /readyz: {answer:?}; log:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub fn log_tail(&self) -> String {
@@ -738,3 +779,311 @@ pub fn ok(out: std::process::Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+// --- The request path with its audit task, its keys and a provider, and steady traffic. ---
+
+/// Every event topic of the request path the audit stage logs (names under the prefix).
+pub const AUDIT_INPUTS: &[&str] = &[
+    "requests", "accepted", "rejected", "outcomes", "matches", "issued", "tenants", "policies",
+    "erasures",
+];
+
+/// What a signing stage and an audit stage need: the decision-signing key ring (made by
+/// `pavilion keys generate`) and the per-subject audit keys, both in the run's directory.
+pub fn audit_env(t: &TestTopology) -> Vec<(String, String)> {
+    let dir = t.dir.path();
+    vec![
+        (
+            "PAVILION_SIGNING_KEYS".into(),
+            dir.join("keys").display().to_string(),
+        ),
+        ("PAVILION_SIGNING_PASSPHRASE".into(), "signing".into()),
+        (
+            "PAVILION_SUBJECT_KEYS".into(),
+            dir.join("subjects").display().to_string(),
+        ),
+        ("PAVILION_SUBJECT_KEYS_PASSPHRASE".into(), "subjects".into()),
+    ]
+}
+
+/// Runs the binary to completion with this topology (as $PAVILION_TOPOLOGY, which every
+/// subcommand reads, `keys` included) and `env`.
+pub fn cli_env(t: &TestTopology, env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("PAVILION_TOPOLOGY", &t.path)
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap()
+}
+
+impl TestTopology {
+    /// Onboards provider `name` (region eu, answering `claims`, comma-separated) and loads
+    /// `members_csv` (an `email` and a `claims` column) as its set, as its operator would:
+    /// the registry and the set topic then hold records that psi's global stores restore.
+    /// Its sealed key file stays in the run's directory. Returns the load's report.
+    pub fn provider_with_set(&self, name: &str, claims: &str, members_csv: &str) -> String {
+        let dir = self.dir.path();
+        let key_file = dir.join(format!("{name}.provider-key"));
+        let csv = dir.join(format!("{name}-members.csv"));
+        std::fs::write(&csv, members_csv).unwrap();
+        let env = [(
+            "PAVILION_PROVIDER_PASSPHRASE".to_owned(),
+            "provider passphrase".to_owned(),
+        )];
+        let key_file = key_file.to_str().unwrap();
+        ok(cli_env(
+            self,
+            &env,
+            &[
+                "provider",
+                "onboard",
+                name,
+                "--region",
+                "eu",
+                "--claims",
+                claims,
+                "--key-file",
+                key_file,
+            ],
+        ));
+        ok(cli_env(
+            self,
+            &env,
+            &[
+                "provider",
+                "load",
+                name,
+                "--from",
+                csv.to_str().unwrap(),
+                "--claims-column",
+                "claims",
+                "--key-file",
+                key_file,
+            ],
+        ))
+    }
+}
+
+/// Signed requests of one tenant, sent from a thread of their own at a steady rate (ids
+/// `<prefix>0000`, `<prefix>0001`, …) until stopped or `limit` are sent: a relying party's
+/// traffic, which keeps coming while the pipeline or the broker restarts.
+pub struct Traffic {
+    sent: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Traffic {
+    pub fn start(
+        rp: Rp,
+        tenant: &str,
+        key_id: &str,
+        key: &SigningKey,
+        prefix: &str,
+        per_second: u64,
+        limit: u64,
+    ) -> Self {
+        let sent = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tenant, key_id, key, prefix) = (
+            tenant.to_owned(),
+            key_id.to_owned(),
+            key.clone(),
+            prefix.to_owned(),
+        );
+        let (counter, stopped) = (sent.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut ids = Vec::new();
+            for i in 0..limit {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let id = format!("{prefix}{i:04}");
+                rp.send(&signed(&tenant, &id, &key_id, &key));
+                ids.push(id);
+                counter.fetch_add(1, Ordering::SeqCst);
+                let due = Duration::from_secs_f64((i + 1) as f64 / per_second as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            // The producer keeps unacknowledged records queued while the broker is away; a
+            // flush gives up after 30 s, which a broker restart can outlast.
+            let mut attempts = 0;
+            while let Err(e) = rp.producer.flush() {
+                attempts += 1;
+                assert!(
+                    attempts < 4,
+                    "the relying party's producer (the test's client, not the pipeline) could \
+                     not deliver its requests: {e:#}"
+                );
+            }
+            ids
+        });
+        Traffic {
+            sent,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Requests queued so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` requests are queued (or all of them are).
+    pub fn wait_sent(&self, n: u64) {
+        while self.sent() < n && !self.handle.as_ref().unwrap().is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops sending; the ids of every request sent, once the broker acknowledged them all.
+    pub fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    /// Sends up to the limit; the ids, as [`Traffic::finish`].
+    pub fn join(mut self) -> Vec<String> {
+        self.handle
+            .take()
+            .unwrap()
+            .join()
+            .expect("the traffic thread failed")
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What became of a set of requests on their tenant's decision topic, read_committed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecisionCount {
+    pub requests: usize,
+    pub decisions: usize,
+    /// Requests without a decision.
+    pub lost: usize,
+    /// Requests with more than one.
+    pub duplicated: usize,
+}
+
+impl std::fmt::Display for DecisionCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} requests, {} decisions, {} lost, {} duplicated",
+            self.requests, self.decisions, self.lost, self.duplicated
+        )
+    }
+}
+
+/// How many decisions each request id has on a decision topic.
+pub fn decisions_by_request(topic: &str) -> BTreeMap<String, usize> {
+    let registry = Registry::builtin();
+    let mut by_id = BTreeMap::new();
+    for r in read_all(topic) {
+        let d: Decision = registry.decode(&r.value.unwrap()).unwrap();
+        *by_id.entry(d.request_id).or_insert(0) += 1;
+    }
+    by_id
+}
+
+/// Waits up to `bound` until each of `ids` has a decision on `topic`, then counts them.
+pub fn await_decisions(topic: &str, ids: &[String], bound: Duration) -> DecisionCount {
+    let deadline = Instant::now() + bound;
+    let count = |by_id: &BTreeMap<String, usize>| DecisionCount {
+        requests: ids.len(),
+        decisions: ids.iter().filter_map(|id| by_id.get(id)).sum(),
+        lost: ids.iter().filter(|id| !by_id.contains_key(*id)).count(),
+        duplicated: ids
+            .iter()
+            .filter(|id| by_id.get(*id).is_some_and(|n| *n > 1))
+            .count(),
+    };
+    loop {
+        let seen = count(&decisions_by_request(topic));
+        if seen.lost == 0 || Instant::now() > deadline {
+            // A duplicate is the same request processed twice, which happens before or
+            // beside the first decision: a last look a little later catches it too.
+            std::thread::sleep(Duration::from_secs(2));
+            return count(&decisions_by_request(topic));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The `scripts/infra` that started the broker the tests talk to.
+pub struct Infra {
+    script: PathBuf,
+}
+
+impl Infra {
+    /// The script, if it manages the broker of `PAVILION_BOOTSTRAP`; otherwise why not: a
+    /// broker it did not start (Docker, a shared cluster) is never restarted by a test.
+    pub fn managing_the_broker() -> Result<Infra, String> {
+        let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/infra"));
+        let run = |arg: &str| {
+            Command::new(&script)
+                .arg(arg)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .map_err(|e| format!("running scripts/infra {arg}: {e}"))
+        };
+        let env = run("env")?;
+        let theirs = env
+            .lines()
+            .find_map(|l| l.strip_prefix("export PAVILION_BOOTSTRAP="))
+            .unwrap_or_default();
+        if theirs != bootstrap() {
+            return Err(format!(
+                "PAVILION_BOOTSTRAP={} is not scripts/infra's broker ({theirs})",
+                bootstrap()
+            ));
+        }
+        if !run("status")?
+            .lines()
+            .any(|l| l.starts_with("[infra] kafka: running"))
+        {
+            return Err(format!(
+                "scripts/infra's broker is not running; the one at {} is someone else's",
+                bootstrap()
+            ));
+        }
+        Ok(Infra { script })
+    }
+
+    /// `scripts/infra restart kafka`: stops the broker and waits until it serves topics
+    /// again; how long that took.
+    pub fn restart_kafka(&self) -> Duration {
+        let started = Instant::now();
+        let out = Command::new(&self.script)
+            .args(["restart", "kafka"])
+            .output()
+            .unwrap();
+        ok(out);
+        started.elapsed()
+    }
+}
+
+/// Tenant `acme`'s policy: adults may be verified, by provider `registry` (region eu), whose
+/// answers come as JWTs.
+pub const AGE_OVER_POLICY: &str = r#"policy: main
+tenant: acme
+rules: |
+  @id("adults")
+  permit(principal, action == Action::"verify", resource == Claim::"age_over") when { context.threshold >= 18 };
+plan:
+  age_over:
+    providers: [{ id: registry, region: eu }]
+    evidence: [oprf_match]
+    disclose: []
+response_format: jwt
+"#;
