@@ -70,9 +70,17 @@ fn go_verify(verifier: &std::path::Path, lines: &str) -> String {
 }
 
 /// A request whose subject token is `[i; 64]`.
-fn request(i: u8, key: &ed25519_dalek::SigningKey) -> pavilion_schemas::VerificationRequest {
+/// Request `i`; a `stale` one is an hour old, so it is rejected (a signed decision too).
+fn request(
+    i: u8,
+    key: &ed25519_dalek::SigningKey,
+    stale: bool,
+) -> pavilion_schemas::VerificationRequest {
     let mut r = signed("acme", &format!("r{i:03}"), "k1", key);
     r.subject_tokens[0].token = vec![i; 64];
+    if stale {
+        r.created_at -= 3_600_000;
+    }
     r.signature = key.sign(&r.signing_bytes()).to_bytes().to_vec();
     r
 }
@@ -103,13 +111,12 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
     let mut pipeline = t.spawn_with("a", Some(port), &env_refs);
     await_stage_event(port, "policy.activated", "acme", 1.0, &pipeline);
 
-    // 120 requests, 8 of them signed by someone else (rejections), 3 records that are no
-    // request at all, two SIGKILLs mid-stream.
+    // 120 requests, 8 of them too old (rejections), 3 records that are no request at all,
+    // two SIGKILLs mid-stream.
     let rp = Rp {
         producer: PlainProducer::new(&settings()).unwrap(),
         topic: t.topic("requests"),
     };
-    let mallory = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     let garbage = |i: u8| format!("garbage {i}").into_bytes();
     // Who dead-lettered which garbage record.
     let garbage_dead = || -> Vec<String> {
@@ -126,7 +133,7 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
         dead
     };
     for i in 0..120u8 {
-        rp.send(&request(i, if i % 15 == 14 { &mallory } else { &key }));
+        rp.send(&request(i, &key, i % 15 == 14));
         if i % 40 == 10 {
             rp.send_raw("acme", &garbage(i));
         }

@@ -17,19 +17,6 @@ use pavilion_runtime::partitioner::partition_for;
 use pavilion_schemas::{Decision, Registry, VerificationRequest};
 use util::*;
 
-const POLICY: &str = r#"policy: main
-tenant: acme
-rules: |
-  @id("adults")
-  permit(principal, action == Action::"verify", resource == Claim::"age_over") when { context.threshold >= 18 };
-plan:
-  age_over:
-    providers: [{ id: registry, region: eu }]
-    evidence: [oprf_match]
-    disclose: []
-response_format: jwt
-"#;
-
 /// `full_path_topology`'s partition count: where "acme" belongs is `partition_for(acme, 3)`.
 const PARTITIONS: i32 = 3;
 
@@ -48,7 +35,7 @@ impl Ingest {
         ok(cli_env(&t, &env, &["keys", "generate"]));
         let key = t.active_tenant("acme", "k1");
         let policy = t.dir.path().join("acme.yaml");
-        std::fs::write(&policy, POLICY).unwrap();
+        std::fs::write(&policy, AGE_OVER_POLICY).unwrap();
         t.cli_ok(&["policy", "push", policy.to_str().unwrap(), "--activate"]);
         let port = free_port();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

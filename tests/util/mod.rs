@@ -695,6 +695,7 @@ defaults: {{ partitions: 3 }}
 topics:
   {prefix}.dlq: {{ schema: pavilion.DeadLetter }}
   {prefix}.requests: {{ schema: pavilion.VerificationRequest }}
+  {prefix}.routed: {{ schema: pavilion.VerificationRequest }}
   {prefix}.tenants: {{ schema: pavilion.Tenant, cleanup: compact }}
   {prefix}.accepted: {{ schema: pavilion.AcceptedRequest }}
   {prefix}.rejected: {{ schema: pavilion.RequestRejected }}
@@ -703,8 +704,8 @@ topics:
 {topics}stages:
   tenancy:
     kind: tenancy
-    inputs: [{prefix}.requests, {prefix}.tenants]
-    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected }}
+    inputs: [{prefix}.requests, {prefix}.routed, {prefix}.tenants]
+    outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected, routed: {prefix}.routed }}
     stores: [tenants, seen, limits]
     punctuate_every: 5s
     config: {{ allowed_claims: [{claims}] }}

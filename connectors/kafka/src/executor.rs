@@ -155,6 +155,35 @@ impl ClientContext for TaskContext {
 }
 
 impl ConsumerContext for TaskContext {
+    /// rdkafka's default, less its question about the rebalance protocol: asked while the
+    /// consumer closes in the middle of a group join, that call waits on a lock the closing
+    /// consumer holds (librdkafka#4041), and SIGTERM at that moment hung the task forever.
+    /// The task's consumer uses the eager range assignor, so the answer is known.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        let rebalance = match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let assigned = match &rebalance {
+            Rebalance::Assign(list) => consumer.assign(list),
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = assigned {
+            lock(&self.core)
+                .failure
+                .get_or_insert(anyhow!("applying a rebalance: {e}"));
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let mut core = lock(&self.core);
         match rebalance {
