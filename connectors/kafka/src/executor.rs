@@ -223,6 +223,45 @@ impl ConsumerContext for TaskContext {
     }
 }
 
+/// The task's group consumer, closed within a bound when the task ends.
+///
+/// Closing serves a rebalance still in flight through the same queue it polls, and applying
+/// an assignment from there waits on that queue (librdkafka#4041): a consumer dropped while
+/// its group join was under way (SIGTERM right after a start) never finished closing. After
+/// the bound the close goes on, or hangs, on its own thread; the task has committed what it
+/// had, and static membership means the group does not wait for a leave anyway.
+struct GroupConsumer(Option<BaseConsumer<TaskContext>>);
+
+const CLOSE_BOUND: Duration = Duration::from_secs(5);
+
+impl std::ops::Deref for GroupConsumer {
+    type Target = BaseConsumer<TaskContext>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        let Some(consumer) = self.0.take() else {
+            return;
+        };
+        let (closed, done) = std::sync::mpsc::channel();
+        let closing = std::thread::Builder::new()
+            .name("consumer-close".into())
+            .spawn(move || {
+                drop(consumer);
+                closed.send(()).ok();
+            });
+        if closing.is_ok() && done.recv_timeout(CLOSE_BOUND).is_err() {
+            tracing::warn!(
+                "the group consumer did not close within {CLOSE_BOUND:?} (a rebalance in flight); left closing on its own"
+            );
+        }
+    }
+}
+
 fn run_once(
     topology: &Topology,
     task: &str,
@@ -273,14 +312,16 @@ fn run_once(
             known: BTreeSet::new(),
         },
     }));
-    let consumer: BaseConsumer<TaskContext> = settings
-        .consumer(&topology.group_id(task))
-        .create_with_context(TaskContext {
-            core: core.clone(),
-            task: task.to_owned(),
-            telemetry: telemetry.clone(),
-        })
-        .context("creating the group consumer")?;
+    let consumer = GroupConsumer(Some(
+        settings
+            .consumer(&topology.group_id(task))
+            .create_with_context(TaskContext {
+                core: core.clone(),
+                task: task.to_owned(),
+                telemetry: telemetry.clone(),
+            })
+            .context("creating the group consumer")?,
+    ));
     let inputs: Vec<&str> = spec.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs).context("subscribing")?;
     let restorer: BaseConsumer = settings
