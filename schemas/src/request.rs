@@ -179,9 +179,14 @@ pub enum RejectionReason {
     ClaimNotAllowed,
     ClockSkew,
     MissingNonce,
+    /// A retry of a decided request: same request id, same question. Not a refusal: the
+    /// original decision is re-delivered.
     Duplicate,
     RateLimited,
     QuotaExceeded,
+    /// The request id of a decided request, asking a different question: never delivered,
+    /// the id already has its answer.
+    Conflict,
 }
 
 impl RejectionReason {
@@ -205,7 +210,7 @@ pub struct RequestRejected {
     pub reason: RejectionReason,
     /// Human-readable detail.
     pub detail: String,
-    /// When a retry can succeed (rate limits and quotas).
+    /// When a new request can succeed (rate limits and quotas; final for this request id).
     pub retry_after_ms: Option<i64>,
     /// When, ms.
     pub rejected_at: i64,

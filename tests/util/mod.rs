@@ -676,6 +676,7 @@ pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> Strin
     kind: signing
     inputs: [{prefix}.matches, {prefix}.rejected]
     outputs: {{ decisions: '{prefix}.decisions.{{tenant}}', issued: {prefix}.issued }}
+    stores: [decisions]
 "
         );
         chain += ", signing";

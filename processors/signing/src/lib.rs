@@ -1,6 +1,8 @@
 //! `signing`: turns every match result (and every tenancy rejection) into a signed decision
 //! on the tenant's own topic (`pavilion.decisions.<tenant>`), with its audit event on
 //! `pavilion.decisions.issued` in the same transaction — no decision is visible without it.
+//! One decision per request id: each is kept (`decisions` store, for the idempotency window)
+//! and a retry gets that very record again, never a second one.
 //!
 //! The format is the policy's: a signed JSON envelope (detached Ed25519 signature), or a
 //! compact JWS / JWT (RFC 7515/7519, EdDSA). Signing goes through a [`DecisionSigner`] the
@@ -51,6 +53,13 @@ pub struct SigningConfig {
     /// How long a decision may be relied on.
     #[serde(with = "humantime_serde")]
     pub decision_ttl: Duration,
+    /// How long a decision is kept to be delivered again to a retry of its request: at least
+    /// the tenancy stage's `idempotency_window` (a retry tenancy still recognises must find
+    /// it here).
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Expired decisions removed per partition per punctuation, so a punctuation stays short.
+    pub expire_batch: usize,
 }
 
 impl Default for SigningConfig {
@@ -58,6 +67,8 @@ impl Default for SigningConfig {
         SigningConfig {
             issuer: "pavilion".into(),
             decision_ttl: Duration::from_secs(600),
+            idempotency_window: Duration::from_secs(24 * 3600),
+            expire_batch: 10_000,
         }
     }
 }
@@ -77,14 +88,16 @@ stages:
     kind: signing
     inputs: [matches, rejected]
     outputs: { decisions: 'decisions.{tenant}', issued: issued }
-    config: { issuer: test-broker, decision_ttl: 5m }
+    stores: [decisions]
+    punctuate_every: 1m
+    config: { issuer: test-broker, decision_ttl: 5m, idempotency_window: 1h }
 ";
 
 /// The kind as topology.yaml names it.
 pub static KIND: StageKind = StageKind {
     name: "signing",
     outputs: &["decisions", "issued"],
-    stores: &[],
+    stores: &["decisions"],
     globals: &[],
     check_config: |c| parse_config::<SigningConfig>(c).map(drop),
     build: |c| Ok(Box::new(SigningStage::new(parse_config(c)?))),

@@ -7,7 +7,7 @@ use pavilion_schemas::{
     MatchStatus, Payload, PolicyEffect, PolicyRef, Registry, RejectionReason, RequestRejected,
     ResponseFormat, ResponseTemplate, Verdict,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{jose, SharedSigner, SigningConfig, RESPONSE_SCHEMA, SIGNER};
@@ -307,40 +307,127 @@ impl SigningStage {
                 ))
             }
         }
-        let payload_bytes = match &decision.payload {
-            Payload::Text(t) => t.as_bytes(),
-            Payload::Binary(b) => b.as_slice(),
-        };
-        let tenant = decision.tenant_id.clone();
-        let topic = ctx.member_topic("decisions", &tenant)?;
-        let decision_digest = Sha256::digest(ctx.emit_to_member(
-            "decisions",
-            &tenant,
-            decision.request_id.clone(),
-            &decision,
-        )?)
-        .to_vec();
-        let issued = DecisionIssued {
-            request_id: decision.request_id.clone(),
-            tenant_id: decision.tenant_id.clone(),
-            topic,
-            decision_digest,
-            payload_digest: Sha256::digest(payload_bytes).to_vec(),
-            format: decision.format,
-            signing_key_id: decision.signing_key_id.clone(),
-            policy: decision.policy.clone(),
-            issued_at: decision.issued_at,
-        };
+        let delivered = deliver(ctx, &decision)?;
         ctx.count(
             "decisions",
             &format!("{:?}", decision.format).to_lowercase(),
         );
-        ctx.emit("issued", tenant, &issued)
+        // Kept for the retries of this request id, in the tenant's and the id's name.
+        let expires = epoch_millis(ctx.now()) + self.config.idempotency_window.as_millis() as i64;
+        let mut kept = ctx.store("decisions")?;
+        kept.put(
+            &decision_key(&decision.tenant_id, &decision.request_id),
+            &Kept {
+                expires_at: expires,
+                decision: B64URL.encode(&delivered),
+            },
+        )?;
+        kept.put(
+            &expiry_key(expires, &decision.tenant_id, &decision.request_id),
+            &expires,
+        )
     }
+
+    /// Delivers again the decision kept for a request id, the very record (and its audit
+    /// event, the very `DecisionIssued`: the log shows one decision delivered twice). `false`
+    /// when none is kept: not decided yet (its decision is still on its way and answers the
+    /// retry too), not deliverable, or forgotten.
+    fn redeliver(
+        &self,
+        ctx: &mut Context<'_>,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<bool, ProcessError> {
+        let Some(kept) = ctx
+            .store("decisions")?
+            .get::<Kept>(&decision_key(tenant, request_id))?
+        else {
+            return Ok(false);
+        };
+        let bytes = B64URL
+            .decode(&kept.decision)
+            .map_err(|e| ProcessError::new(format!("kept decision of `{request_id}`: {e}")))?;
+        let decision: Decision = ctx
+            .registry()
+            .decode(&bytes)
+            .map_err(|e| ProcessError::new(format!("kept decision of `{request_id}`: {e}")))?;
+        if deliver(ctx, &decision)? != bytes {
+            // Never a second, different decision for one request id.
+            return Err(ProcessError::new(format!(
+                "the kept decision of `{request_id}` does not encode to the bytes delivered"
+            )));
+        }
+        ctx.count("redelivered", "");
+        Ok(true)
+    }
+}
+
+/// Emits a signed decision to its tenant's topic, keyed by request id, with its audit event;
+/// returns the record's bytes as delivered.
+fn deliver(ctx: &mut Context<'_>, decision: &Decision) -> Result<Vec<u8>, ProcessError> {
+    let payload_bytes = match &decision.payload {
+        Payload::Text(t) => t.as_bytes(),
+        Payload::Binary(b) => b.as_slice(),
+    };
+    let tenant = decision.tenant_id.clone();
+    let topic = ctx.member_topic("decisions", &tenant)?;
+    let delivered = ctx
+        .emit_to_member("decisions", &tenant, decision.request_id.clone(), decision)?
+        .to_vec();
+    let issued = DecisionIssued {
+        request_id: decision.request_id.clone(),
+        tenant_id: decision.tenant_id.clone(),
+        topic,
+        decision_digest: Sha256::digest(&delivered).to_vec(),
+        payload_digest: Sha256::digest(payload_bytes).to_vec(),
+        format: decision.format,
+        signing_key_id: decision.signing_key_id.clone(),
+        policy: decision.policy.clone(),
+        issued_at: decision.issued_at,
+    };
+    ctx.emit("issued", tenant, &issued)?;
+    Ok(delivered)
+}
+
+/// A decision kept for retries: until when, and its record's bytes (base64url).
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    expires_at: i64,
+    decision: String,
+}
+
+// Store keys. `\0` cannot occur in tenant ids; a request id containing one (rejected as
+// invalid) stays last, so it is split off whole.
+fn decision_key(tenant: &str, request_id: &str) -> Vec<u8> {
+    format!("id\0{tenant}\0{request_id}").into_bytes()
+}
+
+fn expiry_key(expires_ms: i64, tenant: &str, request_id: &str) -> Vec<u8> {
+    format!("exp\0{expires_ms:020}\0{tenant}\0{request_id}").into_bytes()
 }
 
 impl Processor for SigningStage {
     type Input = SigningInput;
+
+    /// Forgets kept decisions whose window has passed, oldest first, a bounded batch at a time.
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let now = epoch_millis(ctx.now());
+        let mut kept = ctx.store("decisions")?;
+        let upto = format!("exp\0{now:020}\u{1}").into_bytes();
+        let expired = kept.scan::<i64>(b"exp\0", &upto, self.config.expire_batch)?;
+        for (key, _) in &expired {
+            let text = String::from_utf8_lossy(key);
+            let mut parts = text.splitn(4, '\0').skip(2);
+            if let (Some(tenant), Some(request_id)) = (parts.next(), parts.next()) {
+                kept.delete(&decision_key(tenant, request_id));
+            }
+            kept.delete(key);
+        }
+        if !expired.is_empty() {
+            ctx.count("decisions.expired", "");
+        }
+        Ok(())
+    }
 
     fn process(
         &mut self,
@@ -349,6 +436,38 @@ impl Processor for SigningStage {
     ) -> Result<(), ProcessError> {
         let now = epoch_millis(ctx.now());
         let default_ttl = self.config.decision_ttl.as_millis() as i64;
+        // One decision per request id: a retry (tenancy's `duplicate`) gets the kept one
+        // again, a conflict nothing, and an input for an id already decided (tenancy forgot
+        // the id before this stage did) the kept one rather than a second.
+        let (tenant, request_id) = match &record.value {
+            SigningInput::Match(m) => (
+                m.outcome.request.tenant_id.as_str(),
+                m.outcome.request.request_id.as_str(),
+            ),
+            SigningInput::Rejected(r) => (
+                r.tenant_id.as_deref().unwrap_or_default(),
+                r.request_id.as_str(),
+            ),
+        };
+        if let SigningInput::Rejected(r) = &record.value {
+            match r.reason {
+                RejectionReason::Duplicate => {
+                    if !self.redeliver(ctx, tenant, request_id)? {
+                        ctx.count("retries_undecided", "");
+                    }
+                    return Ok(());
+                }
+                RejectionReason::Conflict => {
+                    ctx.count("conflicts_undelivered", "");
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        if self.redeliver(ctx, tenant, request_id)? {
+            ctx.count("decided_inputs_redelivered", "");
+            return Ok(());
+        }
         let (decision, template, disclosable) = match record.value {
             SigningInput::Match(m) => {
                 let request = &m.outcome.request;

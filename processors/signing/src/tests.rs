@@ -447,9 +447,12 @@ fn a_subject_reference_is_a_pseudonym_per_tenant_only_when_the_policy_discloses_
     let keys = keys();
     let mut d = driver(&keys);
     let registry = Registry::builtin();
+    let mut asked = 0;
     let mut pseudonym = |tenant: &str, disclose: bool| {
+        // A request id each: one id is decided once.
+        asked += 1;
         let mut m = matched(
-            "r",
+            &format!("r{asked}"),
             ResponseFormat::Jwt,
             &[("account_verified", MatchStatus::Matched)],
         );
@@ -477,4 +480,175 @@ fn a_subject_reference_is_a_pseudonym_per_tenant_only_when_the_policy_discloses_
         "absent unless the policy discloses it"
     );
     assert!(!acme.windows(8).any(|w| w == [0xAB; 8]), "not the token");
+}
+
+/// Each output as `topic request-id sha256-prefix`: what tells the very record from another.
+fn fingerprints(out: &[(String, Vec<u8>)]) -> String {
+    let registry = Registry::builtin();
+    out.iter()
+        .map(|(topic, value)| {
+            let id = registry
+                .decode::<Decision>(value)
+                .map(|d| d.request_id)
+                .or_else(|_| {
+                    registry
+                        .decode::<DecisionIssued>(value)
+                        .map(|i| i.request_id)
+                })
+                .unwrap_or_default();
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(value);
+            format!("{topic} {id} {}\n", hex_prefix(&digest))
+        })
+        .collect()
+}
+
+/// Sends, and keeps each output's topic and value.
+fn send(
+    d: &mut TestDriver,
+    topic: &str,
+    value: &impl pavilion_schemas::Event,
+) -> Vec<(String, Vec<u8>)> {
+    d.send(topic, "acme", value)
+        .into_iter()
+        .map(|r| (r.topic, r.value))
+        .collect()
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The kept decisions, keys only (values are whole records).
+fn kept_keys(d: &TestDriver) -> String {
+    d.store("signing", "decisions")
+        .lines()
+        .map(|l| format!("{}\n", l.split(" = ").next().unwrap().replace('\0', "/")))
+        .collect()
+}
+
+#[test]
+fn one_decision_per_request_id_a_retry_gets_the_very_record_again() {
+    let keys = keys();
+    let mut d = driver(&keys);
+    let marker = |id: &str, reason| RequestRejected {
+        request_id: id.into(),
+        tenant_id: Some("acme".into()),
+        reason,
+        detail: "retry".into(),
+        retry_after_ms: None,
+        rejected_at: 0,
+    };
+    let first = send(
+        &mut d,
+        "matches",
+        &matched(
+            "r1",
+            ResponseFormat::Jwt,
+            &[("age_over", MatchStatus::Matched)],
+        ),
+    );
+    // Later, under a rotated key: a retry is not signed again, it is the same record.
+    d.clock().advance(std::time::Duration::from_secs(60));
+    keys.0
+        .lock()
+        .unwrap()
+        .push(("k-2026".into(), SigningKey::from_bytes(&[2; 32])));
+    let retry = send(
+        &mut d,
+        "rejected",
+        &marker("r1", RejectionReason::Duplicate),
+    );
+    assert_eq!(
+        first, retry,
+        "a retry gets the very decision record and audit event again"
+    );
+    // The same id for another question: nothing (the id has its answer). An input for an id
+    // already decided (tenancy forgot it first): the kept decision, not a second one.
+    let conflict = send(&mut d, "rejected", &marker("r1", RejectionReason::Conflict));
+    let mut again = matched(
+        "r1",
+        ResponseFormat::Json,
+        &[("fraud_listed", MatchStatus::NotMatched)],
+    );
+    again.outcome.request.nonce = "another".into();
+    let decided_again = send(&mut d, "matches", &again);
+    assert_eq!(first[0].1, decided_again[0].1);
+    // A retry overtaking its original (split stages, other topics): nothing yet; the
+    // original's decision answers both.
+    let early = send(
+        &mut d,
+        "rejected",
+        &marker("r2", RejectionReason::Duplicate),
+    );
+    let late = send(
+        &mut d,
+        "matches",
+        &matched(
+            "r2",
+            ResponseFormat::Json,
+            &[("age_over", MatchStatus::Matched)],
+        ),
+    );
+    // A rate-limited rejection is final for its id: a retry gets it again.
+    let mut limited = marker("r3", RejectionReason::RateLimited);
+    limited.retry_after_ms = Some(500);
+    let limited_out = send(&mut d, "rejected", &limited);
+    let limited_retry = send(
+        &mut d,
+        "rejected",
+        &marker("r3", RejectionReason::Duplicate),
+    );
+    assert_eq!(limited_out[0].1, limited_retry[0].1);
+    let kept = kept_keys(&d);
+    // Past the window (1 h) punctuation forgets them, a bounded batch at a time.
+    d.clock().advance(std::time::Duration::from_secs(3600));
+    d.punctuate();
+    let forgotten = send(
+        &mut d,
+        "rejected",
+        &marker("r1", RejectionReason::Duplicate),
+    );
+    expect![[r#"
+        first:
+        decisions.acme r1 28bf6abcaaac
+        issued r1 e18b05afa102
+        retry:
+        decisions.acme r1 28bf6abcaaac
+        issued r1 e18b05afa102
+        conflict:
+        decided again:
+        decisions.acme r1 28bf6abcaaac
+        issued r1 e18b05afa102
+        early retry:
+        late original:
+        decisions.acme r2 56fcc7d74dc1
+        issued r2 77dec585d985
+        rate limited, and its retry:
+        decisions.acme r3 98346d08dd07
+        issued r3 a7219c3eb21c
+        decisions.acme r3 98346d08dd07
+        issued r3 a7219c3eb21c
+        kept:
+        exp/00000001700003600000/acme/r1
+        exp/00000001700003660000/acme/r2
+        exp/00000001700003660000/acme/r3
+        id/acme/r1
+        id/acme/r2
+        id/acme/r3
+        after the window:
+        kept: 
+    "#]]
+    .assert_eq(&format!(
+        "first:\n{}retry:\n{}conflict:\n{}decided again:\n{}early retry:\n{}late original:\n{}rate limited, and its retry:\n{}{}kept:\n{kept}after the window:\n{}kept: {}\n",
+        fingerprints(&first),
+        fingerprints(&retry),
+        fingerprints(&conflict),
+        fingerprints(&decided_again),
+        fingerprints(&early),
+        fingerprints(&late),
+        fingerprints(&limited_out),
+        fingerprints(&limited_retry),
+        fingerprints(&forgotten),
+        kept_keys(&d),
+    ));
 }

@@ -1,8 +1,10 @@
 //! `tenancy`: the first stage of the request path. For every `VerificationRequest` it
 //! authenticates the tenant's Ed25519 signature, validates sizes, claims, nonce and clock skew,
-//! drops duplicates of a `request_id` seen within the idempotency window, and enforces the
-//! tenant's rate limit (GCRA with burst) and daily quota — then accepts it onto
-//! `pavilion.requests.accepted` or rejects it with a reason code. A request that fails
+//! and enforces the tenant's rate limit (GCRA with burst) and daily quota — then accepts it
+//! onto `pavilion.requests.accepted` or rejects it with a reason code. A `request_id` is
+//! answered once within the idempotency window: the same id asking the same question again
+//! is passed on as a retry (`duplicate`, whose original decision signing re-delivers), asking
+//! another as a `conflict`. A request that fails
 //! authentication is neither: it is dead-lettered as `unauthenticated`, so no decision ever
 //! carries a request id its sender has not proven it owns.
 //!

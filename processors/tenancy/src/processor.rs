@@ -6,6 +6,9 @@ use pavilion_schemas::{
     RequestRejected, Tenant, TenantState, VerificationRequest,
 };
 
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
 use crate::limits::{Gcra, Quota};
 use crate::TenancyConfig;
 
@@ -57,6 +60,68 @@ impl Tenancy {
 // Store keys. `\0` cannot occur in tenant or request ids that pass validation.
 fn seen_key(tenant: &str, request_id: &str) -> Vec<u8> {
     format!("id\0{tenant}\0{request_id}").into_bytes()
+}
+
+/// What `seen` remembers of an answered request id.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Seen {
+    /// Until when, and the hex SHA-256 of the question asked ([`question_digest`]).
+    Answered { expires_at: i64, question: String },
+    /// An entry written before questions were remembered: only until when.
+    Legacy(i64),
+}
+
+impl Seen {
+    fn expires_at(&self) -> i64 {
+        match self {
+            Seen::Answered { expires_at, .. } | Seen::Legacy(expires_at) => *expires_at,
+        }
+    }
+
+    /// What a request with an answered id gets: a retry marker when it asks the question
+    /// the id was answered for (or when that is not known), else a conflict.
+    fn answer(&self, r: &VerificationRequest, question: &str) -> Reject {
+        match self {
+            Seen::Answered {
+                expires_at,
+                question: asked,
+            } if asked != question => reject(
+                RejectionReason::Conflict,
+                format!(
+                    "request_id `{}` was answered for a different request; remembered until {expires_at} ms",
+                    r.request_id
+                ),
+            ),
+            _ => reject(
+                RejectionReason::Duplicate,
+                format!(
+                    "retry of request_id `{}`: its decision is delivered again",
+                    r.request_id
+                ),
+            ),
+        }
+    }
+}
+
+/// The question a request asks, as a hex SHA-256: its canonical signing bytes without what a
+/// sender renews when it sends the same question again (key id, nonce, timestamps; the
+/// signature is not in the signing bytes). A retry re-signed later asks the same question;
+/// the same id with other claims, parameters, purpose, jurisdiction, consent, tokens or
+/// format does not.
+fn question_digest(r: &VerificationRequest) -> String {
+    let question = VerificationRequest {
+        key_id: String::new(),
+        signature: Vec::new(),
+        signed_at: 0,
+        nonce: String::new(),
+        created_at: 0,
+        ..r.clone()
+    };
+    Sha256::digest(question.signing_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn expiry_key(expires_ms: i64, tenant: &str, request_id: &str) -> Vec<u8> {
@@ -138,7 +203,7 @@ impl Processor for Tenancy {
         let expired = seen.scan::<i64>(b"exp\0", &upto, self.config.expire_batch)?;
         for (key, _) in &expired {
             let text = String::from_utf8_lossy(key);
-            let mut parts = text.split('\0').skip(2);
+            let mut parts = text.splitn(4, '\0').skip(2);
             if let (Some(tenant), Some(request_id)) = (parts.next(), parts.next()) {
                 seen.delete(&seen_key(tenant, request_id));
             }
@@ -154,6 +219,14 @@ impl Processor for Tenancy {
 impl Tenancy {
     /// Decides one request. The outer `Result` is a stage failure (dead letter: a failed
     /// authentication among them); the inner one is the decision.
+    ///
+    /// A request id is answered once. Every decision, accepted or rejected (rate and quota
+    /// included: final for the id), remembers the id with the digest of the question it
+    /// asked, for the idempotency window. The id again, asking the same question, is a retry
+    /// (`duplicate`: signing re-delivers the original decision); asking another, a
+    /// `conflict` (never delivered: the id has its answer). Neither is remembered, and both
+    /// are told apart before any check that could answer differently now (tenant state,
+    /// clock skew, limits).
     fn admit(
         &self,
         ctx: &mut Context<'_>,
@@ -161,29 +234,42 @@ impl Tenancy {
         now: i64,
     ) -> Result<Result<AcceptedRequest, Reject>, ProcessError> {
         let tenant = self.authenticate(ctx, r, now)?;
-        if let Err(rejection) = admits(&tenant)
+        let question = question_digest(r);
+        let id = seen_key(&r.tenant_id, &r.request_id);
+        let seen = ctx.store("seen")?.get::<Seen>(&id)?;
+        if let Some(seen) = seen.filter(|s| s.expires_at() > now) {
+            return Ok(Err(seen.answer(r, &question)));
+        }
+        let decided = self.decide(ctx, &tenant, r, now)?;
+        let expires = now + self.config.idempotency_window.as_millis() as i64;
+        let mut seen = ctx.store("seen")?;
+        seen.put(
+            &id,
+            &Seen::Answered {
+                expires_at: expires,
+                question,
+            },
+        )?;
+        seen.put(&expiry_key(expires, &r.tenant_id, &r.request_id), &expires)?;
+        Ok(decided)
+    }
+
+    /// The decision on a request id not answered yet: tenant state, shape, content, limits.
+    fn decide(
+        &self,
+        ctx: &mut Context<'_>,
+        tenant: &Tenant,
+        r: &VerificationRequest,
+        now: i64,
+    ) -> Result<Result<AcceptedRequest, Reject>, ProcessError> {
+        if let Err(rejection) = admits(tenant)
             .and_then(|()| self.validate_shape(r))
             .and_then(|()| self.validate_content(r, now))
         {
             return Ok(Err(rejection));
         }
 
-        let seen = ctx.store("seen")?;
-        let id = seen_key(&r.tenant_id, &r.request_id);
-        if let Some(expires) = seen.get::<i64>(&id)? {
-            if expires > now {
-                return Ok(Err(reject(
-                    RejectionReason::Duplicate,
-                    format!(
-                        "request_id `{}` was already decided; remembered until {expires} ms",
-                        r.request_id
-                    ),
-                )));
-            }
-        }
-
-        // Rate and quota are checked together and charged only when both allow; these two
-        // rejections are not final, so they do not remember the request id.
+        // Rate and quota are checked together and charged only when both allow.
         let mut limits = ctx.store("limits")?;
         let gcra = limits
             .get::<Gcra>(&rate_key(&r.tenant_id))?
@@ -221,10 +307,6 @@ impl Tenancy {
         limits.put(&rate_key(&r.tenant_id), &gcra)?;
         limits.put(&quota_key(&r.tenant_id), &quota)?;
 
-        let expires = now + self.config.idempotency_window.as_millis() as i64;
-        let mut seen = ctx.store("seen")?;
-        seen.put(&id, &expires)?;
-        seen.put(&expiry_key(expires, &r.tenant_id, &r.request_id), &expires)?;
         Ok(Ok(AcceptedRequest {
             request: r.clone(),
             tenant_revision: tenant.revision,

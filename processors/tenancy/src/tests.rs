@@ -281,7 +281,7 @@ fn duplicates_within_the_window_and_expiry_by_punctuation() {
         ],
         expect![[r#"
             accepted r1 (tenant revision 1)
-            rejected r1 duplicate — request_id `r1` was already decided; remembered until 1700003600000 ms
+            rejected r1 duplicate — retry of request_id `r1`: its decision is delivered again
             accepted r1 (tenant revision 1)
             accepted r1 (tenant revision 1)
         "#]],
@@ -296,7 +296,10 @@ fn rate_limit_with_burst_then_daily_quota() {
         steps.push(Step::Request(request("acme", &format!("b{i}"), T0)));
     }
     steps.push(Step::Advance(Duration::from_millis(500)));
+    // The rejection is final for its id (the same question again is a retry of it); a new
+    // request id after `retry_after_ms` passes.
     steps.push(Step::Request(request("acme", "b3", T0 + 500)));
+    steps.push(Step::Request(request("acme", "b4", T0 + 500)));
     check(
         steps,
         expect![[r#"
@@ -304,7 +307,8 @@ fn rate_limit_with_burst_then_daily_quota() {
             accepted b1 (tenant revision 1)
             accepted b2 (tenant revision 1)
             rejected b3 rate_limited retry after 500 ms — over 2 requests/s (burst 3)
-            accepted b3 (tenant revision 1)
+            rejected b3 duplicate — retry of request_id `b3`: its decision is delivered again
+            accepted b4 (tenant revision 1)
         "#]],
     );
 
@@ -472,4 +476,51 @@ fn a_thousand_hostile_requests_accept_nothing() {
     .assert_eq(&format!("{reasons:?}\n"));
     let out = driver.send("requests", "acme", &request("acme", "after", T0));
     assert!(line(&out[0].topic, &out[0].value).starts_with("accepted after"));
+}
+
+/// A request id is answered once: the same question again (as sent, or signed again later) is
+/// a retry whatever has changed since (tenant state, clock, limits), another question under
+/// the id a conflict; rejections are answers too; neither a retry nor a conflict is
+/// remembered in place of the answer.
+#[test]
+fn a_request_id_is_answered_once_retries_and_conflicts() {
+    let mut other_question = request("acme", "r1", T0);
+    other_question.claims[0]
+        .params
+        .insert("threshold".into(), "21".into());
+    sign(&mut other_question, &key(1));
+    let mut no_nonce = request("acme", "r2", T0);
+    no_nonce.nonce.clear();
+    sign(&mut no_nonce, &key(1));
+    check(
+        vec![
+            Step::Tenant(tenant("acme", TenantState::Active, 1)),
+            Step::Request(request("acme", "r1", T0)),
+            Step::Request(request("acme", "r1", T0)),
+            Step::Request(other_question),
+            Step::Request(no_nonce),
+            Step::Request(request("acme", "r2", T0)),
+            Step::Tenant(tenant("acme", TenantState::Suspended, 2)),
+            // Ten minutes on (past the clock skew), the same bytes, and signed again.
+            Step::Advance(Duration::from_secs(600)),
+            Step::Request(request("acme", "r1", T0)),
+            Step::Request(request("acme", "r1", T0 + 600_000)),
+            Step::Request(request("acme", "r3", T0 + 600_000)),
+            Step::Advance(Duration::from_secs(3600)),
+            Step::Punctuate,
+            Step::Tenant(tenant("acme", TenantState::Active, 3)),
+            Step::Request(request("acme", "r1", T0 + 4_200_000)),
+        ],
+        expect![[r#"
+            accepted r1 (tenant revision 1)
+            rejected r1 duplicate — retry of request_id `r1`: its decision is delivered again
+            rejected r1 conflict — request_id `r1` was answered for a different request; remembered until 1700003600000 ms
+            rejected r2 missing_nonce — nonce is empty
+            rejected r2 duplicate — retry of request_id `r2`: its decision is delivered again
+            rejected r1 duplicate — retry of request_id `r1`: its decision is delivered again
+            rejected r1 duplicate — retry of request_id `r1`: its decision is delivered again
+            rejected r3 tenant_suspended — tenant is suspended
+            accepted r1 (tenant revision 3)
+        "#]],
+    );
 }
