@@ -322,7 +322,7 @@ fn measure(
     let tasks: &[&str] = if layout == Layout::Split {
         &["tenancy", "policy", "psi", "signing", "audit"]
     } else {
-        &["tenancy", "audit"]
+        &["tenancy", "policy", "audit"]
     };
     for t in tasks {
         run_args.extend(["--task", t]);

@@ -190,6 +190,7 @@ fn our_psi(client: usize, server: usize, overlap: f64) -> Result<PsiRun> {
         stage: "psi".into(),
         name: "sets".into(),
         topic: "sets.{provider}".into(),
+        keyed_by: None,
     };
     let stores = GlobalStores::open(dir.path(), vec![spec])?;
     let started = Instant::now();

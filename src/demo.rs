@@ -722,6 +722,8 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             "--task",
             "tenancy",
             "--task",
+            "policy",
+            "--task",
             "audit",
         ],
     )?;

@@ -72,7 +72,7 @@ dlq: dlq
 topics:
   dlq: {{ schema: pavilion.DeadLetter }}
   accepted: {{ schema: pavilion.AcceptedRequest }}
-  policies: {{ schema: pavilion.PolicyDocument }}
+  policies: {{ schema: pavilion.PolicyDocument, retention: forever }}
   outcomes: {{ schema: pavilion.PolicyOutcome }}
   matches: {{ schema: pavilion.MatchResult }}
   rejected: {{ schema: pavilion.RequestRejected }}
@@ -81,9 +81,9 @@ topics:
 stages:
   policy:
     kind: policy
-    inputs: [accepted, policies]
+    inputs: [accepted]
     outputs: {{ outcomes: outcomes }}
-    stores: [documents, active]
+    globals: {{ documents: policies }}
   signing:
     kind: signing
     inputs: [matches, rejected]
@@ -277,8 +277,10 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         resources.insert(SIGNER, shared);
         signing.attach_resources(resources);
         let mut policy = TestDriver::new(&yaml, "policy", &kinds);
-        for d in documents.get(e.origin.as_str()).into_iter().flatten() {
-            policy.send_raw("policies", b"", &event(d)?);
+        // Every policy document, from whichever shard logged it: the stage holds them all
+        // in a global store and finds the revision each accepted request names.
+        for d in documents.values().flatten() {
+            policy.send_global_raw("policies", b"", Some(&event(d)?));
         }
         shards.insert(e.origin.clone(), Shard { policy, signing });
     }

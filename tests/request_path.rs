@@ -1,7 +1,8 @@
-//! Tenancy and policy together on the real broker, as in topology.yaml (fused) and split: a
-//! policy activated and then rolled back mid-stream, a tenant suspended — every outcome
-//! carries the policy version that was active when its request was accepted, and every
-//! rejection its reason.
+//! Tenancy and policy together on the real broker, on one and two stream threads: a policy
+//! activated and then rolled back mid-stream, a tenant suspended — every outcome carries the
+//! policy revision tenancy stamped on its accepted request (the one active when tenancy read
+//! it), and every rejection its reason. Tenancy is keyed by tenant; from the accepted topic
+//! on, one tenant's requests spread over every partition.
 
 mod util;
 
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pavilion_kafka::PlainProducer;
-use pavilion_schemas::{PolicyEffect, PolicyOutcome, Registry, RequestRejected};
+use pavilion_schemas::{AcceptedRequest, PolicyEffect, PolicyOutcome, Registry, RequestRejected};
 use util::*;
 
 const V1: &str = r#"policy: main
@@ -24,11 +25,10 @@ plan:
     disclose: [age_over]
 "#;
 
-fn policy_changes_and_suspension(fused: bool) {
+fn policy_changes_and_suspension(threads: usize) {
     let _serial = serial();
-    let t = TestTopology::with_yaml(if fused { "path-fused" } else { "path-split" }, |p| {
-        request_path_topology(p, fused)
-    });
+    let t = TestTopology::with_yaml(&format!("path-{threads}"), request_path_topology)
+        .threads(threads);
     let dir = t.dir.path();
     let key = t.active_tenant("acme", "k1");
     std::fs::write(dir.join("v1.yaml"), V1).unwrap();
@@ -105,9 +105,30 @@ fn policy_changes_and_suspension(fused: bool) {
     pipeline.stop();
 
     let registry = Registry::builtin();
+    // The rule that makes outcomes a function of the log: each is evaluated under the
+    // revision its accepted record names, whenever policy reads it.
+    let mut stamps = BTreeMap::new();
+    let mut partitions = std::collections::BTreeSet::new();
+    for r in read_all(&t.topic("accepted")) {
+        let a: AcceptedRequest = registry.decode(&r.value.unwrap()).unwrap();
+        assert_eq!(r.key, a.request.request_id.as_bytes());
+        partitions.insert(r.partition);
+        stamps.insert(a.request.request_id, a.policy);
+    }
+    assert_eq!(
+        partitions.len(),
+        3,
+        "one tenant's 60 accepted requests spread over every partition"
+    );
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for r in read_all(&t.topic("outcomes")) {
         let o: PolicyOutcome = registry.decode(&r.value.unwrap()).unwrap();
+        assert_eq!(
+            Some(&o.policy),
+            stamps.get(&o.request.request_id),
+            "{}: evaluated under the revision it was accepted under",
+            o.request.request_id
+        );
         let phase = o
             .request
             .request_id
@@ -149,11 +170,11 @@ fn policy_changes_and_suspension(fused: bool) {
 }
 
 #[test]
-fn fused_tenancy_and_policy_follow_policy_changes_mid_stream() {
-    policy_changes_and_suspension(true);
+fn tenancy_and_policy_follow_policy_changes_mid_stream() {
+    policy_changes_and_suspension(1);
 }
 
 #[test]
-fn split_tenancy_and_policy_follow_policy_changes_mid_stream() {
-    policy_changes_and_suspension(false);
+fn tenancy_and_policy_on_two_stream_threads_follow_policy_changes_mid_stream() {
+    policy_changes_and_suspension(2);
 }

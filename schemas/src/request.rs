@@ -154,6 +154,10 @@ pub struct AcceptedRequest {
     pub tenant_allowed_regions: Vec<String>,
     /// When, ms.
     pub accepted_at: i64,
+    /// The tenant's policy revision active at acceptance, which the request is evaluated
+    /// under; `None` when it had none.
+    #[serde(default)]
+    pub policy: Option<crate::PolicyRef>,
 }
 
 impl Event for AcceptedRequest {

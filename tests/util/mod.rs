@@ -634,18 +634,15 @@ pub fn await_stage_event(port: u16, event: &str, label: &str, n: f64, pipeline: 
     }
 }
 
-/// Tenancy and policy, split or fused, on topics unique to `prefix`.
-pub fn request_path_topology(prefix: &str, fused: bool) -> String {
-    let fuse = if fused {
-        "fuse:\n  - [tenancy, policy]\n"
-    } else {
-        ""
-    };
-    path_topology(prefix, &["age_over"], "", "", fuse)
+/// Tenancy and policy on topics unique to `prefix`: two tasks, since tenancy re-keys (tenant
+/// id → request id) and cannot be fused with what follows it.
+pub fn request_path_topology(prefix: &str) -> String {
+    path_topology(prefix, &["age_over"], "", "", "")
 }
 
-/// The whole request path fused on topics unique to `prefix`: tenancy (allowing `claims`),
-/// policy, psi and, with `signing`, the signing stage and its per-tenant decision topics.
+/// The whole request path on topics unique to `prefix`, as in topology.yaml: tenancy
+/// (allowing `claims`), then policy, psi and, with `signing`, the signing stage and its
+/// per-tenant decision topics fused, keyed by request id.
 pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> String {
     let mut topics = format!(
         "  {prefix}.matches: {{ schema: pavilion.MatchResult }}
@@ -664,7 +661,7 @@ pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> Strin
     globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
 "
     );
-    let mut chain = "tenancy, policy, psi".to_owned();
+    let mut chain = "policy, psi".to_owned();
     if signing {
         topics += &format!(
             "  {prefix}.decisions.{{tenant}}: {{ schema: pavilion.Decision }}
@@ -705,16 +702,16 @@ topics:
 {topics}stages:
   tenancy:
     kind: tenancy
-    inputs: [{prefix}.requests, {prefix}.routed, {prefix}.tenants]
+    inputs: [{prefix}.requests, {prefix}.routed, {prefix}.tenants, {prefix}.policies]
     outputs: {{ accepted: {prefix}.accepted, rejected: {prefix}.rejected, routed: {prefix}.routed }}
-    stores: [tenants, seen, limits]
+    stores: [tenants, seen, limits, policies]
     punctuate_every: 5s
     config: {{ allowed_claims: [{claims}] }}
   policy:
     kind: policy
-    inputs: [{prefix}.accepted, {prefix}.policies]
+    inputs: [{prefix}.accepted]
     outputs: {{ outcomes: {prefix}.outcomes }}
-    stores: [documents, active]
+    globals: {{ documents: {prefix}.policies }}
 {stages}{fuse}"
     )
 }

@@ -365,8 +365,9 @@ pub fn sign_request(
 pub const JOB_CHUNK_TOKENS: usize = 2_000;
 
 /// A batch PSI job ready to send: the signed request (claim `record_link`, committing to
-/// the tokens' digest) and the chunks carrying the tokens. Send the chunks and the request
-/// to their topics keyed by tenant id, in any order.
+/// the tokens' digest) and the chunks carrying the tokens. The request's id is the job id:
+/// send the chunks keyed by it and the request keyed by tenant id (as every request), in any
+/// order.
 pub fn batch_job(
     credentials: &TenantCredentials,
     provider_id: &str,
@@ -406,7 +407,9 @@ pub fn batch_job(
             subject_jurisdiction: subject_jurisdiction.to_owned(),
             consent_ref: None,
             response_format: None,
-            request_id: None,
+            // The job id is the request id: the job's chunks (keyed by job id) and its
+            // request (keyed by request id after tenancy) meet on one partition.
+            request_id: Some(job_id.clone()),
         },
         Vec::new(),
     );

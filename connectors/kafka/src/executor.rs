@@ -22,7 +22,7 @@ use pavilion_runtime::global::GlobalStores;
 use pavilion_runtime::store::PartitionStores;
 use pavilion_runtime::telemetry::{TaskState, Telemetry};
 use pavilion_runtime::topology::Topology;
-use pavilion_runtime::{OutRecord, RawRecord, TaskRunner};
+use pavilion_runtime::{OutRecord, Processed, RawRecord, TaskRunner};
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
 };
@@ -370,7 +370,7 @@ fn run_once(
             core.restore(&consumer, &inputs, &restorer, shutdown)?;
         }
         match message {
-            Some(Ok(m)) => core.process(&m)?,
+            Some(Ok(m)) => core.process(&m, global_reader.as_mut(), shutdown)?,
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => {
                 if matches!(&e, KafkaError::MessageConsumptionFatal(_)) {
@@ -410,7 +410,12 @@ impl Core {
         Ok(())
     }
 
-    fn process(&mut self, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+    fn process(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        global_reader: Option<&mut GlobalReader>,
+        shutdown: &AtomicBool,
+    ) -> anyhow::Result<()> {
         let partition = message.partition();
         self.begin()?;
         let raw = RawRecord {
@@ -425,7 +430,18 @@ impl Core {
             anyhow!("record from partition {partition}, which has no open stores")
         })?;
         let mut out = std::mem::take(&mut self.out);
-        self.runner.process(stores, raw, &mut out);
+        if self.runner.process(stores, raw, &mut out) == Processed::GlobalsBehind {
+            // An input names a global entry (a policy revision) this task has not read yet.
+            let caught_up = match global_reader {
+                Some(reader) => reader.catch_up(shutdown, &|_| {})?.is_some(),
+                None => true,
+            };
+            if !caught_up {
+                self.out = out;
+                bail!("stopping while catching global stores up");
+            }
+            self.runner.process_caught_up(stores, raw, &mut out);
+        }
         let sent = self.send_all(&mut out);
         self.out = out;
         sent?;

@@ -5,9 +5,11 @@
 //! verification plan per claim (providers in order, filtered by the tenant's allowed regions;
 //! evidence required; what may be disclosed; the response format). Industry templates are
 //! documents without a tenant that tenant policies instantiate and override. Activation and
-//! rollback are events; the stage keeps each tenant's activation history and evaluates every
-//! request under the version active when it was accepted, recording policy id, version and
-//! content hash in the outcome, so a replay decides the same.
+//! rollback are events. Tenancy, which reads the topic on the tenant's partition, stamps each
+//! accepted request with the revision active when it accepted it; this stage, keyed by
+//! request id so one tenant's requests spread over every partition, finds that revision in
+//! a global store of every document and records policy id, version and content hash in the
+//! outcome, so a replay decides the same.
 //!
 //! The engine (`document`, `engine`, `check`) is also what `pavilion policy check | test`
 //! run, so the CLI and the stage cannot disagree.
@@ -17,9 +19,9 @@ pub mod document;
 pub mod engine;
 mod processor;
 
-pub use processor::{Activation, PolicyInput, PolicyStage};
+pub use processor::{document_store_key, PolicyStage};
 
-use pavilion_runtime::{parse_config, StageKind};
+use pavilion_runtime::{parse_config, GlobalKind, StageKind};
 
 /// `config:` of a policy stage: it has no settings.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -30,8 +32,8 @@ pub struct PolicyConfig {}
 pub static KIND: StageKind = StageKind {
     name: "policy",
     outputs: &["outcomes"],
-    stores: &["documents", "active"],
-    globals: &[],
+    stores: &[],
+    globals: &[GlobalKind::keyed("documents", document_store_key)],
     check_config: |c| parse_config::<PolicyConfig>(c).map(drop),
     build: |c| {
         parse_config::<PolicyConfig>(c)?;

@@ -1,5 +1,6 @@
-//! Policy as data: documents and accepted requests in → outcomes out; and the checker's
-//! findings for a file.
+//! Policy as data: documents (a global store) and accepted requests stamped with a revision
+//! in → outcomes out; and the checker's findings for a file. Which revision a request is
+//! stamped with is tenancy's business (its tests cover activation order).
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,8 @@ use expect_test::{expect, Expect};
 use pavilion_runtime::testing::TestDriver;
 use pavilion_runtime::StageKinds;
 use pavilion_schemas::{
-    AcceptedRequest, ClaimRequest, PolicyOutcome, PolicyRef, PolicyState, Registry,
-    VerificationRequest,
+    AcceptedRequest, ClaimRequest, PolicyDocument, PolicyOutcome, PolicyRef, PolicyState,
+    Registry, VerificationRequest,
 };
 
 use crate::check::check;
@@ -20,14 +21,14 @@ dlq: dlq
 topics:
   dlq: { schema: pavilion.DeadLetter }
   accepted: { schema: pavilion.AcceptedRequest }
-  policies: { schema: pavilion.PolicyDocument }
+  policies: { schema: pavilion.PolicyDocument, retention: forever }
   outcomes: { schema: pavilion.PolicyOutcome }
 stages:
   policy:
     kind: policy
-    inputs: [accepted, policies]
+    inputs: [accepted]
     outputs: { outcomes: outcomes }
-    stores: [documents, active]
+    globals: { documents: policies }
 ";
 
 const T0: i64 = 1_700_000_000_000;
@@ -64,7 +65,22 @@ fn v2() -> PolicySpec {
     s
 }
 
-fn accepted(id: &str, purpose: &str, claims: &[(&str, &str)], at: i64) -> AcceptedRequest {
+/// The revision a document is, as tenancy stamps it.
+fn revision(d: &PolicyDocument) -> Option<PolicyRef> {
+    Some(PolicyRef {
+        policy_id: d.policy_id.clone(),
+        version: d.version,
+        content_hash: d.content_hash.clone(),
+    })
+}
+
+fn accepted(
+    id: &str,
+    purpose: &str,
+    claims: &[(&str, &str)],
+    at: i64,
+    policy: Option<PolicyRef>,
+) -> AcceptedRequest {
     AcceptedRequest {
         request: VerificationRequest {
             request_id: id.into(),
@@ -94,6 +110,7 @@ fn accepted(id: &str, purpose: &str, claims: &[(&str, &str)], at: i64) -> Accept
         tenant_revision: 1,
         tenant_allowed_regions: vec!["eu".into()],
         accepted_at: at,
+        policy,
     }
 }
 
@@ -109,9 +126,15 @@ fn check_stage(steps: Vec<Step>, expect_out: Expect) {
     let mut rendered = String::new();
     for step in steps {
         let out = match step {
-            Step::Doc(d) => driver.send("policies", "acme", &d),
-            Step::Req(r) => driver.send("accepted", "acme", &r),
-            Step::Raw(bytes) => driver.send_raw("policies", b"acme", &bytes),
+            Step::Doc(d) => {
+                driver.send_global("policies", b"acme", Some(&d));
+                continue;
+            }
+            Step::Req(r) => driver.send("accepted", &r.request.request_id.clone(), &r),
+            Step::Raw(bytes) => {
+                driver.send_global_raw("policies", b"acme", Some(&bytes));
+                continue;
+            }
         };
         for record in out {
             if record.topic == "dlq" {
@@ -150,69 +173,34 @@ fn check_stage(steps: Vec<Step>, expect_out: Expect) {
 }
 
 #[test]
-fn versions_activation_rollback_and_the_version_active_at_acceptance() {
-    let v1 = spec(V1);
-    let v2 = v2();
+fn each_request_is_evaluated_under_the_revision_it_was_accepted_under() {
+    let v1 = document_event(&spec(V1), 1, PolicyState::Active, "ops", T0 + 10, None);
+    let v2 = document_event(&v2(), 2, PolicyState::Active, "ops", T0 + 20, None);
+    let mut changed = revision(&v1);
+    if let Some(r) = changed.as_mut() {
+        r.content_hash[0] ^= 1;
+    }
     let both = [("age_over", "18"), ("account_verified", "")];
     check_stage(
         vec![
-            Step::Req(accepted("r-none", "onboarding", &both, T0)),
-            Step::Doc(document_event(&v1, 1, PolicyState::Draft, "ops", T0, None)),
-            Step::Req(accepted("r-draft-only", "onboarding", &both, T0 + 1)),
-            Step::Doc(document_event(
-                &v1,
-                1,
-                PolicyState::Active,
-                "ops",
-                T0 + 10,
-                None,
-            )),
-            Step::Req(accepted("r-v1", "onboarding", &both, T0 + 11)),
+            Step::Req(accepted("r-none", "onboarding", &both, T0, None)),
+            Step::Doc(v1.clone()),
+            Step::Req(accepted("r-v1", "onboarding", &both, T0 + 11, revision(&v1))),
             Step::Req(accepted(
                 "r-v1-minor",
                 "onboarding",
                 &[("age_over", "16")],
                 T0 + 12,
+                revision(&v1),
             )),
-            Step::Doc(document_event(
-                &v2,
-                2,
-                PolicyState::Active,
-                "ops",
-                T0 + 20,
-                None,
-            )),
-            Step::Req(accepted("r-v2-marketing", "marketing", &both, T0 + 21)),
-            Step::Req(accepted("r-late-from-v1-time", "marketing", &both, T0 + 15)),
-            Step::Doc(document_event(
-                &v1,
-                1,
-                PolicyState::Active,
-                "ops",
-                T0 + 30,
-                None,
-            )),
-            Step::Req(accepted(
-                "r-rolled-back",
-                "marketing",
-                &[("account_verified", "")],
-                T0 + 31,
-            )),
-            Step::Doc(document_event(
-                &v1,
-                1,
-                PolicyState::Retired,
-                "ops",
-                T0 + 40,
-                None,
-            )),
-            Step::Req(accepted("r-retired", "onboarding", &both, T0 + 41)),
+            Step::Doc(v2.clone()),
+            Step::Req(accepted("r-v2-marketing", "marketing", &both, T0 + 21, revision(&v2))),
+            // Read after v2 arrived, accepted under v1: the stamp decides, not arrival.
+            Step::Req(accepted("r-v1-read-late", "marketing", &both, T0 + 22, revision(&v1))),
+            Step::Req(accepted("r-changed", "onboarding", &both, T0 + 23, changed)),
         ],
         expect![[r#"
             r-none under none: Deny ["no-active-policy"] as Json
-              age_over Deny providers=[] evidence=[] disclose=[] denied_by=["no-active-policy"]
-              account_verified Deny providers=[] evidence=[] disclose=[] denied_by=["no-active-policy"]
-            r-draft-only under none: Deny ["no-active-policy"] as Json
               age_over Deny providers=[] evidence=[] disclose=[] denied_by=["no-active-policy"]
               account_verified Deny providers=[] evidence=[] disclose=[] denied_by=["no-active-policy"]
             r-v1 under acme-main@v1: Permit ["no-provider-in-allowed-regions"] as Jwt
@@ -223,14 +211,29 @@ fn versions_activation_rollback_and_the_version_active_at_acceptance() {
             r-v2-marketing under acme-main@v2: Deny ["no-marketing"] as Jwt
               age_over Deny providers=[] evidence=[] disclose=[] denied_by=["no-marketing"]
               account_verified Deny providers=[] evidence=[] disclose=[] denied_by=["no-marketing"]
-            r-late-from-v1-time under acme-main@v1: Deny ["default-deny", "no-provider-in-allowed-regions"] as Jwt
+            r-v1-read-late under acme-main@v1: Deny ["default-deny", "no-provider-in-allowed-regions"] as Jwt
               age_over Deny providers=[] evidence=[] disclose=[] denied_by=["default-deny"]
               account_verified Deny providers=[] evidence=[] disclose=[] denied_by=["no-provider-in-allowed-regions"]
-            r-rolled-back under acme-main@v1: Deny ["no-provider-in-allowed-regions"] as Jwt
-              account_verified Deny providers=[] evidence=[] disclose=[] denied_by=["no-provider-in-allowed-regions"]
-            r-retired under none: Deny ["no-active-policy"] as Json
-              age_over Deny providers=[] evidence=[] disclose=[] denied_by=["no-active-policy"]
-              account_verified Deny providers=[] evidence=[] disclose=[] denied_by=["no-active-policy"]
+            r-changed under none: Deny ["policy-changed:acme-main@1"] as Json
+              age_over Deny providers=[] evidence=[] disclose=[] denied_by=["policy-changed:acme-main@1"]
+              account_verified Deny providers=[] evidence=[] disclose=[] denied_by=["policy-changed:acme-main@1"]
+        "#]],
+    );
+}
+
+#[test]
+fn a_revision_missing_even_after_catching_up_is_a_dead_letter() {
+    let v1 = document_event(&spec(V1), 1, PolicyState::Active, "ops", T0, None);
+    check_stage(
+        vec![Step::Req(accepted(
+            "r-unknown-revision",
+            "onboarding",
+            &[("age_over", "18")],
+            T0,
+            revision(&v1),
+        ))],
+        expect![[r#"
+            dead letter: policy acme-main@1 named by the accepted request is not on pavilion.policies
         "#]],
     );
 }
@@ -277,6 +280,14 @@ response:
         version: 1,
         content_hash: template.content_hash(),
     };
+    let tenant_doc = document_event(
+        &tenant,
+        1,
+        PolicyState::Active,
+        "ops",
+        T0,
+        Some(template_ref),
+    );
     check_stage(
         vec![
             Step::Doc(document_event(
@@ -287,26 +298,21 @@ response:
                 T0,
                 None,
             )),
-            Step::Doc(document_event(
-                &tenant,
-                1,
-                PolicyState::Active,
-                "ops",
-                T0,
-                Some(template_ref),
-            )),
+            Step::Doc(tenant_doc.clone()),
             // T0 is 22:13 UTC.
             Step::Req(accepted(
                 "evening",
                 "onboarding",
                 &[("age_over", "21")],
                 T0 + 1,
+                revision(&tenant_doc),
             )),
             Step::Req(accepted(
                 "small-hours",
                 "onboarding",
                 &[("age_over", "21")],
                 T0 + 3 * 3_600_000,
+                revision(&tenant_doc),
             )),
         ],
         expect![[r#"
@@ -321,30 +327,25 @@ response:
 }
 
 #[test]
-fn tampered_and_conflicting_documents_are_dead_lettered() {
+fn a_tampered_document_denies_and_garbage_is_skipped() {
     let v1 = spec(V1);
     let mut tampered = document_event(&v1, 1, PolicyState::Active, "ops", T0, None);
     tampered.body = tampered.body.replace("onboarding", "anything");
-    let mut other = v2();
-    other.description = Some("same version, other content".into());
     check_stage(
         vec![
-            Step::Doc(tampered),
-            Step::Doc(document_event(&v1, 1, PolicyState::Draft, "ops", T0, None)),
-            Step::Doc(document_event(
-                &other,
-                1,
-                PolicyState::Draft,
-                "ops",
-                T0,
-                None,
-            )),
             Step::Raw(b"not a policy".to_vec()),
+            Step::Doc(tampered.clone()),
+            Step::Req(accepted(
+                "r-tampered",
+                "onboarding",
+                &[("age_over", "18")],
+                T0 + 1,
+                revision(&tampered),
+            )),
         ],
         expect![[r#"
-            dead letter: policy acme-main v1: body does not match its content hash
-            dead letter: policy acme-main v1 already exists with other content; versions are immutable
-            dead letter: not a single-object-encoded Avro record (expected C3 01 + 8-byte fingerprint, got 12 bytes starting 6e6f74206120706f6c69)
+            r-tampered under none: Deny ["policy-invalid:acme-main@1: body does not match its content hash"] as Json
+              age_over Deny providers=[] evidence=[] disclose=[] denied_by=["policy-invalid:acme-main@1: body does not match its content hash"]
         "#]],
     );
 }

@@ -118,6 +118,14 @@ fn job_request(outcome: &PolicyOutcome) -> Result<(String, JobRequest), String> 
             .ok_or_else(|| format!("parameter `{name}` is missing"))
     };
     let job = param("job")?;
+    if job != request.request_id {
+        // The job's chunks are keyed by its id and its request by the request id: they meet
+        // on one partition only when the two are the same.
+        return Err(format!(
+            "job `{job}` must be sent as request `{job}`, not `{}`",
+            request.request_id
+        ));
+    }
     let count = param("count")?
         .parse::<usize>()
         .map_err(|_| "parameter `count` is not a number".to_owned())?;
@@ -168,7 +176,7 @@ pub fn on_outcome(
                 .unwrap_or_default();
             ctx.count("jobs", "failed");
             let result = failed(&tenant, &job, &outcome.request.request_id, why, now_ms);
-            return ctx.emit("results", tenant, &result);
+            return ctx.emit("results", outcome.request.request_id.clone(), &result);
         }
     };
     let key = meta_key(&tenant, &job);
@@ -178,7 +186,7 @@ pub fn on_outcome(
         ctx.count("jobs", "duplicate_request");
         let why = format!("job `{job}` was already submitted");
         let result = failed(&tenant, &job, &request.request_id, why, now_ms);
-        return ctx.emit("results", tenant, &result);
+        return ctx.emit("results", request.request_id.clone(), &result);
     }
     state.request = Some(request);
     ctx.store(STORE)?.put(&key, &state)?;
@@ -255,7 +263,7 @@ fn try_complete(
         _ => "failed",
     };
     ctx.count("jobs", label);
-    ctx.emit("results", tenant.to_owned(), &result)
+    ctx.emit("results", job.to_owned(), &result)
 }
 
 fn answer(
@@ -361,8 +369,8 @@ pub fn expire(ctx: &mut Context<'_>, config: &PsiConfig) -> Result<(), ProcessEr
             );
         }
     }
-    for ((tenant, _), result) in results {
-        ctx.emit("results", tenant, &result)?;
+    for ((_, job), result) in results {
+        ctx.emit("results", job, &result)?;
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ pub use processor::{PsiInput, PsiStage};
 
 use std::time::Duration;
 
-use pavilion_runtime::{parse_config, StageKind};
+use pavilion_runtime::{parse_config, GlobalKind, StageKind};
 use serde::Deserialize;
 
 /// `config:` of a psi stage.
@@ -55,7 +55,7 @@ pub static KIND: StageKind = StageKind {
     name: "psi",
     outputs: &["matches", "results"],
     stores: &["jobs"],
-    globals: &["providers", "sets"],
+    globals: &[GlobalKind::table("providers"), GlobalKind::table("sets")],
     check_config: |c| parse_config::<PsiConfig>(c).map(drop),
     build: |c| Ok(Box::new(PsiStage::new(parse_config::<PsiConfig>(c)?))),
 };

@@ -447,7 +447,7 @@ fn job(
     let mut plan = plan(0, "record_link", &[provider], &[]);
     plan.disclosable_attributes = disclose.iter().map(|d| d.to_string()).collect();
     let mut o = outcome("job", &[], vec![plan]);
-    o.request.request_id = format!("req-{id}");
+    o.request.request_id = id.to_owned();
     o.request.claims[0].params = BTreeMap::from([
         ("job".to_owned(), id.to_owned()),
         ("provider".to_owned(), provider.to_owned()),
@@ -544,6 +544,12 @@ fn a_batch_job_fails_closed_on_tampering_denial_missing_sets_and_timeouts() {
     w.check(o, expect![[r#""#]]);
     w.chunk(&chunks[0], expect![[r#"
         results job j3 (1 tokens vs bank): Unavailable None cardinality=None matched=[] (no_set_loaded)
+    "#]]);
+    // A job sent under another request id could not meet its chunks (keyed by job id).
+    let (mut o, _) = job("j5", "bank", &["alice"], "cardinality", &[], 5);
+    o.request.request_id = "not-j5".into();
+    w.check(o, expect![[r#"
+        results job j5 (0 tokens vs ): Failed None cardinality=None matched=[] (job `j5` must be sent as request `j5`, not `not-j5`)
     "#]]);
     // Half a job, then silence: failed at the timeout, its state gone.
     let (o, chunks) = job("j4", "bank", &["alice", "bob"], "cardinality", &[], 1);

@@ -109,10 +109,21 @@ impl GlobalStores {
                     .db
                     .cf_handle(&spec.column_family())
                     .expect("global family");
-                let key = entry_key(member, record.key);
-                match record.value {
-                    Some(v) => batch.put_cf(cf, key, v),
-                    None => batch.delete_cf(cf, key),
+                match (spec.keyed_by, record.value) {
+                    (None, Some(v)) => batch.put_cf(cf, entry_key(member, record.key), v),
+                    (None, None) => batch.delete_cf(cf, entry_key(member, record.key)),
+                    (Some(key_of), Some(v)) => match (key_of.0)(v) {
+                        Ok(key) => batch.put_cf(cf, entry_key(member, &key), v),
+                        Err(why) => tracing::warn!(
+                            topic = record.topic,
+                            partition = record.partition,
+                            offset = record.offset,
+                            store = %spec.name,
+                            "global store skips a record: {why}"
+                        ),
+                    },
+                    // A store keyed by content cannot tell what a tombstone deletes.
+                    (Some(_), None) => {}
                 }
             }
             batch.put_cf(

@@ -40,6 +40,7 @@ impl<E: Event> Input for E {
 pub struct ProcessError {
     message: String,
     reason: pavilion_schemas::DeadLetterReason,
+    globals_behind: bool,
 }
 
 impl ProcessError {
@@ -48,7 +49,24 @@ impl ProcessError {
         ProcessError {
             message: message.into(),
             reason: pavilion_schemas::DeadLetterReason::ProcessorError,
+            globals_behind: false,
         }
+    }
+
+    /// The record names a global entry this process has not read yet, though an input says
+    /// it exists (an accepted request names a policy revision another task read): the
+    /// runtime catches the global stores up to their sources' current end and processes the
+    /// record once more. Only if it is still missing then is the record dead-lettered.
+    pub fn globals_behind(message: impl Into<String>) -> Self {
+        ProcessError {
+            globals_behind: true,
+            ..ProcessError::new(message)
+        }
+    }
+
+    /// Whether this is [`ProcessError::globals_behind`].
+    pub fn is_globals_behind(&self) -> bool {
+        self.globals_behind
     }
 
     /// A record the stage refuses for a reason of the contract, not a fault (e.g.
@@ -57,6 +75,7 @@ impl ProcessError {
         ProcessError {
             message: message.into(),
             reason,
+            globals_behind: false,
         }
     }
 }
@@ -159,11 +178,42 @@ pub struct StageKind {
     /// Stores the processor opens.
     pub stores: &'static [&'static str],
     /// Global stores the processor reads (see [`crate::global`]).
-    pub globals: &'static [&'static str],
+    pub globals: &'static [GlobalKind],
     /// Validates the `config:` section without building anything.
     pub check_config: fn(&serde_json::Value) -> Result<(), String>,
     /// Builds a processor from a checked config.
     pub build: fn(&serde_json::Value) -> Result<Box<dyn DynProcessor>, String>,
+}
+
+/// How a kind keys the entries of one of its global stores.
+pub type GlobalKeyFn = fn(value: &[u8]) -> Result<Vec<u8>, String>;
+
+/// A global store a kind reads: by default a table of its source's latest value per record
+/// key (Kafka Streams' GlobalKTable). A kind may instead key each entry by what the record
+/// holds (`keyed`), as Kafka Streams' global stores with a state-update processor do: the
+/// policy stage finds a document by tenant, policy id and version on a topic keyed by tenant.
+#[derive(Clone, Copy)]
+pub struct GlobalKind {
+    /// The store's name (`globals:` in topology.yaml maps it to a topic).
+    pub name: &'static str,
+    /// The entry key of a source value, when not the record key. Tombstones and values it
+    /// refuses are skipped: such a store never deletes.
+    pub key: Option<GlobalKeyFn>,
+}
+
+impl GlobalKind {
+    /// A table keyed by record key.
+    pub const fn table(name: &'static str) -> Self {
+        GlobalKind { name, key: None }
+    }
+
+    /// A store keyed by `key(value)`.
+    pub const fn keyed(name: &'static str, key: GlobalKeyFn) -> Self {
+        GlobalKind {
+            name,
+            key: Some(key),
+        }
+    }
 }
 
 /// The kinds a binary knows, by name.

@@ -57,6 +57,19 @@ pub struct TaskRunner {
     telemetry: Arc<Telemetry>,
     globals: Option<Arc<GlobalStores>>,
     resources: Resources,
+    /// While processing: `Some(false)` when a stage may ask for fresher global stores,
+    /// `Some(true)` once one did, `None` when they are as fresh as they get.
+    globals_behind: Option<bool>,
+}
+
+/// What became of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Processed {
+    /// Processed, or dead-lettered.
+    Done,
+    /// A stage needs global entries not read yet; nothing of the record was kept.
+    GlobalsBehind,
 }
 
 impl TaskRunner {
@@ -115,6 +128,7 @@ impl TaskRunner {
             telemetry,
             globals: None,
             resources: Resources::default(),
+            globals_behind: None,
         })
     }
 
@@ -133,25 +147,52 @@ impl TaskRunner {
         &self.stores
     }
 
-    /// Runs one input record through the chain; appends what to produce to `out`.
+    /// Runs one input record through the chain; appends what to produce to `out`. With
+    /// global stores that may lag their sources, `Processed::GlobalsBehind` asks the caller
+    /// to catch them up and call [`TaskRunner::process_caught_up`] with the same record;
+    /// nothing of the record was kept.
     pub fn process(
         &mut self,
         stores: &mut PartitionStores,
         raw: RawRecord<'_>,
         out: &mut Vec<OutRecord>,
-    ) {
-        // A fused task also reads later stages' side inputs: start where the topic is read.
-        let first = self
-            .stages
-            .iter()
-            .position(|s| s.wiring.inputs.iter().any(|t| t == raw.topic))
-            .unwrap_or(0);
-        self.run_stage(first, stores, raw, out);
+    ) -> Processed {
+        self.globals_behind = Some(false);
+        let first = self.first_stage(raw.topic);
+        self.run_stage(first, None, stores, raw, out);
+        match self.globals_behind.take() {
+            Some(true) => Processed::GlobalsBehind,
+            _ => Processed::Done,
+        }
     }
 
+    /// Like [`TaskRunner::process`], with global stores read to their sources' end: a record
+    /// that still finds its global entry missing is dead-lettered.
+    pub fn process_caught_up(
+        &mut self,
+        stores: &mut PartitionStores,
+        raw: RawRecord<'_>,
+        out: &mut Vec<OutRecord>,
+    ) {
+        self.globals_behind = None;
+        let first = self.first_stage(raw.topic);
+        self.run_stage(first, None, stores, raw, out);
+    }
+
+    /// A fused task also reads later stages' side inputs: a record starts at the first stage
+    /// that reads its topic.
+    fn first_stage(&self, topic: &str) -> usize {
+        self.stages
+            .iter()
+            .position(|s| s.wiring.inputs.iter().any(|t| t == topic))
+            .unwrap_or(0)
+    }
+
+    /// `handed_over`: the earlier stage of the chain that emitted `raw` in-process.
     fn run_stage(
         &mut self,
         index: usize,
+        handed_over: Option<usize>,
         stores: &mut PartitionStores,
         raw: RawRecord<'_>,
         out: &mut Vec<OutRecord>,
@@ -217,9 +258,16 @@ impl TaskRunner {
                             key: Some(&e.key),
                             value: Some(&e.value),
                         };
-                        self.run_stage(reader, stores, next, out);
+                        self.run_stage(reader, Some(index), stores, next, out);
                     }
                 }
+            }
+            Err(StageError::Process(e))
+                if e.is_globals_behind() && self.globals_behind == Some(false) && handed_over.is_none() =>
+            {
+                // Nothing of the record was kept yet: the caller retries it once caught up.
+                stores.drop_staged();
+                self.globals_behind = Some(true);
             }
             Err(error) => {
                 stores.drop_staged();

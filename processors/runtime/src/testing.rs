@@ -94,7 +94,9 @@ impl TestDriver {
             value: Some(value),
         };
         self.offset += 1;
-        self.runner.process(&mut self.stores, raw, &mut out);
+        // Global records are applied as they are sent: the stores are as fresh as they get.
+        self.runner
+            .process_caught_up(&mut self.stores, raw, &mut out);
         self.stores.apply_committed().expect("apply");
         out
     }
@@ -108,12 +110,17 @@ impl TestDriver {
     /// executor would apply it.
     pub fn send_global<E: Event>(&mut self, topic: &str, key: &[u8], value: Option<&E>) {
         let bytes = value.map(|v| self.registry.encode(v).expect("encodable test event"));
+        self.send_global_raw(topic, key, bytes.as_deref());
+    }
+
+    /// Writes raw bytes to a global store's source topic (for malformed-input tests).
+    pub fn send_global_raw(&mut self, topic: &str, key: &[u8], value: Option<&[u8]>) {
         let record = GlobalRecord {
             topic,
             partition: 0,
             offset: self.offset,
             key,
-            value: bytes.as_deref(),
+            value,
         };
         self.offset += 1;
         assert!(

@@ -101,7 +101,7 @@ pub struct StoreSpec {
 
 /// A global store of a stage: a read-only table of every partition of a topic, or of every
 /// topic of a family (see [`crate::global`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GlobalSpec {
     /// Owning stage.
     pub stage: String,
@@ -109,7 +109,27 @@ pub struct GlobalSpec {
     pub name: String,
     /// Source: a topic, or a family pattern such as `pavilion.provider-sets.{provider}`.
     pub topic: String,
+    /// How entries are keyed when not by record key (see [`crate::GlobalKind`]).
+    pub keyed_by: Option<GlobalKey>,
 }
+
+/// A kind's [`crate::processor::GlobalKeyFn`], comparable so specs stay comparable.
+#[derive(Clone, Copy)]
+pub struct GlobalKey(pub crate::processor::GlobalKeyFn);
+
+impl std::fmt::Debug for GlobalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GlobalKey(..)")
+    }
+}
+
+impl PartialEq for GlobalKey {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for GlobalKey {}
 
 impl GlobalSpec {
     pub(crate) fn column_family(&self) -> String {
@@ -659,20 +679,28 @@ fn check_stage(
             .get(topic.as_str())
             .or_else(|| families.get(topic.as_str()));
         if !declared_topics.contains(topic.as_str())
-            || source.is_some_and(|t| t.cleanup != Cleanup::Compact)
+            || source.is_some_and(|t| t.cleanup != Cleanup::Compact && t.retention_ms != Some(-1))
         {
+            // Every process rebuilds a global store from its source's start: the source must
+            // keep the latest record of every key, or every record.
             errors.at(
                 line_of(topic),
                 format!(
-                    "stage `{name}`: global store `{store}` reads `{}`, which must be a compacted topic or topic family declared under `topics`",
+                    "stage `{name}`: global store `{store}` reads `{}`, which must be a compacted or kept-forever topic or topic family declared under `topics`",
                     topic.as_str()
                 ),
             );
         }
+        let keyed_by = kinds
+            .get(raw.kind.as_str())
+            .and_then(|k| k.globals.iter().find(|g| g.name == store.as_str()))
+            .and_then(|g| g.key)
+            .map(GlobalKey);
         globals.push(GlobalSpec {
             stage: name.to_owned(),
             name: store.clone(),
             topic: topic.as_str().to_owned(),
+            keyed_by,
         });
     }
     let punctuate_every = match &raw.punctuate_every {
@@ -724,7 +752,7 @@ fn check_stage(
                     );
                 }
             }
-            for store in kind.stores.iter().chain(kind.globals) {
+            for store in kind.stores.iter().chain(kind.globals.iter().map(|g| &g.name)) {
                 if !seen.contains(store) {
                     errors.at(
                         line,

@@ -385,7 +385,7 @@ fn deliver(ctx: &mut Context<'_>, decision: &Decision) -> Result<Vec<u8>, Proces
         policy: decision.policy.clone(),
         issued_at: decision.issued_at,
     };
-    ctx.emit("issued", tenant, &issued)?;
+    ctx.emit("issued", issued.request_id.clone(), &issued)?;
     Ok(delivered)
 }
 

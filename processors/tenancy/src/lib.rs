@@ -8,7 +8,10 @@
 //! authentication is neither: it is dead-lettered as `unauthenticated`, so no decision ever
 //! carries a request id its sender has not proven it owns.
 //!
-//! Tenants come from the compacted `pavilion.tenants` topic, read as a second input.
+//! Tenants come from the compacted `pavilion.tenants` topic, read as a second input; policy
+//! lifecycle events from `pavilion.policies`, a third, so each accepted request names the
+//! policy revision active when it was accepted. Accepted requests and rejections leave keyed
+//! by request id: the rest of the path spreads one tenant's requests over every partition.
 //! Everything about a tenant — its registry entry, rate-limit state, idempotency window —
 //! lives on the partition its id hashes to (Kafka's default partitioner) and survives
 //! restarts and rebalances through the runtime's changelogs. Producers may partition requests
@@ -28,7 +31,7 @@ use pavilion_runtime::{parse_config, StageKind};
 pub static KIND: StageKind = StageKind {
     name: "tenancy",
     outputs: &["accepted", "rejected", "routed"],
-    stores: &["tenants", "seen", "limits"],
+    stores: &["tenants", "seen", "limits", "policies"],
     globals: &[],
     check_config: |c| parse_config::<TenancyConfig>(c).map(drop),
     build: |c| Ok(Box::new(Tenancy::new(parse_config(c)?))),

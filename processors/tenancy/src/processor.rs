@@ -2,8 +2,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
-    AcceptedRequest, CodecError, DeadLetterReason, Event, Registry, RejectionReason,
-    RequestRejected, Tenant, TenantState, VerificationRequest,
+    AcceptedRequest, CodecError, DeadLetterReason, Event, PolicyDocument, PolicyRef, PolicyState,
+    Registry, RejectionReason, RequestRejected, Tenant, TenantState, VerificationRequest,
 };
 
 use serde::{Deserialize, Serialize};
@@ -12,13 +12,15 @@ use sha2::{Digest, Sha256};
 use crate::limits::{Gcra, Quota};
 use crate::TenancyConfig;
 
-/// What the stage reads: requests, and tenant registry updates.
+/// What the stage reads: requests, tenant registry updates, policy lifecycle events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TenancyInput {
     /// From `pavilion.requests`, or routed to its tenant's partition.
     Request(VerificationRequest),
     /// From `pavilion.tenants`.
     Tenant(Tenant),
+    /// From `pavilion.policies`.
+    Policy(PolicyDocument),
 }
 
 impl Input for TenancyInput {
@@ -26,11 +28,13 @@ impl Input for TenancyInput {
         match registry.name_of(bytes)? {
             VerificationRequest::FULL_NAME => registry.decode(bytes).map(TenancyInput::Request),
             Tenant::FULL_NAME => registry.decode(bytes).map(TenancyInput::Tenant),
+            PolicyDocument::FULL_NAME => registry.decode(bytes).map(TenancyInput::Policy),
             other => Err(CodecError::SchemaMismatch {
                 expected: format!(
-                    "{} or {}",
+                    "{}, {} or {}",
                     VerificationRequest::FULL_NAME,
-                    Tenant::FULL_NAME
+                    Tenant::FULL_NAME,
+                    PolicyDocument::FULL_NAME
                 ),
                 found: other.to_owned(),
             }),
@@ -164,6 +168,7 @@ impl Processor for Tenancy {
                 ctx.count("tenant.updated", &tenant.tenant_id);
                 Ok(())
             }
+            TenancyInput::Policy(document) => record_policy(ctx, document),
             TenancyInput::Request(request) => {
                 let tenant_key = request.tenant_id.as_bytes();
                 if record.key != tenant_key || !ctx.owns_key(tenant_key) {
@@ -174,9 +179,11 @@ impl Processor for Tenancy {
                 }
                 let now = epoch_millis(ctx.now());
                 match self.admit(ctx, &request, now)? {
+                    // From here on a request is keyed by its id, so one tenant's requests
+                    // spread over every partition of the rest of the path.
                     Ok(accepted) => {
                         ctx.count("accepted", &request.tenant_id);
-                        ctx.emit("accepted", request.tenant_id.clone(), &accepted)
+                        ctx.emit("accepted", request.request_id.clone(), &accepted)
                     }
                     Err(Reject(reason, detail, retry_after_ms)) => {
                         ctx.count(&format!("rejected.{}", reason.as_str()), &request.tenant_id);
@@ -188,7 +195,7 @@ impl Processor for Tenancy {
                             retry_after_ms,
                             rejected_at: now,
                         };
-                        ctx.emit("rejected", request.tenant_id.clone(), &rejected)
+                        ctx.emit("rejected", request.request_id.clone(), &rejected)
                     }
                 }
             }
@@ -307,11 +314,15 @@ impl Tenancy {
         limits.put(&rate_key(&r.tenant_id), &gcra)?;
         limits.put(&quota_key(&r.tenant_id), &quota)?;
 
+        let policy = ctx
+            .store("policies")?
+            .get::<PolicyRef>(r.tenant_id.as_bytes())?;
         Ok(Ok(AcceptedRequest {
             request: r.clone(),
             tenant_revision: tenant.revision,
             tenant_allowed_regions: tenant.config.allowed_regions.clone(),
             accepted_at: now,
+            policy,
         }))
     }
 
@@ -466,6 +477,37 @@ impl Tenancy {
         }
         Ok(())
     }
+}
+
+/// Moves a tenant's active policy revision: an activation (or rollback) makes its revision
+/// active, retiring the active revision leaves none; drafts and templates change nothing
+/// here. Requests accepted after this record, in the order this partition is read, are
+/// stamped with the result: that order, recorded in the log, is what "a request accepted
+/// after an activation" means.
+fn record_policy(ctx: &mut Context<'_>, document: PolicyDocument) -> Result<(), ProcessError> {
+    let Some(tenant) = document.tenant_id.clone() else {
+        return Ok(());
+    };
+    let revision = PolicyRef {
+        policy_id: document.policy_id,
+        version: document.version,
+        content_hash: document.content_hash,
+    };
+    let mut policies = ctx.store("policies")?;
+    match document.state {
+        PolicyState::Active => policies.put(tenant.as_bytes(), &revision)?,
+        PolicyState::Retired => {
+            let active = policies.get::<PolicyRef>(tenant.as_bytes())?;
+            if active.is_some_and(|a| a.policy_id == revision.policy_id && a.version == revision.version) {
+                policies.delete(tenant.as_bytes());
+            } else {
+                return Ok(());
+            }
+        }
+        PolicyState::Draft | PolicyState::Unknown => return Ok(()),
+    }
+    ctx.count("policy.activated", &tenant);
+    Ok(())
 }
 
 /// Counts a request dropped unauthenticated (`dropped.<reason>`, labelled with the tenant

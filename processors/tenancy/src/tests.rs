@@ -9,7 +9,7 @@ use expect_test::{expect, Expect};
 use pavilion_runtime::testing::TestDriver;
 use pavilion_runtime::StageKinds;
 use pavilion_schemas::{
-    ClaimRequest, Registry, RequestRejected, RequestSigningKey, SubjectToken, Tenant, TenantConfig,
+    ClaimRequest, PolicyDocument, PolicyState, Registry, RequestRejected, RequestSigningKey, SubjectToken, Tenant, TenantConfig,
     TenantState, VerificationRequest,
 };
 
@@ -21,14 +21,15 @@ topics:
   requests: { schema: pavilion.VerificationRequest }
   routed: { schema: pavilion.VerificationRequest }
   tenants: { schema: pavilion.Tenant, cleanup: compact }
+  policies: { schema: pavilion.PolicyDocument, retention: forever }
   accepted: { schema: pavilion.AcceptedRequest }
   rejected: { schema: pavilion.RequestRejected }
 stages:
   tenancy:
     kind: tenancy
-    inputs: [requests, routed, tenants]
+    inputs: [requests, routed, tenants, policies]
     outputs: { accepted: accepted, rejected: rejected, routed: routed }
-    stores: [tenants, seen, limits]
+    stores: [tenants, seen, limits, policies]
     punctuate_every: 1m
     config:
       allowed_claims: [age_over, account_verified]
@@ -100,6 +101,7 @@ fn sign(r: &mut VerificationRequest, key: &SigningKey) {
 /// One step of a scenario.
 enum Step {
     Tenant(Tenant),
+    Policy(PolicyDocument),
     Request(VerificationRequest),
     /// A request on the wrong key.
     Misrouted(VerificationRequest, &'static str),
@@ -113,6 +115,10 @@ fn check(steps: Vec<Step>, expect_out: Expect) {
     for step in steps {
         let out = match step {
             Step::Tenant(t) => driver.send("tenants", &t.tenant_id.clone(), &t),
+            Step::Policy(d) => {
+                let key = d.tenant_id.clone().unwrap_or_else(|| d.policy_id.clone());
+                driver.send("policies", &key, &d)
+            }
             Step::Request(r) => driver.send("requests", &r.tenant_id.clone(), &r),
             Step::Misrouted(r, key) => driver.send("requests", key, &r),
             Step::Advance(d) => {
@@ -122,7 +128,13 @@ fn check(steps: Vec<Step>, expect_out: Expect) {
             Step::Punctuate => driver.punctuate(),
         };
         for record in out {
-            rendered += &line(&record.topic, &record.value);
+            let line = line(&record.topic, &record.value);
+            if record.topic == "accepted" || record.topic == "rejected" {
+                // From tenancy on, a request is keyed by its id.
+                let id = line.split_whitespace().nth(1).unwrap_or_default();
+                assert_eq!(String::from_utf8_lossy(&record.key), id, "key of {line}");
+            }
+            rendered += &line;
         }
     }
     expect_out.assert_eq(&rendered);
@@ -134,8 +146,12 @@ fn line(topic: &str, value: &[u8]) -> String {
     match topic {
         "accepted" => {
             let a: pavilion_schemas::AcceptedRequest = registry.decode(value).unwrap();
+            let policy = a
+                .policy
+                .map(|p| format!(" under {}@v{}", p.policy_id, p.version))
+                .unwrap_or_default();
             format!(
-                "accepted {} (tenant revision {})\n",
+                "accepted {} (tenant revision {}){policy}\n",
                 a.request.request_id, a.tenant_revision
             )
         }
@@ -476,6 +492,62 @@ fn a_thousand_hostile_requests_accept_nothing() {
     .assert_eq(&format!("{reasons:?}\n"));
     let out = driver.send("requests", "acme", &request("acme", "after", T0));
     assert!(line(&out[0].topic, &out[0].value).starts_with("accepted after"));
+}
+
+fn policy_event(tenant: Option<&str>, id: &str, version: i64, state: PolicyState) -> PolicyDocument {
+    PolicyDocument {
+        tenant_id: tenant.map(str::to_owned),
+        policy_id: id.into(),
+        version,
+        author: "ops".into(),
+        created_at: T0,
+        state,
+        content_hash: vec![version as u8; 32],
+        body: String::new(),
+        template: None,
+    }
+}
+
+#[test]
+fn accepted_requests_name_the_policy_revision_active_when_read() {
+    let acme = Some("acme");
+    check(
+        vec![
+            Step::Tenant(tenant("acme", TenantState::Active, 1)),
+            Step::Request(request("acme", "before-any", T0)),
+            Step::Policy(policy_event(acme, "main", 1, PolicyState::Draft)),
+            Step::Advance(Duration::from_secs(1)),
+            Step::Request(request("acme", "draft-only", T0)),
+            Step::Policy(policy_event(acme, "main", 1, PolicyState::Active)),
+            Step::Advance(Duration::from_secs(1)),
+            Step::Request(request("acme", "after-v1", T0)),
+            Step::Policy(policy_event(None, "template", 1, PolicyState::Active)),
+            Step::Policy(policy_event(acme, "main", 2, PolicyState::Active)),
+            Step::Advance(Duration::from_secs(1)),
+            Step::Request(request("acme", "after-v2", T0)),
+            // Rollback: v1 activated again.
+            Step::Policy(policy_event(acme, "main", 1, PolicyState::Active)),
+            Step::Advance(Duration::from_secs(1)),
+            Step::Request(request("acme", "after-rollback", T0)),
+            // Retiring a revision that is not active changes nothing; retiring the active
+            // one leaves none.
+            Step::Policy(policy_event(acme, "main", 2, PolicyState::Retired)),
+            Step::Advance(Duration::from_secs(1)),
+            Step::Request(request("acme", "after-retiring-v2", T0)),
+            Step::Policy(policy_event(acme, "main", 1, PolicyState::Retired)),
+            Step::Advance(Duration::from_secs(1)),
+            Step::Request(request("acme", "after-retiring-v1", T0)),
+        ],
+        expect![[r#"
+            accepted before-any (tenant revision 1)
+            accepted draft-only (tenant revision 1)
+            accepted after-v1 (tenant revision 1) under main@v1
+            accepted after-v2 (tenant revision 1) under main@v2
+            accepted after-rollback (tenant revision 1) under main@v1
+            accepted after-retiring-v2 (tenant revision 1) under main@v1
+            accepted after-retiring-v1 (tenant revision 1)
+        "#]],
+    );
 }
 
 /// A request id is answered once: the same question again (as sent, or signed again later) is

@@ -46,8 +46,8 @@ static TOTALS: StageKind = StageKind {
 // Shaped like `tenancy`, `policy`, `psi` and `signing`; their configs are checked by their own crates.
 static TENANCY: StageKind = StageKind {
     name: "tenancy",
-    outputs: &["accepted", "rejected"],
-    stores: &["tenants", "seen", "limits"],
+    outputs: &["accepted", "rejected", "routed"],
+    stores: &["tenants", "seen", "limits", "policies"],
     globals: &[],
     check_config: |_| Ok(()),
     build: never_built,
@@ -56,8 +56,8 @@ static TENANCY: StageKind = StageKind {
 static POLICY: StageKind = StageKind {
     name: "policy",
     outputs: &["outcomes"],
-    stores: &["documents", "active"],
-    globals: &[],
+    stores: &[],
+    globals: &[crate::GlobalKind::keyed("documents", |v| Ok(v.to_vec()))],
     check_config: |_| Ok(()),
     build: never_built,
 };
@@ -66,7 +66,7 @@ static PSI: StageKind = StageKind {
     name: "psi",
     outputs: &["matches", "results"],
     stores: &["jobs"],
-    globals: &["providers", "sets"],
+    globals: &[crate::GlobalKind::table("providers"), crate::GlobalKind::table("sets")],
     check_config: |_| Ok(()),
     build: never_built,
 };
@@ -144,7 +144,46 @@ fn the_repository_topology_parses() {
     check(
         include_str!("../../../../topology.yaml"),
         expect![[r#"
-            line 65: stage `tenancy`: kind `tenancy` has no output `routed` (it has: accepted, rejected)
+            application pavilion, dlq pavilion.dlq
+            task audit (group pavilion.audit, 6 partitions): stages ["audit"], inputs ["pavilion.requests", "pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.policy.outcomes", "pavilion.matches", "pavilion.decisions.issued", "pavilion.psi.results", "pavilion.tenants", "pavilion.policies", "pavilion.providers", "pavilion.audit.erasures"]
+            task counter (group pavilion.counter, 6 partitions): stages ["counter"], inputs ["demo.events"]
+            task policy (group pavilion.policy, 6 partitions): stages ["policy", "psi", "signing"], inputs ["pavilion.requests.accepted", "pavilion.psi.jobs", "pavilion.requests.rejected"]
+              global policy.documents <- pavilion.policies
+              global psi.providers <- pavilion.providers
+              global psi.sets <- pavilion.provider-sets.{provider}
+            task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy"], inputs ["pavilion.requests", "pavilion.requests.routed", "pavilion.tenants", "pavilion.policies"]
+            task totals (group pavilion.totals, 6 partitions): stages ["totals"], inputs ["demo.counts"]
+            topic demo.counts: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyCount
+            topic demo.events: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.DemoEvent
+            topic demo.totals: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyTotal
+            topic pavilion.audit.anchors: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AnchorReceipt
+            topic pavilion.audit.checkpoints: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.Checkpoint
+            topic pavilion.audit.erasures: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.SubjectErasure
+            topic pavilion.audit.log: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AuditEntry
+            topic pavilion.audit.log.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.counter.counts.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.decisions.issued: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.DecisionIssued
+            topic pavilion.dlq: partitions=6 replication=1 cleanup=delete retention_ms=1209600000 schema=pavilion.DeadLetter
+            topic pavilion.matches: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.MatchResult
+            topic pavilion.policies: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.PolicyDocument
+            topic pavilion.policy.outcomes: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PolicyOutcome
+            topic pavilion.providers: partitions=6 replication=1 cleanup=compact schema=pavilion.Provider
+            topic pavilion.psi.jobs: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.PsiJobChunk
+            topic pavilion.psi.jobs.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.psi.results: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PsiJobResult
+            topic pavilion.requests: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.VerificationRequest
+            topic pavilion.requests.accepted: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.AcceptedRequest
+            topic pavilion.requests.rejected: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.RequestRejected
+            topic pavilion.requests.routed: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.VerificationRequest
+            topic pavilion.signing.decisions.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.tenancy.limits.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.tenancy.policies.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.tenancy.seen.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.tenancy.tenants.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.tenants: partitions=6 replication=1 cleanup=compact schema=pavilion.Tenant
+            topic pavilion.totals.totals.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.decisions.{tenant}: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.Decision
+            topic pavilion.provider-sets.{provider}: partitions=3 replication=1 cleanup=compact schema=pavilion.ProviderSetEntry
         "#]],
     );
 }
@@ -416,6 +455,7 @@ stages:
         stage: "s".into(),
         name: "sets".into(),
         topic: "sets.{member}".into(),
+        keyed_by: None,
     };
     assert_eq!(global.member_of("sets.bank-a"), Some("bank-a"));
     assert_eq!(global.member_of("sets."), None);
@@ -447,7 +487,7 @@ stages:
             line 9: topic name `bad{x` must be letters, digits, `.`, `_` or `-`, or a family `prefix.{member}`
             line 13: stage `count`: topic family `sets.{member}` can only be read through `globals`
             line 16: stage `count`: global store `counts` is repeated or not a valid name
-            line 16: stage `count`: global store `log` reads `log`, which must be a compacted topic or topic family declared under `topics`
+            line 16: stage `count`: global store `log` reads `log`, which must be a compacted or kept-forever topic or topic family declared under `topics`
         "#]],
     );
 }
