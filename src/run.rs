@@ -263,7 +263,7 @@ pub fn start(
                             Ok(runner)
                         }
                     };
-                    run_task(&topology, &task, &factory, &settings, telemetry, &shutdown)
+                    run_task(&topology, &task, 0, &factory, &settings, telemetry, &shutdown)
                 })
                 .expect("spawning a task thread")
         })

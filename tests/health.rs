@@ -65,7 +65,7 @@ fn a_task_stuck_restoring_fails_healthz_until_it_moves_on() {
         }
     };
     assert!(
-        report.contains("task tenancy: Restoring, no progress for"),
+        report.contains("task tenancy#0: Restoring, no progress for"),
         "{report}"
     );
     assert_ne!(http_get(port, "/readyz").map(|(s, _)| s), Some(200));

@@ -1,26 +1,29 @@
 //! The exactly-once executor: consume → process → produce, one Kafka transaction at a time.
 //!
-//! Per task and process: a group consumer (read_committed, static membership), a
-//! transactional producer (transactional.id = application.task.instance), and a restore
-//! consumer for changelogs. Every transaction carries the task's outputs, its dead letters,
+//! Per task and stream thread (`pavilion run --threads`): a group consumer (read_committed,
+//! static membership), a transactional producer (transactional.id = application.task.instance,
+//! the instance suffixed `-<thread>` for threads ≥ 1), and a restore consumer for changelogs.
+//! Threads of one task share nothing but the state directory, where a partition's stores are
+//! opened by at most one of them at a time ([`Claim`]). Every transaction carries the task's outputs, its dead letters,
 //! the changelog records of its store writes, and its input offsets
 //! (`send_offsets_to_transaction` with the group metadata, the KIP-447 model). Local stores
 //! change only after the commit. On revoke the open transaction commits; on lost partitions
 //! it aborts; on any transaction error the task aborts, drops its clients and starts again
 //! from the committed offsets and changelogs.
 //!
-//! All of it is blocking librdkafka work and runs on the task's own thread, never on an
+//! All of it is blocking librdkafka work and runs on the stream thread itself, never on an
 //! async executor.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use pavilion_runtime::global::GlobalStores;
 use pavilion_runtime::store::PartitionStores;
-use pavilion_runtime::telemetry::{TaskState, Telemetry};
+use pavilion_runtime::telemetry::{StreamThread, TaskState, Telemetry};
 use pavilion_runtime::topology::Topology;
 use pavilion_runtime::{OutRecord, Processed, RawRecord, TaskRunner};
 use rdkafka::consumer::{
@@ -44,31 +47,40 @@ const COMMIT_SHARE_BOUND: u32 = 3;
 /// Builds a fresh [`TaskRunner`] each time the task (re)starts.
 pub type RunnerFactory = dyn Fn() -> Result<TaskRunner, String> + Send + Sync;
 
-/// Runs one task until `shutdown` is set, restarting it after fatal or transaction errors.
+/// Runs stream thread `thread` of one task until `shutdown` is set, restarting it after fatal
+/// or transaction errors. Every thread of a task is a member of the task's group with its own
+/// identity (`KafkaSettings::for_thread`), so they share the partitions like processes do.
+#[allow(clippy::too_many_arguments)]
 pub fn run_task(
     topology: &Topology,
     task: &str,
+    thread: usize,
     build: &RunnerFactory,
     settings: &KafkaSettings,
     telemetry: Arc<Telemetry>,
     shutdown: &AtomicBool,
 ) -> anyhow::Result<()> {
+    let me = StreamThread {
+        task,
+        index: thread,
+    };
+    let settings = &settings.for_thread(thread);
     let mut backoff = Duration::from_millis(500);
     loop {
-        telemetry.task_state(task, TaskState::Starting);
-        match run_once(topology, task, build, settings, telemetry.clone(), shutdown) {
+        telemetry.task_state(me, TaskState::Starting);
+        match run_once(topology, me, build, settings, telemetry.clone(), shutdown) {
             Ok(()) => {
-                telemetry.task_state(task, TaskState::Stopped);
+                telemetry.task_state(me, TaskState::Stopped);
                 return Ok(());
             }
             Err(e) if shutdown.load(Ordering::SeqCst) => {
                 // Stopping cuts restores and retries short; what was committed stays.
-                tracing::warn!(task, error = %format!("{e:#}"), "stopped while failing");
-                telemetry.task_state(task, TaskState::Stopped);
+                tracing::warn!(task, thread, error = %format!("{e:#}"), "stopped while failing");
+                telemetry.task_state(me, TaskState::Stopped);
                 return Ok(());
             }
             Err(e) => {
-                telemetry.task_restarted(task, &format!("{e:#}"));
+                telemetry.task_restarted(me, &format!("{e:#}"));
                 let resume = Instant::now() + backoff;
                 while Instant::now() < resume {
                     if shutdown.load(Ordering::SeqCst) {
@@ -91,9 +103,10 @@ struct OpenTransaction {
 /// What the processing loop and the rebalance callbacks share.
 struct Core {
     task: String,
+    thread: usize,
     runner: TaskRunner,
     producer: ThreadedProducer<DefaultProducerContext>,
-    partitions: BTreeMap<i32, PartitionStores>,
+    partitions: BTreeMap<i32, OwnedPartition>,
     pending_restore: BTreeSet<i32>,
     transaction: Option<OpenTransaction>,
     failure: Option<anyhow::Error>,
@@ -134,7 +147,17 @@ impl MemberTopics {
 struct TaskContext {
     core: Arc<Mutex<Core>>,
     task: String,
+    thread: usize,
     telemetry: Arc<Telemetry>,
+}
+
+impl TaskContext {
+    fn me(&self) -> StreamThread<'_> {
+        StreamThread {
+            task: &self.task,
+            index: self.thread,
+        }
+    }
 }
 
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -195,10 +218,14 @@ impl ConsumerContext for TaskContext {
                         core.failure.get_or_insert(e.context("commit on revoke"));
                     }
                 }
+                // Dropping a partition's stores closes its RocksDB and then releases the claim
+                // another thread of this process may be waiting for.
                 for element in list.elements() {
                     core.partitions.remove(&element.partition());
                     core.pending_restore.remove(&element.partition());
                 }
+                self.telemetry
+                    .partitions_assigned(self.me(), core.partitions.len());
             }
             Rebalance::Error(e) => {
                 core.failure.get_or_insert(anyhow!("rebalance failed: {e}"));
@@ -210,15 +237,23 @@ impl ConsumerContext for TaskContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let mut core = lock(&self.core);
-            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!(task = self.task, ?partitions, "partitions assigned");
+            let partitions: BTreeSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(
+                task = self.task,
+                thread = self.thread,
+                ?partitions,
+                "partitions assigned"
+            );
+            // A thread without partitions (more threads than partitions) is idle and ready.
             let state = if partitions.is_empty() {
                 TaskState::Running
             } else {
                 TaskState::Restoring
             };
+            self.telemetry
+                .partitions_assigned(self.me(), partitions.len());
             core.pending_restore.extend(partitions);
-            self.telemetry.task_state(&self.task, state);
+            self.telemetry.task_state(self.me(), state);
         }
     }
 }
@@ -264,12 +299,13 @@ impl Drop for GroupConsumer {
 
 fn run_once(
     topology: &Topology,
-    task: &str,
+    me: StreamThread<'_>,
     build: &RunnerFactory,
     settings: &KafkaSettings,
     telemetry: Arc<Telemetry>,
     shutdown: &AtomicBool,
 ) -> anyhow::Result<()> {
+    let (task, thread) = (me.task, me.index);
     let spec = &topology.tasks[task];
     let mut runner = build().map_err(|e| anyhow!(e))?;
     let state_dir = settings.state_dir.join(&topology.application).join(task);
@@ -277,15 +313,21 @@ fn run_once(
     let mut global_reader = if globals.is_empty() {
         None
     } else {
-        let stores = Arc::new(GlobalStores::open(&state_dir.join("global"), globals)?);
+        // One copy per thread: each thread's reader applies the sources between its own
+        // transactions. Thread 0 keeps the directory a one-thread process had.
+        let dir = match thread {
+            0 => state_dir.join("global"),
+            n => state_dir.join(format!("global-{n}")),
+        };
+        let stores = Arc::new(GlobalStores::open(&dir, globals)?);
         runner.attach_globals(stores.clone());
         let mut reader = GlobalReader::new(settings, stores)?;
-        telemetry.task_state(task, TaskState::Restoring);
+        telemetry.task_state(me, TaskState::Restoring);
         let started = Instant::now();
-        let Some(applied) = reader.catch_up(shutdown, &|_| telemetry.task_alive(task))? else {
+        let Some(applied) = reader.catch_up(shutdown, &|_| telemetry.task_alive(me))? else {
             return Ok(());
         };
-        tracing::info!(task, applied, took = ?started.elapsed(), "global stores caught up");
+        tracing::info!(task, thread, applied, took = ?started.elapsed(), "global stores caught up");
         Some(reader)
     };
     let producer: ThreadedProducer<DefaultProducerContext> = settings
@@ -297,6 +339,7 @@ fn run_once(
         .context("init_transactions (fences any previous instance with the same id)")?;
     let core = Arc::new(Mutex::new(Core {
         task: task.to_owned(),
+        thread,
         runner,
         producer,
         partitions: BTreeMap::new(),
@@ -318,6 +361,7 @@ fn run_once(
             .create_with_context(TaskContext {
                 core: core.clone(),
                 task: task.to_owned(),
+                thread,
                 telemetry: telemetry.clone(),
             })
             .context("creating the group consumer")?,
@@ -339,12 +383,12 @@ fn run_once(
     let mut last_commit = Duration::ZERO;
     let max_records = settings.max_records_per_transaction;
     loop {
-        telemetry.task_alive(task);
+        telemetry.task_alive(me);
         if shutdown.load(Ordering::SeqCst) {
             if let Some(metadata) = consumer.group_metadata() {
                 lock(&core).commit(&metadata).context("final commit")?;
             }
-            tracing::info!(task, "shut down cleanly");
+            tracing::info!(task, thread, "shut down cleanly");
             return Ok(());
         }
         if let Some(reader) = &mut global_reader {
@@ -376,7 +420,7 @@ fn run_once(
                 if matches!(&e, KafkaError::MessageConsumptionFatal(_)) {
                     return Err(e).context("consumer failed");
                 }
-                tracing::warn!(task, error = %e, "consumer error");
+                tracing::warn!(task, thread, error = %e, "consumer error");
             }
         }
         core.punctuate()?;
@@ -396,6 +440,13 @@ fn run_once(
 }
 
 impl Core {
+    fn me(&self) -> StreamThread<'_> {
+        StreamThread {
+            task: &self.task,
+            index: self.thread,
+        }
+    }
+
     fn begin(&mut self) -> anyhow::Result<()> {
         if self.transaction.is_none() {
             self.producer
@@ -499,7 +550,7 @@ impl Core {
             stores.apply_committed()?;
         }
         self.telemetry
-            .transaction_committed(&self.task, transaction.records, started.elapsed());
+            .transaction_committed(self.me(), transaction.records, started.elapsed());
         Ok(())
     }
 
@@ -533,9 +584,9 @@ impl Core {
     fn abort(&mut self, why: &str) {
         if self.transaction.take().is_some() {
             if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
-                tracing::warn!(task = self.task, error = %e, "abort_transaction failed; the broker will time the transaction out");
+                tracing::warn!(task = self.task, thread = self.thread, error = %e, "abort_transaction failed; the broker will time the transaction out");
             }
-            self.telemetry.transaction_aborted(&self.task, why);
+            self.telemetry.transaction_aborted(self.me(), why);
         }
         for stores in self.partitions.values_mut() {
             stores.discard();
@@ -569,6 +620,7 @@ impl Core {
         for partition in partitions {
             let started = Instant::now();
             let path = self.state_dir.join(partition.to_string());
+            let claim = Claim::acquire(&path, shutdown)?;
             let mut stores = PartitionStores::open(&path, self.runner.store_infos().to_vec())?;
             let mut replayed = 0;
             for index in 0..stores.infos().len() {
@@ -577,15 +629,21 @@ impl Core {
                     &mut stores,
                     index,
                     partition,
-                    &self.task,
+                    self.me(),
                     &self.telemetry,
                     shutdown,
                 )?;
             }
-            tracing::info!(task = self.task, partition, replayed, took = ?started.elapsed(), "partition restored");
-            self.partitions.insert(partition, stores);
+            tracing::info!(task = self.task, thread = self.thread, partition, replayed, took = ?started.elapsed(), "partition restored");
+            self.partitions.insert(
+                partition,
+                OwnedPartition {
+                    stores,
+                    _claim: claim,
+                },
+            );
         }
-        self.telemetry.task_state(&self.task, TaskState::Running);
+        self.telemetry.task_state(self.me(), TaskState::Running);
         Ok(())
     }
 }
@@ -598,7 +656,7 @@ fn restore_store(
     stores: &mut PartitionStores,
     index: usize,
     partition: i32,
-    task: &str,
+    thread: StreamThread<'_>,
     telemetry: &Telemetry,
     shutdown: &AtomicBool,
 ) -> anyhow::Result<usize> {
@@ -631,7 +689,7 @@ fn restore_store(
             replayed += batch.len();
             stores.restore(index, &batch, position.max(start))?;
             telemetry.restore_progressed(
-                task,
+                thread,
                 &changelog,
                 partition,
                 batch.len(),
@@ -651,6 +709,79 @@ fn restore_store(
     }
     restorer.unassign()?;
     Ok(replayed)
+}
+
+/// A partition's stores, owned by one stream thread, with its claim on their directory.
+/// Fields drop in order: RocksDB closes before the claim is released.
+struct OwnedPartition {
+    stores: PartitionStores,
+    _claim: Claim,
+}
+
+impl std::ops::Deref for OwnedPartition {
+    type Target = PartitionStores;
+
+    fn deref(&self) -> &PartitionStores {
+        &self.stores
+    }
+}
+
+impl std::ops::DerefMut for OwnedPartition {
+    fn deref_mut(&mut self) -> &mut PartitionStores {
+        &mut self.stores
+    }
+}
+
+/// Partition directories whose RocksDB a thread of this process has open.
+static CLAIMED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+static RELEASED: Condvar = Condvar::new();
+/// How long a thread waits for another thread of this process to close a partition's stores.
+const CLAIM_WAIT: Duration = Duration::from_secs(30);
+
+/// This thread's exclusive use of a partition's state directory within the process.
+///
+/// The threads of a task share `--state-dir/<application>/<task>/<partition>`, so a partition
+/// that moves between threads of one process at a rebalance keeps its local state (no
+/// restore from the start). RocksDB allows one open handle per directory: the eager protocol
+/// has the old owner revoke, and close, before the new assignment exists, but an old owner
+/// that fell out of the group (blocked in a restore or a call past the rebalance timeout)
+/// still has it open when the new owner starts. The new owner waits here, briefly; past
+/// `CLAIM_WAIT` it fails and restarts, letting go of what it holds, so two threads waiting on
+/// each other cannot wait forever.
+struct Claim(PathBuf);
+
+impl Claim {
+    fn acquire(path: &Path, shutdown: &AtomicBool) -> anyhow::Result<Claim> {
+        let deadline = Instant::now() + CLAIM_WAIT;
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+        while claimed.contains(path) {
+            if shutdown.load(Ordering::SeqCst) {
+                bail!("stopped while waiting for {} to be closed", path.display());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} is still open in another stream thread after {CLAIM_WAIT:?}",
+                    path.display()
+                );
+            }
+            claimed = RELEASED
+                .wait_timeout(claimed, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        claimed.insert(path.to_owned());
+        Ok(Claim(path.to_owned()))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        CLAIMED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+        RELEASED.notify_all();
+    }
 }
 
 fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<i64> {

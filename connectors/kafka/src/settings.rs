@@ -54,6 +54,20 @@ impl KafkaSettings {
         }
     }
 
+    /// The settings of stream thread `index` of this process: its identity (static
+    /// membership, transactional ids) is the instance itself for thread 0, so a one-thread
+    /// deployment keeps its ids, and `<instance>-<index>` for the others — Kafka Streams'
+    /// scheme, stable across restarts with the same `--instance`. Instance names must not be
+    /// another instance's name plus `-<n>` (`a` and `a-1` would share ids once `a` runs two
+    /// threads).
+    pub fn for_thread(&self, index: usize) -> KafkaSettings {
+        let mut settings = self.clone();
+        if index > 0 {
+            settings.instance = format!("{}-{index}", self.instance);
+        }
+        settings
+    }
+
     /// A client config with the bootstrap servers and overrides.
     pub fn client(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -128,6 +142,21 @@ impl KafkaSettings {
 
 #[cfg(test)]
 mod tests {
+    use super::KafkaSettings;
+
+    /// Thread 0 keeps the instance's ids; the others are distinct and stable.
+    #[test]
+    fn stream_threads_have_their_own_stable_identities() {
+        let s = KafkaSettings::new("b:9092", "pod-a", "state".into());
+        let ids: Vec<String> = (0..3).map(|i| s.for_thread(i).instance).collect();
+        assert_eq!(ids, ["pod-a", "pod-a-1", "pod-a-2"]);
+        assert_eq!(
+            s.for_thread(0).state_dir,
+            s.state_dir,
+            "partition stores are shared"
+        );
+    }
+
     /// The executor's producers (`murmur2_random`, librdkafka's murmur2) put a keyed record
     /// on the partition the runtime's partitioner names, which is where stages route records
     /// and expect a key's state.

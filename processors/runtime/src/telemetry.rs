@@ -1,9 +1,11 @@
 //! Everything observable about a running pipeline, in one place: metric names, the events
-//! that move them (each logs and counts), and task health for `/readyz`.
+//! that move them (each logs and counts), and the health of every stream thread of every task
+//! for `/readyz` and `/healthz`.
 //!
 //! Stages never count their own inputs and outputs; the runtime does it around them.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,23 @@ pub enum TaskState {
     Stopped,
 }
 
+/// One of a task's stream threads in this process (`pavilion run --threads`), named
+/// `<task>#<index>` in logs, `/readyz` and `/healthz`. Each has its own consumer, producer and
+/// health; metrics keep the `task` label, and only the per-thread ones add `thread`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamThread<'a> {
+    /// The task.
+    pub task: &'a str,
+    /// 0 to `--threads` − 1.
+    pub index: usize,
+}
+
+impl fmt::Display for StreamThread<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.task, self.index)
+    }
+}
+
 /// Prometheus metrics of one process.
 pub struct Telemetry {
     registry: PromRegistry,
@@ -38,15 +57,18 @@ pub struct Telemetry {
     restored_records: IntCounterVec,
     restarts: IntCounterVec,
     stage_events: IntCounterVec,
-    states: Mutex<BTreeMap<String, TaskHealth>>,
+    committed_records: IntCounterVec,
+    assigned_partitions: IntGaugeVec,
+    /// By task, then stream thread.
+    states: Mutex<BTreeMap<String, BTreeMap<usize, TaskHealth>>>,
 }
 
-/// A task's state, and when it last did useful work.
+/// A stream thread's state, and when it last did useful work.
 #[derive(Debug, Clone, Copy)]
 struct TaskHealth {
     state: TaskState,
-    /// Last time the task ran its loop while running, or applied records while restoring.
-    /// Moving between `Starting` and `Restoring` (a task that keeps failing and restarting)
+    /// Last time the thread ran its loop while running, or applied records while restoring.
+    /// Moving between `Starting` and `Restoring` (a thread that keeps failing and restarting)
     /// is not progress.
     progressed: Instant,
 }
@@ -149,6 +171,18 @@ impl Telemetry {
                 "Things a stage counts itself, e.g. rejections per tenant and reason.",
                 &["stage", "event", "label"],
             ),
+            committed_records: counter(
+                &r,
+                "pavilion_committed_records_total",
+                "Input records whose transaction committed, by task and stream thread.",
+                &["task", "thread"],
+            ),
+            assigned_partitions: gauge(
+                &r,
+                "pavilion_assigned_partitions",
+                "Partitions of its inputs a stream thread owns (0 for an idle thread).",
+                &["task", "thread"],
+            ),
             states: Mutex::new(BTreeMap::new()),
             registry: r,
         })
@@ -200,28 +234,52 @@ impl Telemetry {
     }
 
     /// A transaction committed.
-    pub fn transaction_committed(&self, task: &str, records: usize, took: Duration) {
-        tracing::trace!(task, records, ?took, "transaction committed");
+    pub fn transaction_committed(&self, thread: StreamThread<'_>, records: usize, took: Duration) {
+        let task = thread.task;
+        tracing::trace!(
+            task,
+            thread = thread.index,
+            records,
+            ?took,
+            "transaction committed"
+        );
         self.transactions
             .with_label_values(&[task, "committed"])
             .inc();
         self.transaction_seconds
             .with_label_values(&[task])
             .observe(took.as_secs_f64());
+        self.committed_records
+            .with_label_values(&[task, &thread.index.to_string()])
+            .inc_by(records as u64);
     }
 
     /// A transaction aborted.
-    pub fn transaction_aborted(&self, task: &str, why: &str) {
-        tracing::warn!(task, why, "transaction aborted");
+    pub fn transaction_aborted(&self, thread: StreamThread<'_>, why: &str) {
+        let task = thread.task;
+        tracing::warn!(task, thread = thread.index, why, "transaction aborted");
         self.transactions
             .with_label_values(&[task, "aborted"])
             .inc();
     }
 
-    /// A task is restarting after an error.
-    pub fn task_restarted(&self, task: &str, error: &str) {
-        tracing::error!(task, error, "task failed; restarting");
+    /// A stream thread is restarting after an error.
+    pub fn task_restarted(&self, thread: StreamThread<'_>, error: &str) {
+        let task = thread.task;
+        tracing::error!(
+            task,
+            thread = thread.index,
+            error,
+            "task failed; restarting"
+        );
         self.restarts.with_label_values(&[task]).inc();
+    }
+
+    /// A stream thread's consumer now owns `partitions` partitions of each input.
+    pub fn partitions_assigned(&self, thread: StreamThread<'_>, partitions: usize) {
+        self.assigned_partitions
+            .with_label_values(&[thread.task, &thread.index.to_string()])
+            .set(partitions as i64);
     }
 
     /// Lag of an input partition, from the consumer's statistics.
@@ -234,14 +292,15 @@ impl Telemetry {
     /// Restore moved on.
     pub fn restore_progressed(
         &self,
-        task: &str,
+        thread: StreamThread<'_>,
         changelog: &str,
         partition: i32,
         applied: usize,
         remaining: i64,
     ) {
+        let task = thread.task;
         if applied > 0 {
-            self.task_alive(task);
+            self.task_alive(thread);
         }
         self.restored_records
             .with_label_values(&[task, changelog])
@@ -258,50 +317,77 @@ impl Telemetry {
             .inc();
     }
 
-    /// A task changed state.
-    pub fn task_state(&self, task: &str, state: TaskState) {
-        tracing::info!(task, ?state, "task state");
+    /// A stream thread changed state (the first call registers it).
+    pub fn task_state(&self, thread: StreamThread<'_>, state: TaskState) {
+        tracing::info!(
+            task = thread.task,
+            thread = thread.index,
+            ?state,
+            "task state"
+        );
         let now = Instant::now();
         let mut states = self.states.lock().expect("states lock");
-        let health = states.entry(task.to_owned()).or_insert(TaskHealth {
-            state,
-            progressed: now,
-        });
+        let health = states
+            .entry(thread.task.to_owned())
+            .or_default()
+            .entry(thread.index)
+            .or_insert(TaskHealth {
+                state,
+                progressed: now,
+            });
         health.state = state;
         if state == TaskState::Running {
             health.progressed = now;
         }
     }
 
-    /// A task did useful work: a turn of its processing loop, or records restored.
-    pub fn task_alive(&self, task: &str) {
-        if let Some(health) = self.states.lock().expect("states lock").get_mut(task) {
+    /// A stream thread did useful work: a turn of its processing loop, or records restored.
+    pub fn task_alive(&self, thread: StreamThread<'_>) {
+        let mut states = self.states.lock().expect("states lock");
+        if let Some(health) = states
+            .get_mut(thread.task)
+            .and_then(|t| t.get_mut(&thread.index))
+        {
             health.progressed = Instant::now();
         }
     }
 
-    /// Ready when every task is running.
+    /// Ready when every stream thread of every task is running (an idle thread, without
+    /// partitions, runs too).
     pub fn ready(&self) -> bool {
         let states = self.states.lock().expect("states lock");
-        !states.is_empty() && states.values().all(|h| h.state == TaskState::Running)
+        !states.is_empty()
+            && states
+                .values()
+                .flat_map(BTreeMap::values)
+                .all(|h| h.state == TaskState::Running)
     }
 
-    /// Task states, for `/readyz`.
+    /// The state of every stream thread, by `<task>#<thread>`, for `/readyz`.
     pub fn states(&self) -> BTreeMap<String, TaskState> {
         let states = self.states.lock().expect("states lock");
-        states.iter().map(|(t, h)| (t.clone(), h.state)).collect()
+        states
+            .iter()
+            .flat_map(|(task, threads)| {
+                threads
+                    .iter()
+                    .map(move |(index, h)| (format!("{task}#{index}"), h.state))
+            })
+            .collect()
     }
 
-    /// Tasks that have made no progress for longer than `bound` (stopped ones excepted), as
-    /// lines for `/healthz`: a task stuck restoring, or a processing loop blocked in a call.
+    /// Stream threads that have made no progress for longer than `bound` (stopped ones
+    /// excepted), as lines for `/healthz` naming `<task>#<thread>`: a thread stuck restoring,
+    /// or a processing loop blocked in a call.
     pub fn stuck(&self, bound: Duration) -> Vec<String> {
         let states = self.states.lock().expect("states lock");
         states
             .iter()
-            .filter(|(_, h)| h.state != TaskState::Stopped && h.progressed.elapsed() > bound)
-            .map(|(task, h)| {
+            .flat_map(|(task, threads)| threads.iter().map(move |(index, h)| (task, index, h)))
+            .filter(|(_, _, h)| h.state != TaskState::Stopped && h.progressed.elapsed() > bound)
+            .map(|(task, index, h)| {
                 format!(
-                    "task {task}: {:?}, no progress for {} s",
+                    "task {task}#{index}: {:?}, no progress for {} s",
                     h.state,
                     h.progressed.elapsed().as_secs()
                 )
@@ -371,26 +457,51 @@ pub fn assert_promtool_accepts(what: &str, exposition: &str) {
 mod tests {
     use super::*;
 
+    fn thread(task: &str, index: usize) -> StreamThread<'_> {
+        StreamThread { task, index }
+    }
+
     #[test]
-    fn a_task_without_progress_past_the_bound_is_reported_stuck() {
+    fn a_thread_without_progress_past_the_bound_is_reported_stuck() {
         let t = Telemetry::new();
-        t.task_state("path", TaskState::Starting);
-        t.task_state("path", TaskState::Restoring);
-        t.task_state("audit", TaskState::Running);
+        let (path, audit, audit_1) = (thread("path", 0), thread("audit", 0), thread("audit", 1));
+        t.task_state(path, TaskState::Starting);
+        t.task_state(path, TaskState::Restoring);
+        t.task_state(audit, TaskState::Running);
+        t.task_state(audit_1, TaskState::Running);
         std::thread::sleep(Duration::from_millis(30));
-        t.task_alive("audit");
+        t.task_alive(audit);
         let stuck = t.stuck(Duration::from_millis(20));
-        assert_eq!(stuck.len(), 1, "{stuck:?}");
-        assert!(stuck[0].starts_with("task path: Restoring"), "{stuck:?}");
+        assert_eq!(stuck.len(), 2, "{stuck:?}");
+        assert!(stuck[0].starts_with("task audit#1: Running"), "{stuck:?}");
+        assert!(stuck[1].starts_with("task path#0: Restoring"), "{stuck:?}");
+        t.task_alive(audit_1);
         // Failing and restarting is not progress; restoring records is.
-        t.task_state("path", TaskState::Starting);
+        t.task_state(path, TaskState::Starting);
         assert_eq!(t.stuck(Duration::from_millis(20)).len(), 1);
-        t.restore_progressed("path", "changelog", 0, 10, 5);
+        t.restore_progressed(path, "changelog", 0, 10, 5);
         assert!(t.stuck(Duration::from_millis(20)).is_empty());
-        t.task_state("path", TaskState::Stopped);
+        t.task_state(path, TaskState::Stopped);
         std::thread::sleep(Duration::from_millis(30));
-        t.task_alive("audit");
+        t.task_alive(audit);
+        t.task_alive(audit_1);
         assert!(t.stuck(Duration::from_millis(20)).is_empty());
+    }
+
+    /// `/readyz` waits for every thread of every task; a thread without partitions runs.
+    #[test]
+    fn ready_when_every_thread_of_every_task_runs() {
+        let t = Telemetry::new();
+        assert!(!t.ready(), "nothing registered yet");
+        t.task_state(thread("totals", 0), TaskState::Running);
+        t.task_state(thread("totals", 1), TaskState::Restoring);
+        assert!(!t.ready());
+        t.task_state(thread("totals", 1), TaskState::Running);
+        assert!(t.ready());
+        assert_eq!(
+            format!("{:?}", t.states()),
+            r#"{"totals#0": Running, "totals#1": Running}"#
+        );
     }
 
     /// Every family, with samples, as `/metrics` shows it; promtool accepts the result.
@@ -400,11 +511,16 @@ mod tests {
         t.record_processed("tenancy", Duration::from_micros(40));
         t.record_emitted("tenancy", "pavilion.requests.accepted");
         t.record_dead_lettered("tenancy", "decode", "bad avro", "pavilion.requests", 0, 7);
-        t.transaction_committed("tenancy", 12, Duration::from_millis(9));
-        t.transaction_aborted("tenancy", "fenced");
-        t.task_restarted("tenancy", "broker gone");
+        let tenancy = StreamThread {
+            task: "tenancy",
+            index: 1,
+        };
+        t.transaction_committed(tenancy, 12, Duration::from_millis(9));
+        t.transaction_aborted(tenancy, "fenced");
+        t.task_restarted(tenancy, "broker gone");
+        t.partitions_assigned(tenancy, 3);
         t.lag_observed("tenancy", "pavilion.requests", 3, 42);
-        t.restore_progressed("tenancy", "pavilion.tenancy.seen.changelog", 3, 100, 900);
+        t.restore_progressed(tenancy, "pavilion.tenancy.seen.changelog", 3, 100, 900);
         t.stage_event("signing", "decisions", "jwt");
         let text = t.render();
         for line in [
@@ -419,6 +535,8 @@ mod tests {
             "pavilion_restore_remaining_records{changelog=\"pavilion.tenancy.seen.changelog\",partition=\"3\",task=\"tenancy\"} 900",
             "pavilion_restored_records_total{changelog=\"pavilion.tenancy.seen.changelog\",task=\"tenancy\"} 100",
             "pavilion_task_restarts_total{task=\"tenancy\"} 1",
+            "pavilion_committed_records_total{task=\"tenancy\",thread=\"1\"} 12",
+            "pavilion_assigned_partitions{task=\"tenancy\",thread=\"1\"} 3",
             "pavilion_stage_events_total{event=\"decisions\",label=\"jwt\",stage=\"signing\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
