@@ -1,32 +1,23 @@
 //! `pavilion`: the one binary. Parsing and validation live here; the work lives in the
-//! crates under `processors/`, `connectors/` and `schemas/`.
+//! crates under `processors/`, `connectors/` and `schemas/`. This file is the command line
+//! and its dispatch: the commands are in `commands/`, `bench/` and `demo/`, what they share
+//! in `cli`.
 
-mod anchor_cmd;
-mod audit_cmd;
 mod bench;
-mod bench_audit;
-mod bench_e2e;
-mod bench_psi;
-mod bench_signing;
+mod cli;
+mod commands;
 mod demo;
-mod keys_cmd;
 mod kinds;
-mod policy_cmd;
-mod provider_cmd;
-mod psi_cmd;
-mod replay_cmd;
-mod request_cmd;
-mod run;
-mod sample;
-mod schemas_cmd;
-mod tenant_cmd;
-mod topology_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use crate::cli::{ClusterArgs, TopologyFile};
+use crate::commands::audit::{self, anchor};
+use crate::commands::control::{policy, provider, tenant};
+use crate::commands::{keys, psi, request, run, schemas, topology};
 
 /// Pavilion trust broker: an exactly-once stream-processing pipeline on Apache Kafka.
 ///
@@ -53,34 +44,34 @@ enum Command {
     /// Manage tenants: registry entries, lifecycle, request-signing keys.
     Tenant {
         #[command(subcommand)]
-        command: tenant_cmd::TenantCommand,
+        command: tenant::TenantCommand,
     },
     /// Policies: check, test, push, activate, rollback, retire, history, diff.
     Policy {
         #[command(subcommand)]
-        command: policy_cmd::PolicyCommand,
+        command: policy::PolicyCommand,
     },
     /// Data providers: onboard, load a set (CSV or PostgreSQL), serve OPRF evaluations.
     Provider {
         #[command(subcommand)]
-        command: provider_cmd::ProviderCommand,
+        command: provider::ProviderCommand,
     },
     /// Batch private set intersection against a provider's set.
     Psi {
         #[command(subcommand)]
-        command: psi_cmd::PsiCommand,
+        command: psi::PsiCommand,
     },
     /// Send a verification request as a relying party: OPRF tokens from the providers,
     /// signed with the tenant's key; --wait prints the answer.
-    Request(request_cmd::RequestArgs),
+    Request(request::RequestArgs),
     /// The broker's decision-signing keys: generate, rotate, retire, list, JWKS.
     Keys {
         #[command(subcommand)]
-        command: keys_cmd::KeysCommand,
+        command: keys::KeysCommand,
     },
     /// Verify a decision token against a JWKS (EdDSA only; `none`, HS256 and unknown kids
     /// are refused). Exit 1 when invalid.
-    Verify(keys_cmd::VerifyArgs),
+    Verify(keys::VerifyArgs),
     /// Run the pipeline's tasks (all, or those named) until SIGTERM/SIGINT.
     Run(run::RunArgs),
     /// The whole path on the local infrastructure: tenants, providers with synthetic
@@ -95,17 +86,17 @@ enum Command {
     /// The audit log: verify it, prove inclusion and consistency, serve proofs.
     Audit {
         #[command(subcommand)]
-        command: audit_cmd::AuditCommand,
+        command: audit::AuditCommand,
     },
     /// Anchor the audit log's checkpoints on an Ethereum-compatible chain.
     Anchor {
         #[command(subcommand)]
-        command: anchor_cmd::AnchorCommand,
+        command: anchor::AnchorCommand,
     },
     /// Data subjects: erase one from the audit log (crypto-shredding).
     Subject {
         #[command(subcommand)]
-        command: audit_cmd::SubjectCommand,
+        command: audit::SubjectCommand,
     },
     /// The Avro wire contract in schemas/.
     Schemas {
@@ -133,24 +124,24 @@ enum TopicsCommand {
 enum BenchCommand {
     /// Records/s through the two-stage exactly-once topology vs a plain produce→consume
     /// pass-through on the same broker, in one run.
-    Passthrough(bench::PassthroughArgs),
+    Passthrough(bench::passthrough::PassthroughArgs),
     /// Policy evaluations/s for one tenant's policy vs the bare Cedar authorizer, and vs one
     /// unindexed set of every tenant's rules.
-    Policy(bench::PolicyArgs),
+    Policy(bench::policy::PolicyArgs),
     /// Requests/s through tenancy + policy on the broker, split vs fused, same requests.
-    RequestPath(bench::RequestPathArgs),
+    RequestPath(bench::request_path::RequestPathArgs),
     /// Private matching: OPRF service vs raw voprf, batch PSI vs OpenMined PSI, provider set
     /// load rate (a million records by default).
-    Psi(bench_psi::PsiBenchArgs),
+    Psi(bench::psi::PsiBenchArgs),
     /// Signatures/s with software keys vs an HSM (SoftHSM2), and the signing stage's
     /// decisions/s per response format.
-    Signing(bench_signing::SigningBenchArgs),
+    Signing(bench::signing::SigningBenchArgs),
     /// Merkle log appends/s vs the bare hash, the audit stage's entries/s, proof times,
     /// signed checkpoints/s and gas per anchor on a local anvil.
-    Audit(bench_audit::AuditBenchArgs),
+    Audit(bench::audit::AuditBenchArgs),
     /// The whole path on the broker: raw pass-through vs split vs fused; sustainable
     /// requests/s, latency at half load, peak RSS, records written per request.
-    E2e(bench_e2e::E2eBenchArgs),
+    E2e(bench::e2e::E2eBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -165,51 +156,6 @@ enum SchemasCommand {
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
     },
-}
-
-/// Where topology.yaml is.
-#[derive(Args, Clone)]
-pub struct TopologyFile {
-    /// Path of the topology file.
-    #[arg(
-        long,
-        short = 't',
-        env = "PAVILION_TOPOLOGY",
-        default_value = DEFAULT_TOPOLOGY
-    )]
-    pub topology: PathBuf,
-}
-
-/// `--topology` when neither the flag nor $PAVILION_TOPOLOGY is given.
-pub const DEFAULT_TOPOLOGY: &str = "topology.yaml";
-
-/// How to reach Kafka, and which topology.
-#[derive(Args, Clone)]
-pub struct ClusterArgs {
-    #[command(flatten)]
-    pub file: TopologyFile,
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        short = 'b',
-        env = "PAVILION_BOOTSTRAP",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub bootstrap: String,
-    /// Extra librdkafka client setting, repeatable (e.g. `-X security.protocol=SASL_SSL`).
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub client_config: Vec<(String, String)>,
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
-}
-
-/// Parses `100ms`, `2s`, `1m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 100ms, 2s, 1m)"))
 }
 
 fn main() -> ExitCode {
@@ -229,37 +175,37 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Topology { command } => match command {
-            TopologyCommand::Check(f) => topology_cmd::check(&f),
-            TopologyCommand::Show(f) => topology_cmd::show(&f),
+            TopologyCommand::Check(f) => topology::check(&f),
+            TopologyCommand::Show(f) => topology::show(&f),
         },
         Command::Topics { command } => match command {
-            TopicsCommand::Create(args) => topology_cmd::create_topics(&args),
+            TopicsCommand::Create(args) => topology::create_topics(&args),
         },
-        Command::Tenant { command } => tenant_cmd::run(command),
-        Command::Policy { command } => policy_cmd::run(command),
-        Command::Provider { command } => provider_cmd::run(command),
-        Command::Request(args) => request_cmd::run(args),
-        Command::Psi { command } => psi_cmd::run(command),
-        Command::Keys { command } => keys_cmd::run(command),
-        Command::Verify(args) => keys_cmd::verify(args),
+        Command::Tenant { command } => tenant::run(command),
+        Command::Policy { command } => policy::run(command),
+        Command::Provider { command } => provider::run(command),
+        Command::Request(args) => request::run(args),
+        Command::Psi { command } => psi::run(command),
+        Command::Keys { command } => keys::run(command),
+        Command::Verify(args) => keys::verify(args),
         Command::Run(args) => run::run(args),
-        Command::Audit { command } => audit_cmd::run(command),
-        Command::Anchor { command } => anchor_cmd::run(command),
-        Command::Subject { command } => audit_cmd::subject(command),
+        Command::Audit { command } => audit::run(command),
+        Command::Anchor { command } => anchor::run(command),
+        Command::Subject { command } => audit::subject(command),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { command } => match command {
-            BenchCommand::Passthrough(args) => bench::passthrough(args),
-            BenchCommand::Policy(args) => bench::policy(args),
-            BenchCommand::RequestPath(args) => bench::request_path(args),
-            BenchCommand::Psi(args) => bench_psi::psi(args),
-            BenchCommand::Signing(args) => bench_signing::signing(args),
-            BenchCommand::Audit(args) => bench_audit::audit(args),
-            BenchCommand::E2e(args) => bench_e2e::e2e(args),
+            BenchCommand::Passthrough(args) => bench::passthrough::passthrough(args),
+            BenchCommand::Policy(args) => bench::policy::policy(args),
+            BenchCommand::RequestPath(args) => bench::request_path::request_path(args),
+            BenchCommand::Psi(args) => bench::psi::psi(args),
+            BenchCommand::Signing(args) => bench::signing::signing(args),
+            BenchCommand::Audit(args) => bench::audit::audit(args),
+            BenchCommand::E2e(args) => bench::e2e::e2e(args),
         },
         Command::Schemas { command } => match command {
-            SchemasCommand::List => schemas_cmd::list(),
-            SchemasCommand::Check => schemas_cmd::check(),
-            SchemasCommand::Release { dir } => schemas_cmd::release(&dir),
+            SchemasCommand::List => schemas::list(),
+            SchemasCommand::Check => schemas::check(),
+            SchemasCommand::Release { dir } => schemas::release(&dir),
         },
     };
     match result {

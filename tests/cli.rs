@@ -104,7 +104,7 @@ fn run_explains_an_unknown_task() {
     let (code, _, stderr) = pavilion(&["run", "--task", "nope", "--metrics-addr", "off"]);
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("no task `nope` (tasks: audit, counter, tenancy, totals;"),
+        stderr.contains("no task `nope` (tasks: audit, policy, tenancy;"),
         "{stderr}"
     );
 }

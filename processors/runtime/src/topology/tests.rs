@@ -146,22 +146,16 @@ fn the_repository_topology_parses() {
         expect![[r#"
             application pavilion, dlq pavilion.dlq
             task audit (group pavilion.audit, 6 partitions): stages ["audit"], inputs ["pavilion.requests", "pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.policy.outcomes", "pavilion.matches", "pavilion.decisions.issued", "pavilion.psi.results", "pavilion.tenants", "pavilion.policies", "pavilion.providers", "pavilion.audit.erasures"]
-            task counter (group pavilion.counter, 6 partitions): stages ["counter"], inputs ["demo.events"]
             task policy (group pavilion.policy, 6 partitions): stages ["policy", "psi", "signing"], inputs ["pavilion.requests.accepted", "pavilion.psi.jobs", "pavilion.requests.rejected"]
               global policy.documents <- pavilion.policies
               global psi.providers <- pavilion.providers
               global psi.sets <- pavilion.provider-sets.{provider}
             task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy"], inputs ["pavilion.requests", "pavilion.requests.routed", "pavilion.tenants", "pavilion.policies"]
-            task totals (group pavilion.totals, 6 partitions): stages ["totals"], inputs ["demo.counts"]
-            topic demo.counts: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyCount
-            topic demo.events: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.DemoEvent
-            topic demo.totals: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.KeyTotal
             topic pavilion.audit.anchors: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AnchorReceipt
             topic pavilion.audit.checkpoints: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.Checkpoint
             topic pavilion.audit.erasures: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.SubjectErasure
             topic pavilion.audit.log: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AuditEntry
             topic pavilion.audit.log.changelog: partitions=6 replication=1 cleanup=compact (derived)
-            topic pavilion.counter.counts.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.decisions.issued: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.DecisionIssued
             topic pavilion.dlq: partitions=6 replication=1 cleanup=delete retention_ms=1209600000 schema=pavilion.DeadLetter
             topic pavilion.matches: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.MatchResult
@@ -181,7 +175,6 @@ fn the_repository_topology_parses() {
             topic pavilion.tenancy.seen.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.tenancy.tenants.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.tenants: partitions=6 replication=1 cleanup=compact schema=pavilion.Tenant
-            topic pavilion.totals.totals.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.decisions.{tenant}: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.Decision
             topic pavilion.provider-sets.{provider}: partitions=3 replication=1 cleanup=compact schema=pavilion.ProviderSetEntry
         "#]],

@@ -19,7 +19,7 @@ use pavilion_schemas::{
     VerificationRequest,
 };
 
-use crate::{parse_duration, topology_cmd, ClusterArgs};
+use crate::cli::{self, parse_duration, ClusterArgs};
 
 #[derive(Subcommand)]
 pub enum PsiCommand {
@@ -110,9 +110,9 @@ fn batch(a: BatchArgs) -> Result<ExitCode> {
         bail!("{} holds no identifiers", a.file.display());
     }
 
-    let topology = topology_cmd::load(&a.cluster.file)?;
-    let registry_topic = topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name;
-    let endpoint = topology_cmd::read_all::<Provider>(&a.cluster, &registry_topic)?
+    let topology = cli::load(&a.cluster.file)?;
+    let registry_topic = cli::topic_for(&topology, Provider::FULL_NAME)?.name;
+    let endpoint = cli::read_all::<Provider>(&a.cluster, &registry_topic)?
         .into_iter()
         .map(|(_, p)| p)
         .rfind(|p| p.provider_id == a.provider)
@@ -145,14 +145,14 @@ fn batch(a: BatchArgs) -> Result<ExitCode> {
         &a.jurisdiction,
     );
     let job_id = request.claims[0].params["job"].clone();
-    let settings = topology_cmd::settings(&a.cluster, "cli");
-    let results_topic = topology_cmd::topic_for(&topology, PsiJobResult::FULL_NAME)?.name;
+    let settings = cli::settings(&a.cluster, "cli");
+    let results_topic = cli::topic_for(&topology, PsiJobResult::FULL_NAME)?.name;
     let reader = a
         .wait
         .then(|| TopicReader::at_end(&settings, &[&results_topic]))
         .transpose()?;
-    let jobs_topic = topology_cmd::topic_for(&topology, PsiJobChunk::FULL_NAME)?.name;
-    let ingest = topology_cmd::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
+    let jobs_topic = cli::topic_for(&topology, PsiJobChunk::FULL_NAME)?.name;
+    let ingest = cli::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
     let producer = PlainProducer::new(&settings)?;
     let registry = Registry::builtin();
     let key = credentials.tenant_id.as_bytes();

@@ -20,8 +20,8 @@ use pavilion_schemas::{
 use pavilion_signing::{SharedSigner, SIGNER};
 use serde_json::json;
 
-use crate::bench;
-use crate::keys_cmd::{SharedKeys, SigningKeys};
+use super::write_result;
+use crate::commands::keys::{SharedKeys, SigningKeys};
 
 /// Options of the signing benchmark.
 #[derive(Args)]
@@ -189,7 +189,7 @@ pub fn signing(args: SigningBenchArgs) -> Result<ExitCode> {
         println!("  {name:<8} {per_s:>9.0} decisions/s");
         stage_rates.insert(name, json!(per_s));
     }
-    bench::write_result(
+    write_result(
         &args.out,
         &json!({
             "benchmark": "signing",

@@ -30,8 +30,8 @@ use pavilion_schemas::{
 use pavilion_signing::{jose, DecisionSigner, SharedSigner, SIGNER};
 use sha2::{Digest, Sha256};
 
-use crate::audit_cmd::LogArgs;
-use crate::{kinds, topology_cmd};
+use super::LogArgs;
+use crate::{cli, kinds};
 
 #[derive(Args)]
 pub struct ReplayArgs {
@@ -181,7 +181,7 @@ fn sd_jwt_content(d: &Decision) -> Option<(serde_json::Value, Vec<serde_json::Va
 }
 
 pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
-    let topology = topology_cmd::load(&args.log.cluster.file)?;
+    let topology = cli::load(&args.log.cluster.file)?;
     let signing = topology
         .stages
         .values()
@@ -192,11 +192,11 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         bail!("replay verifies each decision's signature: give --jwks FILE");
     };
     let jwks = jwks_keys(jwks)?;
-    let entries: Vec<AuditEntry> = crate::audit_cmd::read::<AuditEntry>(
+    let entries: Vec<AuditEntry> = super::read::<AuditEntry>(
         &args.log,
         &match &args.log.log_topic {
             Some(t) => t.clone(),
-            None => topology_cmd::topic_for(&topology, AuditEntry::FULL_NAME)?.name,
+            None => cli::topic_for(&topology, AuditEntry::FULL_NAME)?.name,
         },
     )?
     .into_iter()
@@ -204,7 +204,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     .collect();
 
     // The logged events, by position, from every topic the log points into.
-    let settings = topology_cmd::settings(&args.log.cluster, "replay");
+    let settings = cli::settings(&args.log.cluster, "replay");
     let mut events: BTreeMap<(String, i32, i64), Vec<u8>> = BTreeMap::new();
     let topics: std::collections::BTreeSet<&str> =
         entries.iter().map(|e| e.event.topic.as_str()).collect();
@@ -285,7 +285,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         shards.insert(e.origin.clone(), Shard { policy, signing });
     }
     let (mut outcomes_same, mut decisions_same, mut sd_jwts) = (0u64, 0u64, 0u64);
-    let bar = crate::provider_cmd::bar((accepted.len() + issued.len()) as u64, "replaying");
+    let bar = cli::bar((accepted.len() + issued.len()) as u64, "replaying");
     let mut mismatch = None;
     for e in accepted {
         bar.inc(1);

@@ -26,7 +26,7 @@ use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry,
 };
 
-use crate::{parse_duration, topology_cmd, ClusterArgs};
+use crate::cli::{self, parse_duration, ClusterArgs};
 
 /// Anchoring commands.
 #[derive(Subcommand)]
@@ -116,9 +116,9 @@ pub fn run(command: AnchorCommand) -> Result<ExitCode> {
 }
 
 fn anchor_loop(runtime: &tokio::runtime::Runtime, args: &RunArgs) -> Result<ExitCode> {
-    let topology = topology_cmd::load(&args.cluster.file)?;
-    let checkpoints = topology_cmd::topic_for(&topology, Checkpoint::FULL_NAME)?.name;
-    let anchors = topology_cmd::topic_for(&topology, AnchorReceipt::FULL_NAME)?.name;
+    let topology = cli::load(&args.cluster.file)?;
+    let checkpoints = cli::topic_for(&topology, Checkpoint::FULL_NAME)?.name;
+    let anchors = cli::topic_for(&topology, AnchorReceipt::FULL_NAME)?.name;
     let mut config = ChainConfig::new(&args.chain.rpc_url, chain_key()?);
     config.contract = Some(args.contract);
     config.confirmations = args.confirmations;
@@ -140,10 +140,10 @@ fn anchor_loop(runtime: &tokio::runtime::Runtime, args: &RunArgs) -> Result<Exit
         ..RetryPolicy::default()
     };
     let registry = Registry::builtin();
-    let settings = topology_cmd::settings(&args.cluster, "anchor");
+    let settings = cli::settings(&args.cluster, "anchor");
     // What is recorded already: the largest anchored size per log.
     let mut recorded: BTreeMap<String, i64> = BTreeMap::new();
-    for (_, r) in topology_cmd::read_all::<AnchorReceipt>(&args.cluster, &anchors)? {
+    for (_, r) in cli::read_all::<AnchorReceipt>(&args.cluster, &anchors)? {
         metrics.recorded_before(&r.checkpoint.origin, r.checkpoint.tree_size, r.anchored_at);
         let size = recorded.entry(r.checkpoint.origin).or_insert(0);
         *size = (*size).max(r.checkpoint.tree_size);

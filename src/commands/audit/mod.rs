@@ -1,5 +1,9 @@
 //! `pavilion audit …` (verify the log, prove inclusion and consistency, serve proofs, print
-//! the checkpoint verifier keys) and `pavilion subject erase` (crypto-shredding).
+//! the checkpoint verifier keys) and `pavilion subject erase` (crypto-shredding); beside them
+//! `audit replay --decisions` (`replay`) and `pavilion anchor …` (`anchor`).
+
+pub mod anchor;
+pub mod replay;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -19,7 +23,7 @@ use pavilion_schemas::{AuditEntry, Checkpoint, Event, Registry, SubjectErasure};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{topology_cmd, ClusterArgs};
+use crate::cli::{self, ClusterArgs};
 
 /// Audit log commands.
 #[derive(Subcommand)]
@@ -39,7 +43,7 @@ pub enum AuditCommand {
     /// Re-derive every policy outcome and decision from the logged inputs and policy
     /// versions with the stages' own code, and compare them byte for byte (exit 1 at the
     /// first difference).
-    Replay(crate::replay_cmd::ReplayArgs),
+    Replay(replay::ReplayArgs),
 }
 
 /// Where the log is and which keys sign its checkpoints.
@@ -72,7 +76,7 @@ pub struct KeysArgs {
 #[derive(Args)]
 pub struct VkeysArgs {
     #[command(flatten)]
-    pub file: crate::TopologyFile,
+    pub file: cli::TopologyFile,
     #[command(flatten)]
     pub keys: KeysArgs,
 }
@@ -146,9 +150,9 @@ pub fn run(command: AuditCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Serve(args) => serve(args),
-        AuditCommand::Replay(args) => crate::replay_cmd::replay(args),
+        AuditCommand::Replay(args) => replay::replay(args),
         AuditCommand::Vkeys(args) => {
-            let topology = topology_cmd::load(&args.file)?;
+            let topology = cli::load(&args.file)?;
             for k in known_keys(&args.keys, &log_name(&topology))? {
                 println!("{}", vkey(&k.name, &k.public_key));
             }
@@ -214,7 +218,7 @@ pub(crate) fn read<E: Event>(
     args: &LogArgs,
     topic: &str,
 ) -> Result<Vec<(pavilion_kafka::ReadRecord, E)>> {
-    let mut records = TopicReader::new(&topology_cmd::settings(&args.cluster, "audit"), &[topic])?
+    let mut records = TopicReader::new(&cli::settings(&args.cluster, "audit"), &[topic])?
         .read_to_end(Duration::from_secs(120))
         .with_context(|| format!("reading {topic}"))?;
     records.sort_by_key(|r| (r.partition, r.offset));
@@ -237,14 +241,14 @@ pub(crate) fn read<E: Event>(
 
 impl Log {
     fn read(args: &LogArgs) -> Result<Log> {
-        let topology = topology_cmd::load(&args.cluster.file)?;
+        let topology = cli::load(&args.cluster.file)?;
         let log_topic = match &args.log_topic {
             Some(t) => t.clone(),
-            None => topology_cmd::topic_for(&topology, AuditEntry::FULL_NAME)?.name,
+            None => cli::topic_for(&topology, AuditEntry::FULL_NAME)?.name,
         };
         let checkpoint_topic = match &args.checkpoint_topic {
             Some(t) => t.clone(),
-            None => topology_cmd::topic_for(&topology, Checkpoint::FULL_NAME)?.name,
+            None => cli::topic_for(&topology, Checkpoint::FULL_NAME)?.name,
         };
         let known = known_keys(&args.keys, &log_name(&topology))?;
         Ok(Log {
@@ -416,11 +420,8 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     if !args.no_events {
         let topics: BTreeSet<&str> = log.entries.iter().map(|e| e.event.topic.as_str()).collect();
         for topic in topics {
-            let records = TopicReader::new(
-                &topology_cmd::settings(&args.log.cluster, "audit"),
-                &[topic],
-            )
-            .and_then(|r| r.read_to_end(Duration::from_secs(120)));
+            let records = TopicReader::new(&cli::settings(&args.log.cluster, "audit"), &[topic])
+                .and_then(|r| r.read_to_end(Duration::from_secs(120)));
             match records {
                 Ok(records) => {
                     for r in records {
@@ -436,7 +437,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
             }
         }
     }
-    let bar = crate::provider_cmd::bar(log.entries.len() as u64, "replaying");
+    let bar = cli::bar(log.entries.len() as u64, "replaying");
     let mut lookup = |e: &pavilion_schemas::EventRef| {
         digests
             .get(&(e.topic.clone(), e.partition, e.offset))
@@ -492,9 +493,8 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
 /// double anchor, and (with --rpc-url) each is an `Anchored` event on chain with the same
 /// transaction, size and root. An error names the log and the checkpoint size.
 fn check_anchors(args: &VerifyArgs, log: &Log) -> Result<(), String> {
-    let topology = topology_cmd::load(&args.log.cluster.file).map_err(|e| format!("{e:#}"))?;
-    let Ok(topic) = topology_cmd::topic_for(&topology, pavilion_schemas::AnchorReceipt::FULL_NAME)
-    else {
+    let topology = cli::load(&args.log.cluster.file).map_err(|e| format!("{e:#}"))?;
+    let Ok(topic) = cli::topic_for(&topology, pavilion_schemas::AnchorReceipt::FULL_NAME) else {
         return Ok(());
     };
     let receipts = read::<pavilion_schemas::AnchorReceipt>(&args.log, &topic.name)
@@ -736,9 +736,9 @@ pub fn subject(command: SubjectCommand) -> Result<ExitCode> {
     };
     let store = subject_keys(&args.subject_keys)?;
     let erased = store.erase(&key_id)?;
-    let topology = topology_cmd::load(&args.cluster.file)?;
-    let topic = topology_cmd::topic_for(&topology, SubjectErasure::FULL_NAME)?.name;
-    let producer = PlainProducer::new(&topology_cmd::settings(&args.cluster, "cli"))?;
+    let topology = cli::load(&args.cluster.file)?;
+    let topic = cli::topic_for(&topology, SubjectErasure::FULL_NAME)?.name;
+    let producer = PlainProducer::new(&cli::settings(&args.cluster, "cli"))?;
     let event = SubjectErasure {
         key_id: key_id.clone(),
         requested_by: args.requested_by.clone(),

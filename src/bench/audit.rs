@@ -20,7 +20,7 @@ use pavilion_schemas::{DecisionIssued, ResponseFormat};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::bench;
+use super::write_result;
 
 /// Options of the audit benchmark.
 #[derive(Args)]
@@ -258,7 +258,7 @@ pub fn audit(args: AuditBenchArgs) -> Result<ExitCode> {
         }
     }
 
-    bench::write_result(
+    write_result(
         &args.out,
         &json!({
             "benchmark": "audit",

@@ -20,9 +20,9 @@ use pavilion_runtime::{Resources, TaskRunner};
 use pavilion_schemas::Registry;
 use pavilion_signing::{DecisionSigner, SharedSigner, SIGNER};
 
-use crate::keys_cmd::SigningKeys;
-
-use crate::{kinds, parse_duration, topology_cmd, ClusterArgs};
+use crate::cli::{self, parse_duration, ClusterArgs};
+use crate::commands::keys::SigningKeys;
+use crate::kinds;
 
 /// How a process runs its tasks.
 #[derive(Args, Clone)]
@@ -61,7 +61,7 @@ pub struct RunArgs {
     /// ring directory (`--dir`) or an HSM token (`--hsm-token`). Their JWKS is served at
     /// /.well-known/jwks.json beside /metrics.
     #[command(flatten)]
-    pub signing: crate::keys_cmd::RingArgs,
+    pub signing: crate::commands::keys::RingArgs,
     /// The per-subject audit keys an audit stage encrypts subject-linked fields under
     /// (created on first use; passphrase from $PAVILION_SUBJECT_KEYS_PASSPHRASE). Its
     /// checkpoints are signed with the signing keys above.
@@ -81,7 +81,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn settings(&self) -> KafkaSettings {
-        let mut s = topology_cmd::settings(&self.cluster, &self.instance);
+        let mut s = cli::settings(&self.cluster, &self.instance);
         s.state_dir = self.state_dir.clone();
         s.commit_interval = self.commit_interval;
         s.idle_commit_after = self.idle_commit_after;
@@ -95,7 +95,7 @@ impl RunArgs {
 fn resources(
     topology: &Topology,
     tasks: &[String],
-    keys: &crate::keys_cmd::RingArgs,
+    keys: &crate::commands::keys::RingArgs,
     subject_keys: Option<&std::path::Path>,
 ) -> Result<(Resources, Option<Arc<SigningKeys>>)> {
     let mut resources = Resources::default();
@@ -115,7 +115,7 @@ fn resources(
         let Some(dir) = subject_keys else {
             bail!("an audit stage runs here: give it --subject-keys DIR (and $PAVILION_SUBJECT_KEYS_PASSPHRASE) for the per-subject keys");
         };
-        let store = Arc::new(crate::audit_cmd::subject_keys(dir)?);
+        let store = Arc::new(crate::commands::audit::subject_keys(dir)?);
         let keys: pavilion_audit::SharedSubjectKeys = Arc::new(SubjectKeys(store));
         resources.insert(pavilion_audit::SUBJECT_KEYS, keys);
     }
@@ -132,10 +132,10 @@ fn resources(
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("opening the signing keys at {place}"))?;
     eprintln!("pavilion: signing with key {current} from {place}");
-    let signer: SharedSigner = Arc::new(crate::keys_cmd::SharedKeys(ring.clone()));
+    let signer: SharedSigner = Arc::new(crate::commands::keys::SharedKeys(ring.clone()));
     resources.insert(SIGNER, signer);
     let checkpoints: pavilion_audit::SharedCheckpointSigner =
-        Arc::new(crate::keys_cmd::SharedKeys(ring.clone()));
+        Arc::new(crate::commands::keys::SharedKeys(ring.clone()));
     resources.insert(pavilion_audit::CHECKPOINT_SIGNER, checkpoints);
     Ok((resources, Some(ring)))
 }
@@ -150,7 +150,7 @@ impl pavilion_audit::SubjectKeys for SubjectKeys {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let topology = Arc::new(topology_cmd::load(&args.cluster.file)?);
+    let topology = Arc::new(cli::load(&args.cluster.file)?);
     let tasks = select_tasks(&topology, &args.tasks)?;
     let (resources, ring) = resources(
         &topology,
@@ -263,7 +263,9 @@ pub fn start(
                             Ok(runner)
                         }
                     };
-                    run_task(&topology, &task, 0, &factory, &settings, telemetry, &shutdown)
+                    run_task(
+                        &topology, &task, 0, &factory, &settings, telemetry, &shutdown,
+                    )
                 })
                 .expect("spawning a task thread")
         })

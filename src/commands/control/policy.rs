@@ -19,7 +19,7 @@ use pavilion_schemas::{
 };
 use serde::Deserialize;
 
-use crate::{topology_cmd, ClusterArgs};
+use crate::cli::{self, ClusterArgs};
 
 /// Policy commands.
 #[derive(Subcommand)]
@@ -128,8 +128,8 @@ pub struct DiffArgs {
 }
 
 fn policies_topic(cluster: &ClusterArgs) -> Result<(String, i32)> {
-    let topology = topology_cmd::load(&cluster.file)?;
-    let topic = topology_cmd::topic_for(&topology, PolicyDocument::FULL_NAME)?;
+    let topology = cli::load(&cluster.file)?;
+    let topic = cli::topic_for(&topology, PolicyDocument::FULL_NAME)?;
     Ok((topic.name, topic.partitions))
 }
 
@@ -137,7 +137,7 @@ fn policies_topic(cluster: &ClusterArgs) -> Result<(String, i32)> {
 /// their copies are folded into one.
 fn events(cluster: &ClusterArgs) -> Result<Vec<PolicyDocument>> {
     let (topic, _) = policies_topic(cluster)?;
-    let records = TopicReader::new(&topology_cmd::settings(cluster, "cli"), &[&topic])?
+    let records = TopicReader::new(&cli::settings(cluster, "cli"), &[&topic])?
         .read_to_end(Duration::from_secs(30))
         .with_context(|| format!("reading {topic}"))?;
     let mut events: Vec<(i64, i32, i64, PolicyDocument)> = Vec::new();
@@ -167,7 +167,7 @@ fn of_owner<'a>(
 
 fn publish(cluster: &ClusterArgs, document: &PolicyDocument) -> Result<()> {
     let (topic, partitions) = policies_topic(cluster)?;
-    let producer = PlainProducer::new(&topology_cmd::settings(cluster, "cli"))?;
+    let producer = PlainProducer::new(&cli::settings(cluster, "cli"))?;
     let value = Registry::builtin().encode(document)?;
     match &document.tenant_id {
         Some(tenant) => producer.send(&topic, tenant.as_bytes(), &value)?,

@@ -19,7 +19,7 @@ use pavilion_schemas::{
     RequestRejected, SubjectToken, VerificationRequest,
 };
 
-use crate::{parse_duration, topology_cmd, ClusterArgs};
+use crate::cli::{self, parse_duration, ClusterArgs};
 
 #[derive(Args)]
 pub struct RequestArgs {
@@ -105,14 +105,14 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
         .map(|c| claim(c))
         .collect::<Result<Vec<_>>>()?;
 
-    let topology = topology_cmd::load(&a.cluster.file)?;
-    let settings = topology_cmd::settings(&a.cluster, "cli");
+    let topology = cli::load(&a.cluster.file)?;
+    let settings = cli::settings(&a.cluster, "cli");
     // First, so that its start-up (an idempotent producer asks for its id on a 500 ms timer
     // when no broker is up yet) overlaps reading the registry and getting the tokens.
     let producer = PlainProducer::new(&settings)?;
-    let registry_topic = topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name;
+    let registry_topic = cli::topic_for(&topology, Provider::FULL_NAME)?.name;
     let mut providers = BTreeMap::new();
-    for (_, p) in topology_cmd::read_all::<Provider>(&a.cluster, &registry_topic)? {
+    for (_, p) in cli::read_all::<Provider>(&a.cluster, &registry_topic)? {
         providers.insert(p.provider_id.clone(), p);
     }
     let eligible: Vec<ProviderEndpoint> = providers
@@ -158,14 +158,14 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
     // The answer is the signed decision on the tenant's own topic; a topology without a
     // signing stage answers with the match result (or the rejection).
     let answers = if a.wait {
-        let decisions = topology_cmd::topic_for(&topology, Decision::FULL_NAME)
+        let decisions = cli::topic_for(&topology, Decision::FULL_NAME)
             .ok()
             .and_then(|family| topology.family_topic(&family.name, &request.tenant_id));
         let topics = match decisions {
             Some(t) => vec![t.name],
             None => vec![
-                topology_cmd::topic_for(&topology, MatchResult::FULL_NAME)?.name,
-                topology_cmd::topic_for(&topology, RequestRejected::FULL_NAME)?.name,
+                cli::topic_for(&topology, MatchResult::FULL_NAME)?.name,
+                cli::topic_for(&topology, RequestRejected::FULL_NAME)?.name,
             ],
         };
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -173,7 +173,7 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let ingest = topology_cmd::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
+    let ingest = cli::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
     producer.send(
         &ingest,
         request.tenant_id.as_bytes(),

@@ -1,16 +1,64 @@
-//! `pavilion topology …` and `pavilion topics create`.
+//! What every command shares: where the topology is and how to reach Kafka (the flags),
+//! loading and checking the topology, client settings, finding a topic by the schema it
+//! holds, reading a topic whole, duration flags and progress bars. Commands use this module;
+//! it never uses a command.
 
-use std::path::Path;
-use std::process::ExitCode;
-
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use pavilion_kafka::{ensure_topics, KafkaSettings, TopicReader, TopicStatus};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use pavilion_kafka::{KafkaSettings, TopicReader};
 use pavilion_runtime::topology::{TopicSpec, Topology};
 use pavilion_schemas::{Event, Registry};
 
-use crate::{kinds, ClusterArgs, TopologyFile};
+use crate::kinds;
+
+/// Where topology.yaml is.
+#[derive(Args, Clone)]
+pub struct TopologyFile {
+    /// Path of the topology file.
+    #[arg(
+        long,
+        short = 't',
+        env = "PAVILION_TOPOLOGY",
+        default_value = DEFAULT_TOPOLOGY
+    )]
+    pub topology: PathBuf,
+}
+
+/// `--topology` when neither the flag nor $PAVILION_TOPOLOGY is given.
+pub const DEFAULT_TOPOLOGY: &str = "topology.yaml";
+
+/// How to reach Kafka, and which topology.
+#[derive(Args, Clone)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub file: TopologyFile,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        short = 'b',
+        env = "PAVILION_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    /// Extra librdkafka client setting, repeatable (e.g. `-X security.protocol=SASL_SSL`).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub client_config: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+/// Parses `100ms`, `2s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 100ms, 2s, 1m)"))
+}
 
 /// Reads and checks a topology file; every error is reported with `path:line:`.
 pub fn load(file: &TopologyFile) -> Result<Topology> {
@@ -39,92 +87,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Topology> {
             lines.join("\n")
         )
     })
-}
-
-pub fn check(file: &TopologyFile) -> Result<ExitCode> {
-    match load(file) {
-        Ok(t) => {
-            println!(
-                "{}: ok ({} topics, {} stages, {} tasks)",
-                file.topology.display(),
-                t.topics.len(),
-                t.stages.len(),
-                t.tasks.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(ExitCode::from(1))
-        }
-    }
-}
-
-pub fn show(file: &TopologyFile) -> Result<ExitCode> {
-    let t = load(file)?;
-    println!("application {}  (dlq: {})", t.application, t.dlq);
-    for task in t.tasks.values() {
-        let mode = if task.stages.len() > 1 {
-            "fused"
-        } else {
-            "split"
-        };
-        println!(
-            "\ntask {} [{mode}]  group {}",
-            task.name,
-            t.group_id(&task.name)
-        );
-        for name in &task.stages {
-            let s = &t.stages[name];
-            println!("  stage {name} (kind {})", s.kind);
-            println!("    in:  {}", s.inputs.join(", "));
-            for (output, topic) in &s.outputs {
-                println!("    out: {output} -> {topic}");
-            }
-            for store in &s.stores {
-                println!("    store {} <- changelog {}", store.name, store.changelog);
-            }
-        }
-    }
-    println!("\ntopics:");
-    for topic in t.topics.values() {
-        println!(
-            "  {:<48} partitions {:>3}  replication {}  {}{}",
-            topic.name,
-            topic.partitions,
-            topic.replication,
-            topic.cleanup.as_kafka(),
-            topic
-                .schema
-                .as_deref()
-                .map(|s| format!("  {s}"))
-                .unwrap_or_default()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn create_topics(args: &ClusterArgs) -> Result<ExitCode> {
-    let topology = load(&args.file)?;
-    let settings = settings(args, "admin");
-    let topics: Vec<_> = topology.topics.values().collect();
-    let report = tokio::runtime::Runtime::new()?.block_on(ensure_topics(&settings, &topics))?;
-    let mut differs = 0;
-    for (name, status) in &report {
-        match status {
-            TopicStatus::Created => println!("created  {name}"),
-            TopicStatus::Exists => println!("exists   {name}"),
-            TopicStatus::Differs(d) => {
-                differs += 1;
-                println!("DIFFERS  {name}: {}", d.join("; "));
-            }
-        }
-    }
-    if differs > 0 {
-        eprintln!("{differs} topic(s) differ from topology.yaml; nothing was changed on them");
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Kafka settings from the command line.
@@ -181,4 +143,17 @@ pub fn read_all<E: Event>(cluster: &ClusterArgs, topic: &str) -> Result<Vec<(Vec
         }
     }
     Ok(out)
+}
+
+/// A progress bar of `len` steps labelled `what`, with its rate and time left.
+pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what:>10} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+        ))
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar
 }

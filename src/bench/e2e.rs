@@ -25,11 +25,14 @@ use pavilion_schemas::{
 };
 use serde_json::json;
 
-use crate::demo::{
-    email, free_port, percentile, populations, run_topology, start_providers, wait_ready, Children,
-    Cli, Registered, BANK_POLICY,
+use super::passthrough::{raw_relay, PassthroughArgs};
+use super::{sample, write_result};
+use crate::cli::{ClusterArgs, TopologyFile};
+use crate::demo::percentile;
+use crate::demo::processes::{free_port, wait_ready, Children, Cli};
+use crate::demo::setup::{
+    email, populations, run_topology, start_providers, Registered, BANK_POLICY,
 };
-use crate::{bench, sample, ClusterArgs, TopologyFile};
 
 /// Options of the end-to-end benchmark.
 #[derive(Args)]
@@ -191,7 +194,7 @@ fn measure(
     }
     let topology_path = dir.join("topology.yaml");
     std::fs::write(&topology_path, &text)?;
-    let topology = crate::topology_cmd::load(&TopologyFile {
+    let topology = crate::cli::load(&TopologyFile {
         topology: topology_path.clone(),
     })?;
     let cluster = ClusterArgs {
@@ -330,15 +333,15 @@ fn measure(
     cli.spawn(&mut children, "pipeline", &run_args)?;
     let pipeline_pid = children.0.last().expect("spawned").1.id();
     wait_ready(&metrics, Duration::from_secs(120))?;
-    let settings = crate::topology_cmd::settings(&cluster, "bench");
+    let settings = crate::cli::settings(&cluster, "bench");
     let decisions = topology
         .family_topic(
-            &crate::topology_cmd::topic_for(&topology, Decision::FULL_NAME)?.name,
+            &crate::cli::topic_for(&topology, Decision::FULL_NAME)?.name,
             "lender",
         )
         .context("decision topic")?
         .name;
-    let ingest = crate::topology_cmd::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
+    let ingest = crate::cli::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
     let producer = PlainProducer::new(&settings)?;
     // A reader of its own: each decision is timed when it becomes visible, whatever the
     // sender is doing.
@@ -530,12 +533,12 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
         file: TopologyFile { topology: path },
         ..args.cluster.clone()
     };
-    crate::topology_cmd::create_topics(&cluster)?;
-    let settings = crate::topology_cmd::settings(&cluster, "bench");
-    let raw = bench::raw_relay(
+    crate::commands::topology::create_topics(&cluster)?;
+    let settings = crate::cli::settings(&cluster, "bench");
+    let raw = raw_relay(
         &settings,
         &run,
-        &bench::PassthroughArgs {
+        &PassthroughArgs {
             cluster: cluster.clone(),
             records: 50_000,
             payload: request_bytes,
@@ -619,6 +622,6 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
         result[layout.name()] = as_json(m);
     }
     result["note"] = json!( "tenancy, policy, psi, signing and audit on the local broker; one pipeline process; requests pre-signed with their OPRF tokens; max = after the warm-up requests are decided, all sent at once until every stage has caught up (last decision visible read_committed, audit log written); latencies at half that rate; records counted over every topic of the run, changelogs included");
-    bench::write_result(&args.out, &result)?;
+    write_result(&args.out, &result)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,7 @@ use pavilion_kafka::PlainProducer;
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_schemas::{Event, Registry, RequestSigningKey, Tenant, TenantConfig, TenantState};
 
-use crate::{topology_cmd, ClusterArgs};
+use crate::cli::{self, ClusterArgs};
 
 /// Tenant registry commands.
 #[derive(Subcommand)]
@@ -93,7 +93,7 @@ pub struct AddKeyArgs {
     #[arg(long, value_name = "KEYFILE")]
     pub generate: Option<PathBuf>,
     /// Valid for this long from now (default: until revoked).
-    #[arg(long, value_parser = crate::parse_duration)]
+    #[arg(long, value_parser = cli::parse_duration)]
     pub valid_for: Option<Duration>,
 }
 
@@ -113,9 +113,9 @@ struct TenantRegistry {
 }
 
 fn load(cluster: &ClusterArgs) -> Result<TenantRegistry> {
-    let topology = topology_cmd::load(&cluster.file)?;
-    let topic = topology_cmd::topic_for(&topology, Tenant::FULL_NAME)?.name;
-    let tenants = topology_cmd::read_all::<Tenant>(cluster, &topic)?
+    let topology = cli::load(&cluster.file)?;
+    let topic = cli::topic_for(&topology, Tenant::FULL_NAME)?.name;
+    let tenants = cli::read_all::<Tenant>(cluster, &topic)?
         .into_iter()
         .map(|(_, t)| (t.tenant_id.clone(), t))
         .collect();
@@ -124,9 +124,8 @@ fn load(cluster: &ClusterArgs) -> Result<TenantRegistry> {
 
 /// An active tenant's decision topic, from the topology's `pavilion.Decision` family.
 fn ensure_decision_topic(cluster: &ClusterArgs, tenant: &str) -> Result<()> {
-    let topology = topology_cmd::load(&cluster.file)?;
-    let Ok(family) = topology_cmd::topic_for(&topology, pavilion_schemas::Decision::FULL_NAME)
-    else {
+    let topology = cli::load(&cluster.file)?;
+    let Ok(family) = cli::topic_for(&topology, pavilion_schemas::Decision::FULL_NAME) else {
         return Ok(()); // this topology delivers no decisions
     };
     let Some(spec) = topology.family_topic(&family.name, tenant) else {
@@ -134,7 +133,7 @@ fn ensure_decision_topic(cluster: &ClusterArgs, tenant: &str) -> Result<()> {
     };
     tokio::runtime::Runtime::new()?
         .block_on(pavilion_kafka::ensure_topics(
-            &topology_cmd::settings(cluster, "cli"),
+            &cli::settings(cluster, "cli"),
             &[&spec],
         ))
         .with_context(|| format!("creating {}", spec.name))?;
@@ -145,7 +144,7 @@ fn publish(cluster: &ClusterArgs, topic: &str, tenant: &Tenant) -> Result<()> {
     if tenant.state == TenantState::Active {
         ensure_decision_topic(cluster, &tenant.tenant_id)?;
     }
-    let producer = PlainProducer::new(&topology_cmd::settings(cluster, "cli"))?;
+    let producer = PlainProducer::new(&cli::settings(cluster, "cli"))?;
     producer.send(
         topic,
         tenant.tenant_id.as_bytes(),

@@ -35,7 +35,9 @@ use pavilion_runtime::topology::GlobalSpec;
 use pavilion_schemas::{set_key, RequestSigningKey, Tenant, TenantConfig, TenantState};
 use serde_json::json;
 
-use crate::{bench, provider_cmd, ClusterArgs};
+use super::write_result;
+use crate::cli::{self, ClusterArgs};
+use crate::commands::control::provider;
 
 /// Options of the private-matching benchmark.
 #[derive(Args)]
@@ -313,7 +315,7 @@ fn load_rate(cluster: &ClusterArgs, records: usize) -> Result<serde_json::Value>
     )?;
     let mut cluster = cluster.clone();
     cluster.file.topology = topology;
-    crate::topology_cmd::create_topics(&cluster)?;
+    crate::commands::topology::create_topics(&cluster)?;
     let csv = dir.path().join("members.csv");
     let mut text = String::with_capacity(records * 48);
     text.push_str("email,claims\n");
@@ -324,39 +326,35 @@ fn load_rate(cluster: &ClusterArgs, records: usize) -> Result<serde_json::Value>
     std::fs::write(&csv, text)?;
     let passphrase = dir.path().join("passphrase");
     std::fs::write(&passphrase, "bench")?;
-    let keys = provider_cmd::KeyFileArgs {
+    let keys = provider::KeyFileArgs {
         key_file: Some(dir.path().join("bench.provider-key")),
         passphrase_file: Some(passphrase),
     };
-    provider_cmd::run(provider_cmd::ProviderCommand::Onboard(
-        provider_cmd::OnboardArgs {
-            name: "bench".into(),
-            region: "eu".into(),
-            claims: vec!["account_verified".into()],
-            oprf_url: "http://127.0.0.1:9".into(),
-            keys: keys.clone(),
-            cluster: cluster.clone(),
-        },
-    ))?;
+    provider::run(provider::ProviderCommand::Onboard(provider::OnboardArgs {
+        name: "bench".into(),
+        region: "eu".into(),
+        claims: vec!["account_verified".into()],
+        oprf_url: "http://127.0.0.1:9".into(),
+        keys: keys.clone(),
+        cluster: cluster.clone(),
+    }))?;
     let started = Instant::now();
-    provider_cmd::run(provider_cmd::ProviderCommand::Load(
-        provider_cmd::LoadArgs {
-            name: "bench".into(),
-            from: csv.display().to_string(),
-            table: None,
-            id_kind: "email".into(),
-            id_column: None,
-            claims_column: Some("claims".into()),
-            claims: Vec::new(),
-            max_invalid: 0,
-            dry_run: false,
-            keys,
-            cluster: cluster.clone(),
-        },
-    ))?;
+    provider::run(provider::ProviderCommand::Load(provider::LoadArgs {
+        name: "bench".into(),
+        from: csv.display().to_string(),
+        table: None,
+        id_kind: "email".into(),
+        id_column: None,
+        claims_column: Some("claims".into()),
+        claims: Vec::new(),
+        max_invalid: 0,
+        dry_run: false,
+        keys,
+        cluster: cluster.clone(),
+    }))?;
     let took = started.elapsed().as_secs_f64();
     tokio::runtime::Runtime::new()?.block_on(pavilion_kafka::delete_topics_with_prefix(
-        &crate::topology_cmd::settings(&cluster, "bench"),
+        &cli::settings(&cluster, "bench"),
         &run,
     ))?;
     Ok(json!({
@@ -472,6 +470,6 @@ pub fn psi(args: PsiBenchArgs) -> Result<ExitCode> {
         "batch_psi_note": "pavilion: one thread, whole protocol in-process (blind, evaluate with batch proof, verify + finalize, SHA-256 set key, RocksDB lookup); openmined: bench/baselines/openmined_psi.py, ECDH-PSI over P-256 with GCS, reveal-intersection, one thread",
         "set_load": load,
     });
-    bench::write_result(&args.out, &json)?;
+    write_result(&args.out, &json)?;
     Ok(ExitCode::SUCCESS)
 }

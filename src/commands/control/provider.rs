@@ -13,7 +13,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use pavilion_kafka::{ensure_topics, PlainProducer, TopicReader};
 use pavilion_provider::normalize::IdentifierKind;
 use pavilion_provider::oprf::SUITE;
@@ -26,7 +25,8 @@ use pavilion_schemas::{
     Event, Provider, ProviderKey, ProviderSetEntry, ProviderState, Registry, Tenant,
 };
 
-use crate::{parse_duration, tenant_cmd, topology_cmd, ClusterArgs};
+use super::tenant;
+use crate::cli::{self, parse_duration, ClusterArgs};
 
 #[derive(Subcommand)]
 pub enum ProviderCommand {
@@ -211,9 +211,9 @@ fn now_ms() -> i64 {
 
 /// The registry topic and the provider's current record, if any.
 fn registry(cluster: &ClusterArgs, provider: &str) -> Result<(String, Option<Provider>)> {
-    let topology = topology_cmd::load(&cluster.file)?;
-    let topic = topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name;
-    let current = topology_cmd::read_all::<Provider>(cluster, &topic)?
+    let topology = cli::load(&cluster.file)?;
+    let topic = cli::topic_for(&topology, Provider::FULL_NAME)?.name;
+    let current = cli::read_all::<Provider>(cluster, &topic)?
         .into_iter()
         .map(|(_, p)| p)
         .rfind(|p| p.provider_id == provider);
@@ -224,15 +224,15 @@ fn set_topic(
     cluster: &ClusterArgs,
     provider: &str,
 ) -> Result<pavilion_runtime::topology::TopicSpec> {
-    let topology = topology_cmd::load(&cluster.file)?;
-    let family = topology_cmd::topic_for(&topology, ProviderSetEntry::FULL_NAME)?;
+    let topology = cli::load(&cluster.file)?;
+    let family = cli::topic_for(&topology, ProviderSetEntry::FULL_NAME)?;
     topology
         .family_topic(&family.name, provider)
         .with_context(|| format!("`{}` is not a topic family", family.name))
 }
 
 fn publish_provider(cluster: &ClusterArgs, topic: &str, provider: &Provider) -> Result<()> {
-    let producer = PlainProducer::new(&topology_cmd::settings(cluster, "cli"))?;
+    let producer = PlainProducer::new(&cli::settings(cluster, "cli"))?;
     producer.send(
         topic,
         provider.provider_id.as_bytes(),
@@ -260,8 +260,8 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
     }
     let passphrase = a.keys.passphrase()?;
     let secrets = ProviderSecrets::generate(&a.name);
-    tenant_cmd::write_secret(&path, &secrets.seal(&passphrase)?)?;
-    let settings = topology_cmd::settings(&a.cluster, "cli");
+    tenant::write_secret(&path, &secrets.seal(&passphrase)?)?;
+    let settings = cli::settings(&a.cluster, "cli");
     tokio::runtime::Runtime::new()?
         .block_on(ensure_topics(&settings, &[&set]))
         .with_context(|| format!("creating {}", set.name))?;
@@ -302,21 +302,9 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what:>10} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
-        ))
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    bar
-}
-
 /// What is published now: set key → claims (tombstoned keys removed).
 fn published_set(cluster: &ClusterArgs, topic: &str) -> Result<EncodedSet> {
-    let settings = topology_cmd::settings(cluster, "cli");
+    let settings = cli::settings(cluster, "cli");
     let records = TopicReader::new(&settings, &[topic])?
         .read_to_end(Duration::from_secs(300))
         .with_context(|| format!("reading {topic}"))?;
@@ -381,7 +369,7 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
         a.from
     );
 
-    let progress = bar(records.len() as u64, "encoding");
+    let progress = cli::bar(records.len() as u64, "encoding");
     let done = AtomicUsize::new(0);
     let encode_started = Instant::now();
     let (encoded, rejected) = set::encode(&secrets, kind, &records, &|n| {
@@ -417,9 +405,9 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let publish_started = Instant::now();
-    let producer = PlainProducer::new(&topology_cmd::settings(&a.cluster, "cli"))?;
+    let producer = PlainProducer::new(&cli::settings(&a.cluster, "cli"))?;
     let attested_at = now_ms();
-    let progress = bar(
+    let progress = cli::bar(
         (changes.upserts.len() + changes.removals.len()) as u64,
         "publishing",
     );
@@ -474,10 +462,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         }
         Some(_) => {}
     }
-    let topology = topology_cmd::load(&a.cluster.file)?;
-    let tenants_topic = topology_cmd::topic_for(&topology, Tenant::FULL_NAME)?.name;
+    let topology = cli::load(&a.cluster.file)?;
+    let tenants_topic = cli::topic_for(&topology, Tenant::FULL_NAME)?.name;
     let directory = Arc::new(TenantDirectory::default());
-    let settings = topology_cmd::settings(&a.cluster, "cli");
+    let settings = cli::settings(&a.cluster, "cli");
     let reader = TopicReader::new(&settings, &[&tenants_topic])?;
     let mut known = BTreeSet::new();
     for r in reader.read_to_end(Duration::from_secs(60))? {
@@ -552,10 +540,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
 }
 
 fn list(cluster: &ClusterArgs) -> Result<ExitCode> {
-    let topology = topology_cmd::load(&cluster.file)?;
-    let topic = topology_cmd::topic_for(&topology, Provider::FULL_NAME)?.name;
+    let topology = cli::load(&cluster.file)?;
+    let topic = cli::topic_for(&topology, Provider::FULL_NAME)?.name;
     let mut latest = std::collections::BTreeMap::new();
-    for (_, p) in topology_cmd::read_all::<Provider>(cluster, &topic)? {
+    for (_, p) in cli::read_all::<Provider>(cluster, &topic)? {
         latest.insert(p.provider_id.clone(), p);
     }
     for p in latest.values() {

@@ -1,0 +1,273 @@
+//! What a demo run is made of: its topology (the repository's, renamed for the run), the two
+//! providers with their synthetic populations and OPRF services, the tenants' policies, and
+//! where the registered providers answer. `bench e2e` sets up the same way.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use pavilion_client::ProviderEndpoint;
+use pavilion_schemas::{Event, Provider};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+
+use super::processes::{free_port, Children, Cli};
+use crate::cli::ClusterArgs;
+
+/// Onboards both providers, loads the populations `populations` wrote and starts their OPRF
+/// services (`rate` evaluations/s per tenant, no daily quota); how long each load took.
+pub(crate) fn start_providers(
+    cli: &Cli,
+    children: &mut Children,
+    rate: &str,
+) -> Result<Vec<(&'static str, Duration)>> {
+    let mut loads = Vec::new();
+    for (name, region, claims, load) in [
+        (
+            "bank-eu",
+            "eu",
+            "account_verified,age_over",
+            ["--claims-column", "claims"],
+        ),
+        (
+            "fraud-us",
+            "us",
+            "fraud_listed",
+            ["--claim", "fraud_listed"],
+        ),
+    ] {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        cli.ok(&[
+            "provider",
+            "onboard",
+            name,
+            "--region",
+            region,
+            "--claims",
+            claims,
+            "--oprf-url",
+            &url,
+        ])?;
+        let csv = format!("{name}.csv");
+        let t = Instant::now();
+        cli.ok(&["provider", "load", name, "--from", &csv, load[0], load[1]])?;
+        loads.push((name, t.elapsed()));
+        let listen = format!("127.0.0.1:{port}");
+        cli.spawn(
+            children,
+            &format!("oprf-{name}"),
+            &[
+                "provider",
+                "serve-oprf",
+                name,
+                "--listen",
+                &listen,
+                "--rate",
+                rate,
+                "--burst",
+                rate,
+                "--daily-quota",
+                "0",
+            ],
+        )?;
+    }
+    Ok(loads)
+}
+
+const FIRST: [&str; 12] = [
+    "ada", "bram", "chioma", "dario", "elif", "farah", "goran", "hana", "ines", "jonas", "kemal",
+    "lena",
+];
+const LAST: [&str; 10] = [
+    "novak", "okafor", "petrov", "quinn", "rossi", "sato", "tanaka", "urban", "varga", "weber",
+];
+
+/// Subject `i`'s e-mail address: the same for every run with the same seed.
+pub(crate) fn email(seed: u64, i: usize) -> String {
+    let mut rng = StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    format!(
+        "{}.{}{}@{}.example",
+        FIRST[rng.random_range(0..FIRST.len())],
+        LAST[rng.random_range(0..LAST.len())],
+        i,
+        ["mail", "post", "inbox"][rng.random_range(0..3)]
+    )
+}
+
+/// Writes both providers' populations: bank-eu (EU accounts: most verified, adults marked),
+/// fraud-us (a US fraud list). Subject `i` is a member of each with a fixed probability.
+pub(crate) fn populations(dir: &Path, seed: u64, subjects: usize) -> Result<(usize, usize)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut bank = std::io::BufWriter::new(std::fs::File::create(dir.join("bank-eu.csv"))?);
+    let mut fraud = std::io::BufWriter::new(std::fs::File::create(dir.join("fraud-us.csv"))?);
+    writeln!(bank, "email,claims")?;
+    writeln!(fraud, "email")?;
+    let (mut members, mut listed) = (0, 0);
+    for i in 0..subjects {
+        let roll: f64 = rng.random();
+        if roll < 0.7 {
+            let adult = rng.random::<f64>() < 0.85;
+            let claims = if adult {
+                "account_verified;age_over"
+            } else {
+                "account_verified"
+            };
+            writeln!(bank, "{},{claims}", email(seed, i))?;
+            members += 1;
+        }
+        if rng.random::<f64>() < 0.05 {
+            writeln!(fraud, "{}", email(seed, i))?;
+            listed += 1;
+        }
+    }
+    bank.flush()?;
+    fraud.flush()?;
+    Ok((members, listed))
+}
+
+pub(super) const SHOP_POLICY: &str = r#"policy: age-gate
+tenant: shop
+description: An online shop checks that buyers of age-restricted goods are adults.
+rules: |
+  @id("adults-at-checkout")
+  permit(principal, action == Action::"verify", resource == Claim::"age_over")
+  when { context.purpose == "age_gate" && context.threshold >= 18 };
+plan:
+  age_over:
+    providers: [{ id: bank-eu, region: eu }]
+    evidence: [oprf_match]
+    disclose: [age_over]
+response_format: sd_jwt
+response:
+  audience: https://shop.example/checkout
+  lifetime: 5m
+  claim_names: { age_over: age_over_18 }
+"#;
+
+pub(crate) const BANK_POLICY: &str = r#"policy: kyc
+tenant: lender
+description: A lender verifies accounts and screens for fraud when onboarding, never for marketing.
+rules: |
+  @id("kyc-accounts")
+  permit(principal, action == Action::"verify", resource == Claim::"account_verified")
+  when { context.purpose == "kyc" };
+  @id("kyc-fraud-screening")
+  permit(principal, action == Action::"verify", resource == Claim::"fraud_listed")
+  when { context.purpose == "kyc" };
+plan:
+  account_verified:
+    providers: [{ id: bank-eu, region: eu }]
+    evidence: [oprf_match]
+  fraud_listed:
+    providers: [{ id: fraud-us, region: us }]
+    evidence: [oprf_match]
+response_format: jwt
+"#;
+
+pub(super) const LINKER_POLICY: &str = r#"policy: linkage
+tenant: insurer
+description: An insurer links its customer list against the bank's accounts (intersection disclosed).
+rules: |
+  @id("claims-linkage")
+  permit(principal, action == Action::"verify", resource == Claim::"record_link")
+  when { context.purpose == "claims_fraud" };
+  @id("single-checks")
+  permit(principal, action == Action::"verify", resource == Claim::"account_verified")
+  when { context.purpose == "claims_fraud" };
+plan:
+  record_link:
+    providers: [{ id: bank-eu, region: eu }]
+    evidence: [oprf_match]
+    disclose: [intersection]
+  account_verified:
+    providers: [{ id: bank-eu, region: eu }]
+    evidence: [oprf_match]
+response_format: jws
+"#;
+
+/// The repository's topology on topic names of this run's own (`<run>.…`), so a demo never
+/// meets an earlier run's tenants, policies or logs.
+pub(crate) fn run_topology(repo: &str, run: &str) -> String {
+    let mut out = String::new();
+    for line in repo.lines() {
+        let line = if line.starts_with("application:") {
+            format!("application: {run}")
+        } else {
+            // Topic names start `pavilion.` and a lower-case letter; schema names an upper-case one.
+            let mut l = String::new();
+            let mut rest = line;
+            while let Some(at) = rest.find("pavilion.") {
+                let after = &rest[at + "pavilion.".len()..];
+                l.push_str(&rest[..at]);
+                if after.starts_with(|c: char| c.is_ascii_lowercase() || c == '{') {
+                    l.push_str(run);
+                    l.push('.');
+                } else {
+                    l.push_str("pavilion.");
+                }
+                rest = after;
+            }
+            l.push_str(rest);
+            l
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The repository's topology.yaml, built in: what the demo runs when there is no
+/// topology.yaml where it is started, so that it runs from any directory.
+const REPO_TOPOLOGY: &str = include_str!("../../topology.yaml");
+
+/// The topology the demo renames for its run, and where it comes from: `--topology` or
+/// $PAVILION_TOPOLOGY, else `./topology.yaml`, else the built-in copy of the repository's.
+pub(super) fn demo_topology(file: &Path) -> Result<(String, String)> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok((text, file.display().to_string())),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && file == Path::new(crate::cli::DEFAULT_TOPOLOGY) =>
+        {
+            Ok((
+                REPO_TOPOLOGY.to_owned(),
+                "the repository's topology.yaml (built in)".to_owned(),
+            ))
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "reading the demo's topology {} (give one with --topology FILE or \
+                 PAVILION_TOPOLOGY=FILE; without either, ./topology.yaml or the built-in one)",
+                file.display()
+            )
+        }),
+    }
+}
+
+/// The providers registered on a run's registry topic, to find their OPRF endpoints.
+pub(crate) struct Registered(BTreeMap<String, Provider>);
+
+impl Registered {
+    pub(crate) fn read(
+        cluster: &ClusterArgs,
+        topology: &pavilion_runtime::topology::Topology,
+    ) -> Result<Registered> {
+        let topic = crate::cli::topic_for(topology, Provider::FULL_NAME)?;
+        Ok(Registered(
+            crate::cli::read_all::<Provider>(cluster, &topic.name)?
+                .into_iter()
+                .map(|(_, p)| (p.provider_id.clone(), p))
+                .collect(),
+        ))
+    }
+
+    pub(crate) fn endpoint(&self, provider: &str) -> Result<ProviderEndpoint> {
+        self.0
+            .get(provider)
+            .and_then(ProviderEndpoint::of)
+            .with_context(|| format!("provider {provider} is not registered"))
+    }
+}

@@ -1,0 +1,206 @@
+//! The end of a demo run: waiting for the checkpoint that covers a decision to be anchored,
+//! then verifying that decision end to end — its signature from the JWKS alone, its audit
+//! entries' inclusion in the signed checkpoint, the checkpoint's root on chain.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use pavilion_schemas::{AnchorReceipt, Checkpoint, Decision, Event};
+
+use super::processes::Cli;
+use crate::cli::ClusterArgs;
+
+/// The checkpoint covering `request_id`'s entries, once it is anchored, and its receipt.
+pub(super) fn anchored_checkpoint(
+    cli: &Cli,
+    topology: &pavilion_runtime::topology::Topology,
+    cluster: &ClusterArgs,
+    request_id: &str,
+    timeout: Duration,
+) -> Result<(Checkpoint, AnchorReceipt)> {
+    let anchors = crate::cli::topic_for(topology, AnchorReceipt::FULL_NAME)?.name;
+    let checkpoints = crate::cli::topic_for(topology, Checkpoint::FULL_NAME)?.name;
+    let log = crate::cli::topic_for(topology, pavilion_schemas::AuditEntry::FULL_NAME)?.name;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if Instant::now() > deadline {
+            bail!("no anchored checkpoint covers {request_id} after {timeout:?} (see audit and anchor logs)");
+        }
+        // The proof names the checkpoint the request's entries are in.
+        if let Ok(lines) = cli.ok(&[
+            "audit",
+            "prove",
+            "--request-id",
+            request_id,
+            "--jwks",
+            "jwks.json",
+            "--json",
+        ]) {
+            let checkpoint_line = lines
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["kind"] == "checkpoint");
+            if let Some(c) = checkpoint_line {
+                let (origin, size) = (
+                    c["origin"].as_str().unwrap_or_default().to_owned(),
+                    c["tree_size"].as_i64().unwrap_or(-1),
+                );
+                // The shard's last checkpoint (covering all it has): it stays the latest, so
+                // the proofs made next are against it.
+                let entries = crate::cli::read_all::<pavilion_schemas::AuditEntry>(cluster, &log)?
+                    .into_iter()
+                    .filter(|(_, e)| e.origin == origin)
+                    .count() as i64;
+                if entries > size {
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                let receipt = crate::cli::read_all::<AnchorReceipt>(cluster, &anchors)?
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .find(|r| r.checkpoint.origin == origin && r.checkpoint.tree_size == size);
+                if let Some(receipt) = receipt {
+                    let checkpoint = crate::cli::read_all::<Checkpoint>(cluster, &checkpoints)?
+                        .into_iter()
+                        .map(|(_, c)| c)
+                        .find(|c| c.origin == origin && c.tree_size == size)
+                        .context("the anchored checkpoint is gone")?;
+                    return Ok((checkpoint, receipt));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The sample decision: JWT signature against the JWKS alone, inclusion proof of its audit
+/// entries against the signed checkpoint, the checkpoint's root in the contract's events.
+pub(super) fn verify_sample(
+    cli: &Cli,
+    cluster: &ClusterArgs,
+    log_topic: &str,
+    d: &Decision,
+    checkpoint: &Checkpoint,
+    receipt: &AnchorReceipt,
+    rpc: &str,
+) -> Result<()> {
+    let dir = &cli.dir;
+    let pavilion_schemas::Payload::Text(token) = &d.payload else {
+        bail!("a binary payload");
+    };
+    let jws = pavilion_signing::jose::parse(token)?;
+    let jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("jwks.json"))?)?;
+    let key = jwks["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["kid"] == jws.kid.as_str())
+        .and_then(|k| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(k["x"].as_str()?)
+                .ok()
+        })
+        .and_then(|x| <[u8; 32]>::try_from(x).ok())
+        .and_then(|x| VerifyingKey::from_bytes(&x).ok())
+        .context("the decision's kid is not in the JWKS")?;
+    key.verify(
+        jws.signing_input.as_bytes(),
+        &Signature::from_slice(&jws.signature)?,
+    )
+    .context("the signature does not verify")?;
+    println!(
+        "  ✓ signature: EdDSA by {} (from jwks.json alone); claims {}",
+        jws.kid,
+        String::from_utf8_lossy(&jws.payload)
+            .chars()
+            .take(120)
+            .collect::<String>()
+            + "…"
+    );
+
+    let lines = cli.ok(&[
+        "audit",
+        "prove",
+        "--request-id",
+        &d.request_id,
+        "--jwks",
+        "jwks.json",
+        "--json",
+    ])?;
+    let mut proved = 0;
+    let known: Vec<pavilion_audit::note::NoteKey> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "checkpoint")
+        .flat_map(|v| v["vkeys"].as_array().cloned().unwrap_or_default())
+        .filter_map(|k| pavilion_audit::note::NoteKey::from_vkey(k.as_str()?).ok())
+        .collect();
+    let body = pavilion_audit::note::open(&checkpoint.note, &known)
+        .context("the checkpoint's signature")?;
+    // Each proof checked (ct-merkle) from the entry itself as read from the log.
+    let entries: Vec<pavilion_schemas::AuditEntry> = crate::cli::read_all(cluster, log_topic)?
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e: &pavilion_schemas::AuditEntry| {
+            e.request_id.as_deref() == Some(d.request_id.as_str())
+        })
+        .collect();
+    for v in lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "inclusion")
+    {
+        let proof: Vec<[u8; 32]> = v["proof"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| B64.decode(p.as_str()?).ok()?.try_into().ok())
+            .collect();
+        let (index, size) = (
+            v["leaf_index"].as_u64().unwrap_or(0),
+            v["tree_size"].as_u64().unwrap_or(0),
+        );
+        let entry = entries
+            .iter()
+            .find(|e| {
+                e.origin == v["origin"].as_str().unwrap_or_default() && e.index as u64 == index
+            })
+            .context("a proof for an entry that is not in the log")?;
+        if size != body.size
+            || !pavilion_audit::log::verify_inclusion(
+                &entry.leaf_input(),
+                index,
+                size,
+                &body.root,
+                &proof,
+            )
+        {
+            bail!("an inclusion proof of {} does not verify", d.request_id);
+        }
+        proved += 1;
+    }
+    println!("  ✓ audit: {proved} entries of the request included in {} size {} (RFC 6962 proofs, checkpoint signature verified)", body.origin, body.size);
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let contract = pavilion_chain::Address::try_from(receipt.contract_address.as_slice())
+        .map_err(|_| anyhow::anyhow!("contract address"))?;
+    let on_chain = runtime.block_on(async {
+        pavilion_chain::Anchorer::reader(rpc, contract)?
+            .anchored(Some(&checkpoint.origin))
+            .await
+    })?;
+    let found = on_chain
+        .iter()
+        .find(|a| a.tree_size == body.size && a.root == body.root)
+        .context("the checkpoint's root is not on chain")?;
+    println!(
+        "  ✓ chain: root anchored by tx 0x{} in block {} of {rpc}",
+        hex::encode(found.tx_hash),
+        found.block_number
+    );
+    Ok(())
+}
