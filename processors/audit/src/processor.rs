@@ -1,3 +1,4 @@
+use apache_avro::types::Value;
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
@@ -57,34 +58,53 @@ impl Input for AuditInput {
 
 impl AuditInput {
     /// The input of a record of the contract.
+    ///
+    /// Records that carry a request id are decoded whole (a body that does not decode is
+    /// [`EventRef::UNDECODABLE`]), but only into Avro's generic value: of that, only the
+    /// request (or its id) becomes a struct. Records of other types are not decoded.
     fn decoded(registry: &Registry, bytes: &[u8], digest: [u8; 32]) -> Result<Self, CodecError> {
-        let event_type = registry.name_of(bytes)?.to_owned();
-        let request = |r: &VerificationRequest| (Some(r.request_id.clone()), SubjectFields::of(r));
-        let (request_id, subject) = match event_type.as_str() {
-            VerificationRequest::FULL_NAME => request(&registry.decode(bytes)?),
-            AcceptedRequest::FULL_NAME => {
-                request(&registry.decode::<AcceptedRequest>(bytes)?.request)
+        let event_type = registry.name_of(bytes)?;
+        // Where the request sits in the record, or that only its id is there.
+        let path: &[&str] = match event_type {
+            VerificationRequest::FULL_NAME => &[],
+            AcceptedRequest::FULL_NAME | PolicyOutcome::FULL_NAME => &["request"],
+            MatchResult::FULL_NAME => &["outcome", "request"],
+            RequestRejected::FULL_NAME | DecisionIssued::FULL_NAME | PsiJobResult::FULL_NAME => {
+                &["request_id"]
             }
-            PolicyOutcome::FULL_NAME => request(&registry.decode::<PolicyOutcome>(bytes)?.request),
-            MatchResult::FULL_NAME => {
-                request(&registry.decode::<MatchResult>(bytes)?.outcome.request)
+            _ => {
+                return Ok(AuditInput {
+                    event_type: event_type.to_owned(),
+                    digest,
+                    request_id: None,
+                    subject: None,
+                })
             }
-            RequestRejected::FULL_NAME => (
-                Some(registry.decode::<RequestRejected>(bytes)?.request_id),
-                None,
-            ),
-            DecisionIssued::FULL_NAME => (
-                Some(registry.decode::<DecisionIssued>(bytes)?.request_id),
-                None,
-            ),
-            PsiJobResult::FULL_NAME => (
-                Some(registry.decode::<PsiJobResult>(bytes)?.request_id),
-                None,
-            ),
-            _ => (None, None),
+        };
+        let (event_type, value) = registry.decode_value(bytes)?;
+        let not_there = || CodecError::SchemaMismatch {
+            expected: format!("{event_type} with {}", path.join(".")),
+            found: event_type.to_owned(),
+        };
+        let value = path
+            .iter()
+            .try_fold(&value, |v, name| field(v, name))
+            .ok_or_else(not_there)?;
+        let (request_id, subject) = match value {
+            Value::String(id) => (Some(id.clone()), None),
+            request => {
+                let request: VerificationRequest =
+                    apache_avro::from_value(request).map_err(|e| CodecError::Avro {
+                        op: "decode",
+                        schema: VerificationRequest::FULL_NAME.into(),
+                        source: Box::new(e),
+                    })?;
+                let subject = SubjectFields::of(&request);
+                (Some(request.request_id), subject)
+            }
         };
         Ok(AuditInput {
-            event_type,
+            event_type: event_type.to_owned(),
             digest,
             request_id,
             subject,
@@ -92,8 +112,16 @@ impl AuditInput {
     }
 }
 
+/// A field of a record value.
+fn field<'v>(value: &'v Value, name: &str) -> Option<&'v Value> {
+    match value {
+        Value::Record(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
 /// A shard's state in the `log` store.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct Shard {
     frontier: Frontier,
     /// Size of the last checkpoint.
@@ -179,7 +207,8 @@ impl Processor for AuditStage {
                 }
             }
         };
-        let mut shard: Shard = ctx.store("log")?.get(SHARD)?.unwrap_or_default();
+        // Read and written typed: its JSON is encoded once per transaction, not per entry.
+        let mut shard: Shard = ctx.store("log")?.get_cached(SHARD)?.unwrap_or_default();
         let mut entry = AuditEntry {
             origin: origin.clone(),
             index: shard.frontier.size as i64,
@@ -198,13 +227,13 @@ impl Processor for AuditStage {
         if shard.frontier.size - shard.checkpointed >= self.config.checkpoint_every {
             self.checkpoint(ctx, &origin, &mut shard)?;
         }
-        ctx.store("log")?.put(SHARD, &shard)
+        ctx.store("log")?.put_cached(SHARD, shard)
     }
 
     /// A checkpoint of whatever was appended since the last one, so a quiet log is still
     /// checkpointed (and anchored) within one punctuation interval.
     fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let mut shard: Shard = match ctx.store("log")?.get(SHARD)? {
+        let mut shard: Shard = match ctx.store("log")?.get_cached(SHARD)? {
             Some(s) => s,
             None => return Ok(()),
         };
@@ -213,6 +242,6 @@ impl Processor for AuditStage {
         }
         let origin = self.origin(ctx);
         self.checkpoint(ctx, &origin, &mut shard)?;
-        ctx.store("log")?.put(SHARD, &shard)
+        ctx.store("log")?.put_cached(SHARD, shard)
     }
 }

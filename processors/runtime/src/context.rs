@@ -9,7 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::global::GlobalStores;
 use crate::processor::{ProcessError, Resources};
-use crate::store::PartitionStores;
+use crate::store::{PartitionStores, Read};
 use crate::telemetry::Telemetry;
 use crate::topology::{family_prefix, valid_member};
 
@@ -296,6 +296,48 @@ impl Store<'_> {
         Ok(())
     }
 
+    /// Reads a value like [`Store::get`]; a value written by [`Store::put_cached`] in the open
+    /// transaction comes back as a clone, without decoding its JSON.
+    pub fn get_cached<T: DeserializeOwned + Clone + 'static>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, ProcessError> {
+        let read = self
+            .stores
+            .get_typed::<T>(self.index, key)
+            .map_err(|e| ProcessError::new(e.to_string()))?;
+        match read {
+            None => Ok(None),
+            Some(Read::Typed(value)) => Ok(Some(value)),
+            Some(Read::Bytes(bytes)) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ProcessError::new(format!("corrupt state value: {e}"))),
+        }
+    }
+
+    /// Writes a value like [`Store::put`], but keeps it as it is until the transaction needs
+    /// its bytes: a key rewritten by every record is encoded once per transaction, not once
+    /// per record. For values whose JSON round-trips to an equal value (a read after the
+    /// commit decodes it) and always encodes (no map with non-string keys); debug builds check
+    /// both at every write.
+    pub fn put_cached<T>(&mut self, key: &[u8], value: T) -> Result<(), ProcessError>
+    where
+        T: Serialize + DeserializeOwned + Clone + PartialEq + Send + 'static,
+    {
+        if cfg!(debug_assertions) {
+            let bytes = serde_json::to_vec(&value).map_err(|e| ProcessError::new(e.to_string()))?;
+            let back: T = serde_json::from_slice(&bytes)
+                .map_err(|e| ProcessError::new(format!("does not decode: {e}")))?;
+            assert!(
+                back == value,
+                "a value written with put_cached must round-trip through JSON"
+            );
+        }
+        self.stores
+            .stage_typed(self.index, key, value, encode_json::<T>);
+        Ok(())
+    }
+
     /// Keys in `[from, to)` with their values, in key order, at most `limit`.
     pub fn scan<T: DeserializeOwned>(
         &self,
@@ -321,6 +363,14 @@ impl Store<'_> {
     pub fn delete(&mut self, key: &[u8]) {
         self.stores.stage(self.index, key, None);
     }
+}
+
+/// The JSON of a value staged by [`Store::put_cached`].
+fn encode_json<T: Serialize + 'static>(value: &dyn std::any::Any) -> Vec<u8> {
+    let value = value
+        .downcast_ref::<T>()
+        .expect("staged with the encoder of its type");
+    serde_json::to_vec(value).expect("put_cached values always encode")
 }
 
 /// A read-only global store. Values are the source topic's framed Avro records.

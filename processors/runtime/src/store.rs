@@ -5,13 +5,18 @@
 //! they join the *transaction* overlay, when it fails they vanish with it. The transaction
 //! overlay is what the executor writes to the changelog inside the Kafka transaction, and is
 //! applied to RocksDB only after that transaction commits. So RocksDB only ever holds
-//! committed state, and the local directory can be deleted at any time.
+//! committed state, and the local directory can be deleted at any time. A key written several
+//! times in a transaction is one changelog record, its last value (as Kafka Streams' record
+//! cache); a value staged typed is kept as it is and encoded once, when the transaction needs
+//! its bytes, so a stage that rewrites one key per record does not pay an encoding per record.
 //!
 //! Each store has a *checkpoint*: a changelog offset up to which local state is known to be
 //! complete. Restore replays the changelog from there (from the start when there is none).
 //! Replaying from an earlier offset than needed is harmless: every changelog record carries
 //! the full value of its key, so replay converges to the same state.
 
+use std::any::Any;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -54,7 +59,38 @@ impl StoreInfo {
     }
 }
 
-type Overlay = BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
+/// A written value: its bytes, or a value a stage wrote typed (see [`PartitionStores::stage_typed`]).
+enum Value {
+    Bytes(Vec<u8>),
+    Typed(Typed),
+}
+
+/// A value as its stage wrote it, encoded only when its bytes are needed: once per
+/// transaction for the changelog and RocksDB, however often the stage rewrites it before.
+struct Typed {
+    value: Box<dyn Any + Send>,
+    encode: fn(&dyn Any) -> Vec<u8>,
+    bytes: OnceCell<Vec<u8>>,
+}
+
+impl Value {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Value::Bytes(b) => b,
+            Value::Typed(t) => t.bytes.get_or_init(|| (t.encode)(&*t.value)),
+        }
+    }
+}
+
+/// A read of [`PartitionStores::get_typed`].
+pub enum Read<T> {
+    /// The value a stage staged as a `T` in the open transaction, cloned.
+    Typed(T),
+    /// The value's bytes.
+    Bytes(Vec<u8>),
+}
+
+type Overlay = BTreeMap<(usize, Vec<u8>), Option<Value>>;
 
 /// A key and its value, as stored.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -117,10 +153,36 @@ impl PartitionStores {
     pub fn get(&self, store: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let k = (store, key.to_vec());
         if let Some(v) = self.staged.get(&k).or_else(|| self.transaction.get(&k)) {
-            return Ok(v.clone());
+            return Ok(v.as_ref().map(|v| v.bytes().to_vec()));
         }
         let cf = self.cf(store);
         self.db.get_cf(cf, key).map_err(|e| self.err(e))
+    }
+
+    /// Like [`PartitionStores::get`], but a value staged as a `T` by
+    /// [`PartitionStores::stage_typed`] in the open transaction comes back as a clone of
+    /// itself, without decoding.
+    pub fn get_typed<T: Any + Clone>(
+        &self,
+        store: usize,
+        key: &[u8],
+    ) -> Result<Option<Read<T>>, StoreError> {
+        let k = (store, key.to_vec());
+        if let Some(v) = self.staged.get(&k).or_else(|| self.transaction.get(&k)) {
+            return Ok(v.as_ref().map(|v| match v {
+                Value::Typed(t) => match t.value.downcast_ref::<T>() {
+                    Some(value) => Read::Typed(value.clone()),
+                    None => Read::Bytes(v.bytes().to_vec()),
+                },
+                Value::Bytes(b) => Read::Bytes(b.clone()),
+            }));
+        }
+        let cf = self.cf(store);
+        Ok(self
+            .db
+            .get_cf(cf, key)
+            .map_err(|e| self.err(e))?
+            .map(Read::Bytes))
     }
 
     /// Live keys in `[from, to)`, in key order, at most `limit` of them, as the current
@@ -145,7 +207,7 @@ impl PartitionStores {
         }
         for overlay in [&self.transaction, &self.staged] {
             for ((_, k), v) in overlay.range((store, from.to_vec())..(store, to.to_vec())) {
-                view.insert(k.clone(), v.clone());
+                view.insert(k.clone(), v.as_ref().map(|v| v.bytes().to_vec()));
             }
         }
         Ok(view
@@ -157,7 +219,28 @@ impl PartitionStores {
 
     /// Stages a write (`None` deletes).
     pub fn stage(&mut self, store: usize, key: &[u8], value: Option<Vec<u8>>) {
-        self.staged.insert((store, key.to_vec()), value);
+        self.staged
+            .insert((store, key.to_vec()), value.map(Value::Bytes));
+    }
+
+    /// Stages a write of a typed value, encoded by `encode` (given the value) only when the
+    /// transaction needs its bytes; until then [`PartitionStores::get_typed`] hands it back as
+    /// it is. `encode` must not fail, and decoding what it writes must give an equal value
+    /// (a read after the commit decodes it).
+    pub fn stage_typed<T: Any + Send>(
+        &mut self,
+        store: usize,
+        key: &[u8],
+        value: T,
+        encode: fn(&dyn Any) -> Vec<u8>,
+    ) {
+        let typed = Typed {
+            value: Box::new(value),
+            encode,
+            bytes: OnceCell::new(),
+        };
+        self.staged
+            .insert((store, key.to_vec()), Some(Value::Typed(typed)));
     }
 
     /// The record succeeded: its writes join the transaction.
@@ -177,7 +260,7 @@ impl PartitionStores {
             (
                 self.stores[*store].changelog.as_str(),
                 key.as_slice(),
-                value.as_deref(),
+                value.as_ref().map(Value::bytes),
             )
         })
     }
@@ -188,7 +271,7 @@ impl PartitionStores {
         for ((store, key), value) in std::mem::take(&mut self.transaction) {
             let cf = self.cf(store);
             match value {
-                Some(v) => batch.put_cf(cf, key, v),
+                Some(v) => batch.put_cf(cf, key, v.bytes()),
                 None => batch.delete_cf(cf, key),
             }
         }
@@ -254,5 +337,67 @@ impl PartitionStores {
         self.db
             .cf_handle(&self.stores[store].column_family())
             .expect("every store has its column family")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(v: &dyn Any) -> Vec<u8> {
+        serde_json::to_vec(v.downcast_ref::<Vec<u32>>().unwrap()).unwrap()
+    }
+
+    /// A key written by every record of a transaction is one changelog record, its last
+    /// value; a typed value is read back as itself, and encoded only for the changelog.
+    #[test]
+    fn a_transaction_writes_each_key_once_with_its_last_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = StoreInfo {
+            stage: "s".into(),
+            name: "n".into(),
+            changelog: "t.s.n.changelog".into(),
+        };
+        let mut stores = PartitionStores::open(dir.path(), vec![info]).unwrap();
+        for n in 1..=5u32 {
+            let mut value: Vec<u32> = match stores.get_typed(0, b"shard").unwrap() {
+                None => Vec::new(),
+                Some(Read::Typed(v)) => v,
+                Some(Read::Bytes(_)) => panic!("staged typed, read as bytes"),
+            };
+            value.push(n);
+            stores.stage_typed(0, b"shard", value, encode);
+            stores.stage(0, format!("k{}", n % 2).as_bytes(), Some(vec![n as u8]));
+            stores.keep_staged();
+        }
+        // A failed record's typed write is dropped like any other.
+        stores.stage_typed(0, b"shard", vec![99u32], encode);
+        stores.drop_staged();
+        let records: Vec<_> = stores
+            .changelog_records()
+            .map(|(t, k, v)| (t.to_owned(), k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(
+            records,
+            [
+                ("t.s.n.changelog".into(), b"k0".to_vec(), Some(vec![4])),
+                ("t.s.n.changelog".into(), b"k1".to_vec(), Some(vec![5])),
+                (
+                    "t.s.n.changelog".into(),
+                    b"shard".to_vec(),
+                    Some(b"[1,2,3,4,5]".to_vec())
+                ),
+            ]
+        );
+        assert_eq!(
+            stores.get(0, b"shard").unwrap(),
+            Some(b"[1,2,3,4,5]".to_vec())
+        );
+        stores.apply_committed().unwrap();
+        assert!(matches!(
+            stores.get_typed::<Vec<u32>>(0, b"shard").unwrap(),
+            Some(Read::Bytes(b)) if b == b"[1,2,3,4,5]"
+        ));
+        assert_eq!(stores.changelog_records().count(), 0);
     }
 }
