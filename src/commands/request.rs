@@ -195,7 +195,15 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
         println!("{}", request.request_id);
         return Ok(ExitCode::SUCCESS);
     };
-    wait(&reader, &request.request_id, a.timeout, a.json)
+    let answer = wait(&reader, &request.request_id, a.timeout, a.json);
+    if a.request_id.is_some() {
+        // A retry (the same question under its id) gets the original decision again; another
+        // question under an answered id is a conflict, which gets no answer at all.
+        return answer.context(
+            "was this --request-id answered before for a different request? That is a conflict and gets no answer: the id keeps its first",
+        );
+    }
+    answer
 }
 
 fn print_decision(d: &Decision, json: bool) -> Result<ExitCode> {

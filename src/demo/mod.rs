@@ -382,7 +382,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         while let Ok((v, at)) = arrivals.try_recv() {
             let d: Decision = registry.decode(&v)?;
             if decided.contains_key(&d.request_id) {
-                *duplicates += 1; // a duplicate's rejection shares the request id
+                *duplicates += 1; // a retry's re-delivery of its decision
             } else {
                 decided.insert(d.request_id.clone(), (d, at));
             }

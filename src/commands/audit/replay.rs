@@ -9,6 +9,10 @@
 //!   signature itself taken from the logged decision (the auditor has no signing key) and
 //!   verified against the JWKS instead. An SD-JWT's disclosures carry random salts, so for
 //!   those the signed claims other than `_sd`, and the disclosed values, are compared.
+//!
+//! A request id has one decision: a retry's re-delivery (the same record again, with the same
+//! `DecisionIssued`) is counted, not re-derived, and is accepted only byte-identical; two
+//! different decisions for one request id on a tenant's topic are a divergence.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -25,7 +29,7 @@ use pavilion_runtime::testing::TestDriver;
 use pavilion_runtime::Resources;
 use pavilion_schemas::{
     AuditEntry, Decision, DecisionIssued, Event, MatchResult, Payload, PolicyDocument,
-    PolicyOutcome, Registry, RequestRejected, ResponseFormat,
+    PolicyOutcome, Registry, RejectionReason, RequestRejected, ResponseFormat,
 };
 use pavilion_signing::{jose, DecisionSigner, SharedSigner, SIGNER};
 use sha2::{Digest, Sha256};
@@ -88,6 +92,7 @@ stages:
     kind: signing
     inputs: [matches, rejected]
     outputs: {{ decisions: 'decisions.{{tenant}}', issued: issued }}
+    stores: [decisions]
     config: {signing_config}
 "
     )
@@ -238,8 +243,9 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     {
         outcomes.insert(e.request_id.clone().unwrap_or_default(), event(e)?);
     }
-    // Decisions as delivered, from the tenants' topics the issued events name.
-    let mut delivered: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    // Decisions as delivered, from the tenants' topics the issued events name: every delivery
+    // of each request id, in order (a retry's re-delivery is the same record again).
+    let mut delivered: BTreeMap<(String, String), Vec<Vec<u8>>> = BTreeMap::new();
     let mut read_topics = std::collections::BTreeSet::new();
 
     // The log orders events of different topics as the audit stage happened to read them,
@@ -259,7 +265,16 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
                 inputs.insert(request_id, ("matches", event(e)?));
             }
             RequestRejected::FULL_NAME => {
-                inputs.insert(request_id, ("rejected", event(e)?));
+                // A retry's marker and a conflict decide nothing: the input of a request's
+                // decision is its original's match result or rejection.
+                let bytes = event(e)?;
+                let reason = registry.decode::<RequestRejected>(&bytes)?.reason;
+                if !matches!(
+                    reason,
+                    RejectionReason::Duplicate | RejectionReason::Conflict
+                ) {
+                    inputs.insert(request_id, ("rejected", bytes));
+                }
             }
             _ => {}
         }
@@ -285,6 +300,8 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         shards.insert(e.origin.clone(), Shard { policy, signing });
     }
     let (mut outcomes_same, mut decisions_same, mut sd_jwts) = (0u64, 0u64, 0u64);
+    let mut redeliveries = 0u64;
+    let mut decided = std::collections::BTreeSet::new();
     let bar = cli::bar((accepted.len() + issued.len()) as u64, "replaying");
     let mut mismatch = None;
     for e in accepted {
@@ -327,22 +344,40 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
             {
                 if let Some(v) = r.value {
                     let d: Decision = registry.decode(&v)?;
-                    delivered.insert((issued.topic.clone(), d.request_id), v);
+                    delivered
+                        .entry((issued.topic.clone(), d.request_id))
+                        .or_default()
+                        .push(v);
                 }
             }
         }
-        let Some(logged_bytes) = delivered.get(&(issued.topic.clone(), request_id.clone())) else {
+        let Some((logged_bytes, others)) = delivered
+            .get(&(issued.topic.clone(), request_id.clone()))
+            .and_then(|d| d.split_first())
+        else {
             bail!(
                 "request {request_id}: no decision on {} (past retention?)",
                 issued.topic
             );
         };
+        if others.iter().any(|d| d != logged_bytes) {
+            mismatch = Some(format!(
+                "request {request_id}: two different decisions on {} (a request id has one; a retry gets the same record again)",
+                issued.topic
+            ));
+            break;
+        }
         if Sha256::digest(logged_bytes).as_slice() != issued.decision_digest {
             mismatch = Some(format!(
                 "request {request_id}: the decision on {} is not the one the log's digest names",
                 issued.topic
             ));
             break;
+        }
+        if !decided.insert((issued.topic.clone(), request_id.clone())) {
+            // A re-delivery to a retry: the very record (checked above), not derived again.
+            redeliveries += 1;
+            continue;
         }
         let logged: Decision = registry.decode(logged_bytes)?;
         let (topic, input) = inputs.get(&request_id).with_context(|| {
@@ -395,7 +430,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     println!(
-        "ok: {outcomes_same} policy outcomes and {decisions_same} decisions re-derived identical ({sd_jwts} SD-JWTs compared without their random disclosure salts); every decision's signature verifies"
+        "ok: {outcomes_same} policy outcomes and {decisions_same} decisions re-derived identical ({redeliveries} re-deliveries to retries, byte-identical; {sd_jwts} SD-JWTs compared without their random disclosure salts); every decision's signature verifies"
     );
     Ok(ExitCode::SUCCESS)
 }
