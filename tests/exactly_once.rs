@@ -13,11 +13,13 @@ use util::*;
 const EVENTS: u64 = 20_000;
 const KEYS: u64 = 50;
 
-/// Kills the pipeline with SIGKILL at random moments while events stream in, restarts it each
-/// time, and then checks every output and store against the fault-free result.
-fn survives_sigkills(fused: bool) {
+/// Kills the pipeline (each task on `threads` stream threads) with SIGKILL at random moments
+/// while events stream in, restarts it each time, and then checks every output and store
+/// against the fault-free result.
+fn survives_sigkills(fused: bool, threads: usize) {
     let _serial = serial();
-    let t = TestTopology::new(if fused { "kill-fused" } else { "kill-split" }, 4, fused);
+    let name = format!("kill-{}-{threads}", if fused { "fused" } else { "split" });
+    let t = TestTopology::new(&name, 4, fused).threads(threads);
     let tally = Tally::start(&t.topic("totals"));
     let input = t.topic("events");
     let producer = std::thread::spawn(move || produce_events(&input, 0, EVENTS, KEYS, 1_500));
@@ -48,12 +50,22 @@ fn survives_sigkills(fused: bool) {
 
 #[test]
 fn split_pipeline_survives_sigkill_mid_stream() {
-    survives_sigkills(false);
+    survives_sigkills(false, 1);
 }
 
 #[test]
 fn fused_pipeline_survives_sigkill_mid_stream() {
-    survives_sigkills(true);
+    survives_sigkills(true, 1);
+}
+
+#[test]
+fn split_pipeline_on_two_stream_threads_survives_sigkill_mid_stream() {
+    survives_sigkills(false, 2);
+}
+
+#[test]
+fn fused_pipeline_on_two_stream_threads_survives_sigkill_mid_stream() {
+    survives_sigkills(true, 2);
 }
 
 /// Local RocksDB is a cache: deleting it between runs loses nothing.

@@ -165,8 +165,9 @@ pub fn request_path(args: RequestPathArgs) -> Result<ExitCode> {
                     "pavilion_stage_events_total{event=\"policy.activated\"",
                 ) >= args.tenants as f64
         };
+        // One stream thread per task, as the published figures were measured.
         let pipeline =
-            run::InProcess::start(&topology, &settings, loaded, Duration::from_secs(60))?;
+            run::InProcess::start(&topology, &settings, 1, loaded, Duration::from_secs(60))?;
         let reader = TopicReader::new(&settings, &[&format!("{run}.outcomes")])?;
         let t0 = Instant::now();
         for (tenant, bytes) in &requests {

@@ -1,7 +1,8 @@
-//! `pavilion run`: build the tasks from topology.yaml and run them, each on its own thread,
-//! with `/metrics`, `/healthz` and `/readyz` served beside them.
+//! `pavilion run`: build the tasks from topology.yaml and run each on `--threads` stream
+//! threads, with `/metrics`, `/healthz` and `/readyz` served beside them.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -14,7 +15,7 @@ use axum::{http::StatusCode, routing::get, Router};
 use clap::Args;
 use pavilion_kafka::{run_task, KafkaSettings};
 use pavilion_runtime::clock::SystemClock;
-use pavilion_runtime::telemetry::Telemetry;
+use pavilion_runtime::telemetry::{StreamThread, TaskState, Telemetry};
 use pavilion_runtime::topology::Topology;
 use pavilion_runtime::{Resources, TaskRunner};
 use pavilion_schemas::Registry;
@@ -37,6 +38,12 @@ pub struct RunArgs {
     /// partitions at once (static membership) and fences its predecessor's transactions.
     #[arg(long, env = "PAVILION_INSTANCE", default_value = "instance-1")]
     pub instance: String,
+    /// Stream threads per task (Kafka Streams' num.stream.threads): each is a member of the
+    /// task's group with its own consumer, transactional producer (ids `<instance>-<n>` for
+    /// thread n ≥ 1) and state, so one process works on several partitions at once; threads
+    /// beyond the partitions stay idle. Default: the machine's cores.
+    #[arg(long, env = "PAVILION_THREADS")]
+    pub threads: Option<NonZeroUsize>,
     /// Local RocksDB state (a cache of the changelogs; safe to delete while stopped).
     #[arg(long, env = "PAVILION_STATE_DIR", default_value = ".pavilion-state")]
     pub state_dir: PathBuf,
@@ -67,8 +74,9 @@ pub struct RunArgs {
     /// checkpoints are signed with the signing keys above.
     #[arg(long, env = "PAVILION_SUBJECT_KEYS")]
     pub subject_keys: Option<PathBuf>,
-    /// /healthz fails (503, naming the task) when a task has made no progress for this long:
-    /// stuck restoring, failing over and over before it runs, or blocked in a call.
+    /// /healthz fails (503, naming the thread as `<task>#<n>`) when a task's thread has made
+    /// no progress for this long: stuck restoring, failing over and over before it runs, or
+    /// blocked in a call.
     #[arg(long, env = "PAVILION_STUCK_AFTER", default_value = "60s", value_parser = parse_duration)]
     pub stuck_after: Duration,
     /// On SIGTERM or SIGINT, tasks commit what they have and stop; a process still running
@@ -80,6 +88,14 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// `--threads`, or the machine's cores.
+    pub fn threads(&self) -> usize {
+        self.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            NonZeroUsize::get,
+        )
+    }
+
     pub fn settings(&self) -> KafkaSettings {
         let mut s = cli::settings(&self.cluster, &self.instance);
         s.state_dir = self.state_dir.clone();
@@ -174,24 +190,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("--metrics-addr `{}` is not HOST:PORT", args.metrics_addr))?;
         serve_metrics(addr, telemetry.clone(), ring, args.stuck_after)?;
     }
+    let threads = args.threads();
     eprintln!(
-        "pavilion: running {} as instance `{}` against {}",
+        "pavilion: running {} as instance `{}` against {}, {threads} stream thread{} per task",
         tasks.join(", "),
         args.instance,
-        args.cluster.bootstrap
+        args.cluster.bootstrap,
+        if threads == 1 { "" } else { "s" }
     );
     let handles = start(
         &topology,
         &tasks,
+        threads,
         &args.settings(),
         &telemetry,
         &shutdown,
         &resources,
     );
     let mut failed = false;
-    for (task, handle) in tasks.iter().zip(handles) {
-        if let Err(e) = handle.join().expect("task thread panicked") {
-            eprintln!("task {task} failed: {e:#}");
+    for (thread, handle) in handles {
+        if let Err(e) = handle.join().expect("stream thread panicked") {
+            eprintln!("task {thread} failed: {e:#}");
             failed = true;
         }
     }
@@ -223,18 +242,29 @@ pub fn select_tasks(topology: &Topology, names: &[String]) -> Result<Vec<String>
     Ok(names.to_vec())
 }
 
-/// Starts one thread per task; each returns when `shutdown` is set.
+/// Starts `threads` stream threads per task, named `<task>#<n>`; each returns when `shutdown`
+/// is set. Every thread is registered as starting before any runs, so `/readyz` cannot answer
+/// 200 while a thread has yet to join its group.
 pub fn start(
     topology: &Arc<Topology>,
     tasks: &[String],
+    threads: usize,
     settings: &KafkaSettings,
     telemetry: &Arc<Telemetry>,
     shutdown: &Arc<AtomicBool>,
     resources: &Resources,
-) -> Vec<JoinHandle<Result<()>>> {
-    tasks
+) -> Vec<(String, JoinHandle<Result<()>>)> {
+    let threads: Vec<(&String, usize)> = tasks
         .iter()
-        .map(|task| {
+        .flat_map(|task| (0..threads).map(move |index| (task, index)))
+        .collect();
+    for &(task, index) in &threads {
+        telemetry.task_state(StreamThread { task, index }, TaskState::Starting);
+    }
+    threads
+        .into_iter()
+        .map(|(task, index)| {
+            let name = StreamThread { task, index }.to_string();
             let (topology, task, settings, telemetry, shutdown, resources) = (
                 topology.clone(),
                 task.clone(),
@@ -243,8 +273,8 @@ pub fn start(
                 shutdown.clone(),
                 resources.clone(),
             );
-            std::thread::Builder::new()
-                .name(format!("task-{task}"))
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
                 .spawn(move || {
                     let kinds = kinds::all();
                     let factory = {
@@ -264,10 +294,11 @@ pub fn start(
                         }
                     };
                     run_task(
-                        &topology, &task, 0, &factory, &settings, telemetry, &shutdown,
+                        &topology, &task, index, &factory, &settings, telemetry, &shutdown,
                     )
                 })
-                .expect("spawning a task thread")
+                .expect("spawning a stream thread");
+            (name, handle)
         })
         .collect()
 }
@@ -358,14 +389,16 @@ pub fn serve_metrics(
 pub struct InProcess {
     pub telemetry: Arc<Telemetry>,
     shutdown: Arc<AtomicBool>,
-    handles: Vec<JoinHandle<Result<()>>>,
+    handles: Vec<(String, JoinHandle<Result<()>>)>,
 }
 
 impl InProcess {
-    /// Starts every task and waits until all are running and `loaded` says so too.
+    /// Starts every task on `threads` stream threads and waits until all are running and
+    /// `loaded` says so too.
     pub fn start(
         topology: &Arc<Topology>,
         settings: &KafkaSettings,
+        threads: usize,
         loaded: impl Fn(&Telemetry) -> bool,
         timeout: Duration,
     ) -> Result<Self> {
@@ -375,6 +408,7 @@ impl InProcess {
         let handles = start(
             topology,
             &tasks,
+            threads,
             settings,
             &telemetry,
             &shutdown,
@@ -403,8 +437,8 @@ impl InProcess {
         self.shutdown
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut result = Ok(());
-        for handle in self.handles.drain(..) {
-            let outcome = handle.join().expect("task thread");
+        for (_, handle) in self.handles.drain(..) {
+            let outcome = handle.join().expect("stream thread");
             if result.is_ok() {
                 result = outcome;
             }
@@ -417,7 +451,7 @@ impl Drop for InProcess {
     fn drop(&mut self) {
         self.shutdown
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        for handle in self.handles.drain(..) {
+        for (_, handle) in self.handles.drain(..) {
             handle.join().ok();
         }
     }

@@ -38,6 +38,9 @@ pub struct TestTopology {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
     pub prefix: String,
+    /// `pavilion run --threads` (`PAVILION_THREADS`) of the pipelines it spawns: 1 unless
+    /// `threads` says otherwise, so a test does not depend on the machine's cores.
+    pub threads: usize,
 }
 
 impl TestTopology {
@@ -85,7 +88,12 @@ stages:
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("topology.yaml");
         std::fs::write(&path, yaml(&prefix)).unwrap();
-        let t = TestTopology { dir, path, prefix };
+        let t = TestTopology {
+            dir,
+            path,
+            prefix,
+            threads: 1,
+        };
         let out = t.cli(&["topics", "create"]);
         assert!(
             out.status.success(),
@@ -93,6 +101,12 @@ stages:
             String::from_utf8_lossy(&out.stderr)
         );
         t
+    }
+
+    /// Pipelines spawned from here run each task on `threads` stream threads.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
     }
 
     pub fn topic(&self, name: &str) -> String {
@@ -190,6 +204,8 @@ stages:
             .arg(self.state_dir(instance))
             .args(["--metrics-addr", &metrics])
             .env("PAVILION_BOOTSTRAP", bootstrap())
+            // `--threads`, through its variable (a test's own `env` may override it).
+            .env("PAVILION_THREADS", self.threads.to_string())
             .env("PAVILION_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().unwrap()))
