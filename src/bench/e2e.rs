@@ -5,7 +5,11 @@
 //! caught up: the last decision visible read_committed and the audit log written), the latency
 //! from produce to visible at half that rate (p50/p99/p99.9, and the part of it before the
 //! decision is written), the pipeline process's peak RSS, and the Kafka records it writes per
-//! request.
+//! request, by topic. Of the max phase: the pipeline process's CPU per request (all its
+//! threads, by thread), each stage's processing time per request, and both as a multiple of
+//! the cryptographic floor measured in the same run over the same requests ([`floor`]).
+
+mod floor;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +25,7 @@ use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_schemas::{
-    ClaimRequest, Decision, Event, Registry, SubjectToken, VerificationRequest,
+    AuditEntry, ClaimRequest, Decision, Event, Registry, SubjectToken, VerificationRequest,
 };
 use serde_json::json;
 
@@ -111,7 +115,71 @@ struct Measured {
     half_load_per_s: f64,
     peak_rss_mb: f64,
     records_per_request: f64,
+    /// (topic without the run's prefix, records per request), every topic the run wrote.
+    records_by_topic: Vec<(String, f64)>,
     time_spent: TimeSpent,
+    /// The pipeline process's CPU in the max phase, µs per request, by thread name.
+    cpu: Vec<(String, f64)>,
+    floor: floor::Floor,
+}
+
+impl Measured {
+    fn cpu_us(&self) -> f64 {
+        self.cpu.iter().map(|(_, us)| us).sum()
+    }
+
+    fn processing_us(&self) -> f64 {
+        self.time_spent.stages.iter().map(|(_, us)| us).sum()
+    }
+
+    fn changelog_records_per_request(&self) -> f64 {
+        self.records_by_topic
+            .iter()
+            .filter(|(t, _)| t.ends_with(".changelog"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// `name value, name value, …` with `decimals` decimals.
+fn listed(pairs: &[(String, f64)], decimals: usize) -> String {
+    let items: Vec<String> = pairs
+        .iter()
+        .map(|(name, value)| format!("{name} {value:.decimals$}"))
+        .collect();
+    items.join(", ")
+}
+
+/// CPU seconds of each thread of a process so far, summed by thread name (the executor names
+/// a task's thread after the task; librdkafka names its own `rdk:…`).
+fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
+    // utime and stime in /proc are in USER_HZ ticks, 100 a second on Linux.
+    const TICKS_PER_S: f64 = 100.0;
+    let mut by_name = BTreeMap::new();
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for thread in threads.flatten() {
+        let Ok(stat) = std::fs::read_to_string(thread.path().join("stat")) else {
+            continue;
+        };
+        // `tid (name) state …`: the name may hold spaces, so fields count from its `)`.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let name = if name.starts_with("rdk:") {
+            "rdk (librdkafka)".to_owned()
+        } else {
+            name
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+            *by_name.entry(name).or_insert(0.0) += (user + system) / TICKS_PER_S;
+        }
+    }
+    by_name
 }
 
 /// Where a pipeline's tasks spent the max phase, from its own metrics: per task, the share
@@ -322,12 +390,9 @@ fn measure(
         "--metrics-addr",
         &metrics,
     ];
-    let tasks: &[&str] = if layout == Layout::Split {
-        &["tenancy", "policy", "psi", "signing", "audit"]
-    } else {
-        &["tenancy", "policy", "audit"]
-    };
-    for t in tasks {
+    // Every task of the layout's topology: split, a task per stage; fused, as topology.yaml
+    // groups them.
+    for t in topology.tasks.keys() {
         run_args.extend(["--task", t]);
     }
     cli.spawn(&mut children, "pipeline", &run_args)?;
@@ -424,6 +489,7 @@ fn measure(
 
     eprintln!("  max: {} requests at once", args.requests);
     let before = scrape()?;
+    let cpu_before = thread_cpu(pipeline_pid);
     let t0 = Instant::now();
     for r in &requests {
         send(r)?;
@@ -438,6 +504,14 @@ fn measure(
     let max_seconds = settle()?.duration_since(t0).as_secs_f64().max(decided);
     let max_per_s = args.requests as f64 / max_seconds;
     let time_spent = TimeSpent::between(&before, &scrape()?, max_seconds, args.requests);
+    let cpu: Vec<(String, f64)> = thread_cpu(pipeline_pid)
+        .into_iter()
+        .map(|(name, s)| {
+            let d = s - cpu_before.get(&name).copied().unwrap_or(0.0);
+            (name, d * 1e6 / args.requests as f64)
+        })
+        .filter(|(_, us)| *us > 0.0)
+        .collect();
 
     // Half load, paced; latency from each produce to its decision visible.
     let rate = max_per_s / 2.0;
@@ -477,9 +551,26 @@ fn measure(
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.join();
 
-    // Everything the run wrote, every topic of it (changelogs included), per request.
-    eprintln!("  counting the records written");
+    // Everything the run wrote, every topic of it (changelogs included), per request, read
+    // back read_committed (records of committed transactions, no markers); and what the floor
+    // is measured over.
+    eprintln!("  counting the records written; measuring the floor");
+    let requests_total = (sent + count) as f64;
+    let audited: std::collections::BTreeSet<&str> = topology
+        .stages
+        .values()
+        .filter(|s| s.kind == "audit")
+        .flat_map(|s| s.inputs.iter().map(String::as_str))
+        .collect();
+    let log = crate::cli::topic_for(&topology, AuditEntry::FULL_NAME)?.name;
     let mut written = 0usize;
+    let mut records_by_topic = Vec::new();
+    let mut run_records = floor::RunRecords {
+        requests: Vec::new(),
+        audited: Vec::new(),
+        entries: Vec::new(),
+        decisions: Vec::new(),
+    };
     let names: Vec<String> = topology
         .topics
         .keys()
@@ -487,12 +578,37 @@ fn measure(
         .chain(std::iter::once(decisions.clone()))
         .collect();
     for name in &names {
-        if let Ok(records) = TopicReader::new(&settings, &[name])
+        let Ok(records) = TopicReader::new(&settings, &[name])
             .and_then(|r| r.read_to_end(Duration::from_secs(120)))
-        {
-            written += records.len();
+        else {
+            continue;
+        };
+        written += records.len();
+        if !records.is_empty() {
+            let short = name.strip_prefix(&format!("{run}.")).unwrap_or(name);
+            records_by_topic.push((short.to_owned(), records.len() as f64 / requests_total));
+        }
+        for value in records.into_iter().filter_map(|r| r.value) {
+            if *name == ingest {
+                run_records.requests.push(registry.decode(&value)?);
+            }
+            if *name == log {
+                run_records.entries.push(registry.decode(&value)?);
+            }
+            if *name == decisions {
+                let decision = registry.decode(&value)?;
+                run_records.decisions.push((value.clone(), decision));
+            }
+            if audited.contains(name.as_str()) {
+                run_records.audited.push(value);
+            }
         }
     }
+    let floor = floor::measure(
+        &run_records,
+        &credentials.signing_key.verifying_key(),
+        BANK_POLICY,
+    )?;
     let _ = std::fs::remove_dir_all(&dir);
     let _ = tokio::runtime::Runtime::new()?.block_on(pavilion_kafka::delete_topics_with_prefix(
         &settings,
@@ -508,8 +624,11 @@ fn measure(
         written_p99_ms: percentile(&to_written, 0.99),
         half_load_per_s: rate,
         peak_rss_mb,
-        records_per_request: written as f64 / (sent + count) as f64,
+        records_per_request: written as f64 / requests_total,
+        records_by_topic,
         time_spent,
+        cpu,
+        floor,
     })
 }
 
@@ -600,6 +719,33 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
             m.written_p50_ms,
             m.written_p99_ms
         );
+        let f = &m.floor;
+        println!(
+            "  {} floor (same run, same requests): {:.0} µs/request = Ed25519 verify {:.0} + sign {:.0} + Cedar {:.0} + {:.1} SHA-256 {:.0}",
+            layout.name(),
+            f.total_us(),
+            f.verify_us,
+            f.sign_us,
+            f.cedar_us,
+            f.sha256_count,
+            f.sha256_us
+        );
+        println!(
+            "  {} CPU per request (max phase): whole process {:.0} µs = {:.1}× the floor ({}); inside the stages {:.0} µs = {:.1}× the floor (wall time in their process calls: on a busy 2-core machine it counts time preempted)",
+            layout.name(),
+            m.cpu_us(),
+            m.cpu_us() / f.total_us(),
+            listed(&m.cpu, 0),
+            m.processing_us(),
+            m.processing_us() / f.total_us()
+        );
+        println!(
+            "  {} Kafka records written per request: {:.2}, of which changelogs {:.2} ({})",
+            layout.name(),
+            m.records_per_request,
+            m.changelog_records_per_request(),
+            listed(&m.records_by_topic, 2)
+        );
     }
     if let Some((_, fused)) = measured.iter().find(|(l, _)| *l == Layout::Fused) {
         let busy = fused.max_per_s * fused.records_per_request / raw;
@@ -611,7 +757,7 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
             fused.p99_ms
         );
     }
-    let as_json = |m: &Measured| json!({ "max_requests_per_s": m.max_per_s, "burst_decisions_per_s": m.decisions_per_s, "half_load_requests_per_s": m.half_load_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "p999_ms": m.p999_ms, "written_p50_ms": m.written_p50_ms, "written_p99_ms": m.written_p99_ms, "peak_rss_mb": m.peak_rss_mb, "records_written_per_request": m.records_per_request, "broker_share_of_raw": m.max_per_s * m.records_per_request / raw, "max_phase": m.time_spent.json() });
+    let as_json = |m: &Measured| json!({ "max_requests_per_s": m.max_per_s, "burst_decisions_per_s": m.decisions_per_s, "half_load_requests_per_s": m.half_load_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "p999_ms": m.p999_ms, "written_p50_ms": m.written_p50_ms, "written_p99_ms": m.written_p99_ms, "peak_rss_mb": m.peak_rss_mb, "records_written_per_request": m.records_per_request, "changelog_records_per_request": m.changelog_records_per_request(), "records_per_request_by_topic": m.records_by_topic.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(), "floor": m.floor.json(), "cpu_us_per_request": m.cpu_us(), "cpu_us_per_request_by_thread": m.cpu.iter().map(|(t, us)| (t.clone(), json!(us))).collect::<serde_json::Map<_, _>>(), "cpu_to_floor": m.cpu_us() / m.floor.total_us(), "processing_us_per_request": m.processing_us(), "processing_to_floor": m.processing_us() / m.floor.total_us(), "broker_share_of_raw": m.max_per_s * m.records_per_request / raw, "max_phase": m.time_spent.json() });
     let mut result = json!({
         "benchmark": "e2e",
         "raw_passthrough_records_per_s": raw,
@@ -621,7 +767,7 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
     for (layout, m) in &measured {
         result[layout.name()] = as_json(m);
     }
-    result["note"] = json!( "tenancy, policy, psi, signing and audit on the local broker; one pipeline process; requests pre-signed with their OPRF tokens; max = after the warm-up requests are decided, all sent at once until every stage has caught up (last decision visible read_committed, audit log written); latencies at half that rate; records counted over every topic of the run, changelogs included");
+    result["note"] = json!( "tenancy, policy, psi, signing and audit on the local broker; one pipeline process; requests pre-signed with their OPRF tokens; max = after the warm-up requests are decided, all sent at once until every stage has caught up (last decision visible read_committed, audit log written); latencies at half that rate; records counted over every topic of the run, changelogs included, read back read_committed; CPU = the pipeline process's user+system time in the max phase (every thread) per request; processing = wall time inside the stages' process calls (preemption included); floor = bare primitives over the run's own requests (Ed25519 verify of each, an Ed25519 signature of each decision payload, the policy engine's evaluation of each, and the SHA-256s the path computes), median of 3 passes");
     write_result(&args.out, &result)?;
     Ok(ExitCode::SUCCESS)
 }
