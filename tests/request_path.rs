@@ -27,8 +27,8 @@ plan:
 
 fn policy_changes_and_suspension(threads: usize) {
     let _serial = serial();
-    let t = TestTopology::with_yaml(&format!("path-{threads}"), request_path_topology)
-        .threads(threads);
+    let t =
+        TestTopology::with_yaml(&format!("path-{threads}"), request_path_topology).threads(threads);
     let dir = t.dir.path();
     let key = t.active_tenant("acme", "k1");
     std::fs::write(dir.join("v1.yaml"), V1).unwrap();

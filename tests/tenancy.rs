@@ -16,7 +16,7 @@ use util::*;
 #[test]
 fn suspension_rotation_and_hostile_input_on_the_broker() {
     let _serial = serial();
-    let t = TestTopology::with_yaml("tenancy", |p| request_path_topology(p));
+    let t = TestTopology::with_yaml("tenancy", request_path_topology);
     let k1 = t.active_tenant("acme", "k1");
 
     let port = free_port();

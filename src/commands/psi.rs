@@ -155,11 +155,16 @@ fn batch(a: BatchArgs) -> Result<ExitCode> {
     let ingest = cli::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
     let producer = PlainProducer::new(&settings)?;
     let registry = Registry::builtin();
-    let key = credentials.tenant_id.as_bytes();
+    // The chunks are keyed by job id (its request's id, where psi reads the request after
+    // tenancy); the request, like every request, by tenant id.
     for chunk in &chunks {
-        producer.send(&jobs_topic, key, &registry.encode(chunk)?)?;
+        producer.send(&jobs_topic, job_id.as_bytes(), &registry.encode(chunk)?)?;
     }
-    producer.send(&ingest, key, &registry.encode(&request)?)?;
+    producer.send(
+        &ingest,
+        credentials.tenant_id.as_bytes(),
+        &registry.encode(&request)?,
+    )?;
     producer.flush()?;
     eprintln!(
         "sent job {job_id} ({} tokens in {} chunk(s)) as request {}",

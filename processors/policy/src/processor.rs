@@ -3,7 +3,9 @@ use std::sync::Arc;
 
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, GlobalStore, ProcessError, Processor, Record};
-use pavilion_schemas::{AcceptedRequest, Event, PolicyDocument, PolicyOutcome, PolicyRef, Registry};
+use pavilion_schemas::{
+    AcceptedRequest, Event, PolicyDocument, PolicyOutcome, PolicyRef, Registry,
+};
 
 use crate::document::PolicySpec;
 use crate::engine::{CompiledPolicy, Evaluation};
@@ -154,7 +156,12 @@ fn effective_spec(
     documents: &GlobalStore<'_>,
     document: &PolicyDocument,
 ) -> Result<Result<PolicySpec, String>, ProcessError> {
-    let invalid = |e: String| format!("policy-invalid:{}@{}: {e}", document.policy_id, document.version);
+    let invalid = |e: String| {
+        format!(
+            "policy-invalid:{}@{}: {e}",
+            document.policy_id, document.version
+        )
+    };
     let spec = match PolicySpec::from_body(&document.body, &document.content_hash) {
         Ok(spec) => spec,
         Err(e) => return Ok(Err(invalid(e))),

@@ -8,8 +8,8 @@ use expect_test::{expect, Expect};
 use pavilion_runtime::testing::TestDriver;
 use pavilion_runtime::StageKinds;
 use pavilion_schemas::{
-    AcceptedRequest, ClaimRequest, PolicyDocument, PolicyOutcome, PolicyRef, PolicyState,
-    Registry, VerificationRequest,
+    AcceptedRequest, ClaimRequest, PolicyDocument, PolicyOutcome, PolicyRef, PolicyState, Registry,
+    VerificationRequest,
 };
 
 use crate::check::check;
@@ -185,7 +185,13 @@ fn each_request_is_evaluated_under_the_revision_it_was_accepted_under() {
         vec![
             Step::Req(accepted("r-none", "onboarding", &both, T0, None)),
             Step::Doc(v1.clone()),
-            Step::Req(accepted("r-v1", "onboarding", &both, T0 + 11, revision(&v1))),
+            Step::Req(accepted(
+                "r-v1",
+                "onboarding",
+                &both,
+                T0 + 11,
+                revision(&v1),
+            )),
             Step::Req(accepted(
                 "r-v1-minor",
                 "onboarding",
@@ -194,9 +200,21 @@ fn each_request_is_evaluated_under_the_revision_it_was_accepted_under() {
                 revision(&v1),
             )),
             Step::Doc(v2.clone()),
-            Step::Req(accepted("r-v2-marketing", "marketing", &both, T0 + 21, revision(&v2))),
+            Step::Req(accepted(
+                "r-v2-marketing",
+                "marketing",
+                &both,
+                T0 + 21,
+                revision(&v2),
+            )),
             // Read after v2 arrived, accepted under v1: the stamp decides, not arrival.
-            Step::Req(accepted("r-v1-read-late", "marketing", &both, T0 + 22, revision(&v1))),
+            Step::Req(accepted(
+                "r-v1-read-late",
+                "marketing",
+                &both,
+                T0 + 22,
+                revision(&v1),
+            )),
             Step::Req(accepted("r-changed", "onboarding", &both, T0 + 23, changed)),
         ],
         expect![[r#"

@@ -263,7 +263,9 @@ impl TaskRunner {
                 }
             }
             Err(StageError::Process(e))
-                if e.is_globals_behind() && self.globals_behind == Some(false) && handed_over.is_none() =>
+                if e.is_globals_behind()
+                    && self.globals_behind == Some(false)
+                    && handed_over.is_none() =>
             {
                 // Nothing of the record was kept yet: the caller retries it once caught up.
                 stores.drop_staged();

@@ -752,7 +752,11 @@ fn check_stage(
                     );
                 }
             }
-            for store in kind.stores.iter().chain(kind.globals.iter().map(|g| &g.name)) {
+            for store in kind
+                .stores
+                .iter()
+                .chain(kind.globals.iter().map(|g| &g.name))
+            {
                 if !seen.contains(store) {
                     errors.at(
                         line,

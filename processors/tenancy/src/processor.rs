@@ -498,7 +498,9 @@ fn record_policy(ctx: &mut Context<'_>, document: PolicyDocument) -> Result<(), 
         PolicyState::Active => policies.put(tenant.as_bytes(), &revision)?,
         PolicyState::Retired => {
             let active = policies.get::<PolicyRef>(tenant.as_bytes())?;
-            if active.is_some_and(|a| a.policy_id == revision.policy_id && a.version == revision.version) {
+            if active
+                .is_some_and(|a| a.policy_id == revision.policy_id && a.version == revision.version)
+            {
                 policies.delete(tenant.as_bytes());
             } else {
                 return Ok(());

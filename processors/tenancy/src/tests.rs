@@ -9,8 +9,8 @@ use expect_test::{expect, Expect};
 use pavilion_runtime::testing::TestDriver;
 use pavilion_runtime::StageKinds;
 use pavilion_schemas::{
-    ClaimRequest, PolicyDocument, PolicyState, Registry, RequestRejected, RequestSigningKey, SubjectToken, Tenant, TenantConfig,
-    TenantState, VerificationRequest,
+    ClaimRequest, PolicyDocument, PolicyState, Registry, RequestRejected, RequestSigningKey,
+    SubjectToken, Tenant, TenantConfig, TenantState, VerificationRequest,
 };
 
 const TOPOLOGY: &str = "
@@ -494,7 +494,12 @@ fn a_thousand_hostile_requests_accept_nothing() {
     assert!(line(&out[0].topic, &out[0].value).starts_with("accepted after"));
 }
 
-fn policy_event(tenant: Option<&str>, id: &str, version: i64, state: PolicyState) -> PolicyDocument {
+fn policy_event(
+    tenant: Option<&str>,
+    id: &str,
+    version: i64,
+    state: PolicyState,
+) -> PolicyDocument {
     PolicyDocument {
         tenant_id: tenant.map(str::to_owned),
         policy_id: id.into(),

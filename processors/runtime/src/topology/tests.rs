@@ -66,7 +66,10 @@ static PSI: StageKind = StageKind {
     name: "psi",
     outputs: &["matches", "results"],
     stores: &["jobs"],
-    globals: &[crate::GlobalKind::table("providers"), crate::GlobalKind::table("sets")],
+    globals: &[
+        crate::GlobalKind::table("providers"),
+        crate::GlobalKind::table("sets"),
+    ],
     check_config: |_| Ok(()),
     build: never_built,
 };
