@@ -164,7 +164,11 @@ impl AuditStage {
             created_at: epoch_millis(ctx.now()),
         };
         shard.checkpointed = shard.frontier.size;
-        ctx.emit("checkpoints", origin.to_owned(), &checkpoint)
+        // Routed by origin whether a record or a punctuation wrote it: a shard's checkpoints
+        // must share one partition to be read in order (an emit from punctuation would stay
+        // on the partition being punctuated, one from a record would go where the origin
+        // hashes, and `anchor run` would then skip the older ones as already covered).
+        ctx.route("checkpoints", origin.to_owned(), &checkpoint)
     }
 }
 
