@@ -141,6 +141,18 @@ pub(super) fn verify_sample(
         .collect();
     let body = pavilion_audit::note::open(&checkpoint.note, &known)
         .context("the checkpoint's signature")?;
+    // Keyed by request id after tenancy, a request's entries may sit in several shards: each
+    // proof is checked against its own shard's signed checkpoint, as `audit prove` gave it.
+    let mut bodies = std::collections::BTreeMap::new();
+    for v in lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "checkpoint")
+    {
+        let shard = pavilion_audit::note::open(v["note"].as_str().unwrap_or_default(), &known)
+            .context("a checkpoint's signature")?;
+        bodies.insert(shard.origin.clone(), shard);
+    }
     // Each proof checked (ct-merkle) from the entry itself as read from the log.
     let entries: Vec<pavilion_schemas::AuditEntry> = crate::cli::read_all(cluster, log_topic)?
         .into_iter()
@@ -170,12 +182,15 @@ pub(super) fn verify_sample(
                 e.origin == v["origin"].as_str().unwrap_or_default() && e.index as u64 == index
             })
             .context("a proof for an entry that is not in the log")?;
-        if size != body.size
+        let shard = bodies
+            .get(entry.origin.as_str())
+            .context("a proof without its shard's checkpoint")?;
+        if size != shard.size
             || !pavilion_audit::log::verify_inclusion(
                 &entry.leaf_input(),
                 index,
                 size,
-                &body.root,
+                &shard.root,
                 &proof,
             )
         {
@@ -183,7 +198,12 @@ pub(super) fn verify_sample(
         }
         proved += 1;
     }
-    println!("  ✓ audit: {proved} entries of the request included in {} size {} (RFC 6962 proofs, checkpoint signature verified)", body.origin, body.size);
+    println!(
+        "  ✓ audit: {proved} entries of the request included in {} shard(s) (RFC 6962 proofs, checkpoint signatures verified); {} size {} is anchored",
+        bodies.len(),
+        body.origin,
+        body.size
+    );
 
     let runtime = tokio::runtime::Runtime::new()?;
     let contract = pavilion_chain::Address::try_from(receipt.contract_address.as_slice())
