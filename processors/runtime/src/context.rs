@@ -271,6 +271,9 @@ impl<'a> Context<'a> {
     }
 }
 
+/// Prefix of the keys [`Store::put_until`] adds to a store's own.
+pub const EXPIRY_INDEX: &str = "exp\0";
+
 /// One key-value store, scoped to the current partition. Values are JSON-encoded.
 pub struct Store<'a> {
     stores: &'a mut PartitionStores,
@@ -336,6 +339,35 @@ impl Store<'_> {
         self.stores
             .stage_typed(self.index, key, value, encode_json::<T>);
         Ok(())
+    }
+
+    /// Writes `value` under `key` and remembers it until `expires_ms` in an index by time, so
+    /// that [`Store::expire`] forgets it (tenancy's seen request ids, signing's kept decisions).
+    /// Keys starting with [`EXPIRY_INDEX`] are the index's.
+    pub fn put_until<T: Serialize>(
+        &mut self,
+        key: &[u8],
+        expires_ms: i64,
+        value: &T,
+    ) -> Result<(), ProcessError> {
+        self.put(key, value)?;
+        let mut index = format!("{EXPIRY_INDEX}{expires_ms:020}\0").into_bytes();
+        index.extend_from_slice(key);
+        self.put(&index, &expires_ms)
+    }
+
+    /// Forgets the values written by [`Store::put_until`] whose time is `now_ms` or earlier,
+    /// oldest first, at most `batch` of them, so a punctuation stays short. Returns how many.
+    pub fn expire(&mut self, now_ms: i64, batch: usize) -> Result<usize, ProcessError> {
+        let upto = format!("{EXPIRY_INDEX}{now_ms:020}\u{1}").into_bytes();
+        let due = self.scan::<i64>(EXPIRY_INDEX.as_bytes(), &upto, batch)?;
+        // Index keys are the prefix, 20 digits, a NUL, then the value's own key.
+        let skip = EXPIRY_INDEX.len() + 21;
+        for (index, _) in &due {
+            self.delete(&index[skip..]);
+            self.delete(index);
+        }
+        Ok(due.len())
     }
 
     /// Keys in `[from, to)` with their values, in key order, at most `limit`.

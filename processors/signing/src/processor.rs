@@ -314,17 +314,13 @@ impl SigningStage {
         );
         // Kept for the retries of this request id, in the tenant's and the id's name.
         let expires = epoch_millis(ctx.now()) + self.config.idempotency_window.as_millis() as i64;
-        let mut kept = ctx.store("decisions")?;
-        kept.put(
+        ctx.store("decisions")?.put_until(
             &decision_key(&decision.tenant_id, &decision.request_id),
+            expires,
             &Kept {
                 expires_at: expires,
                 decision: B64URL.encode(&delivered),
             },
-        )?;
-        kept.put(
-            &expiry_key(expires, &decision.tenant_id, &decision.request_id),
-            &expires,
         )
     }
 
@@ -396,14 +392,9 @@ struct Kept {
     decision: String,
 }
 
-// Store keys. `\0` cannot occur in tenant ids; a request id containing one (rejected as
-// invalid) stays last, so it is split off whole.
+// Store key of a kept decision; its expiry index is the runtime's (`Store::put_until`).
 fn decision_key(tenant: &str, request_id: &str) -> Vec<u8> {
     format!("id\0{tenant}\0{request_id}").into_bytes()
-}
-
-fn expiry_key(expires_ms: i64, tenant: &str, request_id: &str) -> Vec<u8> {
-    format!("exp\0{expires_ms:020}\0{tenant}\0{request_id}").into_bytes()
 }
 
 impl Processor for SigningStage {
@@ -412,18 +403,7 @@ impl Processor for SigningStage {
     /// Forgets kept decisions whose window has passed, oldest first, a bounded batch at a time.
     fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         let now = epoch_millis(ctx.now());
-        let mut kept = ctx.store("decisions")?;
-        let upto = format!("exp\0{now:020}\u{1}").into_bytes();
-        let expired = kept.scan::<i64>(b"exp\0", &upto, self.config.expire_batch)?;
-        for (key, _) in &expired {
-            let text = String::from_utf8_lossy(key);
-            let mut parts = text.splitn(4, '\0').skip(2);
-            if let (Some(tenant), Some(request_id)) = (parts.next(), parts.next()) {
-                kept.delete(&decision_key(tenant, request_id));
-            }
-            kept.delete(key);
-        }
-        if !expired.is_empty() {
+        if ctx.store("decisions")?.expire(now, self.config.expire_batch)? > 0 {
             ctx.count("decisions.expired", "");
         }
         Ok(())

@@ -629,9 +629,9 @@ fn one_decision_per_request_id_a_retry_gets_the_very_record_again() {
         decisions.acme r3 98346d08dd07
         issued r3 a7219c3eb21c
         kept:
-        exp/00000001700003600000/acme/r1
-        exp/00000001700003660000/acme/r2
-        exp/00000001700003660000/acme/r3
+        exp/00000001700003600000/id/acme/r1
+        exp/00000001700003660000/id/acme/r2
+        exp/00000001700003660000/id/acme/r3
         id/acme/r1
         id/acme/r2
         id/acme/r3

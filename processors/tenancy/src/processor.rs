@@ -128,10 +128,6 @@ fn question_digest(r: &VerificationRequest) -> String {
         .collect()
 }
 
-fn expiry_key(expires_ms: i64, tenant: &str, request_id: &str) -> Vec<u8> {
-    format!("exp\0{expires_ms:020}\0{tenant}\0{request_id}").into_bytes()
-}
-
 fn rate_key(tenant: &str) -> Vec<u8> {
     format!("rate\0{tenant}").into_bytes()
 }
@@ -205,18 +201,7 @@ impl Processor for Tenancy {
     /// Forgets request ids whose window has passed, oldest first, a bounded batch at a time.
     fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         let now = epoch_millis(ctx.now());
-        let mut seen = ctx.store("seen")?;
-        let upto = format!("exp\0{now:020}\u{1}").into_bytes();
-        let expired = seen.scan::<i64>(b"exp\0", &upto, self.config.expire_batch)?;
-        for (key, _) in &expired {
-            let text = String::from_utf8_lossy(key);
-            let mut parts = text.splitn(4, '\0').skip(2);
-            if let (Some(tenant), Some(request_id)) = (parts.next(), parts.next()) {
-                seen.delete(&seen_key(tenant, request_id));
-            }
-            seen.delete(key);
-        }
-        if !expired.is_empty() {
+        if ctx.store("seen")?.expire(now, self.config.expire_batch)? > 0 {
             ctx.count("idempotency.expired", "");
         }
         Ok(())
@@ -249,15 +234,14 @@ impl Tenancy {
         }
         let decided = self.decide(ctx, &tenant, r, now)?;
         let expires = now + self.config.idempotency_window.as_millis() as i64;
-        let mut seen = ctx.store("seen")?;
-        seen.put(
+        ctx.store("seen")?.put_until(
             &id,
+            expires,
             &Seen::Answered {
                 expires_at: expires,
                 question,
             },
         )?;
-        seen.put(&expiry_key(expires, &r.tenant_id, &r.request_id), &expires)?;
         Ok(decided)
     }
 
