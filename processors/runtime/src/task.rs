@@ -57,9 +57,6 @@ pub struct TaskRunner {
     telemetry: Arc<Telemetry>,
     globals: Option<Arc<GlobalStores>>,
     resources: Resources,
-    /// While processing: `Some(false)` when a stage may ask for fresher global stores,
-    /// `Some(true)` once one did, `None` when they are as fresh as they get.
-    globals_behind: Option<bool>,
 }
 
 /// What became of a record.
@@ -128,7 +125,6 @@ impl TaskRunner {
             telemetry,
             globals: None,
             resources: Resources::default(),
-            globals_behind: None,
         })
     }
 
@@ -157,13 +153,8 @@ impl TaskRunner {
         raw: RawRecord<'_>,
         out: &mut Vec<OutRecord>,
     ) -> Processed {
-        self.globals_behind = Some(false);
         let first = self.first_stage(raw.topic);
-        self.run_stage(first, None, stores, raw, out);
-        match self.globals_behind.take() {
-            Some(true) => Processed::GlobalsBehind,
-            _ => Processed::Done,
-        }
+        self.run_stage(first, true, stores, raw, out)
     }
 
     /// Like [`TaskRunner::process`], with global stores read to their sources' end: a record
@@ -174,9 +165,8 @@ impl TaskRunner {
         raw: RawRecord<'_>,
         out: &mut Vec<OutRecord>,
     ) {
-        self.globals_behind = None;
         let first = self.first_stage(raw.topic);
-        self.run_stage(first, None, stores, raw, out);
+        let _done = self.run_stage(first, false, stores, raw, out);
     }
 
     /// A fused task also reads later stages' side inputs: a record starts at the first stage
@@ -188,15 +178,16 @@ impl TaskRunner {
             .unwrap_or(0)
     }
 
-    /// `handed_over`: the earlier stage of the chain that emitted `raw` in-process.
+    /// `may_retry`: a stage finding its global stores behind may ask for the record again
+    /// (only the record's first stage, before anything of it was kept, and only once).
     fn run_stage(
         &mut self,
         index: usize,
-        handed_over: Option<usize>,
+        may_retry: bool,
         stores: &mut PartitionStores,
         raw: RawRecord<'_>,
         out: &mut Vec<OutRecord>,
-    ) {
+    ) -> Processed {
         let started = Instant::now();
         let mut emitted = Vec::new();
         let stage = &mut self.stages[index];
@@ -258,24 +249,20 @@ impl TaskRunner {
                             key: Some(&e.key),
                             value: Some(&e.value),
                         };
-                        self.run_stage(reader, Some(index), stores, next, out);
+                        let _done = self.run_stage(reader, false, stores, next, out);
                     }
                 }
             }
-            Err(StageError::Process(e))
-                if e.is_globals_behind()
-                    && self.globals_behind == Some(false)
-                    && handed_over.is_none() =>
-            {
-                // Nothing of the record was kept yet: the caller retries it once caught up.
+            Err(StageError::Process(e)) if may_retry && e.is_globals_behind() => {
                 stores.drop_staged();
-                self.globals_behind = Some(true);
+                return Processed::GlobalsBehind;
             }
             Err(error) => {
                 stores.drop_staged();
                 self.dead_letter(&stage_name, &error, raw, out);
             }
         }
+        Processed::Done
     }
 
     /// The first later stage of the chain that reads `topic`: a record emitted there is

@@ -101,6 +101,31 @@ impl TestDriver {
         out
     }
 
+    /// Sends a typed event as the executor first does, with global stores that may lag
+    /// their sources: `Processed::GlobalsBehind` (and nothing produced, nothing kept) when a
+    /// stage asks for the record again once they are caught up.
+    pub fn send_first_attempt<E: Event>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        value: &E,
+    ) -> (crate::Processed, Vec<OutRecord>) {
+        let bytes = self.registry.encode(value).expect("encodable test event");
+        let mut out = Vec::new();
+        let raw = RawRecord {
+            topic,
+            partition: self.partition,
+            offset: self.offset,
+            timestamp_ms: crate::clock::epoch_millis(self.clock.now()),
+            key: Some(key.as_bytes()),
+            value: Some(&bytes),
+        };
+        self.offset += 1;
+        let processed = self.runner.process(&mut self.stores, raw, &mut out);
+        self.stores.apply_committed().expect("apply");
+        (processed, out)
+    }
+
     /// Gives the stages resources, as a binary would.
     pub fn attach_resources(&mut self, resources: crate::processor::Resources) {
         self.runner.attach_resources(resources);

@@ -403,7 +403,11 @@ impl Processor for SigningStage {
     /// Forgets kept decisions whose window has passed, oldest first, a bounded batch at a time.
     fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         let now = epoch_millis(ctx.now());
-        if ctx.store("decisions")?.expire(now, self.config.expire_batch)? > 0 {
+        if ctx
+            .store("decisions")?
+            .expire(now, self.config.expire_batch)?
+            > 0
+        {
             ctx.count("decisions.expired", "");
         }
         Ok(())

@@ -1,5 +1,5 @@
-//! What the runtime does around any stage: punctuation on the injected clock, and a panic
-//! contained to one dead-lettered record.
+//! What the runtime does around any stage: punctuation on the injected clock, a panic
+//! contained to one dead-lettered record, a record retried once global stores caught up.
 
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use pavilion_schemas::{DemoEvent, KeyCount};
 use crate::testing::TestDriver;
 use crate::{parse_config, Context, ProcessError, Processor, Record, StageKind, StageKinds};
 
-/// Counts events in `seen`; panics (after staging a write) on payload `boom`; on every
-/// punctuation emits the number seen so far.
+/// Counts events in `seen`; panics (after staging a write) on payload `boom`, finds its
+/// global stores behind on `behind`; on every punctuation emits the number seen so far.
 struct Ticker;
 
 impl Processor for Ticker {
@@ -26,6 +26,9 @@ impl Processor for Ticker {
         seen.put(b"n", &n)?;
         if record.value.payload == "boom" {
             panic!("boom at seq {}", record.value.seq);
+        }
+        if record.value.payload == "behind" {
+            return Err(ProcessError::globals_behind("an entry not read yet"));
         }
         Ok(())
     }
@@ -122,4 +125,25 @@ fn a_panicking_stage_dead_letters_the_record_and_goes_on() {
         n = 2
     "#]]
     .assert_eq(&driver.store("ticker", "seen"));
+}
+
+#[test]
+fn a_stage_behind_its_global_stores_gets_the_record_again_once_then_dead_letters_it() {
+    let mut driver = TestDriver::new(TOPOLOGY, "ticker", &StageKinds::new([&TICKER]));
+    driver.send("events", "k", &event(0, ""));
+    // First attempt: the caller is asked to catch up; nothing produced, the write dropped.
+    let (processed, out) = driver.send_first_attempt("events", "k", &event(1, "behind"));
+    assert_eq!(processed, crate::Processed::GlobalsBehind);
+    assert!(out.is_empty());
+    expect![[r#"
+        n = 1
+    "#]]
+    .assert_eq(&driver.store("ticker", "seen"));
+    // Caught up and still missing: a dead letter, not another retry.
+    let out = driver.send("events", "k", &event(1, "behind"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].topic, "dlq");
+    // A record a stage processes is done on the first attempt.
+    let (processed, out) = driver.send_first_attempt("events", "k", &event(2, ""));
+    assert_eq!((processed, out.len()), (crate::Processed::Done, 0));
 }
