@@ -128,8 +128,6 @@ enum BenchCommand {
     /// Policy evaluations/s for one tenant's policy vs the bare Cedar authorizer, and vs one
     /// unindexed set of every tenant's rules.
     Policy(bench::policy::PolicyArgs),
-    /// Requests/s through tenancy + policy on the broker, split vs fused, same requests.
-    RequestPath(bench::request_path::RequestPathArgs),
     /// Private matching: OPRF service vs raw voprf, batch PSI vs OpenMined PSI, provider set
     /// load rate (a million records by default).
     Psi(bench::psi::PsiBenchArgs),
@@ -196,7 +194,6 @@ fn main() -> ExitCode {
         Command::Bench { command } => match command {
             BenchCommand::Passthrough(args) => bench::passthrough::passthrough(args),
             BenchCommand::Policy(args) => bench::policy::policy(args),
-            BenchCommand::RequestPath(args) => bench::request_path::request_path(args),
             BenchCommand::Psi(args) => bench::psi::psi(args),
             BenchCommand::Signing(args) => bench::signing::signing(args),
             BenchCommand::Audit(args) => bench::audit::audit(args),

@@ -7,7 +7,6 @@ pub mod e2e;
 pub mod passthrough;
 pub mod policy;
 pub mod psi;
-pub mod request_path;
 pub mod sample;
 pub mod signing;
 
