@@ -32,11 +32,7 @@ impl Ingest {
     fn start(name: &str) -> Self {
         let t = TestTopology::with_yaml(name, |p| full_path_topology(p, &["age_over"], true));
         let env = audit_env(&t);
-        ok(cli_env(&t, &env, &["keys", "generate"]));
-        let key = t.active_tenant("acme", "k1");
-        let policy = t.dir.path().join("acme.yaml");
-        std::fs::write(&policy, AGE_OVER_POLICY).unwrap();
-        t.cli_ok(&["policy", "push", policy.to_str().unwrap(), "--activate"]);
+        let key = acme_with_age_policy(&t, &env);
         let port = free_port();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let pipeline = t.spawn_with("a", Some(port), &env);

@@ -49,11 +49,7 @@ impl RequestPath {
             )
         });
         let env = audit_env(&t);
-        ok(cli_env(&t, &env, &["keys", "generate"]));
-        let key = t.active_tenant("acme", "k1");
-        let policy = t.dir.path().join("acme.yaml");
-        std::fs::write(&policy, AGE_OVER_POLICY).unwrap();
-        t.cli_ok(&["policy", "push", policy.to_str().unwrap(), "--activate"]);
+        let key = acme_with_age_policy(&t, &env);
         t.provider_with_set("registry", "age_over", MEMBERS);
         let port = free_port();
         let spawned = Instant::now();

@@ -57,11 +57,7 @@ fn a_retry_gets_the_original_decision_and_another_question_under_its_id_none() {
     });
     let env = audit_env(&t);
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ok(cli_env(&t, &env, &["keys", "generate"]));
-    let key = t.active_tenant("acme", "k1");
-    let policy = t.dir.path().join("acme.yaml");
-    std::fs::write(&policy, AGE_OVER_POLICY).unwrap();
-    t.cli_ok(&["policy", "push", policy.to_str().unwrap(), "--activate"]);
+    let key = acme_with_age_policy(&t, &env);
     let port = free_port();
     let mut pipeline = t.spawn_with("a", Some(port), &env_refs);
     await_stage_event(port, "policy.activated", "acme", 1.0, &pipeline);

@@ -1088,6 +1088,17 @@ impl Infra {
     }
 }
 
+/// The signing path's setup: decision-signing keys in `env`'s ring, tenant `acme` active
+/// with key `k1`, and [`AGE_OVER_POLICY`] pushed and activated. Returns acme's key.
+pub fn acme_with_age_policy(t: &TestTopology, env: &[(String, String)]) -> SigningKey {
+    ok(cli_env(t, env, &["keys", "generate"]));
+    let key = t.active_tenant("acme", "k1");
+    let policy = t.dir.path().join("acme.yaml");
+    std::fs::write(&policy, AGE_OVER_POLICY).unwrap();
+    t.cli_ok(&["policy", "push", policy.to_str().unwrap(), "--activate"]);
+    key
+}
+
 /// Tenant `acme`'s policy: adults may be verified, by provider `registry` (region eu), whose
 /// answers come as JWTs.
 pub const AGE_OVER_POLICY: &str = r#"policy: main
