@@ -87,15 +87,26 @@ fn request(
 
 #[test]
 fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_index() {
+    logged_provable_and_tamper_evident(1);
+}
+
+/// The same with each task on two stream threads.
+#[test]
+fn the_same_on_two_stream_threads() {
+    logged_provable_and_tamper_evident(2);
+}
+
+fn logged_provable_and_tamper_evident(threads: usize) {
     let _serial = serial();
-    let t = TestTopology::with_yaml("audit", |p| {
+    let t = TestTopology::with_yaml(&format!("audit-{threads}"), |p| {
         with_audit(
             p,
             full_path_topology(p, &["age_over"], true),
             AUDIT_INPUTS,
             &["flipped", "removed", "swapped"],
         )
-    });
+    })
+    .threads(threads);
     let env = audit_env(&t);
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     ok(cli_env(&t, &env, &["keys", "generate"]));
@@ -592,7 +603,8 @@ fn every_event_is_one_leaf_provable_elsewhere_and_tampering_is_found_at_its_inde
 }
 
 /// A SIGKILLed audit stage, restarted each time, writes exactly the log a fault-free one
-/// writes over the same input (one input topic, so each partition's order is the topic's).
+/// writes over the same input (one input topic, so each partition's order is the topic's),
+/// on one stream thread and on two.
 #[test]
 fn a_killed_audit_stage_writes_the_same_log_as_a_fault_free_one() {
     let _serial = serial();
@@ -627,13 +639,15 @@ fn a_killed_audit_stage_writes_the_same_log_as_a_fault_free_one() {
     producer.flush().unwrap();
 
     let run = |name: &str,
-               kill_every: Option<Duration>|
+               kill_every: Option<Duration>,
+               threads: usize|
      -> BTreeMap<String, Vec<(String, i64, Vec<u8>)>> {
         let t = TestTopology::with_yaml(name, |p| {
             format!(
                 "application: {p}\ndlq: {p}.dlq\ndefaults: {{ partitions: 3 }}\ntopics:\n  {p}.dlq: {{ schema: pavilion.DeadLetter }}\n  {input}: {{ schema: pavilion.DecisionIssued }}\n  {p}.log: {{ schema: pavilion.AuditEntry }}\n  {p}.checkpoints: {{ schema: pavilion.Checkpoint }}\nstages:\n  audit:\n    kind: audit\n    inputs: [{input}]\n    outputs: {{ log: {p}.log, checkpoints: {p}.checkpoints }}\n    stores: [log]\n    config: {{ origin: test/audit, checkpoint_every: 100 }}\n"
             )
-        });
+        })
+        .threads(threads);
         let env = audit_env(&t);
         ok(cli_env(&t, &env, &["keys", "generate"]));
         let env_refs: Vec<(&str, &str)> =
@@ -686,8 +700,14 @@ fn a_killed_audit_stage_writes_the_same_log_as_a_fault_free_one() {
         }
         by_origin
     };
-    let fault_free = run("audit-a", None);
-    let killed = run("audit-b", Some(Duration::from_millis(1500)));
+    let fault_free = run("audit-a", None, 1);
     assert_eq!(fault_free.values().map(Vec::len).sum::<usize>(), 1500);
+    let killed = run("audit-b", Some(Duration::from_millis(1500)), 1);
     assert_eq!(killed, fault_free, "the killed run's log differs");
+    // Each shard's log is a function of its partition's order, whichever thread owns it.
+    let killed = run("audit-c", Some(Duration::from_millis(1500)), 2);
+    assert_eq!(
+        killed, fault_free,
+        "the killed run's log on two threads differs"
+    );
 }

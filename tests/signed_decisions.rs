@@ -106,18 +106,29 @@ fn delivered(
 
 #[test]
 fn every_request_gets_one_signed_decision_with_its_audit_event_through_kills_and_rotation() {
-    decisions_through_kills_and_rotation(false);
+    decisions_through_kills_and_rotation(false, 1);
+}
+
+/// The same with each task on two stream threads, so that one tenant's requests are decided
+/// on both (keyed by request id after tenancy).
+#[test]
+fn the_same_on_two_stream_threads() {
+    decisions_through_kills_and_rotation(false, 2);
 }
 
 /// The same with the keys in an HSM (SoftHSM2 over PKCS#11).
 #[test]
 fn the_same_with_keys_in_an_hsm() {
-    decisions_through_kills_and_rotation(true);
+    decisions_through_kills_and_rotation(true, 1);
 }
 
-fn decisions_through_kills_and_rotation(hsm: bool) {
+fn decisions_through_kills_and_rotation(hsm: bool, threads: usize) {
     let _serial = serial();
-    let t = TestTopology::with_yaml(if hsm { "sign-hsm" } else { "sign" }, topology);
+    let name = match (hsm, threads) {
+        (true, _) => "sign-hsm".to_owned(),
+        (false, n) => format!("sign-{n}"),
+    };
+    let t = TestTopology::with_yaml(&name, topology).threads(threads);
     let key = t.active_tenant("acme", "k1");
     // A second tenant whose policy asks for SD-JWTs disclosing age_over, shaped by its
     // response template (audience, the claim's payload name).
@@ -232,6 +243,19 @@ fn decisions_through_kills_and_rotation(hsm: bool) {
     assert_eq!(status, 200, "{served}");
     let served: serde_json::Value = serde_json::from_str(&served).unwrap();
     assert_eq!(served["keys"].as_array().unwrap().len(), 2, "{served}");
+    // Keyed by request id after tenancy, the last process's share of one tenant's requests
+    // was decided on every stream thread of the fused task.
+    let (_, metrics) = http_get(port, "/metrics").expect("metrics");
+    for thread in 0..threads {
+        let committed = metric(
+            &metrics,
+            &format!("pavilion_committed_records_total{{task=\"policy\",thread=\"{thread}\"}}"),
+        );
+        assert!(
+            committed > 0.0,
+            "thread {thread} of policy+psi+signing committed nothing:\n{metrics}"
+        );
+    }
     pipeline.stop();
 
     let (decisions, issued) = delivered(&t, "acme");
