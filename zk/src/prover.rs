@@ -1,0 +1,281 @@
+//! Proving: circom's witness generator (the compiled `.wasm`, run by ark-circom under wasmer),
+//! then Groth16 with circom's QAP reduction.
+
+use std::sync::Mutex;
+
+use ark_bn254::{Bn254, Fr};
+use ark_circom::circom::R1CS;
+use ark_circom::{CircomCircuit, CircomReduction, WitnessCalculator};
+use ark_ff::PrimeField;
+use ark_groth16::{Groth16, ProvingKey};
+use ark_relations::r1cs::{ConstraintSynthesizer, ConstraintSystem};
+use num_bigint::{BigInt, BigUint};
+use wasmer::{Module, Store};
+
+use crate::rand::{CryptoRng, RngCore};
+use crate::{commitment, ArtifactError, AttributeType, Circuit, Proof, ProveError, PublicInputs, Salt};
+
+/// What the provider knows for one proof: the private attribute and its opening, and the
+/// request's public bound and nonce. Its `Debug` redacts the attribute and the salt.
+#[derive(Clone)]
+pub struct WitnessInputs {
+    /// The attribute: a date as YYYYMMDD for [`Circuit::DateLeCutoff`], an integer otherwise.
+    pub attribute: u64,
+    /// The attribute's type, as committed.
+    pub attribute_type: AttributeType,
+    /// The subject binding, as committed (see [`crate::subject_binding`]).
+    pub subject_binding: Fr,
+    /// The salt, as committed.
+    pub salt: Salt,
+    /// The public bound: the cutoff date (YYYYMMDD) or the threshold.
+    pub bound: u64,
+    /// The request's nonce (see [`crate::nonce_from_request_id`]).
+    pub nonce: Fr,
+}
+
+impl WitnessInputs {
+    /// The commitment these inputs open.
+    pub fn commitment(&self) -> Fr {
+        commitment(
+            self.attribute,
+            self.attribute_type,
+            self.subject_binding,
+            &self.salt,
+        )
+    }
+
+    /// The public inputs a proof from these inputs verifies against.
+    pub fn public_inputs(&self) -> PublicInputs {
+        PublicInputs {
+            commitment: self.commitment(),
+            bound: self.bound,
+            nonce: self.nonce,
+        }
+    }
+}
+
+impl std::fmt::Debug for WitnessInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WitnessInputs")
+            .field("attribute", &"<redacted>")
+            .field("attribute_type", &self.attribute_type)
+            .field("subject_binding", &self.subject_binding)
+            .field("salt", &self.salt)
+            .field("bound", &self.bound)
+            .field("nonce", &self.nonce)
+            .finish()
+    }
+}
+
+/// A loaded prover for one circuit: R1CS, proving key and the compiled witness generator. Load
+/// once and reuse (compiling the witness generator takes the most time of loading); one per
+/// worker for concurrent proving — `prove` takes `&mut self`.
+pub struct Prover {
+    circuit: Circuit,
+    r1cs: R1CS<Fr>,
+    proving_key: ProvingKey<Bn254>,
+    store: Store,
+    module: Module,
+    /// The instantiated generator; dropped after a failure and instantiated again from `module`.
+    calculator: Option<WitnessCalculator>,
+}
+
+impl Prover {
+    /// Loads the circuit's artifacts and compiles its witness generator.
+    pub fn new(circuit: Circuit) -> Result<Prover, ArtifactError> {
+        let r1cs = circuit.r1cs()?;
+        let proving_key = circuit.proving_key()?;
+        let store = Store::default();
+        let module = Module::new(&store, circuit.artifacts().wasm)
+            .map_err(|e| circuit.artifact_error("witness generator", e))?;
+        Ok(Prover {
+            circuit,
+            r1cs,
+            proving_key,
+            store,
+            module,
+            calculator: None,
+        })
+    }
+
+    /// The circuit this prover proves.
+    pub fn circuit(&self) -> Circuit {
+        self.circuit
+    }
+
+    /// Proves the circuit's predicate over `inputs`. Fails without proving when the predicate
+    /// does not hold or an input is out of the circuit's range.
+    pub fn prove<R: RngCore + CryptoRng>(
+        &mut self,
+        inputs: &WitnessInputs,
+        rng: &mut R,
+    ) -> Result<Proof, ProveError> {
+        let circuit = self.circuit;
+        let limit = 1u128 << circuit.bits();
+        if u128::from(inputs.bound) >= limit {
+            return Err(ProveError::OutOfRange {
+                circuit,
+                input: "bound",
+                bits: circuit.bits(),
+            });
+        }
+        if u128::from(inputs.attribute) >= limit {
+            return Err(ProveError::OutOfRange {
+                circuit,
+                input: "attribute",
+                bits: circuit.bits(),
+            });
+        }
+        if !circuit.holds(inputs.attribute, inputs.bound) {
+            return Err(ProveError::PredicateFalse {
+                circuit,
+                bound: inputs.bound,
+            });
+        }
+        self.prove_unchecked(inputs, rng)
+    }
+
+    /// Proves without the checks in Rust, leaving a false predicate to the witness generator
+    /// and the constraint check. Tests use it to show the circuit itself refuses.
+    pub(crate) fn prove_unchecked<R: RngCore + CryptoRng>(
+        &mut self,
+        inputs: &WitnessInputs,
+        rng: &mut R,
+    ) -> Result<Proof, ProveError> {
+        let circuit = self.circuit;
+        let public = inputs.public_inputs();
+        let witness = self.witness(inputs, &public)?;
+
+        let synthesizer = CircomCircuit {
+            r1cs: self.r1cs.clone(),
+            witness: Some(witness),
+        };
+        // circom's generator does not stop at every failed constraint; check them all here so
+        // a false statement is an error naming the constraint, never an invalid proof.
+        let cs = ConstraintSystem::<Fr>::new_ref();
+        synthesizer
+            .clone()
+            .generate_constraints(cs.clone())
+            .map_err(|source| ProveError::Groth16 { circuit, source })?;
+        let satisfied = cs
+            .is_satisfied()
+            .map_err(|source| ProveError::Groth16 { circuit, source })?;
+        if !satisfied {
+            let constraint = cs
+                .which_is_unsatisfied()
+                .map_err(|source| ProveError::Groth16 { circuit, source })?
+                .unwrap_or_else(|| "(unnamed)".to_owned());
+            return Err(ProveError::Unsatisfied {
+                circuit,
+                constraint,
+            });
+        }
+
+        Groth16::<Bn254, CircomReduction>::create_random_proof_with_reduction(
+            synthesizer,
+            &self.proving_key,
+            rng,
+        )
+        .map(Proof)
+        .map_err(|source| ProveError::Groth16 { circuit, source })
+    }
+
+    /// Runs the witness generator; checks that the witness's public signals are the ones asked.
+    fn witness(
+        &mut self,
+        inputs: &WitnessInputs,
+        public: &PublicInputs,
+    ) -> Result<Vec<Fr>, ProveError> {
+        let circuit = self.circuit;
+        let (bound_name, attribute_name) = match circuit {
+            Circuit::DateLeCutoff => ("cutoff", "date"),
+            Circuit::IntGeThreshold => ("threshold", "value"),
+        };
+        let signals = [
+            ("commitment", public.commitment),
+            (bound_name, Fr::from(inputs.bound)),
+            ("nonce", inputs.nonce),
+            (attribute_name, Fr::from(inputs.attribute)),
+            ("attributeType", Fr::from(inputs.attribute_type.0)),
+            ("subjectBinding", inputs.subject_binding),
+            ("salt", inputs.salt.field()),
+        ]
+        .map(|(name, value)| (name.to_owned(), vec![to_bigint(value)]));
+
+        let calculator = match &mut self.calculator {
+            Some(calculator) => calculator,
+            slot => slot.insert(
+                WitnessCalculator::from_module(&mut self.store, self.module.clone()).map_err(
+                    |e| ProveError::Witness {
+                        circuit,
+                        reason: format!("instantiating the generator: {e}"),
+                    },
+                )?,
+            ),
+        };
+        let result = calculator.calculate_witness_element::<Fr, _>(&mut self.store, signals, false);
+        let witness = match result {
+            Ok(witness) => witness,
+            Err(e) => {
+                self.calculator = None;
+                return Err(ProveError::Witness {
+                    circuit,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let expected = public.to_field_elements();
+        if witness.len() != self.r1cs.num_variables || witness[1..=3] != expected {
+            return Err(ProveError::Witness {
+                circuit,
+                reason: "the generator's public signals differ from the inputs given".to_owned(),
+            });
+        }
+        Ok(witness)
+    }
+}
+
+fn to_bigint(value: Fr) -> BigInt {
+    BigInt::from(BigUint::from(value.into_bigint()))
+}
+
+static PROVERS: [Mutex<Option<Prover>>; 2] = [Mutex::new(None), Mutex::new(None)];
+
+/// Proves with a process-wide [`Prover`] per circuit, loaded on first use; calls for one
+/// circuit take turns. A service proving concurrently keeps a [`Prover`] per worker instead.
+pub fn prove<R: RngCore + CryptoRng>(
+    circuit: Circuit,
+    inputs: &WitnessInputs,
+    rng: &mut R,
+) -> Result<Proof, ProveError> {
+    // A panic while proving leaves nothing half-done that a later proof could see: the
+    // generator is instantiated again below if it was dropped, so a poisoned lock is taken over.
+    let mut slot = PROVERS[circuit as usize]
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let prover = match &mut *slot {
+        Some(prover) => prover,
+        empty => empty.insert(Prover::new(circuit)?),
+    };
+    prover.prove(inputs, rng)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_attribute_and_salt() {
+        let inputs = WitnessInputs {
+            attribute: 19_871_231,
+            attribute_type: AttributeType::BIRTH_DATE,
+            subject_binding: Fr::from(9u64),
+            salt: Salt::from_bytes(&[3u8; 16]).unwrap(),
+            bound: 20_080_514,
+            nonce: Fr::from(5u64),
+        };
+        let shown = format!("{inputs:?}");
+        assert!(!shown.contains("19871231"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+}
