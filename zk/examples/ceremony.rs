@@ -41,7 +41,10 @@ fn run(zk_dir: &Path) -> Result<(), CeremonyError> {
         write(&dir.join("witness.wasm"), &compiled.wasm)?;
         write(&dir.join("proving_key.bin"), &keys.proving_key)?;
         write(&dir.join("verifying_key.bin"), &keys.verifying_key)?;
-        write(&dir.join("verification_key.json"), format!("{vk_json}\n").as_bytes())?;
+        write(
+            &dir.join("verification_key.json"),
+            format!("{vk_json}\n").as_bytes(),
+        )?;
         println!(
             "{}: r1cs {} B, wasm {} B, proving key {} B, verifying key {} B",
             circuit.id(),
@@ -54,7 +57,10 @@ fn run(zk_dir: &Path) -> Result<(), CeremonyError> {
     let _ = std::fs::remove_dir_all(&scratch);
     let manifest = ceremony::manifest_of(zk_dir, ceremony::compiler_version(zk_dir)?)?;
     let text = serde_json::to_string_pretty(&manifest)?;
-    write(&zk_dir.join("artifacts/manifest.json"), format!("{text}\n").as_bytes())?;
+    write(
+        &zk_dir.join("artifacts/manifest.json"),
+        format!("{text}\n").as_bytes(),
+    )?;
     println!("wrote {}", zk_dir.join("artifacts/manifest.json").display());
     Ok(())
 }

@@ -257,7 +257,7 @@ pub fn manifest_of(zk_dir: &Path, compiler: String) -> Result<Manifest, Ceremony
             .to_owned(),
         compiler,
         compiler_args: COMPILER_ARGS.iter().map(|s| (*s).to_owned()).collect(),
-        setup: "Groth16 on BN254 with circom's QAP reduction: ark-groth16 0.5 \
+        setup: "Groth16 on BN254 with circom's QAP reduction: ark-groth16 0.6 \
                 generate_random_parameters_with_reduction::<CircomReduction> driven by \
                 ChaCha20Rng::from_seed(setup_seed), setup_seed = SHA-256(\"pavilion-zk \
                 development setup v1, NOT FOR PRODUCTION: \" || circuit id)"

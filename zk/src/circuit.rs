@@ -133,12 +133,8 @@ impl Circuit {
     /// bytes are compiled in and pinned by the manifest test, and a bad proving key could only
     /// produce proofs that fail verification.
     pub(crate) fn proving_key(self) -> Result<ProvingKey<Bn254>, ArtifactError> {
-        ProvingKey::deserialize_with_mode(
-            self.artifacts().proving_key,
-            Compress::Yes,
-            Validate::No,
-        )
-        .map_err(|e| self.artifact_error("proving key", e))
+        ProvingKey::deserialize_with_mode(self.artifacts().proving_key, Compress::Yes, Validate::No)
+            .map_err(|e| self.artifact_error("proving key", e))
     }
 
     /// The R1CS, with circom's wire-to-label map dropped: the witness generator already

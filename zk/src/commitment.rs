@@ -49,7 +49,9 @@ impl Salt {
         let mut padded = [0u8; 32];
         padded[32 - bytes.len()..].copy_from_slice(bytes);
         if value.into_bigint().to_bytes_be() != padded {
-            return Err(DecodeError::Salt("not below the BN254 scalar field's modulus"));
+            return Err(DecodeError::Salt(
+                "not below the BN254 scalar field's modulus",
+            ));
         }
         Ok(Salt(value))
     }
@@ -122,7 +124,12 @@ mod tests {
         // circomlib's published test vector: poseidon([1, 2, 3, 4]).
         let mut poseidon = Poseidon::<Fr>::new_circom(4).unwrap();
         let hash = poseidon
-            .hash(&[Fr::from(1u64), Fr::from(2u64), Fr::from(3u64), Fr::from(4u64)])
+            .hash(&[
+                Fr::from(1u64),
+                Fr::from(2u64),
+                Fr::from(3u64),
+                Fr::from(4u64),
+            ])
             .unwrap();
         let expected = Fr::from_str(
             "18821383157269793795438455681495246036402687001665670618754263018637548127333",
@@ -138,14 +145,29 @@ mod tests {
         assert_eq!(format!("{salt:?}"), "Salt(<redacted>)");
 
         assert!(Salt::from_bytes(&[7u8; 16]).is_ok());
-        assert!(matches!(Salt::from_bytes(&[7u8; 15]), Err(DecodeError::Salt(_))));
-        assert!(matches!(Salt::from_bytes(&[7u8; 33]), Err(DecodeError::Salt(_))));
-        assert!(matches!(Salt::from_bytes(&[0xff; 32]), Err(DecodeError::Salt(_))));
+        assert!(matches!(
+            Salt::from_bytes(&[7u8; 15]),
+            Err(DecodeError::Salt(_))
+        ));
+        assert!(matches!(
+            Salt::from_bytes(&[7u8; 33]),
+            Err(DecodeError::Salt(_))
+        ));
+        assert!(matches!(
+            Salt::from_bytes(&[0xff; 32]),
+            Err(DecodeError::Salt(_))
+        ));
     }
 
     #[test]
     fn nonce_depends_on_the_request_id() {
-        assert_ne!(nonce_from_request_id(b"req-1"), nonce_from_request_id(b"req-2"));
-        assert_eq!(nonce_from_request_id(b"req-1"), nonce_from_request_id(b"req-1"));
+        assert_ne!(
+            nonce_from_request_id(b"req-1"),
+            nonce_from_request_id(b"req-2")
+        );
+        assert_eq!(
+            nonce_from_request_id(b"req-1"),
+            nonce_from_request_id(b"req-1")
+        );
     }
 }

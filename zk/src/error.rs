@@ -46,12 +46,14 @@ pub enum ProveError {
         reason: String,
     },
     /// The witness does not satisfy the circuit's R1CS, so no valid proof exists for it.
-    #[error("{circuit}: the witness does not satisfy constraint {constraint} of the circuit")]
+    #[error(
+        "{circuit}: the witness does not satisfy constraint {constraint} of the circuit's R1CS"
+    )]
     Unsatisfied {
         /// The circuit asked for.
         circuit: Circuit,
-        /// The first unsatisfied constraint, as arkworks names it.
-        constraint: String,
+        /// The index of the first unsatisfied constraint in the circuit's R1CS.
+        constraint: usize,
     },
     /// Groth16 proving itself failed.
     #[error("{circuit}: proving failed: {source}")]
@@ -59,7 +61,7 @@ pub enum ProveError {
         /// The circuit asked for.
         circuit: Circuit,
         /// arkworks' error.
-        source: ark_relations::r1cs::SynthesisError,
+        source: ark_relations::gr1cs::SynthesisError,
     },
     /// An artifact could not be loaded.
     #[error(transparent)]

@@ -45,7 +45,7 @@ pub use proof::{decode_verifying_key, Proof, PROOF_BYTES};
 pub use prover::{prove, Prover, WitnessInputs};
 pub use verify::{verify, PublicInputs};
 
-/// The RNG traits this crate's randomized functions take (rand_core 0.6, as arkworks 0.5
+/// The RNG traits this crate's randomized functions take (rand_core 0.6, as arkworks 0.6
 /// uses), and `OsRng` for callers without one of their own.
 pub mod rand {
     pub use rand_core::{CryptoRng, OsRng, RngCore};

@@ -8,12 +8,13 @@ use ark_circom::circom::R1CS;
 use ark_circom::{CircomCircuit, CircomReduction, WitnessCalculator};
 use ark_ff::PrimeField;
 use ark_groth16::{Groth16, ProvingKey};
-use ark_relations::r1cs::{ConstraintSynthesizer, ConstraintSystem};
 use num_bigint::{BigInt, BigUint};
 use wasmer::{Module, Store};
 
 use crate::rand::{CryptoRng, RngCore};
-use crate::{commitment, ArtifactError, AttributeType, Circuit, Proof, ProveError, PublicInputs, Salt};
+use crate::{
+    commitment, ArtifactError, AttributeType, Circuit, Proof, ProveError, PublicInputs, Salt,
+};
 
 /// What the provider knows for one proof: the private attribute and its opening, and the
 /// request's public bound and nonce. Its `Debug` redacts the attribute and the salt.
@@ -132,45 +133,34 @@ impl Prover {
                 bound: inputs.bound,
             });
         }
-        self.prove_unchecked(inputs, rng)
+        self.prove_unchecked(inputs, &inputs.public_inputs(), rng)
     }
 
-    /// Proves without the checks in Rust, leaving a false predicate to the witness generator
-    /// and the constraint check. Tests use it to show the circuit itself refuses.
+    /// Proves `public` from `inputs` without the checks in Rust, leaving a false predicate or
+    /// a commitment the inputs do not open to the witness generator and the constraint check.
+    /// Tests use it to show the circuit itself refuses.
     pub(crate) fn prove_unchecked<R: RngCore + CryptoRng>(
         &mut self,
         inputs: &WitnessInputs,
+        public: &PublicInputs,
         rng: &mut R,
     ) -> Result<Proof, ProveError> {
         let circuit = self.circuit;
-        let public = inputs.public_inputs();
-        let witness = self.witness(inputs, &public)?;
+        let witness = self.witness(inputs, public)?;
 
-        let synthesizer = CircomCircuit {
-            r1cs: self.r1cs.clone(),
-            witness: Some(witness),
-        };
-        // circom's generator does not stop at every failed constraint; check them all here so
-        // a false statement is an error naming the constraint, never an invalid proof.
-        let cs = ConstraintSystem::<Fr>::new_ref();
-        synthesizer
-            .clone()
-            .generate_constraints(cs.clone())
-            .map_err(|source| ProveError::Groth16 { circuit, source })?;
-        let satisfied = cs
-            .is_satisfied()
-            .map_err(|source| ProveError::Groth16 { circuit, source })?;
-        if !satisfied {
-            let constraint = cs
-                .which_is_unsatisfied()
-                .map_err(|source| ProveError::Groth16 { circuit, source })?
-                .unwrap_or_else(|| "(unnamed)".to_owned());
+        // circom's generator, as ark-circom runs it, does not stop at a failed constraint
+        // (`===`); check them all here so a false statement is an error naming the constraint,
+        // never an invalid proof.
+        if let Some(constraint) = first_unsatisfied(&self.r1cs, &witness) {
             return Err(ProveError::Unsatisfied {
                 circuit,
                 constraint,
             });
         }
-
+        let synthesizer = CircomCircuit {
+            r1cs: self.r1cs.clone(),
+            witness: Some(witness),
+        };
         Groth16::<Bn254, CircomReduction>::create_random_proof_with_reduction(
             synthesizer,
             &self.proving_key,
@@ -193,8 +183,8 @@ impl Prover {
         };
         let signals = [
             ("commitment", public.commitment),
-            (bound_name, Fr::from(inputs.bound)),
-            ("nonce", inputs.nonce),
+            (bound_name, Fr::from(public.bound)),
+            ("nonce", public.nonce),
             (attribute_name, Fr::from(inputs.attribute)),
             ("attributeType", Fr::from(inputs.attribute_type.0)),
             ("subjectBinding", inputs.subject_binding),
@@ -235,6 +225,22 @@ impl Prover {
     }
 }
 
+/// The index of the first R1CS constraint `A·w * B·w = C·w` the witness `w` does not satisfy
+/// (a wire index past the witness counts as unsatisfied).
+fn first_unsatisfied(r1cs: &R1CS<Fr>, witness: &[Fr]) -> Option<usize> {
+    let evaluate = |lc: &[(usize, Fr)]| -> Option<Fr> {
+        lc.iter()
+            .map(|(wire, coefficient)| witness.get(*wire).map(|value| *value * coefficient))
+            .sum()
+    };
+    r1cs.constraints
+        .iter()
+        .position(|(a, b, c)| match (evaluate(a), evaluate(b), evaluate(c)) {
+            (Some(a), Some(b), Some(c)) => a * b != c,
+            _ => true,
+        })
+}
+
 fn to_bigint(value: Fr) -> BigInt {
     BigInt::from(BigUint::from(value.into_bigint()))
 }
@@ -263,19 +269,61 @@ pub fn prove<R: RngCore + CryptoRng>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify;
+
+    fn birth_date(date: u64, cutoff: u64) -> WitnessInputs {
+        WitnessInputs {
+            attribute: date,
+            attribute_type: AttributeType::BIRTH_DATE,
+            subject_binding: Fr::from(424_242u64),
+            salt: Salt::from_bytes(&[0x5a; 16]).unwrap(),
+            bound: cutoff,
+            nonce: Fr::from(77u64),
+        }
+    }
 
     #[test]
     fn debug_redacts_the_attribute_and_salt() {
-        let inputs = WitnessInputs {
-            attribute: 19_871_231,
-            attribute_type: AttributeType::BIRTH_DATE,
-            subject_binding: Fr::from(9u64),
-            salt: Salt::from_bytes(&[3u8; 16]).unwrap(),
-            bound: 20_080_514,
-            nonce: Fr::from(5u64),
-        };
-        let shown = format!("{inputs:?}");
+        let shown = format!("{:?}", birth_date(19_871_231, 20_080_514));
         assert!(!shown.contains("19871231"), "{shown}");
+        assert!(!shown.contains("5a5a"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    /// Past the checks in Rust, the circuit itself refuses a date after the cutoff, and a
+    /// commitment that Poseidon over the inputs does not give (so the Rust Poseidon and the
+    /// circuit's agree: the honest proofs in tests/ pass this same constraint).
+    #[test]
+    fn the_circuit_refuses_a_false_predicate_and_a_wrong_commitment() {
+        let mut prover = Prover::new(Circuit::DateLeCutoff).unwrap();
+        let rng = &mut rand_core::OsRng;
+
+        let late = birth_date(20_080_515, 20_080_514);
+        let err = prover
+            .prove_unchecked(&late, &late.public_inputs(), rng)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProveError::Unsatisfied { .. } | ProveError::Witness { .. }
+            ),
+            "{err}"
+        );
+
+        let honest = birth_date(20_080_514, 20_080_514);
+        let mut public = honest.public_inputs();
+        public.commitment += Fr::from(1u64);
+        let err = prover.prove_unchecked(&honest, &public, rng).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProveError::Unsatisfied { .. } | ProveError::Witness { .. }
+            ),
+            "{err}"
+        );
+
+        // The prover recovers from both failures.
+        let proof = prover.prove(&honest, rng).unwrap();
+        verify(Circuit::DateLeCutoff, &honest.public_inputs(), &proof).unwrap();
     }
 }
