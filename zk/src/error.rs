@@ -37,7 +37,8 @@ pub enum ProveError {
         /// The circuit's range in bits.
         bits: u32,
     },
-    /// circom's witness generator failed (an `assert` or a constraint inside it).
+    /// circom's witness generator could not run or returned an unusable witness (a trap, an
+    /// input it does not know, public signals other than those given).
     #[error("{circuit}: witness generation failed: {reason}")]
     Witness {
         /// The circuit asked for.

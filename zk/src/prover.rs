@@ -254,8 +254,8 @@ pub fn prove<R: RngCore + CryptoRng>(
     inputs: &WitnessInputs,
     rng: &mut R,
 ) -> Result<Proof, ProveError> {
-    // A panic while proving leaves nothing half-done that a later proof could see: the
-    // generator is instantiated again below if it was dropped, so a poisoned lock is taken over.
+    // A panic while proving leaves nothing a later proof depends on (each witness starts from
+    // the generator's `init`), so a poisoned lock is taken over.
     let mut slot = PROVERS[circuit as usize]
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
