@@ -25,7 +25,8 @@ use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_schemas::{
-    AuditEntry, ClaimRequest, Decision, Event, Registry, SubjectToken, VerificationRequest,
+    AcceptedRequest, AuditEntry, ClaimRequest, Decision, Event, Registry, SubjectToken,
+    VerificationRequest,
 };
 use serde_json::json;
 
@@ -59,9 +60,62 @@ pub struct E2eBenchArgs {
     /// Which pipelines to measure (both by default; the raw pass-through always runs).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Layout::Split, Layout::Fused])]
     pub layouts: Vec<Layout>,
+    /// Tenants the requests are spread over, in turn: each has its own key, policy and
+    /// decision topic, and tenancy reads its requests from the partition its id hashes to.
+    #[arg(long, default_value_t = 1)]
+    pub tenants: usize,
+    /// Stream threads of each pipeline process (`pavilion run --threads`; by default its
+    /// cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Pipeline processes, sharing each task's partitions by consumer group.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Instead of split vs fused: the fused path in the shapes of the README's scale table
+    /// (1 tenant vs 8, 1 stream thread vs 2, 1 process vs 2), each with the requests every
+    /// partition and stream thread handled. Writes `e2e_scale.json` beside `--out`.
+    #[arg(long)]
+    pub scale: bool,
     /// Where to write the JSON result.
     #[arg(long, default_value = "bench/results/e2e.json")]
     pub out: PathBuf,
+}
+
+/// How many tenants, stream threads and processes one measurement runs with.
+#[derive(Clone, Copy)]
+struct Shape {
+    tenants: usize,
+    threads: Option<usize>,
+    processes: usize,
+}
+
+impl Shape {
+    fn describe(self) -> String {
+        let count =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let threads = match self.threads {
+            Some(n) => count(n, "thread", "threads"),
+            None => "default threads".to_owned(),
+        };
+        format!(
+            "{}, {threads}, {}",
+            count(self.tenants, "tenant", "tenants"),
+            count(self.processes, "process", "processes")
+        )
+    }
+
+    /// The tenants' ids: `lender`, then `lender2`, `lender3`, ….
+    fn tenant_ids(self) -> Vec<String> {
+        (1..=self.tenants)
+            .map(|n| {
+                if n == 1 {
+                    "lender".to_owned()
+                } else {
+                    format!("lender{n}")
+                }
+            })
+            .collect()
+    }
 }
 
 /// How the request path's stages are grouped into tasks.
@@ -121,6 +175,61 @@ struct Measured {
     /// The pipeline process's CPU in the max phase, µs per request, by thread name.
     cpu: Vec<(String, f64)>,
     floor: floor::Floor,
+    spread: Spread,
+}
+
+/// Where the work went: the partitions that carried it and the stream threads that did it.
+struct Spread {
+    /// (topic without the run's prefix, partition, records) over the whole run, for the
+    /// requests (tenancy's input, keyed by tenant) and the accepted requests (the fused
+    /// path's input, keyed by request id).
+    by_partition: Vec<(String, i32, usize)>,
+    /// (`p<process>/<task>#<thread>`, input records it committed in the max phase).
+    by_thread: Vec<(String, f64)>,
+}
+
+impl Spread {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "records_by_partition": self.by_partition.iter().map(|(t, p, n)| json!({"topic": t, "partition": p, "records": n})).collect::<Vec<_>>(),
+            "committed_records_by_stream_thread_max_phase": self.by_thread.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+
+    /// `topic: p0 n, p1 n, …` for each topic.
+    fn partitions_line(&self) -> String {
+        let mut by_topic: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (topic, partition, n) in &self.by_partition {
+            by_topic
+                .entry(topic)
+                .or_default()
+                .push(format!("p{partition} {n}"));
+        }
+        let topics: Vec<String> = by_topic
+            .into_iter()
+            .map(|(t, parts)| format!("{t}: {}", parts.join(", ")))
+            .collect();
+        topics.join("; ")
+    }
+}
+
+/// Input records each stream thread committed, from `/metrics` text, as
+/// `(task#thread, records)`.
+fn committed_by_thread(metrics: &str) -> BTreeMap<String, f64> {
+    let family = "pavilion_committed_records_total{";
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(family)?;
+            let label = |name: &str| -> Option<&str> {
+                let tag = format!("{name}=\"");
+                let at = rest.find(&tag)? + tag.len();
+                Some(&rest[at..at + rest[at..].find('"')?])
+            };
+            let value: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+            Some((format!("{}#{}", label("task")?, label("thread")?), value))
+        })
+        .collect()
 }
 
 impl Measured {
@@ -234,12 +343,16 @@ fn by_label(text: &str, family: &str, label: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter_map(|line| {
             let rest = line.strip_prefix(family)?.strip_prefix('{')?;
-            let value = rest.rsplit(' ').next()?.parse().ok()?;
+            let value: f64 = rest.rsplit(' ').next()?.parse().ok()?;
             let at = rest.find(&tag)? + tag.len();
             let name = &rest[at..at + rest[at..].find('"')?];
             Some((name.to_owned(), value))
         })
-        .collect()
+        // Several processes' expositions, one after another: their samples add up.
+        .fold(BTreeMap::new(), |mut sums, (name, value)| {
+            *sums.entry(name).or_insert(0.0) += value;
+            sums
+        })
 }
 
 /// Sets up one run (keys, providers, the lender tenant and its policy, the pipeline) and
@@ -248,9 +361,15 @@ fn measure(
     args: &E2eBenchArgs,
     repo: &str,
     layout: Layout,
+    shape: Shape,
     raw_bytes: &mut usize,
 ) -> Result<Measured> {
-    let run = format!("e2e{}{}", layout.letter(), std::process::id());
+    let run = format!(
+        "e2e{}{}-{}",
+        layout.letter(),
+        std::process::id(),
+        epoch_millis(SystemTime::now()) % 1_000_000
+    );
     let dir = std::env::temp_dir().join(&run);
     std::fs::create_dir_all(&dir)?;
     let mut text = run_topology(repo, &run);
@@ -273,47 +392,59 @@ fn measure(
     };
     let cli = Cli::for_run(&dir, &topology_path, &args.cluster.bootstrap, "warn");
     let mut children = Children(Vec::new());
+    let tenants = shape.tenant_ids();
     eprintln!(
-        "  setting up: topics, keys, 2 providers × {} subjects, a tenant and its policy",
-        args.subjects
+        "  setting up: topics, keys, 2 providers × {} subjects, a policy for each tenant; {}",
+        args.subjects,
+        shape.describe()
     );
     cli.ok(&["topics", "create"])?;
     cli.ok(&["keys", "generate"])?;
     populations(&dir, 7, args.subjects)?;
     start_providers(&cli, &mut children, "100000")?;
-    cli.ok(&[
-        "tenant",
-        "add",
-        "lender",
-        "--name",
-        "Lender",
-        "--rate",
-        "1000000",
-        "--burst",
-        "1000000",
-        "--activate",
-        "--region",
-        "eu",
-        "--region",
-        "us",
-    ])?;
-    cli.ok(&[
-        "tenant",
-        "add-key",
-        "lender",
-        "--key-id",
-        "k1",
-        "--generate",
-        "lender-k1.json",
-    ])?;
-    std::fs::write(dir.join("lender.yaml"), BANK_POLICY)?;
-    cli.ok(&["policy", "push", "lender.yaml", "--activate"])?;
+    let mut credentials = Vec::new();
+    for tenant in &tenants {
+        cli.ok(&[
+            "tenant",
+            "add",
+            tenant,
+            "--name",
+            tenant,
+            "--rate",
+            "1000000",
+            "--burst",
+            "1000000",
+            "--activate",
+            "--region",
+            "eu",
+            "--region",
+            "us",
+        ])?;
+        let key_file = format!("{tenant}-k1.json");
+        cli.ok(&[
+            "tenant",
+            "add-key",
+            tenant,
+            "--key-id",
+            "k1",
+            "--generate",
+            &key_file,
+        ])?;
+        let policy_file = format!("{tenant}.yaml");
+        std::fs::write(
+            dir.join(&policy_file),
+            BANK_POLICY.replace("tenant: lender", &format!("tenant: {tenant}")),
+        )?;
+        cli.ok(&["policy", "push", &policy_file, "--activate"])?;
+        credentials.push(TenantCredentials::from_key_file(&std::fs::read_to_string(
+            dir.join(&key_file),
+        )?)?);
+    }
 
     // Every request signed in advance, its tokens fetched in batches: the measurement sees
-    // the pipeline, not the client.
-    let credentials =
-        TenantCredentials::from_key_file(&std::fs::read_to_string(dir.join("lender-k1.json"))?)?;
-    let client = OprfClient::new(credentials.clone());
+    // the pipeline, not the client. (Tokens are the provider's function of the subject
+    // alone, so one tenant's client fetches them for all.)
+    let client = OprfClient::new(credentials[0].clone());
     let providers = Registered::read(&cluster, &topology)?;
     let endpoints: Vec<(&str, ProviderEndpoint)> = ["bank-eu", "fraud-us"]
         .into_iter()
@@ -321,7 +452,7 @@ fn measure(
         .collect::<Result<_>>()?;
     let registry = Registry::builtin();
     // Requests `range` of this run, signed, with their tokens fetched in batches of 1000.
-    let make = |range: std::ops::Range<usize>| -> Result<Vec<(String, Vec<u8>)>> {
+    let make = |range: std::ops::Range<usize>| -> Result<Vec<(String, String, Vec<u8>)>> {
         let inputs: Vec<Vec<u8>> = range
             .clone()
             .map(|i| {
@@ -345,7 +476,7 @@ fn measure(
             .enumerate()
             .map(|(n, i)| {
                 let r = sign_request(
-                    &credentials,
+                    &credentials[i % credentials.len()],
                     RequestDraft {
                         claims: vec![
                             ClaimRequest {
@@ -372,45 +503,65 @@ fn measure(
                         })
                         .collect(),
                 );
-                Ok((r.request_id.clone(), registry.encode(&r)?))
+                Ok((
+                    r.tenant_id.clone(),
+                    r.request_id.clone(),
+                    registry.encode(&r)?,
+                ))
             })
             .collect()
     };
     let mut requests = make(0..args.warmup + args.requests)?;
-    *raw_bytes = requests[0].1.len();
+    *raw_bytes = requests[0].2.len();
     let warmup: Vec<_> = requests.drain(..args.warmup).collect();
 
-    let metrics = format!("127.0.0.1:{}", free_port()?);
-    let mut run_args = vec![
-        "run",
-        "--instance",
-        "bench",
-        "--state-dir",
-        "state",
-        "--metrics-addr",
-        &metrics,
-    ];
-    // Every task of the layout's topology: split, a task per stage; fused, as topology.yaml
-    // groups them.
-    for t in topology.tasks.keys() {
-        run_args.extend(["--task", t]);
+    // Each process: (metrics address, pid).
+    let mut pipelines: Vec<(String, u32)> = Vec::new();
+    let threads = shape.threads.map(|n| n.to_string());
+    for p in 1..=shape.processes {
+        let metrics = format!("127.0.0.1:{}", free_port()?);
+        let (instance, state) = (format!("bench{p}"), format!("state{p}"));
+        let mut run_args = vec![
+            "run",
+            "--instance",
+            &instance,
+            "--state-dir",
+            &state,
+            "--metrics-addr",
+            &metrics,
+        ];
+        if let Some(threads) = &threads {
+            run_args.extend(["--threads", threads]);
+        }
+        // Every task of the layout's topology: split, a task per stage; fused, as
+        // topology.yaml groups them.
+        for t in topology.tasks.keys() {
+            run_args.extend(["--task", t]);
+        }
+        cli.spawn(&mut children, &format!("pipeline{p}"), &run_args)?;
+        pipelines.push((metrics, children.0.last().expect("spawned").1.id()));
     }
-    cli.spawn(&mut children, "pipeline", &run_args)?;
-    let pipeline_pid = children.0.last().expect("spawned").1.id();
-    wait_ready(&metrics, Duration::from_secs(120))?;
+    for (metrics, _) in &pipelines {
+        wait_ready(metrics, Duration::from_secs(120))?;
+    }
     let settings = crate::cli::settings(&cluster, "bench");
-    let decisions = topology
-        .family_topic(
-            &crate::cli::topic_for(&topology, Decision::FULL_NAME)?.name,
-            "lender",
-        )
-        .context("decision topic")?
-        .name;
+    let decision_family = crate::cli::topic_for(&topology, Decision::FULL_NAME)?.name;
+    let decisions: Vec<String> = tenants
+        .iter()
+        .map(|tenant| {
+            topology
+                .family_topic(&decision_family, tenant)
+                .map(|t| t.name)
+                .context("decision topic")
+        })
+        .collect::<Result<_>>()?;
     let ingest = crate::cli::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
+    let accepted = crate::cli::topic_for(&topology, AcceptedRequest::FULL_NAME)?.name;
     let producer = PlainProducer::new(&settings)?;
     // A reader of its own: each decision is timed when it becomes visible, whatever the
     // sender is doing.
-    let reader = TopicReader::new(&settings, &[&decisions])?;
+    let decision_topics: Vec<&str> = decisions.iter().map(String::as_str).collect();
+    let reader = TopicReader::new(&settings, &decision_topics)?;
     let (visible, arrivals) = std::sync::mpsc::channel::<(Vec<u8>, Instant, i64)>();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
@@ -434,8 +585,8 @@ fn measure(
     };
     // When each request was sent, and the wall-clock time to compare with the decision
     // record's CreateTime (stamped by the pipeline on this same host).
-    let send = |(_, bytes): &(String, Vec<u8>)| -> Result<(Instant, i64)> {
-        producer.send(&ingest, b"lender", bytes)?;
+    let send = |(tenant, _, bytes): &(String, String, Vec<u8>)| -> Result<(Instant, i64)> {
+        producer.send(&ingest, tenant.as_bytes(), bytes)?;
         Ok((Instant::now(), epoch_millis(SystemTime::now())))
     };
     // Per request: when its decision became visible, and the decision record's CreateTime.
@@ -457,11 +608,42 @@ fn measure(
     };
 
     // Max: everything at once.
-    let scrape = || -> Result<String> {
-        Ok(ureq::get(&format!("http://{metrics}/metrics"))
-            .timeout(Duration::from_secs(5))
-            .call()?
-            .into_string()?)
+    let scrape_each = || -> Result<Vec<String>> {
+        pipelines
+            .iter()
+            .map(|(metrics, _)| {
+                Ok(ureq::get(&format!("http://{metrics}/metrics"))
+                    .timeout(Duration::from_secs(5))
+                    .call()?
+                    .into_string()?)
+            })
+            .collect()
+    };
+    // Every process's exposition, one after the other (samples of one name add up).
+    let scrape = || -> Result<String> { Ok(scrape_each()?.concat()) };
+    // Each process's threads' CPU seconds, `p<process>/<thread>` when there are several.
+    let cpu_now = || -> BTreeMap<String, f64> {
+        let mut all = BTreeMap::new();
+        for (p, (_, pid)) in pipelines.iter().enumerate() {
+            for (name, seconds) in thread_cpu(*pid) {
+                let name = if pipelines.len() > 1 {
+                    format!("p{}/{name}", p + 1)
+                } else {
+                    name
+                };
+                *all.entry(name).or_insert(0.0) += seconds;
+            }
+        }
+        all
+    };
+    let committed_now = || -> Result<BTreeMap<String, f64>> {
+        let mut all = BTreeMap::new();
+        for (p, text) in scrape_each()?.iter().enumerate() {
+            for (thread, n) in committed_by_thread(text) {
+                all.insert(format!("p{}/{thread}", p + 1), n);
+            }
+        }
+        Ok(all)
     };
     // The audit stage is still working off a burst when the last decision is visible. Waits
     // until no task has consumed anything for a second; returns when the last record was.
@@ -489,7 +671,8 @@ fn measure(
 
     eprintln!("  max: {} requests at once", args.requests);
     let before = scrape()?;
-    let cpu_before = thread_cpu(pipeline_pid);
+    let cpu_before = cpu_now();
+    let committed_before = committed_now()?;
     let t0 = Instant::now();
     for r in &requests {
         send(r)?;
@@ -504,7 +687,14 @@ fn measure(
     let max_seconds = settle()?.duration_since(t0).as_secs_f64().max(decided);
     let max_per_s = args.requests as f64 / max_seconds;
     let time_spent = TimeSpent::between(&before, &scrape()?, max_seconds, args.requests);
-    let cpu: Vec<(String, f64)> = thread_cpu(pipeline_pid)
+    let by_thread: Vec<(String, f64)> = committed_now()?
+        .into_iter()
+        .map(|(thread, n)| {
+            let d = n - committed_before.get(&thread).copied().unwrap_or(0.0);
+            (thread, d)
+        })
+        .collect();
+    let cpu: Vec<(String, f64)> = cpu_now()
         .into_iter()
         .map(|(name, s)| {
             let d = s - cpu_before.get(&name).copied().unwrap_or(0.0);
@@ -527,7 +717,7 @@ fn measure(
             std::thread::sleep(wait);
         }
         // No flush per request: a client's producer batches (linger), and the latency counts it.
-        sent_at.insert(r.0.clone(), send(r)?);
+        sent_at.insert(r.1.clone(), send(r)?);
     }
     producer.flush()?;
     await_n(sent + count, &mut seen)?;
@@ -546,7 +736,11 @@ fn measure(
         .unzip();
     latencies.sort_by(f64::total_cmp);
     to_written.sort_by(f64::total_cmp);
-    let peak_rss_mb = peak_rss_kb(pipeline_pid).unwrap_or(0) as f64 / 1024.0;
+    let peak_rss_mb = pipelines
+        .iter()
+        .map(|(_, pid)| peak_rss_kb(*pid).unwrap_or(0))
+        .sum::<u64>() as f64
+        / 1024.0;
     drop(children);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.join();
@@ -575,8 +769,9 @@ fn measure(
         .topics
         .keys()
         .cloned()
-        .chain(std::iter::once(decisions.clone()))
+        .chain(decisions.iter().cloned())
         .collect();
+    let mut by_partition: BTreeMap<(String, i32), usize> = BTreeMap::new();
     for name in &names {
         let Ok(records) = TopicReader::new(&settings, &[name])
             .and_then(|r| r.read_to_end(Duration::from_secs(120)))
@@ -584,9 +779,16 @@ fn measure(
             continue;
         };
         written += records.len();
+        let short = name.strip_prefix(&format!("{run}.")).unwrap_or(name);
         if !records.is_empty() {
-            let short = name.strip_prefix(&format!("{run}.")).unwrap_or(name);
             records_by_topic.push((short.to_owned(), records.len() as f64 / requests_total));
+        }
+        if *name == ingest || *name == accepted {
+            for r in &records {
+                *by_partition
+                    .entry((short.to_owned(), r.partition))
+                    .or_insert(0) += 1;
+            }
         }
         for value in records.into_iter().filter_map(|r| r.value) {
             if *name == ingest {
@@ -595,7 +797,7 @@ fn measure(
             if *name == log {
                 run_records.entries.push(registry.decode(&value)?);
             }
-            if *name == decisions {
+            if decisions.contains(name) {
                 let decision = registry.decode(&value)?;
                 run_records.decisions.push((value.clone(), decision));
             }
@@ -604,11 +806,11 @@ fn measure(
             }
         }
     }
-    let floor = floor::measure(
-        &run_records,
-        &credentials.signing_key.verifying_key(),
-        BANK_POLICY,
-    )?;
+    let tenant_keys: BTreeMap<String, ed25519_dalek::VerifyingKey> = credentials
+        .iter()
+        .map(|c| (c.tenant_id.clone(), c.signing_key.verifying_key()))
+        .collect();
+    let floor = floor::measure(&run_records, &tenant_keys, BANK_POLICY)?;
     let _ = std::fs::remove_dir_all(&dir);
     let _ = tokio::runtime::Runtime::new()?.block_on(pavilion_kafka::delete_topics_with_prefix(
         &settings,
@@ -629,18 +831,45 @@ fn measure(
         time_spent,
         cpu,
         floor,
+        spread: Spread {
+            by_partition: by_partition
+                .into_iter()
+                .map(|((topic, partition), n)| (topic, partition, n))
+                .collect(),
+            by_thread,
+        },
     })
 }
 
 pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
     let repo = std::fs::read_to_string(&args.cluster.file.topology)
         .with_context(|| format!("reading {}", args.cluster.file.topology.display()))?;
+    if args.scale {
+        return scale(&args, &repo);
+    }
+    let shape = Shape {
+        tenants: args.tenants,
+        threads: args.threads,
+        processes: args.processes,
+    };
+    anyhow::ensure!(
+        shape.tenants >= 1 && shape.processes >= 1,
+        "--tenants and --processes are at least 1"
+    );
     let mut request_bytes = 0;
     let mut measured = Vec::new();
     for layout in [Layout::Split, Layout::Fused] {
         if args.layouts.contains(&layout) {
-            println!("({}) the pipeline {}", layout.letter(), layout.name());
-            measured.push((layout, measure(&args, &repo, layout, &mut request_bytes)?));
+            println!(
+                "({}) the pipeline {}, {}",
+                layout.letter(),
+                layout.name(),
+                shape.describe()
+            );
+            measured.push((
+                layout,
+                measure(&args, &repo, layout, shape, &mut request_bytes)?,
+            ));
         }
     }
     println!("(a) raw Kafka pass-through of {request_bytes}-byte records");
@@ -746,6 +975,12 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
             m.changelog_records_per_request(),
             listed(&m.records_by_topic, 2)
         );
+        println!(
+            "  {} spread: records by partition ({}); input records committed by stream thread in the max phase ({})",
+            layout.name(),
+            m.spread.partitions_line(),
+            listed(&m.spread.by_thread, 0)
+        );
     }
     if let Some((_, fused)) = measured.iter().find(|(l, _)| *l == Layout::Fused) {
         let busy = fused.max_per_s * fused.records_per_request / raw;
@@ -757,17 +992,108 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
             fused.p99_ms
         );
     }
-    let as_json = |m: &Measured| json!({ "max_requests_per_s": m.max_per_s, "burst_decisions_per_s": m.decisions_per_s, "half_load_requests_per_s": m.half_load_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "p999_ms": m.p999_ms, "written_p50_ms": m.written_p50_ms, "written_p99_ms": m.written_p99_ms, "peak_rss_mb": m.peak_rss_mb, "records_written_per_request": m.records_per_request, "changelog_records_per_request": m.changelog_records_per_request(), "records_per_request_by_topic": m.records_by_topic.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(), "floor": m.floor.json(), "cpu_us_per_request": m.cpu_us(), "cpu_us_per_request_by_thread": m.cpu.iter().map(|(t, us)| (t.clone(), json!(us))).collect::<serde_json::Map<_, _>>(), "cpu_to_floor": m.cpu_us() / m.floor.total_us(), "processing_us_per_request": m.processing_us(), "processing_to_floor": m.processing_us() / m.floor.total_us(), "broker_share_of_raw": m.max_per_s * m.records_per_request / raw, "max_phase": m.time_spent.json() });
+    let as_json = |m: &Measured| json!({ "max_requests_per_s": m.max_per_s, "burst_decisions_per_s": m.decisions_per_s, "half_load_requests_per_s": m.half_load_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "p999_ms": m.p999_ms, "written_p50_ms": m.written_p50_ms, "written_p99_ms": m.written_p99_ms, "peak_rss_mb": m.peak_rss_mb, "records_written_per_request": m.records_per_request, "changelog_records_per_request": m.changelog_records_per_request(), "records_per_request_by_topic": m.records_by_topic.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(), "floor": m.floor.json(), "cpu_us_per_request": m.cpu_us(), "cpu_us_per_request_by_thread": m.cpu.iter().map(|(t, us)| (t.clone(), json!(us))).collect::<serde_json::Map<_, _>>(), "cpu_to_floor": m.cpu_us() / m.floor.total_us(), "processing_us_per_request": m.processing_us(), "processing_to_floor": m.processing_us() / m.floor.total_us(), "broker_share_of_raw": m.max_per_s * m.records_per_request / raw, "max_phase": m.time_spent.json(), "spread": m.spread.json() });
     let mut result = json!({
         "benchmark": "e2e",
         "raw_passthrough_records_per_s": raw,
         "request_bytes": request_bytes,
         "warmup_requests": args.warmup,
+        "shape": shape.describe(),
     });
     for (layout, m) in &measured {
         result[layout.name()] = as_json(m);
     }
     result["note"] = json!( "tenancy, policy, psi, signing and audit on the local broker; one pipeline process; requests pre-signed with their OPRF tokens; max = after the warm-up requests are decided, all sent at once until every stage has caught up (last decision visible read_committed, audit log written); latencies at half that rate; records counted over every topic of the run, changelogs included, read back read_committed; CPU = the pipeline process's user+system time in the max phase (every thread) per request; processing = wall time inside the stages' process calls (preemption included); floor = bare primitives over the run's own requests (Ed25519 verify of each, an Ed25519 signature of each decision payload, the policy engine's evaluation of each, and the SHA-256s the path computes), median of 3 passes");
     write_result(&args.out, &result)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bench e2e --scale`: the fused path in each shape of the README's scale table, one after
+/// the other in one run, with where the work went.
+fn scale(args: &E2eBenchArgs, repo: &str) -> Result<ExitCode> {
+    let shapes = [
+        Shape {
+            tenants: 1,
+            threads: Some(1),
+            processes: 1,
+        },
+        Shape {
+            tenants: 8,
+            threads: Some(1),
+            processes: 1,
+        },
+        Shape {
+            tenants: 1,
+            threads: Some(2),
+            processes: 1,
+        },
+        Shape {
+            tenants: 1,
+            threads: Some(1),
+            processes: 2,
+        },
+    ];
+    let mut request_bytes = 0;
+    let mut rows = Vec::new();
+    for (n, shape) in shapes.into_iter().enumerate() {
+        println!(
+            "({}/{}) the fused path, {}",
+            n + 1,
+            shapes.len(),
+            shape.describe()
+        );
+        let m = measure(args, repo, Layout::Fused, shape, &mut request_bytes)?;
+        println!(
+            "  {:.0} requests/s, p99 {:.0} ms at half load, {:.0} µs CPU/request; by partition: {}; committed by stream thread (max phase): {}",
+            m.max_per_s,
+            m.p99_ms,
+            m.cpu_us(),
+            m.spread.partitions_line(),
+            listed(&m.spread.by_thread, 0)
+        );
+        rows.push((shape, m));
+    }
+    println!(
+        "\n  {:<36} {:>11} {:>8} {:>12}  stream threads that did work (records committed, max phase)",
+        "shape", "requests/s", "p99 ms", "CPU µs/req"
+    );
+    for (shape, m) in &rows {
+        let busy: Vec<(String, f64)> = m
+            .spread
+            .by_thread
+            .iter()
+            .filter(|(_, n)| *n > 0.0)
+            .cloned()
+            .collect();
+        println!(
+            "  {:<36} {:>11.0} {:>8.0} {:>12.0}  {}",
+            shape.describe(),
+            m.max_per_s,
+            m.p99_ms,
+            m.cpu_us(),
+            listed(&busy, 0)
+        );
+    }
+    println!("  on 2 cores with the broker beside the pipeline, these show that the work spreads, not that it speeds up");
+    let result = json!({
+        "benchmark": "e2e_scale",
+        "request_bytes": request_bytes,
+        "warmup_requests": args.warmup,
+        "requests": args.requests,
+        "shapes": rows.iter().map(|(shape, m)| json!({
+            "shape": shape.describe(),
+            "tenants": shape.tenants,
+            "threads": shape.threads,
+            "processes": shape.processes,
+            "max_requests_per_s": m.max_per_s,
+            "p99_ms": m.p99_ms,
+            "cpu_us_per_request": m.cpu_us(),
+            "cpu_to_floor": m.cpu_us() / m.floor.total_us(),
+            "records_written_per_request": m.records_per_request,
+            "spread": m.spread.json(),
+        })).collect::<Vec<_>>(),
+        "note": "the fused path (tenancy its own task; policy+psi+signing fused; audit) in each shape, one after the other in one run on the local broker; spread = records on each partition of the requests topic (keyed by tenant) and the accepted topic (keyed by request id) over the whole run, and input records each stream thread committed in the max phase",
+    });
+    write_result(&args.out.with_file_name("e2e_scale.json"), &result)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 //! audit's digest of every event it logs, each entry's leaf hash and one Merkle node per
 //! append, the decision's and its payload's digests, one set key per subject token).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context as _, Result};
@@ -67,23 +68,30 @@ fn per_request(requests: usize, mut f: impl FnMut()) -> f64 {
     passes[1]
 }
 
-/// Measures the floor over the run's records. `tenant_key` verifies the requests; `policy`
-/// is the policy document (YAML) the bench pushed.
-pub(super) fn measure(run: &RunRecords, tenant_key: &VerifyingKey, policy: &str) -> Result<Floor> {
+/// Measures the floor over the run's records. `tenant_keys` verify the requests, by tenant;
+/// `policy` is the policy document (YAML) the bench pushed.
+pub(super) fn measure(
+    run: &RunRecords,
+    tenant_keys: &BTreeMap<String, VerifyingKey>,
+    policy: &str,
+) -> Result<Floor> {
     let n = run.requests.len();
     anyhow::ensure!(n > 0, "no requests to measure the floor over");
-    let signed: Vec<(Vec<u8>, ed25519_dalek::Signature)> = run
+    let signed: Vec<(&VerifyingKey, Vec<u8>, ed25519_dalek::Signature)> = run
         .requests
         .iter()
         .map(|r| {
             let signature = ed25519_dalek::Signature::from_slice(&r.signature)
                 .map_err(|e| anyhow!("request {}: {e}", r.request_id))?;
-            Ok((r.signing_bytes(), signature))
+            let key = tenant_keys
+                .get(&r.tenant_id)
+                .with_context(|| format!("request {}: no key of {}", r.request_id, r.tenant_id))?;
+            Ok((key, r.signing_bytes(), signature))
         })
         .collect::<Result<_>>()?;
     let verify_us = per_request(n, || {
-        for (bytes, signature) in &signed {
-            assert!(tenant_key.verify_strict(bytes, signature).is_ok());
+        for (key, bytes, signature) in &signed {
+            assert!(key.verify_strict(bytes, signature).is_ok());
         }
     });
 
