@@ -121,6 +121,40 @@ pub enum DecodeError {
         /// arkworks' reason.
         source: ark_serialize::SerializationError,
     },
+    /// A coordinate of a proof point (`"A"`, `"B"`, `"C"`) in EIP-197's layout is not below
+    /// the base field's modulus.
+    #[error("EIP-197 proof: a coordinate of point {point} is not below the base field's modulus")]
+    CoordinateOutOfRange {
+        /// The proof point: "A", "B" or "C".
+        point: &'static str,
+    },
+    /// A proof point (`"A"`, `"B"`, `"C"`) in EIP-197's layout is not on the curve.
+    #[error("EIP-197 proof: point {point} is not on the curve")]
+    NotOnCurve {
+        /// The proof point: "A", "B" or "C".
+        point: &'static str,
+    },
+    /// A proof point (`"A"`, `"B"`, `"C"`) in EIP-197's layout is on the curve but outside
+    /// the prime-order subgroup (only possible for B, in G2).
+    #[error("EIP-197 proof: point {point} is not in the prime-order subgroup")]
+    NotInSubgroup {
+        /// The proof point: "A", "B" or "C".
+        point: &'static str,
+    },
+    /// There are not exactly three public inputs (commitment, bound, nonce).
+    #[error("public inputs: expected 3 (commitment, bound, nonce), got {actual}")]
+    PublicInputCount {
+        /// How many were given.
+        actual: usize,
+    },
+    /// A public input is not a canonical decimal number in its range.
+    #[error("public input {input}: {reason}")]
+    PublicInput {
+        /// "commitment", "bound" or "nonce".
+        input: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A salt is too short, too long, or not below the field's modulus.
     #[error("salt: {0}")]
     Salt(&'static str),

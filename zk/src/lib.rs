@@ -41,7 +41,7 @@ pub use batch::verify_batch;
 pub use circuit::Circuit;
 pub use commitment::{commitment, nonce_from_request_id, subject_binding, AttributeType, Salt};
 pub use error::{ArtifactError, DecodeError, ProveError, VerifyError};
-pub use proof::{decode_verifying_key, Proof, PROOF_BYTES};
+pub use proof::{decode_verifying_key, Proof, EIP197_PROOF_BYTES, PROOF_BYTES};
 pub use prover::{prove, Prover, WitnessInputs};
 pub use verify::{verify, PublicInputs};
 
