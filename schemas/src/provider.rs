@@ -77,6 +77,21 @@ pub struct Attestation {
     pub signature: Vec<u8>,
     /// Attestation key used.
     pub key_id: String,
+    /// Commitments to the member's numeric attributes (signed with the claims).
+    #[serde(default)]
+    pub commitments: Vec<AttributeCommitment>,
+}
+
+/// A provider's commitment to one numeric attribute of a member: Poseidon over the value, the
+/// attribute's type, a subject binding and a salt (`pavilion-zk`). The value and the salt stay
+/// with the provider; zero-knowledge predicates prove over the commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeCommitment {
+    /// Attribute name, e.g. `birthdate`.
+    pub attribute: String,
+    /// 32 bytes, big-endian.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub commitment: Vec<u8>,
 }
 
 /// `provider_set_entry.avsc`: one member of a provider's set, keyed by its set key.
@@ -120,14 +135,16 @@ pub fn set_key(provider_id: &str, oprf_output: &[u8]) -> [u8; 32] {
 
 impl Attestation {
     /// The bytes the provider signs: tag, provider id, set key, claims (count, then each),
-    /// attestation time (i64 big-endian) and key id; strings and bytes length-prefixed
-    /// (u32 big-endian).
+    /// attestation time (i64 big-endian) and key id, then — only when there are any, so that
+    /// entries without them keep their signatures — the commitments (count, then each
+    /// attribute and commitment); strings and bytes length-prefixed (u32 big-endian).
     pub fn signing_bytes(
         provider_id: &str,
         set_key: &[u8],
         claims: &[String],
         attested_at: i64,
         key_id: &str,
+        commitments: &[AttributeCommitment],
     ) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         length_prefixed(&mut out, ATTESTATION_SIGNING_TAG);
@@ -139,7 +156,22 @@ impl Attestation {
         }
         out.extend_from_slice(&attested_at.to_be_bytes());
         length_prefixed(&mut out, key_id.as_bytes());
+        if !commitments.is_empty() {
+            out.extend_from_slice(&(commitments.len() as u32).to_be_bytes());
+            for c in commitments {
+                length_prefixed(&mut out, c.attribute.as_bytes());
+                length_prefixed(&mut out, &c.commitment);
+            }
+        }
         out
+    }
+
+    /// The commitment to `attribute`, if the provider made one.
+    pub fn commitment(&self, attribute: &str) -> Option<&[u8]> {
+        self.commitments
+            .iter()
+            .find(|c| c.attribute == attribute)
+            .map(|c| c.commitment.as_slice())
     }
 
     /// SHA-256 of the attestation's signing input and signature: the evidence reference a
@@ -151,6 +183,7 @@ impl Attestation {
             &self.claims,
             self.attested_at,
             &self.key_id,
+            &self.commitments,
         );
         length_prefixed(&mut input, &self.signature);
         Sha256::digest(&input).into()
@@ -181,6 +214,104 @@ pub struct EvidenceRef {
     /// SHA-256 of a verified proof.
     #[serde(with = "apache_avro::serde_avro_bytes_opt")]
     pub proof_digest: Option<Vec<u8>>,
+    /// The proof itself with its public inputs, for `zk_predicate`.
+    #[serde(default)]
+    pub zk: Option<ZkEvidence>,
+}
+
+/// A verified Groth16 proof with every public input: what a relying party needs to check a
+/// predicate without trusting the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZkEvidence {
+    /// Circuit id.
+    pub circuit: String,
+    /// SHA-256 of the circuit's verifying key.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub verifying_key_sha256: Vec<u8>,
+    /// Public input: the provider's commitment, 32 bytes big-endian.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub commitment: Vec<u8>,
+    /// Public input: the cutoff (YYYYMMDD) or threshold.
+    pub bound: i64,
+    /// Public input: the request's nonce, 32 bytes big-endian.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub nonce: Vec<u8>,
+    /// The proof, 256 bytes, EIP-197 layout.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub proof: Vec<u8>,
+}
+
+/// `evidence_request.avsc`: the broker asks a provider for a proof
+/// (`pavilion.evidence.requests.<provider>`). No tenant, no request id, no claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRequest {
+    /// The member's set key.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub set_key: Vec<u8>,
+    /// Circuit id.
+    pub circuit: String,
+    /// Committed attribute to prove over.
+    pub attribute: String,
+    /// Cutoff (YYYYMMDD) or threshold.
+    pub bound: i64,
+    /// The request's nonce, 32 bytes big-endian.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub nonce: Vec<u8>,
+    /// Partition of the responses topic to answer on.
+    pub reply_partition: i32,
+    /// 1, then retries.
+    pub attempt: i32,
+    /// When the broker stops waiting, ms.
+    pub deadline: i64,
+}
+
+impl Event for EvidenceRequest {
+    const FULL_NAME: &'static str = "pavilion.EvidenceRequest";
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum EvidenceStatus {
+    Unknown,
+    Proved,
+    DoesNotHold,
+    UnknownSubject,
+    NoAttribute,
+    Failed,
+}
+
+/// `evidence_response.avsc`: a provider's answer, echoing the question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceResponse {
+    /// Answering provider.
+    pub provider_id: String,
+    /// Set key asked about.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub set_key: Vec<u8>,
+    /// Circuit asked for.
+    pub circuit: String,
+    /// Bound asked for.
+    pub bound: i64,
+    /// Nonce asked for.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub nonce: Vec<u8>,
+    /// The answer.
+    pub status: EvidenceStatus,
+    /// Compressed Groth16 proof when proved.
+    #[serde(with = "apache_avro::serde_avro_bytes_opt")]
+    pub proof: Option<Vec<u8>>,
+    /// Why not proved.
+    pub detail: Option<String>,
+    /// When answered, ms.
+    pub proved_at: i64,
+    /// Proving time, ms.
+    pub proving_ms: i64,
+}
+
+impl Event for EvidenceResponse {
+    const FULL_NAME: &'static str = "pavilion.EvidenceResponse";
 }
 
 /// One claim's matching result.

@@ -347,6 +347,10 @@ fn load_rate(cluster: &ClusterArgs, records: usize) -> Result<serde_json::Value>
         id_column: None,
         claims_column: Some("claims".into()),
         claims: Vec::new(),
+        attributes: Vec::new(),
+        book: provider::AttributesFileArg {
+            attributes_file: None,
+        },
         max_invalid: 0,
         dry_run: false,
         keys,

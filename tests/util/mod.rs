@@ -666,15 +666,29 @@ pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> Strin
   {prefix}.results: {{ schema: pavilion.PsiJobResult }}
   {prefix}.providers: {{ schema: pavilion.Provider, cleanup: compact }}
   {prefix}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact, partitions: 2 }}
+  {prefix}.evidence.requests.{{provider}}: {{ schema: pavilion.EvidenceRequest, partitions: 2 }}
+  {prefix}.evidence.responses: {{ schema: pavilion.EvidenceResponse }}
 "
     );
     let mut stages = format!(
         "  psi:
     kind: psi
-    inputs: [{prefix}.outcomes, {prefix}.jobs]
-    outputs: {{ matches: {prefix}.matches, results: {prefix}.results }}
-    stores: [jobs]
+    inputs: [{prefix}.outcomes, {prefix}.jobs, {prefix}.evidence.responses]
+    outputs:
+      matches: {prefix}.matches
+      results: {prefix}.results
+      proof_requests: '{prefix}.evidence.requests.{{provider}}'
+    stores: [jobs, pending]
     globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
+    punctuate_every: 50ms
+    config:
+      predicates:
+        age_over: {{ circuit: date_le_cutoff, attribute: birthdate }}
+        income_over: {{ circuit: int_ge_threshold, attribute: income }}
+      proof_deadline: 4s
+      proof_retry_after: 500ms
+      breaker_failures: 3
+      breaker_cooldown: 5s
 "
     );
     let mut chain = "policy, psi".to_owned();

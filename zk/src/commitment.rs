@@ -17,6 +17,19 @@ pub struct AttributeType(pub u64);
 impl AttributeType {
     /// A date of birth, as YYYYMMDD (the `date_le_cutoff` circuit).
     pub const BIRTH_DATE: AttributeType = AttributeType(1);
+
+    /// The type of a named attribute (`birthdate`, `income`): the first 8 bytes of SHA-256
+    /// over a domain tag and the name, so provider and verifier agree on it from the name
+    /// alone and no registry of codes has to be kept in step.
+    pub fn named(name: &str) -> AttributeType {
+        let digest = Sha256::new()
+            .chain_update(b"pavilion-zk/attribute-type/v1\0")
+            .chain_update(name.as_bytes())
+            .finalize();
+        let mut code = [0u8; 8];
+        code.copy_from_slice(&digest[..8]);
+        AttributeType(u64::from_be_bytes(code))
+    }
 }
 
 /// The commitment's salt: a field element of at least 128 random bits, which is what keeps a
@@ -72,6 +85,28 @@ impl std::fmt::Debug for Salt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Salt(<redacted>)")
     }
+}
+
+/// A field element as 32 big-endian bytes: how commitments and nonces travel.
+pub fn field_to_bytes(value: Fr) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&value.into_bigint().to_bytes_be());
+    out
+}
+
+/// A field element from exactly 32 big-endian bytes, refused unless below the modulus (so one
+/// element has one encoding).
+pub fn field_from_bytes(bytes: &[u8]) -> Result<Fr, DecodeError> {
+    let array: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| DecodeError::Field("not 32 bytes"))?;
+    let value = Fr::from_be_bytes_mod_order(&array);
+    if field_to_bytes(value) != array {
+        return Err(DecodeError::Field(
+            "not below the BN254 scalar field's modulus",
+        ));
+    }
+    Ok(value)
 }
 
 /// A subject binding from 32 bytes (the provider's set key for the subject, say), reduced

@@ -158,4 +158,7 @@ pub enum DecodeError {
     /// A salt is too short, too long, or not below the field's modulus.
     #[error("salt: {0}")]
     Salt(&'static str),
+    /// A field element (commitment, nonce) is not 32 bytes or not below the field's modulus.
+    #[error("field element: {0}")]
+    Field(&'static str),
 }

@@ -39,7 +39,10 @@ mod verify;
 pub use ark_bn254::Fr;
 pub use batch::verify_batch;
 pub use circuit::Circuit;
-pub use commitment::{commitment, nonce_from_request_id, subject_binding, AttributeType, Salt};
+pub use commitment::{
+    commitment, field_from_bytes, field_to_bytes, nonce_from_request_id, subject_binding,
+    AttributeType, Salt,
+};
 pub use error::{ArtifactError, DecodeError, ProveError, VerifyError};
 pub use proof::{decode_verifying_key, Proof, EIP197_PROOF_BYTES, PROOF_BYTES};
 pub use prover::{prove, Prover, WitnessInputs};

@@ -170,18 +170,7 @@ impl TopicReader {
 
     /// The next record, if one arrives within `timeout`.
     pub fn poll(&self, timeout: Duration) -> Result<Option<ReadRecord>> {
-        match self.consumer.poll(timeout) {
-            None | Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
-            Some(Err(e)) => Err(e.into()),
-            Some(Ok(m)) => Ok(Some(ReadRecord {
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().unwrap_or_default().to_vec(),
-                value: m.payload().map(<[u8]>::to_vec),
-                timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-            })),
-        }
+        next_record(&self.consumer, timeout)
     }
 
     /// Reads until every assigned partition's position reaches the end offset it had when
@@ -223,6 +212,62 @@ impl TopicReader {
                 None => check = true,
             }
         }
+    }
+}
+
+/// A consumer-group member for a service that answers requests from a topic (the provider's
+/// evidence service): read_committed, and a record's offset is committed (automatically,
+/// every few seconds) only once the caller says it is [`GroupReader::done`] with it, so a
+/// restart reads again what was not answered.
+pub struct GroupReader {
+    consumer: BaseConsumer,
+}
+
+impl GroupReader {
+    /// Joins `group` and subscribes to `topics`; a group without committed offsets starts at
+    /// the beginning.
+    pub fn subscribe(settings: &KafkaSettings, group: &str, topics: &[&str]) -> Result<Self> {
+        let consumer: BaseConsumer = settings
+            .client()
+            .set("group.id", group)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .context("creating group consumer")?;
+        consumer
+            .subscribe(topics)
+            .with_context(|| format!("subscribing to {topics:?}"))?;
+        Ok(GroupReader { consumer })
+    }
+
+    /// The next record, if one arrives within `timeout`.
+    pub fn poll(&self, timeout: Duration) -> Result<Option<ReadRecord>> {
+        next_record(&self.consumer, timeout)
+    }
+
+    /// Marks a record as handled: the next automatic commit moves past it.
+    pub fn done(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {
+        // librdkafka stores offset + 1, the position after the record.
+        self.consumer
+            .store_offset(topic, partition, offset)
+            .with_context(|| format!("storing the offset of {topic}/{partition}@{offset}"))
+    }
+}
+
+fn next_record(consumer: &BaseConsumer, timeout: Duration) -> Result<Option<ReadRecord>> {
+    match consumer.poll(timeout) {
+        None | Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(m)) => Ok(Some(ReadRecord {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().unwrap_or_default().to_vec(),
+            value: m.payload().map(<[u8]>::to_vec),
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+        })),
     }
 }
 

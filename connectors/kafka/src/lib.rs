@@ -10,6 +10,6 @@ mod global;
 mod settings;
 
 pub use admin::{delete_topics_with_prefix, ensure_topics, topics_with_prefix, TopicStatus};
-pub use client::{PlainProducer, ReadRecord, TopicReader};
+pub use client::{GroupReader, PlainProducer, ReadRecord, TopicReader};
 pub use executor::{run_task, RunnerFactory};
 pub use settings::KafkaSettings;

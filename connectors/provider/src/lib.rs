@@ -10,9 +10,15 @@
 //! - [`source`] and [`set`]: records from CSV or PostgreSQL → `H(F_k(x))` → signed
 //!   attestations, and what a reload changes.
 //! - [`protocol`] and [`service`]: the authenticated, rate-limited HTTP evaluation service.
+//! - [`attributes`]: numeric attributes (birth date, income), their commitments in the set
+//!   entries, and their openings, sealed at rest; [`evidence`]: proving predicates over them
+//!   for the broker.
 #![deny(missing_docs)]
 
 pub use pavilion_keys::keystore;
+pub mod attributes;
+pub mod evidence;
+mod metrics;
 pub mod normalize;
 pub mod oprf;
 pub mod protocol;

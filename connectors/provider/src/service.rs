@@ -24,9 +24,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use pavilion_schemas::{Tenant, TenantState};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::oprf::{OprfError, ProviderKey, ELEMENT_LEN, MAX_BATCH, SUITE};
 use crate::protocol::{
@@ -152,13 +150,14 @@ impl ServiceMetrics {
             &[],
         )
         .expect("metric");
-        for m in [
-            Box::new(evaluations.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(refusals.clone()),
-            Box::new(batch_seconds.clone()),
-        ] {
-            registry.register(m).expect("unique metric");
-        }
+        crate::metrics::register(
+            &registry,
+            [
+                Box::new(evaluations.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(refusals.clone()),
+                Box::new(batch_seconds.clone()),
+            ],
+        );
         ServiceMetrics {
             registry,
             evaluations,
@@ -169,11 +168,7 @@ impl ServiceMetrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding");
-        String::from_utf8(out).expect("utf-8")
+        crate::metrics::render(&self.registry)
     }
 }
 

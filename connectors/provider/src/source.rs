@@ -18,6 +18,8 @@ pub struct Columns {
     pub claims: Option<String>,
     /// Claims every record has.
     pub fixed_claims: Vec<String>,
+    /// Attribute columns (named like their attributes).
+    pub attributes: Vec<String>,
 }
 
 /// Why a source cannot be read.
@@ -74,6 +76,11 @@ pub fn read_csv(path: &Path, columns: &Columns) -> Result<Vec<SourceRecord>, Sou
     };
     let id = index(&columns.identifier)?;
     let claims = columns.claims.as_deref().map(index).transpose()?;
+    let attributes = columns
+        .attributes
+        .iter()
+        .map(|name| Ok((name.clone(), index(name)?)))
+        .collect::<Result<Vec<_>, SourceError>>()?;
     let mut records = Vec::new();
     for row in reader.records() {
         let row = row.map_err(|e| fail(e.to_string()))?;
@@ -82,6 +89,10 @@ pub fn read_csv(path: &Path, columns: &Columns) -> Result<Vec<SourceRecord>, Sou
             line,
             identifier: row.get(id).unwrap_or_default().to_owned(),
             claims: claims_of(columns, claims.and_then(|c| row.get(c))),
+            attributes: attributes
+                .iter()
+                .map(|(name, i)| (name.clone(), row.get(*i).unwrap_or_default().to_owned()))
+                .collect(),
         });
     }
     Ok(records)
@@ -121,10 +132,17 @@ pub fn read_postgres(
         Some(c) => format!("{}::text", sql_name(c, "claims column")?),
         None => "NULL::text".to_owned(),
     };
+    let mut attributes = String::new();
+    for name in &columns.attributes {
+        attributes += &format!(", {}::text", sql_name(name, "attribute column")?);
+    }
     let mut client = postgres::Client::connect(url, postgres::NoTls)
         .map_err(|e| SourceError::Postgres(format!("connecting: {e}")))?;
     let rows = client
-        .query(&format!("SELECT {id}::text, {claims} FROM {table}"), &[])
+        .query(
+            &format!("SELECT {id}::text, {claims}{attributes} FROM {table}"),
+            &[],
+        )
         .map_err(|e| SourceError::Postgres(e.to_string()))?;
     Ok(rows
         .iter()
@@ -136,6 +154,15 @@ pub fn read_postgres(
                 line: i as u64 + 1,
                 identifier: identifier.unwrap_or_default(),
                 claims: claims_of(columns, cell.as_deref()),
+                attributes: columns
+                    .attributes
+                    .iter()
+                    .enumerate()
+                    .map(|(a, name)| {
+                        let value: Option<String> = row.get(2 + a);
+                        (name.clone(), value.unwrap_or_default())
+                    })
+                    .collect(),
             }
         })
         .collect())
@@ -158,6 +185,7 @@ mod tests {
             identifier: "email".into(),
             claims: Some("claims".into()),
             fixed_claims: vec!["known".into()],
+            attributes: Vec::new(),
         };
         let records = read_csv(&path, &columns).unwrap();
         assert_eq!(records.len(), 2);

@@ -55,24 +55,8 @@ pub struct AuditConfig {
     /// The log's name: the checkpoints' key name and the prefix of each shard's origin.
     pub origin: String,
     /// A checkpoint at least every this many entries of a shard.
-    #[serde(deserialize_with = "count")]
+    #[serde(deserialize_with = "pavilion_runtime::yaml_count")]
     pub checkpoint_every: u64,
-}
-
-/// A count written as a YAML scalar (the topology hands every scalar over as a string).
-fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Count {
-        Number(u64),
-        Text(String),
-    }
-    match Count::deserialize(d)? {
-        Count::Number(n) => Ok(n),
-        Count::Text(t) => t
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("`{t}` is not a count"))),
-    }
 }
 
 impl Default for AuditConfig {

@@ -14,16 +14,33 @@
 //! matched and any of them could not answer, the claim is `unavailable`.
 //!
 //! [`batch`] answers batch PSI jobs (a tenant's whole list against one provider's set).
+//! `predicate` answers claims whose plan asks for `zk_predicate` evidence: a proof from the
+//! provider over the attribute it committed to, verified here (see its module docs).
 
 pub mod batch;
+mod breaker;
+mod predicate;
 mod processor;
 
 pub use processor::{PsiInput, PsiStage};
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pavilion_runtime::{parse_config, GlobalKind, StageKind};
 use serde::Deserialize;
+
+/// How a claim is answered by a zero-knowledge predicate (`config.predicates.<claim>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredicateConfig {
+    /// Circuit id: `date_le_cutoff` (the attribute is a date, YYYYMMDD, on or before a
+    /// cutoff `threshold` years before the request) or `int_ge_threshold` (at least
+    /// `threshold`).
+    pub circuit: String,
+    /// The attribute the provider committed to (`--attribute` of `pavilion provider load`).
+    pub attribute: String,
+}
 
 /// `config:` of a psi stage.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +55,24 @@ pub struct PsiConfig {
     /// A batch job whose chunks or request have not all arrived after this is failed.
     #[serde(with = "humantime_serde")]
     pub job_timeout: Duration,
+    /// Claims answered by a zero-knowledge predicate, by claim name.
+    pub predicates: BTreeMap<String, PredicateConfig>,
+    /// How long a provider has to answer a proof request, retries included; then the next
+    /// provider in the plan is asked, or the claim is `unavailable: provider_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub proof_deadline: Duration,
+    /// An unanswered proof request is sent again after this, then after twice as long, …
+    #[serde(with = "humantime_serde")]
+    pub proof_retry_after: Duration,
+    /// Failures in a row (timeouts, bad proofs) that open a provider's circuit breaker.
+    #[serde(deserialize_with = "pavilion_runtime::yaml_count")]
+    pub breaker_failures: u64,
+    /// How long an open breaker refuses before it lets one probe through.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// Answers verified together in one punctuation, at most.
+    #[serde(deserialize_with = "pavilion_runtime::yaml_count")]
+    pub max_verify_batch: u64,
 }
 
 impl Default for PsiConfig {
@@ -46,6 +81,12 @@ impl Default for PsiConfig {
             max_set_age: Duration::from_secs(7 * 24 * 3600),
             max_attestation_age: Duration::from_secs(365 * 24 * 3600),
             job_timeout: Duration::from_secs(600),
+            predicates: BTreeMap::new(),
+            proof_deadline: Duration::from_secs(5),
+            proof_retry_after: Duration::from_secs(1),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(10),
+            max_verify_batch: 256,
         }
     }
 }
@@ -53,12 +94,29 @@ impl Default for PsiConfig {
 /// The kind as topology.yaml names it.
 pub static KIND: StageKind = StageKind {
     name: "psi",
-    outputs: &["matches", "results"],
-    stores: &["jobs"],
+    outputs: &["matches", "results", "proof_requests"],
+    stores: &["jobs", "pending"],
     globals: &[GlobalKind::table("providers"), GlobalKind::table("sets")],
-    check_config: |c| parse_config::<PsiConfig>(c).map(drop),
+    check_config: |c| parse_config::<PsiConfig>(c).and_then(check),
     build: |c| Ok(Box::new(PsiStage::new(parse_config::<PsiConfig>(c)?))),
 };
 
+fn check(config: PsiConfig) -> Result<(), String> {
+    for (claim, p) in &config.predicates {
+        if pavilion_zk::Circuit::from_id(&p.circuit).is_none() {
+            return Err(format!(
+                "predicates.{claim}: unknown circuit `{}` (date_le_cutoff, int_ge_threshold)",
+                p.circuit
+            ));
+        }
+    }
+    if config.max_verify_batch == 0 {
+        return Err("max_verify_batch must be at least 1".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod predicate_tests;
 #[cfg(test)]
 mod tests;

@@ -1,25 +1,39 @@
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, GlobalStore, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
     set_key, Attestation, ClaimMatch, ClaimPlan, CodecError, Event, EvidenceKind, EvidenceRef,
-    MatchResult, MatchStatus, PolicyEffect, PolicyOutcome, Provider, ProviderSetEntry,
-    ProviderState, PsiJobChunk, Registry,
+    EvidenceResponse, MatchResult, MatchStatus, PolicyEffect, PolicyOutcome, Provider,
+    ProviderSetEntry, ProviderState, PsiJobChunk, Registry,
 };
+use pavilion_zk::{field_to_bytes, nonce_from_request_id, Circuit};
 
+use crate::breaker::Breakers;
+use crate::predicate::{self, Question, Waiting};
 use crate::{batch, PsiConfig};
 
 /// The matching stage.
 pub struct PsiStage {
     config: PsiConfig,
+    breakers: Breakers,
+    /// When batch jobs were last checked for their timeout (the punctuation runs often, for
+    /// proofs; jobs need it once a minute).
+    jobs_checked_at: Option<SystemTime>,
 }
 
 impl PsiStage {
     /// A stage with its config.
     pub fn new(config: PsiConfig) -> Self {
-        PsiStage { config }
+        PsiStage {
+            breakers: Breakers::new(
+                config.breaker_failures,
+                config.breaker_cooldown.as_millis() as i64,
+            ),
+            config,
+            jobs_checked_at: None,
+        }
     }
 }
 
@@ -28,14 +42,22 @@ enum Answer {
     Matched(Vec<EvidenceRef>),
     NotMatched,
     Unavailable(&'static str),
+    /// The member is there; the provider must prove the predicate.
+    Prove(Question, Vec<EvidenceRef>),
 }
 
-struct Lookup<'a> {
-    outcome: &'a PolicyOutcome,
-    providers: GlobalStore<'a>,
-    sets: GlobalStore<'a>,
-    now_ms: i64,
-    config: &'a PsiConfig,
+/// Where a claim stands after asking the providers of its plan in order.
+pub(crate) enum Step {
+    Done(ClaimMatch),
+    Wait(Box<Waiting>),
+}
+
+pub(crate) struct Lookup<'a> {
+    pub outcome: &'a PolicyOutcome,
+    pub providers: GlobalStore<'a>,
+    pub sets: GlobalStore<'a>,
+    pub now_ms: i64,
+    pub config: &'a PsiConfig,
 }
 
 fn age_exceeds(now_ms: i64, then_ms: i64, limit: Duration) -> bool {
@@ -66,6 +88,7 @@ fn signature_valid(provider: &Provider, entry: &ProviderSetEntry) -> bool {
         &a.claims,
         a.attested_at,
         &a.key_id,
+        &a.commitments,
     );
     key.verify_strict(&message, &signature).is_ok()
 }
@@ -94,7 +117,7 @@ pub(crate) fn available_provider(
 }
 
 impl Lookup<'_> {
-    fn ask(&self, plan: &ClaimPlan, provider_id: &str) -> Answer {
+    fn ask(&self, breakers: &mut Breakers, plan: &ClaimPlan, provider_id: &str) -> Answer {
         let request = &self.outcome.request;
         let Some(token) = request
             .subject_tokens
@@ -129,6 +152,7 @@ impl Lookup<'_> {
         }
         let digest = Some(entry.attestation.digest(provider_id, &key).to_vec());
         let mut evidence = Vec::new();
+        let mut needs_proof = false;
         for kind in required_evidence(plan) {
             match kind {
                 EvidenceKind::OprfMatch => {}
@@ -136,10 +160,9 @@ impl Lookup<'_> {
                 EvidenceKind::ProviderSignature => {
                     return Answer::Unavailable("attestation_signature_invalid")
                 }
-                // Zero-knowledge predicates arrive with the Groth16 verifier; until then a
-                // claim that needs one cannot be answered, and says so.
                 EvidenceKind::ZkPredicate => {
-                    return Answer::Unavailable("zk_predicate_unsupported")
+                    needs_proof = true;
+                    continue;
                 }
                 EvidenceKind::Unknown => return Answer::Unavailable("unknown_evidence_kind"),
             }
@@ -148,12 +171,76 @@ impl Lookup<'_> {
                 kind,
                 attestation_digest: digest.clone(),
                 proof_digest: None,
+                zk: None,
             });
         }
-        Answer::Matched(evidence)
+        if !needs_proof {
+            return Answer::Matched(evidence);
+        }
+        // The commitment is trusted only as the provider signed it.
+        if !signature_valid(&provider, &entry) {
+            return Answer::Unavailable("attestation_signature_invalid");
+        }
+        match self.question(plan, provider_id, &key, &entry) {
+            Ok(_) if !breakers.allow(provider_id, self.now_ms) => {
+                Answer::Unavailable("circuit_open")
+            }
+            Ok(question) => Answer::Prove(question, evidence),
+            Err(why) => Answer::Unavailable(why),
+        }
     }
 
-    fn claim(&self, plan: &ClaimPlan) -> ClaimMatch {
+    /// What to ask the provider to prove for this claim, from the stage's predicate config,
+    /// the claim's threshold, the time the request was evaluated and its id.
+    fn question(
+        &self,
+        plan: &ClaimPlan,
+        provider_id: &str,
+        set_key: &[u8],
+        entry: &ProviderSetEntry,
+    ) -> Result<Question, &'static str> {
+        let predicate = self
+            .config
+            .predicates
+            .get(&plan.claim_name)
+            .ok_or("no_predicate_for_claim")?;
+        let circuit = Circuit::from_id(&predicate.circuit).ok_or("unknown_circuit")?;
+        let commitment = entry
+            .attestation
+            .commitment(&predicate.attribute)
+            .ok_or("no_commitment")?;
+        let request = &self.outcome.request;
+        let params = request
+            .claims
+            .get(plan.claim_index as usize)
+            .map(|c| &c.params);
+        let bound = predicate::bound(
+            circuit,
+            params.and_then(|p| p.get("threshold")),
+            self.outcome.evaluated_at,
+        )?;
+        Ok(Question {
+            provider: provider_id.to_owned(),
+            set_key: set_key.to_vec(),
+            circuit: circuit.id().to_owned(),
+            attribute: predicate.attribute.clone(),
+            bound,
+            nonce: field_to_bytes(nonce_from_request_id(request.request_id.as_bytes())).to_vec(),
+            commitment: commitment.to_vec(),
+        })
+    }
+
+    /// Asks the providers of claim `claim`'s plan from position `from` on, given what the
+    /// earlier ones said.
+    pub(crate) fn resolve(
+        &self,
+        breakers: &mut Breakers,
+        claim: usize,
+        from: usize,
+        mut unavailable: Vec<String>,
+        mut answered: bool,
+    ) -> Step {
+        let plan = &self.outcome.plan[claim];
         let mut result = ClaimMatch {
             claim_index: plan.claim_index,
             claim_name: plan.claim_name.clone(),
@@ -163,23 +250,34 @@ impl Lookup<'_> {
         };
         if self.outcome.effect != PolicyEffect::Permit || plan.effect != PolicyEffect::Permit {
             result.reason = Some("denied_by_policy".into());
-            return result;
+            return Step::Done(result);
         }
         if plan.providers.is_empty() {
             result.reason = Some("no_provider_planned".into());
-            return result;
+            return Step::Done(result);
         }
-        let mut unavailable = Vec::new();
-        let mut answered = false;
-        for provider in &plan.providers {
-            match self.ask(plan, provider) {
+        for (pos, provider) in plan.providers.iter().enumerate().skip(from) {
+            match self.ask(breakers, plan, provider) {
                 Answer::Matched(evidence) => {
                     result.status = MatchStatus::Matched;
                     result.evidence = evidence;
-                    return result;
+                    return Step::Done(result);
                 }
                 Answer::NotMatched => answered = true,
                 Answer::Unavailable(why) => unavailable.push(format!("{provider}: {why}")),
+                Answer::Prove(question, evidence) => {
+                    let mut w = predicate::waiting(
+                        self.config,
+                        self.now_ms,
+                        claim,
+                        pos,
+                        question,
+                        evidence,
+                    );
+                    w.unavailable = unavailable;
+                    w.answered = answered;
+                    return Step::Wait(Box::new(w));
+                }
             }
         }
         if unavailable.is_empty() && answered {
@@ -187,7 +285,19 @@ impl Lookup<'_> {
         } else {
             result.reason = Some(unavailable.join("; "));
         }
-        result
+        Step::Done(result)
+    }
+}
+
+/// Counts each claim's result in `pavilion_stage_events_total{event="claims"}`.
+pub(crate) fn count_claims(ctx: &Context<'_>, results: &[ClaimMatch]) {
+    for result in results {
+        let status = match result.status {
+            MatchStatus::Matched => "matched",
+            MatchStatus::NotMatched => "not_matched",
+            _ => "unavailable",
+        };
+        ctx.count("claims", status);
     }
 }
 
@@ -202,12 +312,15 @@ fn required_evidence(plan: &ClaimPlan) -> Vec<EvidenceKind> {
     kinds
 }
 
-/// What the stage reads: policy outcomes, and the token chunks of batch jobs.
+/// What the stage reads: policy outcomes, the token chunks of batch jobs, and providers'
+/// answers to proof requests.
 pub enum PsiInput {
     /// From `pavilion.policy.outcomes`.
     Outcome(Box<PolicyOutcome>),
     /// From `pavilion.psi.jobs`.
     Chunk(PsiJobChunk),
+    /// From `pavilion.evidence.responses`.
+    Response(EvidenceResponse),
 }
 
 impl Input for PsiInput {
@@ -217,8 +330,14 @@ impl Input for PsiInput {
                 .decode(bytes)
                 .map(|o| PsiInput::Outcome(Box::new(o))),
             PsiJobChunk::FULL_NAME => registry.decode(bytes).map(PsiInput::Chunk),
+            EvidenceResponse::FULL_NAME => registry.decode(bytes).map(PsiInput::Response),
             other => Err(CodecError::SchemaMismatch {
-                expected: format!("{} or {}", PolicyOutcome::FULL_NAME, PsiJobChunk::FULL_NAME),
+                expected: format!(
+                    "{}, {} or {}",
+                    PolicyOutcome::FULL_NAME,
+                    PsiJobChunk::FULL_NAME,
+                    EvidenceResponse::FULL_NAME
+                ),
                 found: other.to_owned(),
             }),
         }
@@ -235,13 +354,16 @@ impl Processor for PsiStage {
     ) -> Result<(), ProcessError> {
         let outcome = match record.value {
             PsiInput::Chunk(chunk) => return batch::on_chunk(ctx, &self.config, chunk),
+            PsiInput::Response(response) => return predicate::on_response(ctx, response),
             PsiInput::Outcome(o) if batch::is_job(&o) => {
                 return batch::on_outcome(ctx, &self.config, &o)
             }
             PsiInput::Outcome(o) => *o,
         };
         let now_ms = epoch_millis(ctx.now());
-        let results: Vec<ClaimMatch> = {
+        let mut results = Vec::with_capacity(outcome.plan.len());
+        let mut waiting = Vec::new();
+        {
             let lookup = Lookup {
                 outcome: &outcome,
                 providers: ctx.global("providers")?,
@@ -249,17 +371,22 @@ impl Processor for PsiStage {
                 now_ms,
                 config: &self.config,
             };
-            outcome.plan.iter().map(|plan| lookup.claim(plan)).collect()
-        };
-        for result in &results {
-            let status = match result.status {
-                MatchStatus::Matched => "matched",
-                MatchStatus::NotMatched => "not_matched",
-                _ => "unavailable",
-            };
-            ctx.count("claims", status);
+            for claim in 0..outcome.plan.len() {
+                match lookup.resolve(&mut self.breakers, claim, 0, Vec::new(), false) {
+                    Step::Done(result) => results.push(Some(result)),
+                    Step::Wait(w) => {
+                        results.push(None);
+                        waiting.push(*w);
+                    }
+                }
+            }
         }
         let key = record.key;
+        if !waiting.is_empty() {
+            return predicate::start(ctx, &key, outcome, results, waiting);
+        }
+        let results: Vec<ClaimMatch> = results.into_iter().flatten().collect();
+        count_claims(ctx, &results);
         ctx.emit(
             "matches",
             key,
@@ -272,6 +399,15 @@ impl Processor for PsiStage {
     }
 
     fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        batch::expire(ctx, &self.config)
+        predicate::punctuate(ctx, &self.config, &mut self.breakers)?;
+        let now = ctx.now();
+        let jobs_due = self
+            .jobs_checked_at
+            .is_none_or(|at| now.duration_since(at).unwrap_or_default() >= Duration::from_secs(60));
+        if jobs_due {
+            self.jobs_checked_at = Some(now);
+            batch::expire(ctx, &self.config)?;
+        }
+        Ok(())
     }
 }

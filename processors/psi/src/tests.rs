@@ -14,7 +14,7 @@ use pavilion_schemas::{
     PsiJobResult, Registry, ResponseFormat, SubjectToken, VerificationRequest,
 };
 
-const TOPOLOGY: &str = "
+pub(crate) const TOPOLOGY: &str = "
 application: t
 dlq: dlq
 topics:
@@ -25,26 +25,38 @@ topics:
   results: { schema: pavilion.PsiJobResult }
   providers: { schema: pavilion.Provider, cleanup: compact }
   sets.{provider}: { schema: pavilion.ProviderSetEntry, cleanup: compact }
+  asks.{provider}: { schema: pavilion.EvidenceRequest }
+  answers: { schema: pavilion.EvidenceResponse }
 stages:
   psi:
     kind: psi
-    inputs: [outcomes, jobs]
-    outputs: { matches: matches, results: results }
-    stores: [jobs]
-    punctuate_every: 1m
+    inputs: [outcomes, jobs, answers]
+    outputs: { matches: matches, results: results, proof_requests: 'asks.{provider}' }
+    stores: [jobs, pending]
+    punctuate_every: 100ms
     globals: { providers: providers, sets: 'sets.{provider}' }
-    config: { max_set_age: 1d, max_attestation_age: 30d, job_timeout: 10m }
+    config:
+      max_set_age: 1d
+      max_attestation_age: 30d
+      job_timeout: 10m
+      predicates:
+        age_over: { circuit: date_le_cutoff, attribute: birthdate }
+        income_over: { circuit: int_ge_threshold, attribute: income }
+      proof_deadline: 3s
+      proof_retry_after: 1s
+      breaker_failures: 2
+      breaker_cooldown: 10s
 ";
 
 /// The driver's manual clock at start.
-const T0: i64 = 1_700_000_000_000;
+pub(crate) const T0: i64 = 1_700_000_000_000;
 const DAY: i64 = 24 * 3600 * 1000;
 
-fn attestation_key(provider: &str) -> SigningKey {
+pub(crate) fn attestation_key(provider: &str) -> SigningKey {
     SigningKey::from_bytes(&[provider.len() as u8; 32])
 }
 
-fn provider(id: &str, loaded_at: Option<i64>) -> Provider {
+pub(crate) fn provider(id: &str, loaded_at: Option<i64>) -> Provider {
     Provider {
         provider_id: id.into(),
         region: "eu".into(),
@@ -65,14 +77,14 @@ fn provider(id: &str, loaded_at: Option<i64>) -> Provider {
 }
 
 /// The token a subject has at a provider: stands in for `F_k(x)`.
-fn token(provider: &str, subject: &str) -> Vec<u8> {
+pub(crate) fn token(provider: &str, subject: &str) -> Vec<u8> {
     format!("F[{provider}]({subject})").into_bytes()
 }
 
 fn entry(provider: &str, subject: &str, claims: &[&str], attested_at: i64) -> ProviderSetEntry {
     let key = set_key(provider, &token(provider, subject));
     let claims: Vec<String> = claims.iter().map(|c| c.to_string()).collect();
-    let message = Attestation::signing_bytes(provider, &key, &claims, attested_at, "a1");
+    let message = Attestation::signing_bytes(provider, &key, &claims, attested_at, "a1", &[]);
     ProviderSetEntry {
         provider_id: provider.into(),
         token: key.to_vec(),
@@ -81,11 +93,17 @@ fn entry(provider: &str, subject: &str, claims: &[&str], attested_at: i64) -> Pr
             attested_at,
             signature: attestation_key(provider).sign(&message).to_bytes().to_vec(),
             key_id: "a1".into(),
+            commitments: Vec::new(),
         },
     }
 }
 
-fn plan(index: i32, claim: &str, providers: &[&str], evidence: &[EvidenceKind]) -> ClaimPlan {
+pub(crate) fn plan(
+    index: i32,
+    claim: &str,
+    providers: &[&str],
+    evidence: &[EvidenceKind],
+) -> ClaimPlan {
     ClaimPlan {
         claim_index: index,
         claim_name: claim.into(),
@@ -98,7 +116,7 @@ fn plan(index: i32, claim: &str, providers: &[&str], evidence: &[EvidenceKind]) 
 }
 
 /// An outcome asking `plans` about `subject`, with a token for each of `tokens_for`.
-fn outcome(subject: &str, tokens_for: &[&str], plans: Vec<ClaimPlan>) -> PolicyOutcome {
+pub(crate) fn outcome(subject: &str, tokens_for: &[&str], plans: Vec<ClaimPlan>) -> PolicyOutcome {
     PolicyOutcome {
         request: VerificationRequest {
             request_id: format!("r-{subject}"),
@@ -141,10 +159,14 @@ struct World {
     driver: TestDriver,
 }
 
+/// The stage alone on one partition, with real RocksDB and a manual clock at `T0`.
+pub(crate) fn driver() -> TestDriver {
+    TestDriver::new(TOPOLOGY, "psi", &StageKinds::new([&crate::KIND]))
+}
+
 impl World {
     fn new() -> Self {
-        let kinds = StageKinds::new([&crate::KIND]);
-        let mut driver = TestDriver::new(TOPOLOGY, "psi", &kinds);
+        let mut driver = driver();
         driver.send_global("providers", b"bank", Some(&provider("bank", Some(T0))));
         driver.send_global("providers", b"telco", Some(&provider("telco", Some(T0))));
         for e in [
@@ -394,7 +416,7 @@ fn a_tombstoned_member_stops_matching_and_denied_claims_are_not_looked_up() {
 }
 
 #[test]
-fn zero_knowledge_evidence_is_reported_unsupported_not_faked() {
+fn a_claim_without_a_predicate_cannot_be_answered_by_proof() {
     let mut w = World::new();
     w.check(
         outcome(
@@ -408,7 +430,7 @@ fn zero_knowledge_evidence_is_reported_unsupported_not_faked() {
             )],
         ),
         expect![[r#"
-            matches account_verified: Unavailable (bank: zk_predicate_unsupported)
+            matches account_verified: Unavailable (bank: no_predicate_for_claim)
         "#]],
     );
 }

@@ -237,6 +237,24 @@ impl StageKinds {
     }
 }
 
+/// A count in a stage's config (`#[serde(deserialize_with = "pavilion_runtime::yaml_count")]`):
+/// the topology hands every YAML scalar over as a string.
+pub fn yaml_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Number(u64),
+        Text(String),
+    }
+    match Count::deserialize(d)? {
+        Count::Number(n) => Ok(n),
+        Count::Text(t) => t
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{t}` is not a count"))),
+    }
+}
+
 /// Deserializes a stage config strictly (the config struct should deny unknown fields).
 pub fn parse_config<T: serde::de::DeserializeOwned>(
     value: &serde_json::Value,

@@ -398,8 +398,22 @@ impl TaskRunner {
             match result {
                 Ok(()) => {
                     stores.keep_staged();
+                    // Like a processed record's outputs, a punctuator's are handed to the
+                    // later stage of a fused chain that reads them (the chain does not
+                    // consume its own topics).
                     for e in &emitted {
                         self.push(&name, partition, &e.key, e, out);
+                        if let Some(reader) = self.reader_after(index, &e.topic) {
+                            let next = RawRecord {
+                                topic: &e.topic,
+                                partition,
+                                offset: -1,
+                                timestamp_ms: epoch_millis(self.clock.now()),
+                                key: Some(&e.key),
+                                value: Some(&e.value),
+                            };
+                            let _done = self.run_stage(reader, false, stores, next, out);
+                        }
                     }
                 }
                 Err(e) => {

@@ -5,7 +5,7 @@ use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
     ClaimOutcome, CodecError, Decision, DecisionIssued, Event, EvidenceKind, MatchResult,
     MatchStatus, Payload, PolicyEffect, PolicyRef, Registry, RejectionReason, RequestRejected,
-    ResponseFormat, ResponseTemplate, Verdict,
+    ResponseFormat, ResponseTemplate, Verdict, ZkEvidence,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -174,6 +174,36 @@ struct EvidenceClaim<'a> {
     kind: EvidenceKind,
     attestation_digest: Option<String>,
     proof_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zk: Option<ZkClaim<'a>>,
+}
+
+/// A zero-knowledge proof as a relying party checks it without the broker: the circuit, the
+/// hash of its verifying key (pinned in `zk/artifacts/manifest.json`), the public inputs as
+/// decimal field elements in the circuit's order (commitment, bound, nonce), as snarkjs
+/// writes them, and the proof in Ethereum's EIP-197 layout.
+#[derive(Serialize)]
+struct ZkClaim<'a> {
+    circuit: &'a str,
+    verifying_key_sha256: String,
+    public_inputs: [String; 3],
+    proof: String,
+}
+
+impl<'a> ZkClaim<'a> {
+    fn of(zk: &'a ZkEvidence) -> Self {
+        let decimal = |bytes: &[u8]| num_bigint::BigUint::from_bytes_be(bytes).to_string();
+        ZkClaim {
+            circuit: &zk.circuit,
+            verifying_key_sha256: hex::encode(&zk.verifying_key_sha256),
+            public_inputs: [
+                decimal(&zk.commitment),
+                zk.bound.to_string(),
+                decimal(&zk.nonce),
+            ],
+            proof: B64URL.encode(&zk.proof),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -234,6 +264,7 @@ pub(crate) fn claims_set(
                                 .as_ref()
                                 .map(|b| B64URL.encode(b)),
                             proof_digest: e.proof_digest.as_ref().map(|b| B64URL.encode(b)),
+                            zk: e.zk.as_ref().map(ZkClaim::of),
                         })
                         .collect()
                 }),

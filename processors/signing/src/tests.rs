@@ -14,6 +14,7 @@ use pavilion_schemas::{
     ClaimMatch, ClaimPlan, ClaimRequest, Decision, DecisionIssued, EvidenceKind, EvidenceRef,
     MatchResult, MatchStatus, Payload, PolicyEffect, PolicyOutcome, Registry, RejectionReason,
     RequestRejected, ResponseFormat, ResponseTemplate, SubjectToken, VerificationRequest,
+    ZkEvidence,
 };
 
 use crate::{jose, DecisionSigner, SharedSigner, SIGNER};
@@ -377,19 +378,37 @@ fn the_policys_response_template_shapes_the_payload_but_not_the_record() {
         audience: Some("https://shop.example/age-gate".into()),
         lifetime_ms: Some(60_000),
         claim_names: BTreeMap::from([("age_over".into(), "age_over_18".into())]),
-        evidence: false,
+        evidence: true,
     };
     let statuses = [
         ("age_over", MatchStatus::Matched),
         ("fraud_listed", MatchStatus::NotMatched),
     ];
     let mut m = matched("r1", ResponseFormat::Jwt, &statuses);
-    m.results[0].evidence = vec![EvidenceRef {
-        provider_id: "bank".into(),
-        kind: EvidenceKind::OprfMatch,
-        attestation_digest: Some(vec![7; 32]),
-        proof_digest: None,
-    }];
+    m.results[0].evidence = vec![
+        EvidenceRef {
+            provider_id: "bank".into(),
+            kind: EvidenceKind::OprfMatch,
+            attestation_digest: Some(vec![7; 32]),
+            proof_digest: None,
+            zk: None,
+        },
+        // A proof travels whole, with its public inputs as decimal field elements.
+        EvidenceRef {
+            provider_id: "bank".into(),
+            kind: EvidenceKind::ZkPredicate,
+            attestation_digest: Some(vec![7; 32]),
+            proof_digest: Some(vec![8; 32]),
+            zk: Some(ZkEvidence {
+                circuit: "date_le_cutoff".into(),
+                verifying_key_sha256: vec![0xab; 32],
+                commitment: [vec![0; 31], vec![1]].concat(),
+                bound: 20081205,
+                nonce: [vec![0; 30], vec![1, 0]].concat(),
+                proof: vec![9; 6],
+            }),
+        },
+    ];
     m.outcome.response_template = Some(template.clone());
     check(
         &keys,
@@ -397,16 +416,16 @@ fn the_policys_response_template_shapes_the_payload_but_not_the_record() {
         "matches",
         &m,
         expect![[r#"
-        decisions.acme Jwt kid=k-2025 verified=true
-          {"alg":"EdDSA","kid":"k-2025","typ":"JWT"} {"iss":"test-broker","aud":"https://shop.example/age-gate","jti":"r1","iat":1700000000,"exp":1700000060,"nonce":"nonce-r1","response_schema":"pavilion.decision/1","policy":null,"claims":[{"index":0,"name":"age_over_18","outcome":"verified","reason":null},{"index":1,"name":"fraud_listed","outcome":"not_verified","reason":null}],"rejection":null}
-        issued r1 -> decisions.acme kid=k-2025
-    "#]],
+            decisions.acme Jwt kid=k-2025 verified=true
+              {"alg":"EdDSA","kid":"k-2025","typ":"JWT"} {"iss":"test-broker","aud":"https://shop.example/age-gate","jti":"r1","iat":1700000000,"exp":1700000060,"nonce":"nonce-r1","response_schema":"pavilion.decision/1","policy":null,"claims":[{"index":0,"name":"age_over_18","outcome":"verified","reason":null,"evidence":[{"provider":"bank","kind":"oprf_match","attestation_digest":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc","proof_digest":null},{"provider":"bank","kind":"zk_predicate","attestation_digest":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc","proof_digest":"CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg","zk":{"circuit":"date_le_cutoff","verifying_key_sha256":"abababababababababababababababababababababababababababababababab","public_inputs":["1","20081205","256"],"proof":"CQkJCQkJ"}}]},{"index":1,"name":"fraud_listed","outcome":"not_verified","reason":null,"evidence":[]}],"rejection":null}
+            issued r1 -> decisions.acme kid=k-2025
+        "#]],
     );
     // The record keeps the requested names and the evidence: auditors see what was asked.
     let out = d.send("matches", "acme", &m);
     let record: Decision = Registry::builtin().decode(&out[0].value).unwrap();
     assert_eq!(record.outcomes[0].claim_name, "age_over");
-    assert_eq!(record.outcomes[0].evidence.len(), 1);
+    assert_eq!(record.outcomes[0].evidence.len(), 2);
     assert_eq!(record.expires_at - record.issued_at, 60_000);
     // SD-JWT: the disclosure carries the payload name.
     let mut sd = matched("r2", ResponseFormat::SdJwt, &statuses);
@@ -610,24 +629,24 @@ fn one_decision_per_request_id_a_retry_gets_the_very_record_again() {
     );
     expect![[r#"
         first:
-        decisions.acme r1 28bf6abcaaac
-        issued r1 e18b05afa102
+        decisions.acme r1 0fa56bf2a11b
+        issued r1 9783a842f358
         retry:
-        decisions.acme r1 28bf6abcaaac
-        issued r1 e18b05afa102
+        decisions.acme r1 0fa56bf2a11b
+        issued r1 9783a842f358
         conflict:
         decided again:
-        decisions.acme r1 28bf6abcaaac
-        issued r1 e18b05afa102
+        decisions.acme r1 0fa56bf2a11b
+        issued r1 9783a842f358
         early retry:
         late original:
-        decisions.acme r2 56fcc7d74dc1
-        issued r2 77dec585d985
+        decisions.acme r2 bcc585acd12f
+        issued r2 3b3b19998421
         rate limited, and its retry:
-        decisions.acme r3 98346d08dd07
-        issued r3 a7219c3eb21c
-        decisions.acme r3 98346d08dd07
-        issued r3 a7219c3eb21c
+        decisions.acme r3 2579de7fb08a
+        issued r3 26d430f4b096
+        decisions.acme r3 2579de7fb08a
+        issued r3 26d430f4b096
         kept:
         exp/00000001700003600000/id/acme/r1
         exp/00000001700003660000/id/acme/r2

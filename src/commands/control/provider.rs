@@ -1,6 +1,8 @@
 //! `pavilion provider …`: what a data provider's operator runs. Onboarding registers the
 //! provider and creates its keys; loading encodes its records as OPRF outputs and publishes
-//! what changed; `serve-oprf` answers relying parties' blinded evaluations.
+//! what changed (with commitments to its members' numeric attributes); `serve-oprf` answers
+//! relying parties' blinded evaluations; `serve-evidence` (in `evidence.rs`) proves predicates
+//! over the committed attributes for the broker.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use pavilion_kafka::{ensure_topics, PlainProducer, TopicReader};
+use pavilion_provider::attributes::{AttributeBook, AttributeSpec};
 use pavilion_provider::normalize::IdentifierKind;
 use pavilion_provider::oprf::SUITE;
 use pavilion_provider::secrets::ProviderSecrets;
@@ -22,7 +25,8 @@ use pavilion_provider::set::{self, EncodedSet};
 use pavilion_provider::source::{self, Columns};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_schemas::{
-    Event, Provider, ProviderKey, ProviderSetEntry, ProviderState, Registry, Tenant,
+    Event, EvidenceRequest, Provider, ProviderKey, ProviderSetEntry, ProviderState, Registry,
+    Tenant,
 };
 
 use super::tenant;
@@ -38,6 +42,9 @@ pub enum ProviderCommand {
     Load(LoadArgs),
     /// Serve OPRF evaluations over HTTP to registered tenants, with per-tenant rate limits.
     ServeOprf(ServeArgs),
+    /// Answer the broker's proof requests: prove predicates ("born on or before", "at
+    /// least") over the attributes `load --attribute` committed to, with Groth16.
+    ServeEvidence(super::evidence::ServeEvidenceArgs),
     /// List registered providers.
     List(ClusterArgs),
 }
@@ -60,7 +67,7 @@ impl KeyFileArgs {
             .unwrap_or_else(|| PathBuf::from(format!("{provider}.provider-key")))
     }
 
-    fn passphrase(&self) -> Result<Vec<u8>> {
+    pub(crate) fn passphrase(&self) -> Result<Vec<u8>> {
         let phrase = match &self.passphrase_file {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?
@@ -78,7 +85,7 @@ impl KeyFileArgs {
         Ok(phrase.into_bytes())
     }
 
-    fn open(&self, provider: &str) -> Result<ProviderSecrets> {
+    pub(crate) fn open(&self, provider: &str) -> Result<ProviderSecrets> {
         let path = self.path(provider);
         let sealed = std::fs::read(&path).with_context(|| {
             format!(
@@ -140,6 +147,14 @@ pub struct LoadArgs {
     /// A claim every record has (repeatable), e.g. `--claim fraud_listed` for a fraud list.
     #[arg(long = "claim")]
     pub claims: Vec<String>,
+    /// A numeric attribute to commit to, from the column of the same name (repeatable):
+    /// `birthdate:date` (YYYY-MM-DD) or `income:int`. Each member's entry then carries a
+    /// commitment the broker checks proofs against; the values and their salts go only to
+    /// the sealed attributes file, for `serve-evidence`.
+    #[arg(long = "attribute", value_name = "NAME:KIND", value_parser = AttributeSpec::parse)]
+    pub attributes: Vec<AttributeSpec>,
+    #[command(flatten)]
+    pub book: AttributesFileArg,
     /// Records that are not valid identifiers tolerated before the load is refused (nothing
     /// is published when it is).
     #[arg(long, default_value_t = 0)]
@@ -151,6 +166,43 @@ pub struct LoadArgs {
     pub keys: KeyFileArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// Where the sealed attribute values and salts are.
+#[derive(Args, Clone)]
+pub struct AttributesFileArg {
+    /// The sealed attributes file (default: `<NAME>.provider-attributes`), opened with the
+    /// key file's passphrase.
+    #[arg(long)]
+    pub attributes_file: Option<PathBuf>,
+}
+
+impl AttributesFileArg {
+    pub(crate) fn path(&self, provider: &str) -> PathBuf {
+        self.attributes_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{provider}.provider-attributes")))
+    }
+
+    /// The book, if the file exists.
+    pub(crate) fn open(&self, provider: &str, passphrase: &[u8]) -> Result<Option<AttributeBook>> {
+        let path = self.path(provider);
+        let sealed = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let book = AttributeBook::open(&sealed, passphrase)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if book.provider_id() != provider {
+            bail!(
+                "{} holds the attributes of provider `{}`, not `{provider}`",
+                path.display(),
+                book.provider_id()
+            );
+        }
+        Ok(Some(book))
+    }
 }
 
 #[derive(Args)]
@@ -189,6 +241,7 @@ pub fn run(command: ProviderCommand) -> Result<ExitCode> {
         ProviderCommand::Onboard(a) => onboard(a),
         ProviderCommand::Load(a) => load(a),
         ProviderCommand::ServeOprf(a) => serve(a),
+        ProviderCommand::ServeEvidence(a) => super::evidence::serve(a),
         ProviderCommand::List(cluster) => list(&cluster),
     }
 }
@@ -220,15 +273,24 @@ fn registry(cluster: &ClusterArgs, provider: &str) -> Result<(String, Option<Pro
     Ok((topic, current))
 }
 
+/// The provider's member of the topic family holding `schema` (its set, its proof requests).
+pub(crate) fn provider_topic(
+    cluster: &ClusterArgs,
+    schema: &str,
+    provider: &str,
+) -> Result<pavilion_runtime::topology::TopicSpec> {
+    let topology = cli::load(&cluster.file)?;
+    let family = cli::topic_for(&topology, schema)?;
+    topology
+        .family_topic(&family.name, provider)
+        .with_context(|| format!("`{}` is not a topic family", family.name))
+}
+
 fn set_topic(
     cluster: &ClusterArgs,
     provider: &str,
 ) -> Result<pavilion_runtime::topology::TopicSpec> {
-    let topology = cli::load(&cluster.file)?;
-    let family = cli::topic_for(&topology, ProviderSetEntry::FULL_NAME)?;
-    topology
-        .family_topic(&family.name, provider)
-        .with_context(|| format!("`{}` is not a topic family", family.name))
+    provider_topic(cluster, ProviderSetEntry::FULL_NAME, provider)
 }
 
 fn publish_provider(cluster: &ClusterArgs, topic: &str, provider: &Provider) -> Result<()> {
@@ -251,6 +313,7 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         );
     }
     let set = set_topic(&a.cluster, &a.name)?;
+    let asks = provider_topic(&a.cluster, EvidenceRequest::FULL_NAME, &a.name)?;
     let path = a.keys.path(&a.name);
     if path.exists() {
         bail!(
@@ -263,8 +326,8 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
     tenant::write_secret(&path, &secrets.seal(&passphrase)?)?;
     let settings = cli::settings(&a.cluster, "cli");
     tokio::runtime::Runtime::new()?
-        .block_on(ensure_topics(&settings, &[&set]))
-        .with_context(|| format!("creating {}", set.name))?;
+        .block_on(ensure_topics(&settings, &[&set, &asks]))
+        .with_context(|| format!("creating {} and {}", set.name, asks.name))?;
     let provider = Provider {
         provider_id: a.name.clone(),
         region: a.region,
@@ -295,14 +358,15 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         hex::encode(&provider.oprf_public_key)
     );
     println!("  set topic:       {}", set.name);
+    println!("  proof requests:  {}", asks.name);
     println!(
-        "next: `pavilion provider load {} --from members.csv --claims-column claims` and `pavilion provider serve-oprf {}`",
-        provider.provider_id, provider.provider_id
+        "next: `pavilion provider load {0} --from members.csv --claims-column claims [--attribute birthdate:date]`, `pavilion provider serve-oprf {0}` and, for predicates, `pavilion provider serve-evidence {0}`",
+        provider.provider_id
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// What is published now: set key → claims (tombstoned keys removed).
+/// What is published now: set key → member (tombstoned keys removed).
 fn published_set(cluster: &ClusterArgs, topic: &str) -> Result<EncodedSet> {
     let settings = cli::settings(cluster, "cli");
     let records = TopicReader::new(&settings, &[topic])?
@@ -321,7 +385,7 @@ fn published_set(cluster: &ClusterArgs, topic: &str) -> Result<EncodedSet> {
                 let entry: ProviderSetEntry = Registry::builtin()
                     .decode(&v)
                     .with_context(|| format!("{topic}/{}@{}", r.partition, r.offset))?;
-                set.insert(key, entry.attestation.claims.into_iter().collect());
+                set.insert(key, set::Member::of(entry));
             }
         }
     }
@@ -351,7 +415,10 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
         identifier: a.id_column.clone().unwrap_or_else(|| a.id_kind.clone()),
         claims: a.claims_column.clone(),
         fixed_claims: a.claims.clone(),
+        attributes: a.attributes.iter().map(|s| s.name.clone()).collect(),
     };
+    let passphrase = a.keys.passphrase()?;
+    let previous_book = a.book.open(&a.name, &passphrase)?;
     let started = Instant::now();
     let records = if a.from.starts_with("postgres://") || a.from.starts_with("postgresql://") {
         let table = a
@@ -372,10 +439,11 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
     let progress = cli::bar(records.len() as u64, "encoding");
     let done = AtomicUsize::new(0);
     let encode_started = Instant::now();
-    let (encoded, rejected) = set::encode(&secrets, kind, &records, &|n| {
-        let total = done.fetch_add(n, Ordering::Relaxed) + n;
-        progress.set_position(total as u64);
-    });
+    let (mut encoded, values, rejected) =
+        set::encode(&secrets, kind, &a.attributes, &records, &|n| {
+            let total = done.fetch_add(n, Ordering::Relaxed) + n;
+            progress.set_position(total as u64);
+        });
     progress.finish_and_clear();
     let encode_took = encode_started.elapsed();
     for r in rejected.iter().take(10) {
@@ -387,6 +455,11 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
             rejected.len(),
             a.max_invalid
         );
+    }
+    let book = (!a.attributes.is_empty())
+        .then(|| AttributeBook::reloaded(&a.name, &values, previous_book.as_ref()));
+    if let Some(book) = &book {
+        set::commit(&mut encoded, book)?;
     }
     let set_topic = set_topic(&a.cluster, &a.name)?;
     let published = published_set(&a.cluster, &set_topic.name)?;
@@ -404,6 +477,24 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
         println!("dry run: nothing published");
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(book) = &book {
+        // Before the entries: the evidence service must be able to open every commitment
+        // the moment the broker sees it. A load that fails after this leaves the book ahead
+        // of the set; the next load keeps its salts, so it publishes the same commitments.
+        let path = a.book.path(&a.name);
+        tenant::replace_secret(&path, &book.seal(&passphrase)?)?;
+        println!(
+            "attributes {} of {} members sealed in {} (for `pavilion provider serve-evidence {}`)",
+            a.attributes
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            book.len(),
+            path.display(),
+            a.name
+        );
+    }
     let publish_started = Instant::now();
     let producer = PlainProducer::new(&cli::settings(&a.cluster, "cli"))?;
     let attested_at = now_ms();
@@ -416,7 +507,7 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
         use rayon::prelude::*;
         let entries: Vec<ProviderSetEntry> = chunk
             .par_iter()
-            .map(|(key, claims)| set::attest(&secrets, key, claims.clone(), attested_at))
+            .map(|(key, member)| set::attest(&secrets, key, member, attested_at))
             .collect();
         for entry in &entries {
             producer.send(&set_topic.name, &entry.token, &registry.encode(entry)?)?;

@@ -354,3 +354,20 @@ fn set_state(tenant: &mut Tenant, state: TenantState) -> Result<()> {
 pub fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     Ok(pavilion_keys::write_private(path, bytes)?)
 }
+
+/// Replaces a secret file atomically (written beside it, owner-only, then renamed over it), so
+/// a reader never sees half of it.
+pub fn replace_secret(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".new");
+    let staged = path.with_file_name(name);
+    match std::fs::remove_file(&staged) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", staged.display()))
+        }
+        _ => {}
+    }
+    write_secret(&staged, bytes)?;
+    std::fs::rename(&staged, path)
+        .with_context(|| format!("renaming {} to {}", staged.display(), path.display()))
+}

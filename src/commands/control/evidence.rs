@@ -1,0 +1,282 @@
+//! `pavilion provider serve-evidence`: the provider's evidence service. It reads the broker's
+//! proof requests from its own topic (`pavilion.evidence.requests.<provider>`), proves each
+//! predicate over the attribute it committed to (`provider load --attribute`), and answers on
+//! `pavilion.evidence.responses`, on the partition the request named.
+//!
+//! - **Bounded concurrency:** `--workers` proving threads take requests from a queue of at
+//!   most `--queue`; when it is full the service stops reading Kafka until a worker frees a
+//!   place (back-pressure, not memory growth).
+//! - **Delivery:** a request's offset is committed only after its answer is acknowledged, so
+//!   a killed service reads again what it had not answered; the broker also asks again after
+//!   its retry interval, and ignores answers it no longer waits for. Requests past their
+//!   deadline are skipped.
+//! - `/healthz` (200 while the Kafka loop turns and the provers are loaded) and `/metrics`
+//!   (answers by circuit and status, proving time, queue depth) on `--listen`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context as _, Result};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use clap::Args;
+use pavilion_kafka::{ensure_topics, GroupReader, PlainProducer, ReadRecord};
+use pavilion_provider::evidence::{EvidenceProver, Provers};
+use pavilion_runtime::clock::epoch_millis;
+use pavilion_schemas::{Event, EvidenceRequest, EvidenceResponse, Registry};
+
+use super::provider::{provider_topic, AttributesFileArg, KeyFileArgs};
+use crate::cli::{self, ClusterArgs};
+
+#[derive(Args)]
+pub struct ServeEvidenceArgs {
+    /// Provider id.
+    pub name: String,
+    /// Address for /healthz and /metrics.
+    #[arg(
+        long,
+        env = "PAVILION_EVIDENCE_LISTEN",
+        default_value = "127.0.0.1:8710"
+    )]
+    pub listen: SocketAddr,
+    /// Proving threads (a proof takes about 20 ms of one core).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Requests read and waiting for a worker, at most; reading pauses while it is full.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    #[command(flatten)]
+    pub book: AttributesFileArg,
+    #[command(flatten)]
+    pub keys: KeyFileArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// A request read from Kafka, with where it came from (to commit it once answered).
+struct Job {
+    record: ReadRecord,
+    request: EvidenceRequest,
+}
+
+struct Answered {
+    record: ReadRecord,
+    reply_partition: i32,
+    response: EvidenceResponse,
+}
+
+fn now_ms() -> i64 {
+    epoch_millis(SystemTime::now())
+}
+
+pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
+    // The key file proves the operator holds the provider's passphrase; the attributes are
+    // sealed under the same one.
+    let secrets = a.keys.open(&a.name)?;
+    let passphrase = a.keys.passphrase()?;
+    let book_path = a.book.path(&a.name);
+    let Some(book) = a.book.open(&a.name, &passphrase)? else {
+        bail!(
+            "{} does not exist: load the provider's set with `pavilion provider load {} --attribute NAME:KIND …` first",
+            book_path.display(),
+            a.name
+        );
+    };
+    drop(secrets);
+    let topology = cli::load(&a.cluster.file)?;
+    let requests_topic = provider_topic(&a.cluster, EvidenceRequest::FULL_NAME, &a.name)?;
+    let responses_topic = cli::topic_for(&topology, EvidenceResponse::FULL_NAME)?.name;
+    let settings = cli::settings(&a.cluster, &format!("evidence-{}", a.name));
+    tokio::runtime::Runtime::new()?
+        .block_on(ensure_topics(&settings, &[&requests_topic]))
+        .with_context(|| format!("creating {}", requests_topic.name))?;
+    eprintln!(
+        "loading the circuits' provers for {} worker(s) ({} members with attributes)",
+        a.workers.max(1),
+        book.len()
+    );
+    let service = Arc::new(EvidenceProver::new(book));
+    let (jobs, answers) = start_workers(&service, a.workers.max(1), a.queue.max(1))?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone())?;
+    }
+    let last_turn = Arc::new(AtomicI64::new(now_ms()));
+    serve_http(
+        a.listen,
+        service.clone(),
+        last_turn.clone(),
+        shutdown.clone(),
+    )?;
+
+    let group = format!("{}.evidence.{}", topology.application, a.name);
+    let reader = GroupReader::subscribe(&settings, &group, &[&requests_topic.name])?;
+    let producer = PlainProducer::new(&settings)?;
+    let registry = Registry::builtin();
+    eprintln!(
+        "answering proof requests for `{}` from {} on {} (group {group}); health and metrics on http://{}",
+        a.name, requests_topic.name, responses_topic, a.listen
+    );
+    let mut book_modified = modified(&book_path);
+    let mut book_checked = now_ms();
+    let mut in_queue = 0usize;
+    while !shutdown.load(Ordering::SeqCst) {
+        last_turn.store(now_ms(), Ordering::Relaxed);
+        // Answers first: they free queue places.
+        let mut done = Vec::new();
+        while let Ok(answered) = answers.try_recv() {
+            in_queue -= 1;
+            producer.send_to(
+                &responses_topic,
+                answered.reply_partition,
+                hex::encode(&answered.response.nonce).as_bytes(),
+                &registry.encode(&answered.response)?,
+            )?;
+            done.push(answered.record);
+        }
+        if !done.is_empty() {
+            producer.flush()?;
+            for r in &done {
+                reader.done(&r.topic, r.partition, r.offset)?;
+            }
+        }
+        service.metrics.queue_depth.set(in_queue as i64);
+        if now_ms() - book_checked > 2_000 {
+            book_checked = now_ms();
+            let now_modified = modified(&book_path);
+            if now_modified != book_modified {
+                book_modified = now_modified;
+                match a.book.open(&a.name, &passphrase) {
+                    Ok(Some(book)) => {
+                        eprintln!("attributes reloaded: {} members", book.len());
+                        service.replace_book(book);
+                    }
+                    Ok(None) => tracing::warn!("the attributes file is gone; keeping the last one"),
+                    Err(e) => tracing::warn!(error = %e, "reloading the attributes file"),
+                }
+            }
+        }
+        let wait = if in_queue > 0 { 5 } else { 100 };
+        let Some(record) = reader.poll(Duration::from_millis(wait))? else {
+            continue;
+        };
+        let request = match record
+            .value
+            .as_deref()
+            .map(|v| registry.decode::<EvidenceRequest>(v))
+        {
+            Some(Ok(request)) => request,
+            Some(Err(e)) => {
+                tracing::warn!(topic = record.topic, partition = record.partition, offset = record.offset, error = %e, "not a proof request; skipped");
+                reader.done(&record.topic, record.partition, record.offset)?;
+                continue;
+            }
+            None => {
+                reader.done(&record.topic, record.partition, record.offset)?;
+                continue;
+            }
+        };
+        if request.deadline < now_ms() {
+            service.metrics.expired.inc();
+            reader.done(&record.topic, record.partition, record.offset)?;
+            continue;
+        }
+        in_queue += 1;
+        service.metrics.queue_depth.set(in_queue as i64);
+        // Blocks while every queue place is taken: reading waits for the workers.
+        jobs.send(Job { record, request })
+            .map_err(|_| anyhow::anyhow!("every proving worker has stopped"))?;
+    }
+    eprintln!("stopping: {in_queue} request(s) not answered will be read again by the next run");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn start_workers(
+    service: &Arc<EvidenceProver>,
+    workers: usize,
+    queue: usize,
+) -> Result<(mpsc::SyncSender<Job>, mpsc::Receiver<Answered>)> {
+    let (jobs, inbox) = mpsc::sync_channel::<Job>(queue);
+    let inbox = Arc::new(std::sync::Mutex::new(inbox));
+    let (answer, answers) = mpsc::channel();
+    for n in 0..workers {
+        // Loaded here, not in the thread: a broken artifact stops the service at start.
+        let mut provers = Provers::load().context("loading the circuits' provers")?;
+        let (service, inbox, answer) = (service.clone(), inbox.clone(), answer.clone());
+        std::thread::Builder::new()
+            .name(format!("prover-{n}"))
+            .spawn(move || loop {
+                let job = match inbox.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                };
+                let response = service.answer(&mut provers, &job.request, now_ms());
+                let answered = Answered {
+                    record: job.record,
+                    reply_partition: job.request.reply_partition,
+                    response,
+                };
+                if answer.send(answered).is_err() {
+                    return;
+                }
+            })?;
+    }
+    Ok((jobs, answers))
+}
+
+fn serve_http(
+    listen: SocketAddr,
+    service: Arc<EvidenceProver>,
+    last_turn: Arc<AtomicI64>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("listening on {listen}"))?;
+    let metrics = service.clone();
+    let router = Router::new()
+        .route(
+            "/healthz",
+            get(move || async move {
+                let idle_ms = now_ms() - last_turn.load(Ordering::Relaxed);
+                if idle_ms < 30_000 {
+                    (StatusCode::OK, "ok\n".to_owned())
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the Kafka loop has not turned for {idle_ms} ms\n"),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move { metrics.metrics.render() }),
+        );
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        while !shutdown.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    })
+                    .await;
+            })
+        })?;
+    Ok(())
+}
