@@ -23,16 +23,25 @@ fn inputs(circuit: Circuit, attribute: u64, bound: u64, request: &str) -> Witnes
     }
 }
 
+/// Proves `inputs(circuit, attribute, bound, request)` and checks that the proof verifies:
+/// the honest starting point the wrong-input cases depart from.
+fn honest_proof(
+    circuit: Circuit,
+    attribute: u64,
+    bound: u64,
+    request: &str,
+) -> (WitnessInputs, Proof) {
+    let witness = inputs(circuit, attribute, bound, request);
+    let proof = prove(circuit, &witness, &mut OsRng).unwrap();
+    verify(circuit, &witness.public_inputs(), &proof).unwrap();
+    (witness, proof)
+}
+
 #[test]
 fn born_exactly_on_the_cutoff_proves_and_verifies_a_day_later_does_not_prove() {
-    let on_cutoff = inputs(Circuit::DateLeCutoff, 20_080_514, 20_080_514, "req-1");
-    let proof = prove(Circuit::DateLeCutoff, &on_cutoff, &mut OsRng).unwrap();
+    let (_, proof) = honest_proof(Circuit::DateLeCutoff, 20_080_514, 20_080_514, "req-1");
     assert_eq!(proof.to_bytes().len(), PROOF_BYTES);
-    verify(Circuit::DateLeCutoff, &on_cutoff.public_inputs(), &proof).unwrap();
-
-    let older = inputs(Circuit::DateLeCutoff, 19_700_101, 20_080_514, "req-1");
-    let proof = prove(Circuit::DateLeCutoff, &older, &mut OsRng).unwrap();
-    verify(Circuit::DateLeCutoff, &older.public_inputs(), &proof).unwrap();
+    honest_proof(Circuit::DateLeCutoff, 19_700_101, 20_080_514, "req-1");
 
     let a_day_late = inputs(Circuit::DateLeCutoff, 20_080_515, 20_080_514, "req-1");
     let err = prove(Circuit::DateLeCutoff, &a_day_late, &mut OsRng).unwrap_err();
@@ -52,13 +61,8 @@ fn born_exactly_on_the_cutoff_proves_and_verifies_a_day_later_does_not_prove() {
 
 #[test]
 fn integer_at_the_threshold_proves_one_below_does_not() {
-    let at = inputs(Circuit::IntGeThreshold, 50_000, 50_000, "req-2");
-    let proof = prove(Circuit::IntGeThreshold, &at, &mut OsRng).unwrap();
-    verify(Circuit::IntGeThreshold, &at.public_inputs(), &proof).unwrap();
-
-    let max = inputs(Circuit::IntGeThreshold, u64::MAX, 0, "req-2");
-    let proof = prove(Circuit::IntGeThreshold, &max, &mut OsRng).unwrap();
-    verify(Circuit::IntGeThreshold, &max.public_inputs(), &proof).unwrap();
+    honest_proof(Circuit::IntGeThreshold, 50_000, 50_000, "req-2");
+    honest_proof(Circuit::IntGeThreshold, u64::MAX, 0, "req-2");
 
     let below = inputs(Circuit::IntGeThreshold, 49_999, 50_000, "req-2");
     let err = prove(Circuit::IntGeThreshold, &below, &mut OsRng).unwrap_err();
@@ -84,20 +88,20 @@ fn out_of_range_inputs_are_refused_before_proving() {
 
 #[test]
 fn a_proof_is_rejected_for_another_commitment_bound_nonce_or_circuit() {
-    let honest = inputs(Circuit::DateLeCutoff, 19_990_101, 20_080_514, "req-4");
+    let (honest, proof) = honest_proof(Circuit::DateLeCutoff, 19_990_101, 20_080_514, "req-4");
     let public = honest.public_inputs();
-    let proof = prove(Circuit::DateLeCutoff, &honest, &mut OsRng).unwrap();
-    verify(Circuit::DateLeCutoff, &public, &proof).unwrap();
-
     let other_subject = commitment(
         honest.attribute,
         honest.attribute_type,
         subject_binding(&[0x22; 32]),
         &honest.salt,
     );
+    // Each case changes one thing the verifier rebuilds: an input, or the circuit whose key
+    // checks the proof.
     let cases = [
         (
             "another subject's commitment",
+            Circuit::DateLeCutoff,
             PublicInputs {
                 commitment: other_subject,
                 ..public
@@ -105,6 +109,7 @@ fn a_proof_is_rejected_for_another_commitment_bound_nonce_or_circuit() {
         ),
         (
             "a wrong bound",
+            Circuit::DateLeCutoff,
             PublicInputs {
                 bound: public.bound - 1,
                 ..public
@@ -112,35 +117,27 @@ fn a_proof_is_rejected_for_another_commitment_bound_nonce_or_circuit() {
         ),
         (
             "an earlier request's nonce",
+            Circuit::DateLeCutoff,
             PublicInputs {
                 nonce: nonce_from_request_id(b"req-3"),
                 ..public
             },
         ),
+        ("another circuit's key", Circuit::IntGeThreshold, public),
     ];
-    for (case, wrong) in cases {
+    for (case, circuit, wrong) in cases {
         assert_eq!(
-            verify(Circuit::DateLeCutoff, &wrong, &proof),
-            Err(VerifyError::Rejected {
-                circuit: Circuit::DateLeCutoff
-            }),
+            verify(circuit, &wrong, &proof),
+            Err(VerifyError::Rejected { circuit }),
             "{case}"
         );
     }
-    assert_eq!(
-        verify(Circuit::IntGeThreshold, &public, &proof),
-        Err(VerifyError::Rejected {
-            circuit: Circuit::IntGeThreshold
-        }),
-        "another circuit's key"
-    );
 }
 
 #[test]
 fn garbled_proof_bytes_are_an_error_not_a_panic() {
-    let honest = inputs(Circuit::IntGeThreshold, 70_000, 60_000, "req-5");
+    let (honest, proof) = honest_proof(Circuit::IntGeThreshold, 70_000, 60_000, "req-5");
     let public = honest.public_inputs();
-    let proof = prove(Circuit::IntGeThreshold, &honest, &mut OsRng).unwrap();
     let bytes = proof.to_bytes();
     assert_eq!(Proof::from_bytes(&bytes).unwrap(), proof);
 
