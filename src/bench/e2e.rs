@@ -36,7 +36,8 @@ use crate::cli::{ClusterArgs, TopologyFile};
 use crate::demo::percentile;
 use crate::demo::processes::{free_port, wait_ready, Children, Cli};
 use crate::demo::setup::{
-    email, populations, run_topology, start_providers, Registered, BANK_POLICY,
+    add_tenant, email, populations, run_topology, start_providers, Registered, TenantSetup,
+    BANK_POLICY,
 };
 
 /// Options of the end-to-end benchmark.
@@ -404,40 +405,20 @@ fn measure(
     start_providers(&cli, &mut children, "100000")?;
     let mut credentials = Vec::new();
     for tenant in &tenants {
-        cli.ok(&[
-            "tenant",
-            "add",
-            tenant,
-            "--name",
-            tenant,
-            "--rate",
-            "1000000",
-            "--burst",
-            "1000000",
-            "--activate",
-            "--region",
-            "eu",
-            "--region",
-            "us",
-        ])?;
-        let key_file = format!("{tenant}-k1.json");
-        cli.ok(&[
-            "tenant",
-            "add-key",
-            tenant,
-            "--key-id",
-            "k1",
-            "--generate",
-            &key_file,
-        ])?;
-        let policy_file = format!("{tenant}.yaml");
-        std::fs::write(
-            dir.join(&policy_file),
-            BANK_POLICY.replace("tenant: lender", &format!("tenant: {tenant}")),
+        // Limits far above what the run sends: the measurement is of the pipeline.
+        let key_file = add_tenant(
+            &cli,
+            &TenantSetup {
+                id: tenant,
+                name: tenant,
+                regions: &["eu", "us"],
+                rate: "1000000",
+                burst: "1000000",
+                policy: &BANK_POLICY.replace("tenant: lender", &format!("tenant: {tenant}")),
+            },
         )?;
-        cli.ok(&["policy", "push", &policy_file, "--activate"])?;
         credentials.push(TenantCredentials::from_key_file(&std::fs::read_to_string(
-            dir.join(&key_file),
+            key_file,
         )?)?);
     }
 

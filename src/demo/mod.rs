@@ -36,8 +36,8 @@ use rand::{Rng as _, SeedableRng as _};
 
 use self::processes::{free_port, wait_ready, Children, Cli};
 use self::setup::{
-    demo_topology, email, populations, run_topology, start_providers, Registered, BANK_POLICY,
-    LINKER_POLICY, SHOP_POLICY,
+    add_tenant, demo_topology, email, populations, run_topology, start_providers, Registered,
+    TenantSetup, BANK_POLICY, LINKER_POLICY, SHOP_POLICY,
 };
 use self::verify::{anchored_checkpoint, verify_sample};
 use crate::cli::ClusterArgs;
@@ -218,54 +218,34 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     }
 
     step("three tenants: shop (age gate, SD-JWT), lender (KYC + fraud, JWT), insurer (record linkage, JWS)");
-    for (tenant, name, regions, rate, burst, policy) in [
-        ("shop", "Example Shop", vec!["eu"], "20", "30", SHOP_POLICY),
-        (
-            "lender",
-            "Example Lender",
-            vec!["eu", "us"],
-            "1000",
-            "2000",
-            BANK_POLICY,
-        ),
-        (
-            "insurer",
-            "Example Insurer",
-            vec!["eu"],
-            "1000",
-            "2000",
-            LINKER_POLICY,
-        ),
+    let mut key_files = BTreeMap::new();
+    for tenant in [
+        TenantSetup {
+            id: "shop",
+            name: "Example Shop",
+            regions: &["eu"],
+            rate: "20",
+            burst: "30",
+            policy: SHOP_POLICY,
+        },
+        TenantSetup {
+            id: "lender",
+            name: "Example Lender",
+            regions: &["eu", "us"],
+            rate: "1000",
+            burst: "2000",
+            policy: BANK_POLICY,
+        },
+        TenantSetup {
+            id: "insurer",
+            name: "Example Insurer",
+            regions: &["eu"],
+            rate: "1000",
+            burst: "2000",
+            policy: LINKER_POLICY,
+        },
     ] {
-        let mut add = vec![
-            "tenant",
-            "add",
-            tenant,
-            "--name",
-            name,
-            "--rate",
-            rate,
-            "--burst",
-            burst,
-            "--activate",
-        ];
-        for r in &regions {
-            add.extend(["--region", r]);
-        }
-        cli.ok(&add)?;
-        let key = format!("{tenant}-k1.json");
-        cli.ok(&[
-            "tenant",
-            "add-key",
-            tenant,
-            "--key-id",
-            "k1",
-            "--generate",
-            &key,
-        ])?;
-        let file = format!("{tenant}.policy.yaml");
-        std::fs::write(dir.join(&file), policy)?;
-        cli.ok(&["policy", "push", &file, "--activate"])?;
+        key_files.insert(tenant.id, add_tenant(&cli, &tenant)?);
     }
 
     step("anchor contract and the pipeline (tenancy → policy → psi → signing fused; audit; anchoring)");
@@ -346,7 +326,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let endpoint = |provider: &str| providers.endpoint(provider);
     let credentials = |tenant: &str| -> Result<TenantCredentials> {
         Ok(TenantCredentials::from_key_file(&std::fs::read_to_string(
-            dir.join(format!("{tenant}-k1.json")),
+            &key_files[tenant],
         )?)?)
     };
     let clients: BTreeMap<&str, (TenantCredentials, OprfClient)> = tenants

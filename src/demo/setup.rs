@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -15,6 +15,57 @@ use rand::{Rng as _, SeedableRng as _};
 
 use super::processes::{free_port, Children, Cli};
 use crate::cli::ClusterArgs;
+
+/// A tenant as the demo and `bench e2e` onboard it.
+pub(crate) struct TenantSetup<'a> {
+    /// Its id, which its policy names under `tenant:`.
+    pub(crate) id: &'a str,
+    /// Its display name.
+    pub(crate) name: &'a str,
+    /// The regions whose providers may answer its requests.
+    pub(crate) regions: &'a [&'a str],
+    /// Its rate limit (requests/s) and burst, as `tenant add` takes them.
+    pub(crate) rate: &'a str,
+    pub(crate) burst: &'a str,
+    /// The policy YAML pushed and activated for it.
+    pub(crate) policy: &'a str,
+}
+
+/// Adds `tenant` (active), generates its client key `k1`, and pushes and activates its
+/// policy (written to `<dir>/<id>.policy.yaml`); the key file's path, `<dir>/<id>-k1.json`,
+/// from which its client reads its credentials.
+pub(crate) fn add_tenant(cli: &Cli, tenant: &TenantSetup) -> Result<PathBuf> {
+    let mut add = vec![
+        "tenant",
+        "add",
+        tenant.id,
+        "--name",
+        tenant.name,
+        "--rate",
+        tenant.rate,
+        "--burst",
+        tenant.burst,
+        "--activate",
+    ];
+    for region in tenant.regions {
+        add.extend(["--region", region]);
+    }
+    cli.ok(&add)?;
+    let key_file = format!("{}-k1.json", tenant.id);
+    cli.ok(&[
+        "tenant",
+        "add-key",
+        tenant.id,
+        "--key-id",
+        "k1",
+        "--generate",
+        &key_file,
+    ])?;
+    let policy_file = format!("{}.policy.yaml", tenant.id);
+    std::fs::write(cli.dir.join(&policy_file), tenant.policy)?;
+    cli.ok(&["policy", "push", &policy_file, "--activate"])?;
+    Ok(cli.dir.join(key_file))
+}
 
 /// Onboards both providers, loads the populations `populations` wrote and starts their OPRF
 /// services (`rate` evaluations/s per tenant, no daily quota); how long each load took.
