@@ -540,6 +540,74 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// A free loopback port.
+/// The privacy scan of a run's broker side: none of `needles` (a name and bytes, compared
+/// ASCII-case-insensitively) in any record of any topic with the run's prefix, any file of
+/// instance `a`'s state stores, or the run's `logs` (files in its directory). First it shows it
+/// can see: it must find a needle in `planted` (the provider's own source file).
+pub fn privacy_scan(
+    t: &TestTopology,
+    needles: &[(String, Vec<u8>)],
+    planted: &str,
+    logs: &[&str],
+    min_topics: usize,
+) {
+    let check = |what: &str, bytes: &[u8]| {
+        for (name, needle) in needles {
+            assert!(
+                !bytes
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle)),
+                "{name} found in {what}"
+            );
+        }
+    };
+    let source = std::fs::read(t.dir.path().join(planted)).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(planted, &source)));
+    assert!(caught.is_err(), "the scan must detect what {planted} holds");
+    // Every topic with the run's prefix: declared, derived changelogs and family members.
+    let topics = pavilion_kafka::topics_with_prefix(&settings(), &t.prefix).unwrap();
+    assert!(topics.len() >= min_topics, "scanned topics: {topics:?}");
+    let mut records = 0;
+    for topic in &topics {
+        for r in read_all(topic) {
+            records += 1;
+            check(&format!("topic {topic} key"), &r.key);
+            if let Some(v) = &r.value {
+                check(&format!("topic {topic} value"), v);
+            }
+        }
+    }
+    assert!(records > 20, "the scan read the run's records ({records})");
+    let mut files = Vec::new();
+    files_under(&t.state_dir("a"), &mut files);
+    assert!(files
+        .iter()
+        .any(|f| f.extension().is_some_and(|e| e == "sst" || e == "log")));
+    for f in &files {
+        check(
+            &format!("state file {}", f.display()),
+            &std::fs::read(f).unwrap(),
+        );
+    }
+    for log in logs {
+        let text = std::fs::read(t.dir.path().join(log)).unwrap();
+        assert!(!text.is_empty(), "{log} is empty");
+        check(&format!("log {log}"), &text);
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -685,8 +753,8 @@ pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> Strin
       predicates:
         age_over: {{ circuit: date_le_cutoff, attribute: birthdate }}
         income_over: {{ circuit: int_ge_threshold, attribute: income }}
-      proof_deadline: 4s
-      proof_retry_after: 500ms
+      proof_deadline: 15s
+      proof_retry_after: 1s
       breaker_failures: 3
       breaker_cooldown: 5s
 "

@@ -224,12 +224,23 @@ pub struct GroupReader {
 }
 
 impl GroupReader {
-    /// Joins `group` and subscribes to `topics`; a group without committed offsets starts at
-    /// the beginning.
-    pub fn subscribe(settings: &KafkaSettings, group: &str, topics: &[&str]) -> Result<Self> {
+    /// Joins `group` as static member `instance` and subscribes to `topics`; a group without
+    /// committed offsets starts at the beginning.
+    ///
+    /// Static membership (`group.instance.id`) is what lets a restarted service take its
+    /// partitions back at once: a killed dynamic member would hold them until its session
+    /// timed out, and nothing would be answered meanwhile.
+    pub fn subscribe(
+        settings: &KafkaSettings,
+        group: &str,
+        instance: &str,
+        topics: &[&str],
+    ) -> Result<Self> {
         let consumer: BaseConsumer = settings
             .client()
             .set("group.id", group)
+            .set("group.instance.id", format!("{group}.{instance}"))
+            .set("session.timeout.ms", "10000")
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")

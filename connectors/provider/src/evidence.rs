@@ -54,6 +54,9 @@ pub struct EvidenceMetrics {
     pub queue_depth: IntGauge,
     /// `pavilion_evidence_expired_total`: requests past their deadline, skipped.
     pub expired: IntCounter,
+    /// `pavilion_evidence_repeated_total`: retries of a question being proved or answered
+    /// lately, answered without proving again.
+    pub repeated: IntCounter,
 }
 
 impl EvidenceMetrics {
@@ -86,6 +89,11 @@ impl EvidenceMetrics {
             "Proof requests skipped because their deadline had passed.",
         )
         .expect("valid metric");
+        let repeated = IntCounter::new(
+            "pavilion_evidence_repeated_total",
+            "Retried proof requests answered without proving again (in flight, or answered lately).",
+        )
+        .expect("valid metric");
         crate::metrics::register(
             &registry,
             [
@@ -93,6 +101,7 @@ impl EvidenceMetrics {
                 Box::new(proving_seconds.clone()),
                 Box::new(queue_depth.clone()),
                 Box::new(expired.clone()),
+                Box::new(repeated.clone()),
             ],
         );
         EvidenceMetrics {
@@ -101,6 +110,7 @@ impl EvidenceMetrics {
             proving_seconds,
             queue_depth,
             expired,
+            repeated,
         }
     }
 
@@ -296,6 +306,17 @@ mod tests {
                 "no value in a reason"
             );
         }
+        // An income, with the other circuit.
+        let income_key = [5u8; 32];
+        let values = HashMap::from([(
+            income_key,
+            BTreeMap::from([("income".to_owned(), 73_415_297)]),
+        )]);
+        service.replace_book(AttributeBook::reloaded("registry", &values, None));
+        let mut income = request(50_000_000, income_key, "income");
+        income.circuit = "int_ge_threshold".into();
+        let answer = service.answer(&mut provers, &income, 1);
+        assert_eq!(answer.status, EvidenceStatus::Proved, "{:?}", answer.detail);
         let metrics = service.metrics.render();
         assert!(
             metrics.contains(

@@ -10,9 +10,13 @@
 //!   a killed service reads again what it had not answered; the broker also asks again after
 //!   its retry interval, and ignores answers it no longer waits for. Requests past their
 //!   deadline are skipped.
+//! - **Retries cost no proofs:** a question already being proved is not queued again, and one
+//!   answered lately is answered again from memory. Without this, a slow provider's backlog
+//!   would grow by every retry the broker sends while it waits.
 //! - `/healthz` (200 while the Kafka loop turns and the provers are loaded) and `/metrics`
 //!   (answers by circuit and status, proving time, queue depth) on `--listen`.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -49,6 +53,10 @@ pub struct ServeEvidenceArgs {
     /// Requests read and waiting for a worker, at most; reading pauses while it is full.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
+    /// This instance's name in the provider's consumer group (give each running instance its
+    /// own; a restarted instance under the same name takes its partitions back at once).
+    #[arg(long, default_value = "0")]
+    pub instance: String,
     #[command(flatten)]
     pub book: AttributesFileArg,
     #[command(flatten)]
@@ -61,12 +69,62 @@ pub struct ServeEvidenceArgs {
 struct Job {
     record: ReadRecord,
     request: EvidenceRequest,
+    question: Vec<u8>,
 }
 
 struct Answered {
     record: ReadRecord,
     reply_partition: i32,
+    question: Vec<u8>,
     response: EvidenceResponse,
+}
+
+/// What identifies a question whatever the attempt: its answer is the same.
+fn question_of(r: &EvidenceRequest) -> Vec<u8> {
+    let mut key = Vec::with_capacity(128);
+    for part in [
+        &r.set_key[..],
+        r.circuit.as_bytes(),
+        r.attribute.as_bytes(),
+        &r.bound.to_be_bytes(),
+        &r.nonce,
+    ] {
+        key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+/// The last answers given, by question, at most `capacity` of them.
+struct RecentAnswers {
+    capacity: usize,
+    order: VecDeque<Vec<u8>>,
+    answers: HashMap<Vec<u8>, EvidenceResponse>,
+}
+
+impl RecentAnswers {
+    fn new(capacity: usize) -> Self {
+        RecentAnswers {
+            capacity,
+            order: VecDeque::new(),
+            answers: HashMap::new(),
+        }
+    }
+
+    fn get(&self, question: &[u8]) -> Option<&EvidenceResponse> {
+        self.answers.get(question)
+    }
+
+    fn remember(&mut self, question: Vec<u8>, response: EvidenceResponse) {
+        if self.answers.insert(question.clone(), response).is_none() {
+            self.order.push_back(question);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.answers.remove(&old);
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -115,7 +173,7 @@ pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
     )?;
 
     let group = format!("{}.evidence.{}", topology.application, a.name);
-    let reader = GroupReader::subscribe(&settings, &group, &[&requests_topic.name])?;
+    let reader = GroupReader::subscribe(&settings, &group, &a.instance, &[&requests_topic.name])?;
     let producer = PlainProducer::new(&settings)?;
     let registry = Registry::builtin();
     eprintln!(
@@ -125,18 +183,22 @@ pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
     let mut book_modified = modified(&book_path);
     let mut book_checked = now_ms();
     let mut in_queue = 0usize;
+    let mut in_flight: HashSet<Vec<u8>> = HashSet::new();
+    let mut recent = RecentAnswers::new(10_000);
     while !shutdown.load(Ordering::SeqCst) {
         last_turn.store(now_ms(), Ordering::Relaxed);
         // Answers first: they free queue places.
         let mut done = Vec::new();
         while let Ok(answered) = answers.try_recv() {
             in_queue -= 1;
+            in_flight.remove(&answered.question);
             producer.send_to(
                 &responses_topic,
                 answered.reply_partition,
                 hex::encode(&answered.response.nonce).as_bytes(),
                 &registry.encode(&answered.response)?,
             )?;
+            recent.remember(answered.question, answered.response);
             done.push(answered.record);
         }
         if !done.is_empty() {
@@ -186,11 +248,34 @@ pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
             reader.done(&record.topic, record.partition, record.offset)?;
             continue;
         }
+        let question = question_of(&request);
+        if let Some(response) = recent.get(&question) {
+            service.metrics.repeated.inc();
+            producer.send_to(
+                &responses_topic,
+                request.reply_partition,
+                hex::encode(&response.nonce).as_bytes(),
+                &registry.encode(response)?,
+            )?;
+            producer.flush()?;
+            reader.done(&record.topic, record.partition, record.offset)?;
+            continue;
+        }
+        if !in_flight.insert(question.clone()) {
+            // Being proved: its answer goes to the same partition.
+            service.metrics.repeated.inc();
+            reader.done(&record.topic, record.partition, record.offset)?;
+            continue;
+        }
         in_queue += 1;
         service.metrics.queue_depth.set(in_queue as i64);
         // Blocks while every queue place is taken: reading waits for the workers.
-        jobs.send(Job { record, request })
-            .map_err(|_| anyhow::anyhow!("every proving worker has stopped"))?;
+        jobs.send(Job {
+            record,
+            request,
+            question,
+        })
+        .map_err(|_| anyhow::anyhow!("every proving worker has stopped"))?;
     }
     eprintln!("stopping: {in_queue} request(s) not answered will be read again by the next run");
     Ok(ExitCode::SUCCESS)
@@ -208,27 +293,48 @@ fn start_workers(
     let (jobs, inbox) = mpsc::sync_channel::<Job>(queue);
     let inbox = Arc::new(std::sync::Mutex::new(inbox));
     let (answer, answers) = mpsc::channel();
+    let (ready, loaded) = mpsc::channel();
     for n in 0..workers {
-        // Loaded here, not in the thread: a broken artifact stops the service at start.
-        let mut provers = Provers::load().context("loading the circuits' provers")?;
         let (service, inbox, answer) = (service.clone(), inbox.clone(), answer.clone());
+        let ready = ready.clone();
         std::thread::Builder::new()
             .name(format!("prover-{n}"))
-            .spawn(move || loop {
-                let job = match inbox.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
+            .spawn(move || {
+                // Each worker compiles its own witness generators, all at once.
+                let mut provers = match Provers::load() {
+                    Ok(p) => {
+                        let _ = ready.send(Ok(()));
+                        p
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
                 };
-                let response = service.answer(&mut provers, &job.request, now_ms());
-                let answered = Answered {
-                    record: job.record,
-                    reply_partition: job.request.reply_partition,
-                    response,
-                };
-                if answer.send(answered).is_err() {
-                    return;
+                loop {
+                    let job = match inbox.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    let response = service.answer(&mut provers, &job.request, now_ms());
+                    let answered = Answered {
+                        record: job.record,
+                        reply_partition: job.request.reply_partition,
+                        question: job.question,
+                        response,
+                    };
+                    if answer.send(answered).is_err() {
+                        return;
+                    }
                 }
             })?;
+    }
+    // A broken artifact stops the service at start, not at its first request.
+    for _ in 0..workers {
+        loaded
+            .recv()
+            .context("a proving worker stopped while loading")?
+            .context("loading the circuits' provers")?;
     }
     Ok((jobs, answers))
 }

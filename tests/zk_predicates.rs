@@ -1,0 +1,615 @@
+//! Zero-knowledge predicates end to end on the real broker, with real processes: a provider
+//! loads birth dates and incomes as commitments (`provider load --attribute`), serves OPRF
+//! evaluations and proofs (`provider serve-evidence`); tenancy → policy → psi → signing run
+//! fused; a relying party's requests carry only OPRF tokens.
+//!
+//! - Mixed traffic (adults, minors, a subject born exactly on the cutoff day, an income above
+//!   and below the threshold, a non-member) while the evidence service is SIGKILLed and
+//!   restarted twice: every request gets exactly one decision, and every answer is the one
+//!   the subject's real attribute gives. A decision's proof verifies in Python (py_ecc) from
+//!   the signed token alone.
+//! - A provider that never answers: `unavailable: <provider>: provider_timeout` within the
+//!   deadline, and its breaker opens (on /metrics).
+//! - The privacy scan: no birth date or income in any topic, state store or log of the
+//!   broker's side.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use chrono::{Datelike, Months, Utc};
+use pavilion_client::{
+    sign_request, OprfClient, ProviderEndpoint, RequestDraft, TenantCredentials,
+};
+use pavilion_kafka::PlainProducer;
+use pavilion_provider::normalize::{oprf_input, IdentifierKind};
+use pavilion_schemas::{
+    ClaimRequest, Decision, Payload, Provider, Registry, SubjectToken, Verdict,
+};
+use util::*;
+
+const PASSPHRASE: &str = "provider passphrase";
+
+const POLICY: &str = r#"policy: main
+tenant: acme
+rules: |
+  @id("adults-and-earners")
+  permit(principal, action == Action::"verify", resource) when { context.threshold >= 18 };
+plan:
+  age_over:
+    providers: [{ id: registry, region: eu }]
+    evidence: [oprf_match, zk_predicate]
+    disclose: []
+  income_over:
+    providers: [{ id: registry, region: eu }]
+    evidence: [oprf_match, zk_predicate]
+    disclose: []
+response_format: jwt
+response:
+  evidence: true
+"#;
+
+/// Tenant beta asks a provider whose evidence service never runs.
+const SILENT_POLICY: &str = r#"policy: main
+tenant: beta
+rules: |
+  @id("all")
+  permit(principal, action == Action::"verify", resource);
+plan:
+  income_over:
+    providers: [{ id: silent, region: eu }]
+    evidence: [zk_predicate]
+    disclose: []
+response_format: jwt
+"#;
+
+/// `years` years before today (UTC), as YYYY-MM-DD and as the number YYYYMMDD.
+fn years_ago(years: u32, days_later: u64) -> (String, u64) {
+    let day = Utc::now().date_naive() - Months::new(years * 12) + chrono::Days::new(days_later);
+    let number = day.year() as u64 * 10_000 + u64::from(day.month()) * 100 + u64::from(day.day());
+    (day.format("%Y-%m-%d").to_string(), number)
+}
+
+struct Member {
+    email: &'static str,
+    birthdate: (String, u64),
+    income: u64,
+}
+
+fn members() -> Vec<Member> {
+    vec![
+        Member {
+            email: "adult@example.com",
+            birthdate: ("1987-03-09".into(), 19870309),
+            income: 73_415_297,
+        },
+        Member {
+            email: "teen@example.com",
+            birthdate: years_ago(17, 0),
+            income: 1_250_311,
+        },
+        // Born exactly 18 years ago today: old enough for 18, not for 21.
+        Member {
+            email: "exact18@example.com",
+            birthdate: years_ago(18, 0),
+            income: 50_000_000,
+        },
+        // Turns 21 tomorrow.
+        Member {
+            email: "almost21@example.com",
+            birthdate: years_ago(21, 1),
+            income: 30_587_131,
+        },
+    ]
+}
+
+/// What the claim must come out as, from the member's real attribute.
+fn expected(member: Option<&Member>, claim: &str, threshold: u64) -> Verdict {
+    let Some(m) = member else {
+        return Verdict::NotVerified;
+    };
+    let holds = match claim {
+        "age_over" => m.birthdate.1 <= years_ago(threshold as u32, 0).1,
+        _ => m.income >= threshold,
+    };
+    if holds {
+        Verdict::Verified
+    } else {
+        Verdict::NotVerified
+    }
+}
+
+struct Service {
+    child: Child,
+}
+
+impl Service {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn cli(t: &TestTopology, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--topology")
+        .arg(&t.path)
+        .current_dir(t.dir.path())
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .env("PAVILION_PROVIDER_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pavilion {args:?} failed: {stderr}");
+    let transcript = t.dir.path().join("cli.log");
+    let mut text = std::fs::read_to_string(&transcript).unwrap_or_default();
+    text += &format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    std::fs::write(&transcript, text).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn spawn_service(t: &TestTopology, args: &[&str], log: &str, ready: impl Fn() -> bool) -> Service {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(t.dir.path().join(log))
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(args)
+        .arg("--topology")
+        .arg(&t.path)
+        .current_dir(t.dir.path())
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .env("PAVILION_PROVIDER_PASSPHRASE", PASSPHRASE)
+        .env("PAVILION_LOG", "info")
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{args:?} did not start: {}",
+            std::fs::read_to_string(t.dir.path().join(log)).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Service { child }
+}
+
+fn serve_evidence(t: &TestTopology, provider: &str, port: u16) -> Service {
+    let listen = format!("127.0.0.1:{port}");
+    spawn_service(
+        t,
+        &[
+            "provider",
+            "serve-evidence",
+            provider,
+            "--listen",
+            &listen,
+            "--workers",
+            "2",
+        ],
+        &format!("evidence-{provider}.log"),
+        || http_get(port, "/healthz").is_some_and(|(s, _)| s == 200),
+    )
+}
+
+/// Onboards `provider` with its OPRF service on a free port and loads `csv` with its
+/// attributes committed.
+fn provider_with_attributes(t: &TestTopology, provider: &str, csv: &str) -> Service {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    cli(
+        t,
+        &[
+            "provider",
+            "onboard",
+            provider,
+            "--region",
+            "eu",
+            "--claims",
+            "age_over,income_over",
+            "--oprf-url",
+            &url,
+        ],
+    );
+    let file = format!("{provider}.csv");
+    std::fs::write(t.dir.path().join(&file), csv).unwrap();
+    let report = cli(
+        t,
+        &[
+            "provider",
+            "load",
+            provider,
+            "--from",
+            &file,
+            "--claims-column",
+            "claims",
+            "--attribute",
+            "birthdate:date",
+            "--attribute",
+            "income:int",
+        ],
+    );
+    assert!(report.contains("sealed in"), "{report}");
+    let listen = format!("127.0.0.1:{port}");
+    spawn_service(
+        t,
+        &[
+            "provider",
+            "serve-oprf",
+            provider,
+            "--listen",
+            &listen,
+            "--rate",
+            "1000",
+        ],
+        &format!("oprf-{provider}.log"),
+        || http_get(port, "/v1/oprf/key").is_some(),
+    )
+}
+
+/// Each subject's token at `provider`, through its OPRF service, as the client library gets it.
+fn tokens(t: &TestTopology, tenant: &str, provider: &str, emails: &[&str]) -> Vec<Vec<u8>> {
+    let registry = Registry::builtin();
+    let record: Provider = read_all(&t.topic("providers"))
+        .into_iter()
+        .filter_map(|r| registry.decode::<Provider>(&r.value?).ok())
+        .rfind(|p| p.provider_id == provider)
+        .expect("the provider is registered");
+    let endpoint = ProviderEndpoint::of(&record).unwrap();
+    let key_file = std::fs::read_to_string(t.dir.path().join(format!("{tenant}-k1.json"))).unwrap();
+    let client = OprfClient::new(TenantCredentials::from_key_file(&key_file).unwrap());
+    let inputs: Vec<Vec<u8>> = emails
+        .iter()
+        .map(|e| oprf_input(IdentifierKind::Email, e).unwrap())
+        .collect();
+    client
+        .tokens(&endpoint, &inputs)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.to_vec())
+        .collect()
+}
+
+fn request(
+    t: &TestTopology,
+    tenant: &str,
+    id: &str,
+    claim: &str,
+    threshold: u64,
+    provider: &str,
+    token: &[u8],
+) -> pavilion_schemas::VerificationRequest {
+    let key_file = std::fs::read_to_string(t.dir.path().join(format!("{tenant}-k1.json"))).unwrap();
+    sign_request(
+        &TenantCredentials::from_key_file(&key_file).unwrap(),
+        RequestDraft {
+            claims: vec![ClaimRequest {
+                name: claim.into(),
+                params: BTreeMap::from([("threshold".into(), threshold.to_string())]),
+            }],
+            purpose: "onboarding".into(),
+            subject_jurisdiction: "DE".into(),
+            consent_ref: None,
+            response_format: None,
+            request_id: Some(id.into()),
+        },
+        vec![SubjectToken {
+            provider_id: provider.into(),
+            token: token.to_vec(),
+        }],
+    )
+}
+
+fn decisions(t: &TestTopology, tenant: &str) -> BTreeMap<String, Vec<Decision>> {
+    let registry = Registry::builtin();
+    let mut by_id: BTreeMap<String, Vec<Decision>> = BTreeMap::new();
+    for r in read_all(&t.topic(&format!("decisions.{tenant}"))) {
+        let d: Decision = registry.decode(&r.value.unwrap()).unwrap();
+        by_id.entry(d.request_id.clone()).or_default().push(d);
+    }
+    by_id
+}
+
+fn wait_for(
+    t: &TestTopology,
+    tenant: &str,
+    n: usize,
+    pipeline: &Pipeline,
+) -> BTreeMap<String, Vec<Decision>> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let seen = decisions(t, tenant);
+        if seen.len() >= n {
+            // A duplicate would come beside the first decision: a last look catches it.
+            std::thread::sleep(Duration::from_secs(2));
+            return decisions(t, tenant);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} decisions for {tenant}; log:\n{}",
+            seen.len(),
+            pipeline.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_leaks() {
+    let _serial = serial();
+    let t = TestTopology::with_yaml("zk", |prefix| {
+        full_path_topology(prefix, &["age_over", "income_over"], true)
+    });
+    let dir = t.dir.path().to_owned();
+    let env = audit_env(&t);
+    ok(cli_env(&t, &env, &["keys", "generate"]));
+    t.active_tenant("acme", "k1");
+    t.active_tenant("beta", "k1");
+    for (file, text) in [("acme.yaml", POLICY), ("beta.yaml", SILENT_POLICY)] {
+        std::fs::write(dir.join(file), text).unwrap();
+        t.cli_ok(&[
+            "policy",
+            "push",
+            dir.join(file).to_str().unwrap(),
+            "--activate",
+        ]);
+    }
+    let members = members();
+    let mut csv = "email,claims,birthdate,income\n".to_owned();
+    for m in &members {
+        csv += &format!(
+            "{},age_over;income_over,{},{}\n",
+            m.email, m.birthdate.0, m.income
+        );
+    }
+    let _oprf = provider_with_attributes(&t, "registry", &csv);
+    let _silent_oprf = provider_with_attributes(&t, "silent", &csv);
+
+    let port = free_port();
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pipeline = t.spawn_with("a", Some(port), &env_refs);
+    await_stage_event(port, "policy.activated", "acme", 1.0, &pipeline);
+    await_stage_event(port, "policy.activated", "beta", 1.0, &pipeline);
+    let evidence_port = free_port();
+    let mut evidence = serve_evidence(&t, "registry", evidence_port);
+
+    let mut emails: Vec<&str> = members.iter().map(|m| m.email).collect();
+    emails.push("stranger@example.com");
+    let tokens = tokens(&t, "acme", "registry", &emails);
+
+    // Mixed traffic at a steady rate, the evidence service SIGKILLed and restarted twice.
+    let rp = Rp {
+        producer: PlainProducer::new(&settings()).unwrap(),
+        topic: t.topic("requests"),
+    };
+    let questions = [
+        ("age_over", 18),
+        ("age_over", 21),
+        ("income_over", 50_000_000),
+    ];
+    let mut asked: BTreeMap<String, Verdict> = BTreeMap::new();
+    let total = 90;
+    for i in 0..total {
+        let subject = i % emails.len();
+        let (claim, threshold) = questions[(i / emails.len()) % questions.len()];
+        let id = format!("z{i:03}");
+        rp.send(&request(
+            &t,
+            "acme",
+            &id,
+            claim,
+            threshold,
+            "registry",
+            &tokens[subject],
+        ));
+        asked.insert(id, expected(members.get(subject), claim, threshold));
+        rp.flush();
+        std::thread::sleep(Duration::from_millis(150));
+        if i == 30 || i == 60 {
+            evidence.kill();
+            std::thread::sleep(Duration::from_millis(700));
+            evidence = serve_evidence(&t, "registry", evidence_port);
+        }
+    }
+    let seen = wait_for(&t, "acme", total, &pipeline);
+    let mut wrong = Vec::new();
+    for (id, want) in &asked {
+        let got = &seen[id];
+        assert_eq!(got.len(), 1, "{id}: {} decisions", got.len());
+        let outcome = &got[0].outcomes[0];
+        if outcome.outcome != *want {
+            wrong.push(format!(
+                "{id}: {:?} ({:?}), expected {want:?}",
+                outcome.outcome, outcome.reason
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}\n{}", pipeline.log_tail());
+    let (_, metrics) = http_get(evidence_port, "/metrics").unwrap();
+    assert!(
+        metrics.contains(
+            "pavilion_evidence_answers_total{circuit=\"date_le_cutoff\",status=\"proved\"}"
+        ),
+        "{metrics}"
+    );
+
+    // The relying party checks a proof from the signed token alone, with another library.
+    let verified = seen
+        .values()
+        .map(|d| &d[0])
+        .find(|d| {
+            d.outcomes[0].outcome == Verdict::Verified && d.outcomes[0].claim_name == "age_over"
+        })
+        .unwrap();
+    let Payload::Text(token) = &verified.payload else {
+        panic!("a JWT is text")
+    };
+    let payload: serde_json::Value =
+        serde_json::from_slice(&B64URL.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let zk = payload["claims"][0]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "zk_predicate")
+        .expect("the proof is in the signed payload")
+        .clone();
+    python_verifies(&zk, &verified.request_id);
+
+    // A provider that never answers: unavailable with the reason within the deadline (15 s in
+    // this topology), and after three timeouts in a row its breaker opens.
+    let silent_tokens = self::tokens(&t, "beta", "silent", &["adult@example.com"]);
+    let rp_beta = Rp {
+        producer: PlainProducer::new(&settings()).unwrap(),
+        topic: t.topic("requests"),
+    };
+    let started = Instant::now();
+    for i in 0..4 {
+        rp_beta.send(&request(
+            &t,
+            "beta",
+            &format!("s{i}"),
+            "income_over",
+            1000,
+            "silent",
+            &silent_tokens[0],
+        ));
+        rp_beta.flush();
+        if i == 2 {
+            // The first three time out; the fourth finds the breaker open.
+            wait_for(&t, "beta", 3, &pipeline);
+        }
+    }
+    let beta = wait_for(&t, "beta", 4, &pipeline);
+    let reasons: Vec<String> = beta
+        .values()
+        .map(|d| d[0].outcomes[0].reason.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "silent: provider_timeout",
+            "silent: provider_timeout",
+            "silent: provider_timeout",
+            "silent: circuit_open"
+        ],
+        "in request order"
+    );
+    assert!(beta
+        .values()
+        .all(|d| d[0].outcomes[0].outcome == Verdict::Unavailable));
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert!(
+        metric(
+            &metrics,
+            "pavilion_stage_events_total{event=\"breaker.opened\",label=\"silent\",stage=\"psi\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "pavilion_stage_events_total{event=\"proofs.verified\",label=\"date_le_cutoff\",stage=\"psi\"}") >= 1.0);
+
+    drop(evidence);
+    scan(&t, &members, &pipeline);
+}
+
+/// `examples/python/verify_zk.py` (py_ecc) checks the evidence against the pinned keys.
+fn python_verifies(evidence: &serde_json::Value, request_id: &str) {
+    let python = std::env::var("PAVILION_PYTHON").expect(
+        "PAVILION_PYTHON must name a Python with examples/python/requirements.txt installed (scripts/test sets it up)",
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(python)
+        .arg(root.join("examples/python/verify_zk.py"))
+        .arg(root.join("zk/artifacts"))
+        .arg(request_id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(evidence.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "py_ecc did not verify {evidence}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn scan(t: &TestTopology, members: &[Member], pipeline: &Pipeline) {
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for m in members {
+        // exact18 sits exactly on both bounds: its birth date is the day 18 years ago and its
+        // income the threshold asked, public parameters of the questions that travel by
+        // design. Everyone else's values are private.
+        if m.email == "exact18@example.com" {
+            continue;
+        }
+        {
+            let (text, number) = &m.birthdate;
+            needles.push((format!("birth date {text}"), text.clone().into_bytes()));
+            needles.push((
+                format!("birth date {number}"),
+                number.to_string().into_bytes(),
+            ));
+            needles.push((
+                format!("birth date {number} (u64 BE)"),
+                number.to_be_bytes().to_vec(),
+            ));
+            needles.push((
+                format!("birth date {number} (u64 LE)"),
+                number.to_le_bytes().to_vec(),
+            ));
+        }
+        needles.push((
+            format!("income {}", m.income),
+            m.income.to_string().into_bytes(),
+        ));
+        needles.push((
+            format!("income {} (u64 BE)", m.income),
+            m.income.to_be_bytes().to_vec(),
+        ));
+        needles.push((
+            format!("income {} (u64 LE)", m.income),
+            m.income.to_le_bytes().to_vec(),
+        ));
+    }
+    privacy_scan(t, &needles, "registry.csv", &["a.log", "cli.log"], 20);
+    let tail = pipeline.log_tail();
+    for (name, needle) in &needles {
+        assert!(
+            !tail
+                .as_bytes()
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice()),
+            "{name} in the log tail"
+        );
+    }
+}
