@@ -37,9 +37,9 @@ use rand::{Rng as _, SeedableRng as _};
 use self::processes::{free_port, wait_ready, Children, Cli};
 use self::setup::{
     add_tenant, demo_topology, email, populations, run_topology, start_providers, Registered,
-    TenantSetup, BANK_POLICY, LINKER_POLICY, SHOP_POLICY,
+    TenantSetup, BANK_POLICY, BAR_POLICY, LINKER_POLICY, SHOP_POLICY,
 };
-use self::verify::{anchored_checkpoint, verify_sample};
+use self::verify::{anchored_checkpoint, proofs_summary, verify_proof, verify_sample};
 use crate::cli::ClusterArgs;
 
 /// Options of the demo; every one has an environment variable.
@@ -99,12 +99,20 @@ struct Scenario {
     providers: &'static [&'static str],
 }
 
-const MIX: [Scenario; 4] = [
+const MIX: [Scenario; 5] = [
+    Scenario {
+        up_to: 0.35,
+        tenant: "shop",
+        kind: "over 18 (proof)",
+        claims: &[("age_over", &[("threshold", "18")])],
+        purpose: "age_gate",
+        providers: &["bank-eu"],
+    },
     Scenario {
         up_to: 0.45,
-        tenant: "shop",
-        kind: "age check",
-        claims: &[("age_over", &[("threshold", "18")])],
+        tenant: "bar",
+        kind: "over 21 (proof)",
+        claims: &[("age_over", &[("threshold", "21")])],
         purpose: "age_gate",
         providers: &["bank-eu"],
     },
@@ -210,14 +218,13 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
 
     step(&format!("two providers: bank-eu (accounts, EU) and fraud-us (fraud list, US), {} synthetic subjects each, seed {}", args.subjects, args.seed));
     let (members, listed) = populations(&dir, args.seed, args.subjects)?;
-    for ((name, took), n) in start_providers(&cli, &mut children, "5000")?
-        .into_iter()
-        .zip([members, listed])
-    {
+    let started_providers = start_providers(&cli, &mut children, "5000")?;
+    for ((name, took), n) in started_providers.loads.iter().zip([members, listed]) {
         println!("  {name}: loaded in {took:.1?} ({n} members)");
     }
+    println!("  bank-eu's birth dates are commitments in its set; its evidence service proves age predicates over them");
 
-    step("three tenants: shop (age gate, SD-JWT), lender (KYC + fraud, JWT), insurer (record linkage, JWS)");
+    step("four tenants: shop (over 18 by proof, SD-JWT), bar (over 21 by proof, JWT with the proof), lender (KYC + fraud, JWT), insurer (record linkage, JWS)");
     let mut key_files = BTreeMap::new();
     for tenant in [
         TenantSetup {
@@ -227,6 +234,14 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             rate: "20",
             burst: "30",
             policy: SHOP_POLICY,
+        },
+        TenantSetup {
+            id: "bar",
+            name: "Example Bar",
+            regions: &["eu"],
+            rate: "1000",
+            burst: "2000",
+            policy: BAR_POLICY,
         },
         TenantSetup {
             id: "lender",
@@ -302,7 +317,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     // Readers first, so every decision of this run is seen.
     let settings = crate::cli::settings(&args.cluster, "demo");
     let decision_family = crate::cli::topic_for(&topology, Decision::FULL_NAME)?;
-    let tenants = ["shop", "lender", "insurer"];
+    let tenants = ["shop", "bar", "lender", "insurer"];
     let decision_topics: Vec<String> = tenants
         .iter()
         .filter_map(|t| {
@@ -568,13 +583,15 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let dlq = crate::cli::read_all::<pavilion_schemas::DeadLetter>(&run_cluster, &topology.dlq)?;
 
     step("waiting for the last checkpoint and its anchor");
+    // The bar's verified decisions carry their proof: the sample shows it checked too.
     let sample = decided
         .iter()
-        .find(|(_, (d, _))| {
+        .filter(|(_, (d, _))| {
             d.rejection.is_none()
                 && d.outcomes.iter().any(|o| o.outcome == Verdict::Verified)
                 && d.format == pavilion_schemas::ResponseFormat::Jwt
         })
+        .min_by_key(|(_, (d, _))| d.tenant_id != "bar")
         .map(|(id, (d, _))| (id.clone(), d.clone()))
         .context("no verified JWT decision to show")?;
     let (checkpoint, receipt) =
@@ -609,6 +626,10 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     }
     println!("  dead letters         {} {by_stage:?}", dlq.len());
     println!(
+        "  proofs               {}",
+        proofs_summary(&metrics, &started_providers.evidence_metrics)
+    );
+    println!(
         "  latest checkpoint    {} size {} (root {})",
         checkpoint.origin,
         checkpoint.tree_size,
@@ -632,6 +653,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         &receipt,
         &args.rpc_url,
     )?;
+    verify_proof(&sample.1)?;
     println!(
         "\nDone in {:.0?}. Everything is in {} (topology, keys, logs); the topics are `{run}.*`.",
         started.elapsed(),

@@ -1,6 +1,7 @@
 //! What a demo run is made of: its topology (the repository's, renamed for the run), the two
-//! providers with their synthetic populations and OPRF services, the tenants' policies, and
-//! where the registered providers answer. `bench e2e` sets up the same way.
+//! providers with their synthetic populations, OPRF services and (bank-eu) the evidence
+//! service that proves predicates over its members' birth dates, the tenants' policies, and
+//! where the registered providers answer. `bench e2e` and `bench zk` set up the same way.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -67,26 +68,30 @@ pub(crate) fn add_tenant(cli: &Cli, tenant: &TenantSetup) -> Result<PathBuf> {
     Ok(cli.dir.join(key_file))
 }
 
-/// Onboards both providers, loads the populations `populations` wrote and starts their OPRF
-/// services (`rate` evaluations/s per tenant, no daily quota); how long each load took.
-pub(crate) fn start_providers(
-    cli: &Cli,
-    children: &mut Children,
-    rate: &str,
-) -> Result<Vec<(&'static str, Duration)>> {
+/// What `start_providers` started: each load's time, and where bank-eu's evidence service
+/// serves its health and metrics.
+pub(crate) struct Providers {
+    pub(crate) loads: Vec<(&'static str, Duration)>,
+    pub(crate) evidence_metrics: String,
+}
+
+/// Onboards both providers, loads the populations `populations` wrote (bank-eu's birth dates
+/// committed, for age predicates) and starts their OPRF services (`rate` evaluations/s per
+/// tenant, no daily quota) and bank-eu's evidence service.
+pub(crate) fn start_providers(cli: &Cli, children: &mut Children, rate: &str) -> Result<Providers> {
     let mut loads = Vec::new();
     for (name, region, claims, load) in [
         (
             "bank-eu",
             "eu",
             "account_verified,age_over",
-            ["--claims-column", "claims"],
+            &["--claims-column", "claims", "--attribute", "birthdate:date"][..],
         ),
         (
             "fraud-us",
             "us",
             "fraud_listed",
-            ["--claim", "fraud_listed"],
+            &["--claim", "fraud_listed"][..],
         ),
     ] {
         let port = free_port()?;
@@ -104,7 +109,9 @@ pub(crate) fn start_providers(
         ])?;
         let csv = format!("{name}.csv");
         let t = Instant::now();
-        cli.ok(&["provider", "load", name, "--from", &csv, load[0], load[1]])?;
+        let mut args = vec!["provider", "load", name, "--from", &csv];
+        args.extend_from_slice(load);
+        cli.ok(&args)?;
         loads.push((name, t.elapsed()));
         let listen = format!("127.0.0.1:{port}");
         cli.spawn(
@@ -125,7 +132,22 @@ pub(crate) fn start_providers(
             ],
         )?;
     }
-    Ok(loads)
+    let evidence_metrics = format!("127.0.0.1:{}", free_port()?);
+    cli.spawn(
+        children,
+        "evidence-bank-eu",
+        &[
+            "provider",
+            "serve-evidence",
+            "bank-eu",
+            "--listen",
+            &evidence_metrics,
+        ],
+    )?;
+    Ok(Providers {
+        loads,
+        evidence_metrics,
+    })
 }
 
 const FIRST: [&str; 12] = [
@@ -148,25 +170,37 @@ pub(crate) fn email(seed: u64, i: usize) -> String {
     )
 }
 
-/// Writes both providers' populations: bank-eu (EU accounts: most verified, adults marked),
-/// fraud-us (a US fraud list). Subject `i` is a member of each with a fixed probability.
+/// Writes both providers' populations: bank-eu (EU accounts: most verified, each with a birth
+/// date: 85 % adults, some of them under 21, the rest 13 to 17 years old), fraud-us (a US
+/// fraud list). Subject `i` is a member of each with a fixed probability.
 pub(crate) fn populations(dir: &Path, seed: u64, subjects: usize) -> Result<(usize, usize)> {
+    use chrono::{Datelike as _, Days, Months};
     let mut rng = StdRng::seed_from_u64(seed);
     let mut bank = std::io::BufWriter::new(std::fs::File::create(dir.join("bank-eu.csv"))?);
     let mut fraud = std::io::BufWriter::new(std::fs::File::create(dir.join("fraud-us.csv"))?);
-    writeln!(bank, "email,claims")?;
+    writeln!(bank, "email,claims,birthdate")?;
     writeln!(fraud, "email")?;
+    let today = chrono::Utc::now().date_naive();
     let (mut members, mut listed) = (0, 0);
     for i in 0..subjects {
         let roll: f64 = rng.random();
         if roll < 0.7 {
-            let adult = rng.random::<f64>() < 0.85;
-            let claims = if adult {
-                "account_verified;age_over"
+            let years = if rng.random::<f64>() < 0.85 {
+                rng.random_range(18..80)
             } else {
-                "account_verified"
+                rng.random_range(13..18)
             };
-            writeln!(bank, "{},{claims}", email(seed, i))?;
+            let born = today - Months::new(years * 12) - Days::new(rng.random_range(0..365));
+            // Whether age_over holds is the predicate's answer, proved over the birth date;
+            // the claim says only that the bank can be asked.
+            writeln!(
+                bank,
+                "{},account_verified;age_over,{:04}-{:02}-{:02}",
+                email(seed, i),
+                born.year(),
+                born.month(),
+                born.day()
+            )?;
             members += 1;
         }
         if rng.random::<f64>() < 0.05 {
@@ -181,7 +215,7 @@ pub(crate) fn populations(dir: &Path, seed: u64, subjects: usize) -> Result<(usi
 
 pub(super) const SHOP_POLICY: &str = r#"policy: age-gate
 tenant: shop
-description: An online shop checks that buyers of age-restricted goods are adults.
+description: An online shop checks that buyers of age-restricted goods are adults, by a proof over the bank's committed birth date.
 rules: |
   @id("adults-at-checkout")
   permit(principal, action == Action::"verify", resource == Claim::"age_over")
@@ -189,13 +223,31 @@ rules: |
 plan:
   age_over:
     providers: [{ id: bank-eu, region: eu }]
-    evidence: [oprf_match]
+    evidence: [oprf_match, zk_predicate]
     disclose: [age_over]
 response_format: sd_jwt
 response:
   audience: https://shop.example/checkout
   lifetime: 5m
   claim_names: { age_over: age_over_18 }
+"#;
+
+/// A bar serves drinks from 21: the same proof with another bound, and the proof in the
+/// signed token for the bar to check without trusting the broker.
+pub(super) const BAR_POLICY: &str = r#"policy: over-21
+tenant: bar
+description: A bar checks that guests are 21 or older; the decision carries the proof.
+rules: |
+  @id("guests-over-21")
+  permit(principal, action == Action::"verify", resource == Claim::"age_over")
+  when { context.purpose == "age_gate" && context.threshold >= 21 };
+plan:
+  age_over:
+    providers: [{ id: bank-eu, region: eu }]
+    evidence: [oprf_match, zk_predicate]
+response_format: jwt
+response:
+  evidence: true
 "#;
 
 pub(crate) const BANK_POLICY: &str = r#"policy: kyc

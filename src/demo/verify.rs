@@ -224,3 +224,97 @@ pub(super) fn verify_sample(
     );
     Ok(())
 }
+
+/// Checks the zero-knowledge proof a decision's signed payload carries, as the relying party
+/// would: the circuit's pinned verifying key, the public inputs from the token, the nonce
+/// derived from its own request id. Says so when the decision carries none.
+pub(super) fn verify_proof(d: &Decision) -> Result<()> {
+    let pavilion_schemas::Payload::Text(token) = &d.payload else {
+        bail!("a binary payload");
+    };
+    let payload: serde_json::Value =
+        serde_json::from_slice(&pavilion_signing::jose::parse(token)?.payload)?;
+    let evidence = payload["claims"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["evidence"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["kind"] == "zk_predicate");
+    let Some(zk) = evidence.as_ref().map(|e| &e["zk"]) else {
+        println!("  (this decision's policy does not put proofs in its payload)");
+        return Ok(());
+    };
+    let circuit = pavilion_zk::Circuit::from_id(zk["circuit"].as_str().unwrap_or_default())
+        .context("an unknown circuit")?;
+    if zk["verifying_key_sha256"].as_str() != Some(&hex::encode(circuit.verifying_key_hash())) {
+        bail!("the proof names another verifying key than the pinned one");
+    }
+    let inputs: Vec<String> = zk["public_inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let inputs = pavilion_zk::PublicInputs::from_decimal_strings(&inputs)?;
+    if inputs.nonce != pavilion_zk::nonce_from_request_id(d.request_id.as_bytes()) {
+        bail!("the proof was made for another request");
+    }
+    let proof = pavilion_zk::Proof::from_eip197(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(zk["proof"].as_str().unwrap_or_default())?,
+    )?;
+    pavilion_zk::verify(circuit, &inputs, &proof).context("the proof does not verify")?;
+    println!(
+        "  ✓ proof: {} (born on or before {}) verifies against the pinned key {}…, for this request's nonce; the birth date itself is nowhere in the decision",
+        circuit.id(),
+        inputs.bound,
+        &hex::encode(circuit.verifying_key_hash())[..16]
+    );
+    Ok(())
+}
+
+/// One line on the proofs of the run: verified and refused by the broker (its psi stage's
+/// counters), the batch sizes it verified them in, and the provider's proving time.
+pub(super) fn proofs_summary(pipeline_metrics: &str, evidence_metrics: &str) -> String {
+    let get = |addr: &str| {
+        ureq::get(&format!("http://{addr}/metrics"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default()
+    };
+    let (pipeline, evidence) = (get(pipeline_metrics), get(evidence_metrics));
+    // `pavilion_stage_events_total{event="proofs.batch",label="16-63",stage="psi"} 3`
+    let events = |event: &str| -> Vec<(String, f64)> {
+        let needle = format!("event=\"{event}\",label=\"");
+        pipeline
+            .lines()
+            .filter(|l| l.starts_with("pavilion_stage_events_total") && l.contains(&needle))
+            .filter_map(|l| {
+                let label = l.split(&needle).nth(1)?.split('"').next()?.to_owned();
+                Some((label, l.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let total = |event: &str| events(event).iter().map(|(_, n)| *n as u64).sum::<u64>();
+    let batches: Vec<String> = events("proofs.batch")
+        .iter()
+        .map(|(size, n)| format!("{n:.0}× {size}"))
+        .collect();
+    let sum = |name: &str| -> f64 {
+        evidence
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let proving_ms = 1000.0 * sum("pavilion_evidence_proving_seconds_sum")
+        / sum("pavilion_evidence_proving_seconds_count").max(1.0);
+    format!(
+        "{} verified, {} refused; batches verified: {}; proving {:.0} ms a proof on average at the provider",
+        total("proofs.verified"),
+        total("proofs.rejected"),
+        if batches.is_empty() { "none".to_owned() } else { batches.join(", ") },
+        proving_ms
+    )
+}
