@@ -3,11 +3,15 @@
 topic read_committed from the start to its current end, decode each record with nothing but
 schemas/ (single-object Avro, fastavro), and verify every decision with an independent JOSE
 library (jwcrypto) and the broker's published JWKS — compact JWS/JWT, vc+jwt and SD-JWT
-tokens, and the JSON envelope's detached Ed25519 signature.
+tokens, and the JSON envelope's detached Ed25519 signature. A zero-knowledge proof in a
+token's evidence is checked too, with py_ecc and the circuits' published keys (verify_zk.py):
+the relying party need not trust the broker for a predicate's answer.
 
 Usage: decisions.py --topic pavilion.decisions.acme --jwks jwks.json [--bootstrap HOST:PORT]
-Prints one JSON line per decision (request id, format, outcomes, verified claims) and a
-summary line; exits 1 if any decision does not verify, 2 if nothing could be read.
+                    [--zk-artifacts zk/artifacts]
+Prints one JSON line per decision (request id, format, outcomes, verified claims, proofs
+verified) and a summary line; exits 1 if any decision or proof does not verify, 2 if nothing
+could be read.
 """
 import argparse
 import json
@@ -20,8 +24,25 @@ from jwcrypto import jwk
 
 from pavilion_avro import load_schemas
 from verify_decisions import Invalid, verify_token
+import verify_zk
 
 DEFAULT_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+DEFAULT_ARTIFACTS = Path(__file__).resolve().parents[2] / "zk" / "artifacts"
+
+
+def verify_proofs(claims: dict, request_id: str, artifacts: Path) -> list:
+    """Every zk_predicate evidence of the payload, verified; [(claim, circuit, bound)]."""
+    proved = []
+    for claim in claims.get("claims") or claims.get("credentialSubject", {}).get("claims") or []:
+        for evidence in claim.get("evidence") or []:
+            if evidence.get("kind") != "zk_predicate":
+                continue
+            try:
+                checked = verify_zk.verify_zk_evidence(evidence, request_id, artifacts)
+            except verify_zk.Invalid as e:
+                raise Invalid(f"claim {claim.get('name')}: proof: {e}") from e
+            proved.append((claim.get("name"), checked["circuit"], checked["bound"]))
+    return proved
 
 
 def verify_decision(keys: "jwk.JWKSet", decision: dict) -> dict:
@@ -51,6 +72,8 @@ def main(argv=None) -> int:
     p.add_argument("--topic", required=True, help="a tenant's decision topic")
     p.add_argument("--jwks", required=True, type=Path, help="the broker's JWKS (pavilion keys jwks)")
     p.add_argument("--schemas", type=Path, default=DEFAULT_SCHEMAS)
+    p.add_argument("--zk-artifacts", type=Path, default=DEFAULT_ARTIFACTS,
+                   help="the circuits' manifest and verifying keys (zk/artifacts)")
     args = p.parse_args(argv)
     registry = load_schemas(args.schemas)
     keys = jwk.JWKSet.from_json(args.jwks.read_text(encoding="utf-8"))
@@ -76,7 +99,7 @@ def main(argv=None) -> int:
         ends[partition] = high
     consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in ends])
     done = {p for p, end in ends.items() if end == 0}
-    verified = failed = 0
+    verified = failed = proofs = 0
     while len(done) < len(ends):
         msg = consumer.poll(5.0)
         if msg is None:
@@ -96,6 +119,8 @@ def main(argv=None) -> int:
             continue
         try:
             content = verify_decision(keys, decision)
+            proved = verify_proofs(content["claims"], decision["request_id"], args.zk_artifacts)
+            proofs += len(proved)
             verified += 1
             print(json.dumps({
                 "request_id": decision["request_id"],
@@ -104,12 +129,14 @@ def main(argv=None) -> int:
                 "rejection": decision["rejection"]["reason"] if decision.get("rejection") else None,
                 "aud": content["claims"].get("aud") or content["claims"].get("credentialSubject", {}).get("aud"),
                 "disclosed": content["disclosed"],
+                "proofs": proved,
             }))
         except Invalid as e:
             failed += 1
             print(f"decisions.py: {decision['request_id']}: {e}", file=sys.stderr)
     consumer.close()
-    print(f"decisions: {verified} passed, {failed} failed", file=sys.stderr)
+    print(f"decisions: {verified} passed ({proofs} zero-knowledge proofs verified), {failed} failed",
+          file=sys.stderr)
     return 1 if failed else 0
 
 
