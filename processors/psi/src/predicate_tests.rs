@@ -445,3 +445,48 @@ fn when_a_provider_fails_the_next_one_in_the_plan_is_asked() {
         ["Unavailable (registry: provider_timeout; registry2: provider_timeout) []"]
     );
 }
+
+#[test]
+fn answers_received_together_are_verified_in_one_batch_and_a_bad_one_is_found() {
+    let mut w = World::new();
+    let alice = w.ask(&ask_age("r1", "alice", 18, &["registry"]));
+    let bob = w.ask(&ask_age("r2", "bob", 18, &["registry"]));
+    let alice_again = w.ask(&ask_age("r3", "alice", 18, &["registry"]));
+    let good =
+        |subject: &str, id: &str| prove(Circuit::DateLeCutoff, "registry", subject, CUTOFF_18, id);
+    w.answer(&answer(
+        &alice[0],
+        EvidenceStatus::Proved,
+        Some(good("alice", "r1")),
+    ));
+    w.answer(&answer(
+        &bob[0],
+        EvidenceStatus::Proved,
+        Some(good("bob", "r2")),
+    ));
+    // r3's answer is r1's proof again: the batch fails, bisection finds it.
+    w.answer(&answer(
+        &alice_again[0],
+        EvidenceStatus::Proved,
+        Some(good("alice", "r1")),
+    ));
+    let out = w.advance(Duration::from_millis(100));
+    let mut v = verdicts(&out);
+    v.sort();
+    assert_eq!(
+        v,
+        [
+            "Matched () [OprfMatch@registry, ZkPredicate@registry]",
+            "Matched () [OprfMatch@registry, ZkPredicate@registry]",
+            "Unavailable (registry: bad_proof) []",
+        ]
+    );
+    let m: Vec<MatchResult> = out
+        .iter()
+        .filter_map(|r| Registry::builtin().decode::<MatchResult>(&r.value).ok())
+        .collect();
+    let refused = m
+        .iter()
+        .find(|m| m.results[0].status != pavilion_schemas::MatchStatus::Matched);
+    assert_eq!(refused.unwrap().outcome.request.request_id, "r3");
+}
