@@ -613,3 +613,230 @@ fn scan(t: &TestTopology, members: &[Member], pipeline: &Pipeline) {
         );
     }
 }
+
+/// The test plays a hostile provider, `mallory`: it reads the broker's proof requests from
+/// mallory's topic and answers each with something that must not pass — the broker refuses
+/// every one with its reason, its breaker opens, and bytes that are no answer are a dead
+/// letter.
+#[test]
+fn hostile_answers_on_the_real_broker_are_refused_each_with_its_reason() {
+    use pavilion_provider::attributes::AttributeBook;
+    use pavilion_schemas::{EvidenceRequest, EvidenceResponse, EvidenceStatus};
+    use pavilion_zk::{
+        nonce_from_request_id, subject_binding, AttributeType, Circuit, Prover, WitnessInputs,
+    };
+
+    let _serial = serial();
+    let t = TestTopology::with_yaml("zk-hostile", |prefix| {
+        full_path_topology(prefix, &["age_over"], true)
+    });
+    let dir = t.dir.path().to_owned();
+    let env = audit_env(&t);
+    ok(cli_env(&t, &env, &["keys", "generate"]));
+    t.active_tenant("acme", "k1");
+    let policy = POLICY.replace("id: registry", "id: mallory");
+    std::fs::write(dir.join("acme.yaml"), policy).unwrap();
+    t.cli_ok(&[
+        "policy",
+        "push",
+        dir.join("acme.yaml").to_str().unwrap(),
+        "--activate",
+    ]);
+    let members = members();
+    let mut csv = "email,claims,birthdate,income\n".to_owned();
+    for m in &members {
+        csv += &format!(
+            "{},age_over;income_over,{},{}\n",
+            m.email, m.birthdate.0, m.income
+        );
+    }
+    let _oprf = provider_with_attributes(&t, "mallory", &csv);
+    // Mallory holds its own openings, so it can make valid proofs — for other questions.
+    let book = AttributeBook::open(
+        &std::fs::read(dir.join("mallory.provider-attributes")).unwrap(),
+        PASSPHRASE.as_bytes(),
+    )
+    .unwrap();
+    let emails = ["adult@example.com", "teen@example.com"];
+    let tokens = tokens(&t, "acme", "mallory", &emails);
+    let keys: Vec<[u8; 32]> = tokens
+        .iter()
+        .map(|tk| pavilion_schemas::set_key("mallory", tk))
+        .collect();
+    let mut date_prover = Prover::new(Circuit::DateLeCutoff).unwrap();
+    let mut int_prover = Prover::new(Circuit::IntGeThreshold).unwrap();
+    let mut prove = |circuit: Circuit, subject: usize, bound: i64, request_id: &str| {
+        let opening = book.opening(&keys[subject], "birthdate").unwrap();
+        let inputs = WitnessInputs {
+            attribute: opening.value,
+            attribute_type: AttributeType::named("birthdate"),
+            subject_binding: subject_binding(&keys[subject]),
+            salt: opening.salt().unwrap(),
+            bound: bound as u64,
+            nonce: nonce_from_request_id(request_id.as_bytes()),
+        };
+        let prover = match circuit {
+            Circuit::DateLeCutoff => &mut date_prover,
+            Circuit::IntGeThreshold => &mut int_prover,
+        };
+        prover
+            .prove(&inputs, &mut pavilion_zk::rand::OsRng)
+            .unwrap()
+            .to_bytes()
+    };
+
+    let port = free_port();
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pipeline = t.spawn_with("a", Some(port), &env_refs);
+    await_stage_event(port, "policy.activated", "acme", 1.0, &pipeline);
+    let asks =
+        pavilion_kafka::TopicReader::new(&settings(), &[&t.topic("evidence.requests.mallory")])
+            .unwrap();
+    let rp = Rp {
+        producer: PlainProducer::new(&settings()).unwrap(),
+        topic: t.topic("requests"),
+    };
+    let answers = PlainProducer::new(&settings()).unwrap();
+    let registry = Registry::builtin();
+    // Sends request `id` about member `subject`, reads the broker's question, answers it with
+    // `proof` (given the question), and returns the claim's reason once decided.
+    let case = |id: &str, subject: usize, proof: &mut dyn FnMut(&EvidenceRequest) -> Vec<u8>| {
+        let before = decisions(&t, "acme").len();
+        rp.send(&request(
+            &t,
+            "acme",
+            id,
+            "age_over",
+            18,
+            "mallory",
+            &tokens[subject],
+        ));
+        rp.flush();
+        let question: EvidenceRequest = loop {
+            let r = asks
+                .poll(Duration::from_secs(30))
+                .unwrap()
+                .expect("a proof request");
+            let q: EvidenceRequest = registry.decode(&r.value.unwrap()).unwrap();
+            if q.attempt == 1
+                && q.nonce == pavilion_zk::field_to_bytes(nonce_from_request_id(id.as_bytes()))
+            {
+                break q;
+            }
+        };
+        let response = EvidenceResponse {
+            provider_id: "mallory".into(),
+            set_key: question.set_key.clone(),
+            circuit: question.circuit.clone(),
+            bound: question.bound,
+            nonce: question.nonce.clone(),
+            status: EvidenceStatus::Proved,
+            proof: Some(proof(&question)),
+            detail: None,
+            proved_at: now_ms(),
+            proving_ms: 20,
+        };
+        answers
+            .send_to(
+                &t.topic("evidence.responses"),
+                question.reply_partition,
+                b"m",
+                &registry.encode(&response).unwrap(),
+            )
+            .unwrap();
+        answers.flush().unwrap();
+        let decided = wait_for(&t, "acme", before + 1, &pipeline);
+        if !decided.contains_key(id) {
+            let (_, metrics) = http_get(port, "/metrics").unwrap();
+            panic!(
+                "{id} undecided: {}",
+                metrics
+                    .lines()
+                    .filter(|l| l.contains("stage_events"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        decided[id][0].outcomes[0]
+            .reason
+            .clone()
+            .unwrap_or_default()
+    };
+
+    let honest = prove(
+        Circuit::DateLeCutoff,
+        0,
+        years_ago(18, 0).1 as i64,
+        "earlier",
+    );
+    let forged = {
+        let mut f = honest.clone();
+        f[..32].copy_from_slice(&honest[96..]);
+        f[96..].copy_from_slice(&honest[..32]);
+        f
+    };
+    assert_eq!(
+        case("h-replayed", 0, &mut |_| honest.clone()),
+        "mallory: bad_proof"
+    );
+    assert_eq!(
+        case("h-forged", 0, &mut |_| forged.clone()),
+        "mallory: bad_proof"
+    );
+    assert_eq!(
+        case("h-garbled", 0, &mut |_| vec![0x5a; 128]),
+        "mallory: bad_proof"
+    );
+    // Three failures in a row: the breaker is open, mallory is not even asked.
+    rp.send(&request(
+        &t, "acme", "h-open", "age_over", 18, "mallory", &tokens[0],
+    ));
+    rp.flush();
+    let decided = wait_for(&t, "acme", 4, &pipeline);
+    assert_eq!(
+        decided["h-open"][0].outcomes[0].reason.as_deref(),
+        Some("mallory: circuit_open")
+    );
+
+    // After each cooldown (5 s here) one probe goes through, and fails again.
+    let probe = |id: &str,
+                 subject: usize,
+                 proof: &mut dyn FnMut(&EvidenceRequest) -> Vec<u8>,
+                 want: &str| {
+        std::thread::sleep(Duration::from_secs(6));
+        assert_eq!(case(id, subject, proof), want, "{id}");
+    };
+    probe(
+        "h-wrong-bound",
+        0,
+        &mut |q: &EvidenceRequest| prove(Circuit::DateLeCutoff, 0, q.bound - 1, "h-wrong-bound"),
+        "mallory: bad_proof",
+    );
+    probe(
+        "h-other-circuit",
+        1, // the teen: "born on or after the cutoff" holds and proves under the other circuit
+        &mut |q: &EvidenceRequest| prove(Circuit::IntGeThreshold, 1, q.bound, "h-other-circuit"),
+        "mallory: bad_proof",
+    );
+    probe(
+        "h-oversized",
+        0,
+        &mut |_: &EvidenceRequest| vec![0; 4096],
+        "mallory: bad_response",
+    );
+    // Bytes that are no answer at all: a dead letter naming why.
+    answers
+        .send_to(&t.topic("evidence.responses"), 0, b"m", b"\xc3\x01garbage")
+        .unwrap();
+    answers.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dead_letters(&t)
+        .iter()
+        .any(|d| d.source_topic == t.topic("evidence.responses"))
+    {
+        assert!(Instant::now() < deadline, "no dead letter for the garbage");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert!(metric(&metrics, "pavilion_stage_events_total{event=\"proofs.rejected\",label=\"date_le_cutoff\",stage=\"psi\"}") >= 4.0, "{metrics}");
+}
