@@ -442,6 +442,7 @@ fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_l
     }
     assert!(wrong.is_empty(), "{wrong:#?}\n{}", pipeline.log_tail());
     let (_, metrics) = http_get(evidence_port, "/metrics").unwrap();
+    pavilion_runtime::telemetry::assert_promtool_accepts("evidence service metrics", &metrics);
     assert!(
         metrics.contains(
             "pavilion_evidence_answers_total{circuit=\"date_le_cutoff\",status=\"proved\"}"
