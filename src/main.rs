@@ -140,6 +140,15 @@ enum BenchCommand {
     /// The whole path on the broker: raw pass-through vs split vs fused; sustainable
     /// requests/s, latency at half load, peak RSS, records written per request.
     E2e(bench::e2e::E2eBenchArgs),
+    /// Zero-knowledge predicates: proving time on one core, verification one by one vs
+    /// batched, a predicate claim's latency and throughput through the broker and the
+    /// provider vs a membership-only claim, proof and key sizes; min/median/max of --runs.
+    ///
+    /// The end-to-end figures run the pipeline and bank-eu's OPRF and evidence services as
+    /// child processes of this binary on Kafka (`scripts/infra up`): run it in release,
+    /// `cargo run --release -- bench zk`. The defaults take three to five minutes on 2 cores;
+    /// `--skip-e2e` (proving, verification and sizes only, no Kafka) about one.
+    Zk(bench::zk::ZkBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -198,6 +207,7 @@ fn main() -> ExitCode {
             BenchCommand::Signing(args) => bench::signing::signing(args),
             BenchCommand::Audit(args) => bench::audit::audit(args),
             BenchCommand::E2e(args) => bench::e2e::e2e(args),
+            BenchCommand::Zk(args) => bench::zk::zk(args),
         },
         Command::Schemas { command } => match command {
             SchemasCommand::List => schemas::list(),

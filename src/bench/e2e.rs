@@ -31,10 +31,10 @@ use pavilion_schemas::{
 use serde_json::json;
 
 use super::passthrough::{raw_relay, PassthroughArgs};
-use super::{sample, write_result};
+use super::{sample, write_result, RunFolder};
 use crate::cli::{ClusterArgs, TopologyFile};
 use crate::demo::percentile;
-use crate::demo::processes::{free_port, wait_ready, Children, Cli};
+use crate::demo::processes::{free_port, wait_ready, Children};
 use crate::demo::setup::{
     add_tenant, email, populations, run_topology, start_providers, Registered, TenantSetup,
     BANK_POLICY,
@@ -260,34 +260,40 @@ fn listed(pairs: &[(String, f64)], decimals: usize) -> String {
     items.join(", ")
 }
 
+/// The name and CPU seconds (user + system) so far in a `/proc/…/stat` file: a process's
+/// (every thread's, those ended too) or one thread's.
+pub(super) fn stat_cpu(path: &std::path::Path) -> Option<(String, f64)> {
+    // utime and stime in /proc are in USER_HZ ticks, 100 a second on Linux.
+    const TICKS_PER_S: f64 = 100.0;
+    let stat = std::fs::read_to_string(path).ok()?;
+    // `tid (name) state …`: the name may hold spaces, so fields count from its `)`.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let (user, system) = (ticks(11)?, ticks(12)?);
+    Some((
+        stat[open + 1..close].to_owned(),
+        (user + system) / TICKS_PER_S,
+    ))
+}
+
 /// CPU seconds of each thread of a process so far, summed by thread name (the executor names
 /// a task's thread after the task; librdkafka names its own `rdk:…`).
 fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
-    // utime and stime in /proc are in USER_HZ ticks, 100 a second on Linux.
-    const TICKS_PER_S: f64 = 100.0;
     let mut by_name = BTreeMap::new();
     let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return by_name;
     };
     for thread in threads.flatten() {
-        let Ok(stat) = std::fs::read_to_string(thread.path().join("stat")) else {
+        let Some((name, seconds)) = stat_cpu(&thread.path().join("stat")) else {
             continue;
         };
-        // `tid (name) state …`: the name may hold spaces, so fields count from its `)`.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = stat[open + 1..close].to_owned();
         let name = if name.starts_with("rdk:") {
             "rdk (librdkafka)".to_owned()
         } else {
             name
         };
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
-            *by_name.entry(name).or_insert(0.0) += (user + system) / TICKS_PER_S;
-        }
+        *by_name.entry(name).or_insert(0.0) += seconds;
     }
     by_name
 }
@@ -371,8 +377,6 @@ fn measure(
         std::process::id(),
         epoch_millis(SystemTime::now()) % 1_000_000
     );
-    let dir = std::env::temp_dir().join(&run);
-    std::fs::create_dir_all(&dir)?;
     let mut text = run_topology(repo, &run);
     if layout == Layout::Split {
         let at = text
@@ -380,18 +384,12 @@ fn measure(
             .context("topology.yaml has no fuse section")?;
         text.truncate(at + 1);
     }
-    let topology_path = dir.join("topology.yaml");
-    std::fs::write(&topology_path, &text)?;
-    let topology = crate::cli::load(&TopologyFile {
-        topology: topology_path.clone(),
-    })?;
-    let cluster = ClusterArgs {
-        file: TopologyFile {
-            topology: topology_path.clone(),
-        },
-        ..args.cluster.clone()
-    };
-    let cli = Cli::for_run(&dir, &topology_path, &args.cluster.bootstrap, "warn");
+    let RunFolder {
+        dir,
+        topology,
+        cluster,
+        cli,
+    } = RunFolder::create(&run, &text, &args.cluster)?;
     let mut children = Children(Vec::new());
     let tenants = shape.tenant_ids();
     eprintln!(

@@ -9,11 +9,16 @@ pub mod policy;
 pub mod psi;
 pub mod sample;
 pub mod signing;
+pub mod zk;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use pavilion_kafka::TopicReader;
+use pavilion_runtime::topology::Topology;
+
+use crate::cli::{ClusterArgs, TopologyFile};
+use crate::demo::processes::Cli;
 
 /// Waits until `count` records arrived on the reader's topics; returns when the last did.
 pub(crate) fn await_records(
@@ -38,6 +43,36 @@ pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("pavilion-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A benchmark run's own folder (in the temp dir, named after the run) with its topology
+/// written there, and what reaches it: the topology parsed, cluster arguments naming it, and
+/// the `pavilion` commands run against it.
+pub(crate) struct RunFolder {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) topology: Topology,
+    pub(crate) cluster: ClusterArgs,
+    pub(crate) cli: Cli,
+}
+
+impl RunFolder {
+    pub(crate) fn create(run: &str, topology: &str, cluster: &ClusterArgs) -> Result<RunFolder> {
+        let dir = std::env::temp_dir().join(run);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("topology.yaml");
+        std::fs::write(&path, topology)?;
+        let cli = Cli::for_run(&dir, &path, &cluster.bootstrap, "warn");
+        let file = TopologyFile { topology: path };
+        Ok(RunFolder {
+            topology: crate::cli::load(&file)?,
+            cluster: ClusterArgs {
+                file,
+                ..cluster.clone()
+            },
+            dir,
+            cli,
+        })
+    }
 }
 
 /// Writes a benchmark's figures to `path` (creating its folder) and says where.

@@ -94,6 +94,19 @@ impl Circuit {
         Sha256::digest(self.verifying_key_bytes()).into()
     }
 
+    /// The size in bytes of each artifact compiled into the crate, by its file name in
+    /// `zk/artifacts/<id>/`: the R1CS, the witness generator, the proving key and the
+    /// verifying key.
+    pub fn artifact_sizes(self) -> [(&'static str, usize); 4] {
+        let a = self.artifacts();
+        [
+            ("circuit.r1cs", a.r1cs.len()),
+            ("witness.wasm", a.wasm.len()),
+            ("proving_key.bin", a.proving_key.len()),
+            ("verifying_key.bin", a.verifying_key.len()),
+        ]
+    }
+
     /// The verifying key.
     pub fn verifying_key(self) -> Result<&'static VerifyingKey<Bn254>, ArtifactError> {
         Ok(&self.keys()?.prepared.vk)
