@@ -6,7 +6,7 @@
 //! carries no tenant, no request id and no claim. What the provider learns from a request:
 //! that one of its members is being asked about, which predicate and bound, and when.
 //!
-//! Proving is CPU-bound (about 20 ms a proof on one core): one [`Provers`] per worker thread,
+//! Proving is CPU-bound (about 30 ms a proof on one core, `pavilion bench zk`): one [`Provers`] per worker thread,
 //! each with its circuits' witness generators compiled once.
 
 use std::sync::{Arc, RwLock};

@@ -47,7 +47,7 @@ pub struct ServeEvidenceArgs {
         default_value = "127.0.0.1:8710"
     )]
     pub listen: SocketAddr,
-    /// Proving threads (a proof takes about 20 ms of one core).
+    /// Proving threads (a proof takes about 30 ms of one core; one per core at most).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Requests read and waiting for a worker, at most; reading pauses while it is full.
