@@ -257,6 +257,10 @@ fn provider_records_round_trip_and_the_set_key_is_pinned() {
             attested_at: 5,
             signature: vec![1; 64],
             key_id: "a1".into(),
+            commitments: vec![AttributeCommitment {
+                attribute: "birthdate".into(),
+                commitment: vec![2; 32],
+            }],
         },
     };
     assert_eq!(

@@ -64,8 +64,8 @@ static POLICY: StageKind = StageKind {
 
 static PSI: StageKind = StageKind {
     name: "psi",
-    outputs: &["matches", "results"],
-    stores: &["jobs"],
+    outputs: &["matches", "results", "proof_requests"],
+    stores: &["jobs", "pending"],
     globals: &[
         crate::GlobalKind::table("providers"),
         crate::GlobalKind::table("sets"),
@@ -149,7 +149,7 @@ fn the_repository_topology_parses() {
         expect![[r#"
             application pavilion, dlq pavilion.dlq
             task audit (group pavilion.audit, 6 partitions): stages ["audit"], inputs ["pavilion.requests", "pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.policy.outcomes", "pavilion.matches", "pavilion.decisions.issued", "pavilion.psi.results", "pavilion.tenants", "pavilion.policies", "pavilion.providers", "pavilion.audit.erasures"]
-            task policy (group pavilion.policy, 6 partitions): stages ["policy", "psi", "signing"], inputs ["pavilion.requests.accepted", "pavilion.psi.jobs", "pavilion.requests.rejected"]
+            task policy (group pavilion.policy, 6 partitions): stages ["policy", "psi", "signing"], inputs ["pavilion.requests.accepted", "pavilion.psi.jobs", "pavilion.evidence.responses", "pavilion.requests.rejected"]
               global policy.documents <- pavilion.policies
               global psi.providers <- pavilion.providers
               global psi.sets <- pavilion.provider-sets.{provider}
@@ -161,12 +161,14 @@ fn the_repository_topology_parses() {
             topic pavilion.audit.log.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.decisions.issued: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.DecisionIssued
             topic pavilion.dlq: partitions=6 replication=1 cleanup=delete retention_ms=1209600000 schema=pavilion.DeadLetter
+            topic pavilion.evidence.responses: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.EvidenceResponse
             topic pavilion.matches: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.MatchResult
             topic pavilion.policies: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.PolicyDocument
             topic pavilion.policy.outcomes: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PolicyOutcome
             topic pavilion.providers: partitions=6 replication=1 cleanup=compact schema=pavilion.Provider
             topic pavilion.psi.jobs: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.PsiJobChunk
             topic pavilion.psi.jobs.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.psi.pending.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.psi.results: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.PsiJobResult
             topic pavilion.requests: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.VerificationRequest
             topic pavilion.requests.accepted: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.AcceptedRequest
@@ -179,6 +181,7 @@ fn the_repository_topology_parses() {
             topic pavilion.tenancy.tenants.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.tenants: partitions=6 replication=1 cleanup=compact schema=pavilion.Tenant
             topic pavilion.decisions.{tenant}: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.Decision
+            topic pavilion.evidence.requests.{provider}: partitions=3 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.EvidenceRequest
             topic pavilion.provider-sets.{provider}: partitions=3 replication=1 cleanup=compact schema=pavilion.ProviderSetEntry
         "#]],
     );
