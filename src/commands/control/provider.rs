@@ -313,7 +313,14 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         );
     }
     let set = set_topic(&a.cluster, &a.name)?;
-    let asks = provider_topic(&a.cluster, EvidenceRequest::FULL_NAME, &a.name)?;
+    // Proof requests, where the topology answers predicates by proof (it declares the family).
+    let topology = cli::load(&a.cluster.file)?;
+    let asks = topology
+        .topics
+        .values()
+        .any(|t| t.schema.as_deref() == Some(EvidenceRequest::FULL_NAME))
+        .then(|| provider_topic(&a.cluster, EvidenceRequest::FULL_NAME, &a.name))
+        .transpose()?;
     let path = a.keys.path(&a.name);
     if path.exists() {
         bail!(
@@ -326,8 +333,11 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
     tenant::write_secret(&path, &secrets.seal(&passphrase)?)?;
     let settings = cli::settings(&a.cluster, "cli");
     tokio::runtime::Runtime::new()?
-        .block_on(ensure_topics(&settings, &[&set, &asks]))
-        .with_context(|| format!("creating {} and {}", set.name, asks.name))?;
+        .block_on(ensure_topics(
+            &settings,
+            &std::iter::once(&set).chain(&asks).collect::<Vec<_>>(),
+        ))
+        .with_context(|| format!("creating {}", set.name))?;
     let provider = Provider {
         provider_id: a.name.clone(),
         region: a.region,
@@ -358,7 +368,9 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         hex::encode(&provider.oprf_public_key)
     );
     println!("  set topic:       {}", set.name);
-    println!("  proof requests:  {}", asks.name);
+    if let Some(asks) = &asks {
+        println!("  proof requests:  {}", asks.name);
+    }
     println!(
         "next: `pavilion provider load {0} --from members.csv --claims-column claims [--attribute birthdate:date]`, `pavilion provider serve-oprf {0}` and, for predicates, `pavilion provider serve-evidence {0}`",
         provider.provider_id
