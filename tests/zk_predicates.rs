@@ -714,10 +714,21 @@ fn hostile_answers_on_the_real_broker_are_refused_each_with_its_reason() {
         ));
         rp.flush();
         let question: EvidenceRequest = loop {
-            let r = asks
-                .poll(Duration::from_secs(30))
-                .unwrap()
-                .expect("a proof request");
+            let Some(r) = asks.poll(Duration::from_secs(30)).unwrap() else {
+                let (_, metrics) = http_get(port, "/metrics").unwrap();
+                let decided = decisions(&t, "acme");
+                panic!(
+                    "{id}: no proof request in 30 s; decided: {:?}; psi: {}",
+                    decided
+                        .get(id)
+                        .map(|d| (d[0].outcomes[0].outcome, d[0].outcomes[0].reason.clone())),
+                    metrics
+                        .lines()
+                        .filter(|l| l.contains("stage=\"psi\""))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            };
             let q: EvidenceRequest = registry.decode(&r.value.unwrap()).unwrap();
             if q.attempt == 1
                 && q.nonce == pavilion_zk::field_to_bytes(nonce_from_request_id(id.as_bytes()))

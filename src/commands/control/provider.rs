@@ -315,10 +315,8 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
     let set = set_topic(&a.cluster, &a.name)?;
     // Proof requests, where the topology answers predicates by proof (it declares the family).
     let topology = cli::load(&a.cluster.file)?;
-    let asks = topology
-        .topics
-        .values()
-        .any(|t| t.schema.as_deref() == Some(EvidenceRequest::FULL_NAME))
+    let asks = cli::topic_for(&topology, EvidenceRequest::FULL_NAME)
+        .is_ok()
         .then(|| provider_topic(&a.cluster, EvidenceRequest::FULL_NAME, &a.name))
         .transpose()?;
     let path = a.keys.path(&a.name);
