@@ -529,6 +529,23 @@ fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_l
     );
     assert!(metric(&metrics, "pavilion_stage_events_total{event=\"proofs.verified\",label=\"date_le_cutoff\",stage=\"psi\"}") >= 1.0);
 
+    // Idle, the fused task punctuates every 50 ms (psi's interval) and commits nothing.
+    let committed = |metrics: &str| {
+        metric(
+            metrics,
+            "pavilion_transactions_total{outcome=\"committed\",task=\"policy\"",
+        )
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let before = committed(&http_get(port, "/metrics").unwrap().1);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = committed(&http_get(port, "/metrics").unwrap().1);
+    assert!(
+        after - before <= 1.0,
+        "{} transactions committed while idle",
+        after - before
+    );
+
     drop(evidence);
     scan(&t, &members, &pipeline);
 }
@@ -810,12 +827,12 @@ fn hostile_answers_on_the_real_broker_are_refused_each_with_its_reason() {
         Some("mallory: circuit_open")
     );
 
-    // After each cooldown (5 s here) one probe goes through, and fails again.
+    // After each cooldown (10 s here) one probe goes through, and fails again.
     let probe = |id: &str,
                  subject: usize,
                  proof: &mut dyn FnMut(&EvidenceRequest) -> Vec<u8>,
                  want: &str| {
-        std::thread::sleep(Duration::from_secs(6));
+        std::thread::sleep(Duration::from_secs(11));
         assert_eq!(case(id, subject, proof), want, "{id}");
     };
     probe(

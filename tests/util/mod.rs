@@ -756,7 +756,7 @@ pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> Strin
       proof_deadline: 15s
       proof_retry_after: 1s
       breaker_failures: 3
-      breaker_cooldown: 5s
+      breaker_cooldown: 10s
 "
     );
     let mut chain = "policy, psi".to_owned();

@@ -510,10 +510,19 @@ impl Core {
         if due.is_empty() || self.partitions.is_empty() {
             return Ok(());
         }
-        self.begin()?;
         let mut out = std::mem::take(&mut self.out);
         for (partition, stores) in &mut self.partitions {
             self.runner.punctuate(&due, stores, *partition, &mut out);
+        }
+        // A punctuation that emitted nothing and changed no store (the usual one, at a short
+        // interval such as psi's) opens no transaction: an idle task commits nothing.
+        let changed = !out.is_empty()
+            || self
+                .partitions
+                .values()
+                .any(|stores| stores.changelog_records().next().is_some());
+        if changed {
+            self.begin()?;
         }
         let sent = self.send_all(&mut out);
         self.out = out;
