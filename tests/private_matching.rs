@@ -7,8 +7,7 @@
 
 mod util;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use util::*;
@@ -43,40 +42,9 @@ fn topology(prefix: &str) -> String {
     )
 }
 
-struct Service {
-    child: Child,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The CLI with this topology and the providers' passphrase.
-fn cli(t: &TestTopology, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--topology")
-        .arg(&t.path)
-        .current_dir(t.dir.path())
-        .env("PAVILION_BOOTSTRAP", bootstrap())
-        .env("PAVILION_PROVIDER_PASSPHRASE", PASSPHRASE)
-        .output()
-        .unwrap()
-}
-
+/// The CLI with this topology and the providers' passphrase, which must succeed.
 fn cli_ok(t: &TestTopology, args: &[&str]) -> String {
-    let out = cli(t, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Every CLI output joins the privacy scan.
-    let transcript = t.dir.path().join("cli.log");
-    let mut text = std::fs::read_to_string(&transcript).unwrap_or_default();
-    text += &format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
-    std::fs::write(&transcript, text).unwrap();
-    assert!(out.status.success(), "pavilion {args:?} failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    provider_cli_ok(t, PASSPHRASE, args)
 }
 
 /// The bank's members as `csv`, loaded with `provider load`; its report.
@@ -118,32 +86,22 @@ fn onboard(t: &TestTopology, name: &str, claims: &str) -> u16 {
 }
 
 fn serve_oprf(t: &TestTopology, provider: &str, port: u16) -> Service {
-    let log = t.dir.path().join(format!("oprf-{provider}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(BIN)
-        .args(["provider", "serve-oprf", provider, "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--rate", "1000"])
-        .arg("--topology")
-        .arg(&t.path)
-        .current_dir(t.dir.path())
-        .env("PAVILION_BOOTSTRAP", bootstrap())
-        .env("PAVILION_PROVIDER_PASSPHRASE", PASSPHRASE)
-        .env("PAVILION_LOG", "info")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(port, "/v1/oprf/key").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "serve-oprf did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Service { child }
+    let listen = format!("127.0.0.1:{port}");
+    spawn_service(
+        t,
+        PASSPHRASE,
+        &[
+            "provider",
+            "serve-oprf",
+            provider,
+            "--listen",
+            &listen,
+            "--rate",
+            "1000",
+        ],
+        &format!("oprf-{provider}.log"),
+        || http_get(port, "/v1/oprf/key").is_some(),
+    )
 }
 
 /// `pavilion request --wait --json` for one subject and claim; the claim's status and reason.

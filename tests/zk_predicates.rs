@@ -17,7 +17,7 @@ mod util;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -124,76 +124,27 @@ fn expected(member: Option<&Member>, claim: &str, threshold: u64) -> Verdict {
     }
 }
 
-struct Service {
-    child: Child,
-}
-
-impl Service {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn cli(t: &TestTopology, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--topology")
-        .arg(&t.path)
-        .current_dir(t.dir.path())
-        .env("PAVILION_BOOTSTRAP", bootstrap())
-        .env("PAVILION_PROVIDER_PASSPHRASE", PASSPHRASE)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pavilion {args:?} failed: {stderr}");
-    let transcript = t.dir.path().join("cli.log");
-    let mut text = std::fs::read_to_string(&transcript).unwrap_or_default();
-    text += &format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
-    std::fs::write(&transcript, text).unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    provider_cli_ok(t, PASSPHRASE, args)
 }
 
-fn spawn_service(t: &TestTopology, args: &[&str], log: &str, ready: impl Fn() -> bool) -> Service {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(t.dir.path().join(log))
-        .unwrap();
-    let child = Command::new(BIN)
-        .args(args)
-        .arg("--topology")
-        .arg(&t.path)
-        .current_dir(t.dir.path())
-        .env("PAVILION_BOOTSTRAP", bootstrap())
-        .env("PAVILION_PROVIDER_PASSPHRASE", PASSPHRASE)
-        .env("PAVILION_LOG", "info")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "{args:?} did not start: {}",
-            std::fs::read_to_string(t.dir.path().join(log)).unwrap_or_default()
+/// The members as the provider's CSV: claims, birth date and income columns.
+fn members_csv(members: &[Member]) -> String {
+    let mut csv = "email,claims,birthdate,income\n".to_owned();
+    for m in members {
+        csv += &format!(
+            "{},age_over;income_over,{},{}\n",
+            m.email, m.birthdate.0, m.income
         );
-        std::thread::sleep(Duration::from_millis(100));
     }
-    Service { child }
+    csv
 }
 
 fn serve_evidence(t: &TestTopology, provider: &str, port: u16) -> Service {
     let listen = format!("127.0.0.1:{port}");
     spawn_service(
         t,
+        PASSPHRASE,
         &[
             "provider",
             "serve-evidence",
@@ -249,6 +200,7 @@ fn provider_with_attributes(t: &TestTopology, provider: &str, csv: &str) -> Serv
     let listen = format!("127.0.0.1:{port}");
     spawn_service(
         t,
+        PASSPHRASE,
         &[
             "provider",
             "serve-oprf",
@@ -371,13 +323,7 @@ fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_l
         ]);
     }
     let members = members();
-    let mut csv = "email,claims,birthdate,income\n".to_owned();
-    for m in &members {
-        csv += &format!(
-            "{},age_over;income_over,{},{}\n",
-            m.email, m.birthdate.0, m.income
-        );
-    }
+    let csv = members_csv(&members);
     let _oprf = provider_with_attributes(&t, "registry", &csv);
     let _silent_oprf = provider_with_attributes(&t, "silent", &csv);
 
@@ -661,13 +607,7 @@ fn hostile_answers_on_the_real_broker_are_refused_each_with_its_reason() {
         "--activate",
     ]);
     let members = members();
-    let mut csv = "email,claims,birthdate,income\n".to_owned();
-    for m in &members {
-        csv += &format!(
-            "{},age_over;income_over,{},{}\n",
-            m.email, m.birthdate.0, m.income
-        );
-    }
+    let csv = members_csv(&members);
     let _oprf = provider_with_attributes(&t, "mallory", &csv);
     // Mallory holds its own openings, so it can make valid proofs — for other questions.
     let book = AttributeBook::open(

@@ -596,6 +596,82 @@ pub fn privacy_scan(
     }
 }
 
+/// The binary on the run's topology, in its folder, with a provider's passphrase.
+pub fn provider_command(t: &TestTopology, passphrase: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .arg("--topology")
+        .arg(&t.path)
+        .current_dir(t.dir.path())
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .env("PAVILION_PROVIDER_PASSPHRASE", passphrase);
+    command
+}
+
+/// [`provider_command`], which must succeed; its stdout. Every output is appended to the
+/// run's `cli.log`, which the privacy scan reads.
+pub fn provider_cli_ok(t: &TestTopology, passphrase: &str, args: &[&str]) -> String {
+    let out = provider_command(t, passphrase, args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let transcript = t.dir.path().join("cli.log");
+    let mut text = std::fs::read_to_string(&transcript).unwrap_or_default();
+    text += &format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    std::fs::write(&transcript, text).unwrap();
+    assert!(out.status.success(), "pavilion {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A provider's service started by [`spawn_service`]; killed when dropped.
+pub struct Service {
+    child: Child,
+}
+
+impl Service {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts [`provider_command`] `args` with its output appended to `log` in the run's folder,
+/// and waits up to 60 s until `ready`.
+pub fn spawn_service(
+    t: &TestTopology,
+    passphrase: &str,
+    args: &[&str],
+    log: &str,
+    ready: impl Fn() -> bool,
+) -> Service {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(t.dir.path().join(log))
+        .unwrap();
+    let child = provider_command(t, passphrase, args)
+        .env("PAVILION_LOG", "info")
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{args:?} did not start: {}",
+            std::fs::read_to_string(t.dir.path().join(log)).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Service { child }
+}
+
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
