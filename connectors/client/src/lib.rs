@@ -17,10 +17,10 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
-use pavilion_provider::oprf::{self, OprfError, Output, ELEMENT_LEN, MAX_BATCH, PROOF_LEN};
+use pavilion_provider::oprf::{self, OprfError, Output, ELEMENT_LEN, MAX_BATCH};
 use pavilion_provider::protocol::{
-    auth_message, ErrorBody, EvaluateRequest, EvaluateResponse, EVALUATE_PATH, KEY_ID_HEADER,
-    SIGNATURE_HEADER, TENANT_HEADER, TIMESTAMP_HEADER,
+    auth_message, parse_evaluate_response, ErrorBody, EvaluateRequest, EVALUATE_PATH,
+    KEY_ID_HEADER, SIGNATURE_HEADER, TENANT_HEADER, TIMESTAMP_HEADER,
 };
 use pavilion_schemas::{
     ClaimRequest, Provider, ProviderState, ResponseFormat, SubjectToken, VerificationRequest,
@@ -277,30 +277,11 @@ impl OprfClient {
                 })
             }
         };
-        let answer: EvaluateResponse = response
+        let text = response
             .into_string()
-            .map_err(|e| malformed(format!("unreadable answer: {e}")))
-            .and_then(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|e| malformed(format!("not an evaluation answer: {e}")))
-            })?;
-        let evaluated = answer
-            .evaluated
-            .iter()
-            .map(|e| {
-                B64.decode(e)
-                    .ok()
-                    .and_then(|b| <[u8; ELEMENT_LEN]>::try_from(b.as_slice()).ok())
-                    .ok_or_else(|| {
-                        malformed("an evaluated element is not 32 bytes of base64".into())
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let proof: [u8; PROOF_LEN] = B64
-            .decode(&answer.proof)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| malformed("the proof is not 64 bytes of base64".into()))?;
+            .map_err(|e| malformed(format!("unreadable answer: {e}")))?;
+        let (evaluated, proof) =
+            parse_evaluate_response(text.as_bytes()).map_err(|e| malformed(e.to_string()))?;
         let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
         oprf::finalize_batch(&inputs, &blinded, &evaluated, &proof, &provider.public_key)
             .map_err(oprf_error)

@@ -5,6 +5,8 @@
 //! The service finds the member by the set key it computed itself at load time; the request
 //! carries no tenant, no request id and no claim. What the provider learns from a request:
 //! that one of its members is being asked about, which predicate and bound, and when.
+//! [`parse_request`] reads what a request asks (circuit, set key, bound, nonce) before the
+//! book is looked at.
 //!
 //! Proving is CPU-bound (about 30 ms a proof on one core, `pavilion bench zk`): one [`Provers`] per worker thread,
 //! each with its circuits' witness generators compiled once.
@@ -14,7 +16,8 @@ use std::time::Instant;
 
 use pavilion_schemas::{EvidenceRequest, EvidenceResponse, EvidenceStatus};
 use pavilion_zk::{
-    field_from_bytes, subject_binding, ArtifactError, AttributeType, Circuit, Prover, WitnessInputs,
+    field_from_bytes, subject_binding, ArtifactError, AttributeType, Circuit, Fr, Prover,
+    WitnessInputs,
 };
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -120,6 +123,37 @@ impl EvidenceMetrics {
     }
 }
 
+/// What a proof request asks, read and checked: the broker's request is untrusted input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Question {
+    /// The predicate's circuit.
+    pub circuit: Circuit,
+    /// The member, by the set key the provider computed at load time.
+    pub set_key: [u8; 32],
+    /// The predicate's bound.
+    pub bound: u64,
+    /// The nonce binding the proof to the broker's request, a canonical field element.
+    pub nonce: Fr,
+}
+
+/// Reads a proof request's fields, or says (naming no value) why it cannot be answered.
+pub fn parse_request(request: &EvidenceRequest) -> Result<Question, &'static str> {
+    let circuit = Circuit::from_id(&request.circuit).ok_or("unknown circuit")?;
+    let set_key = request
+        .set_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| "set key is not 32 bytes")?;
+    let nonce = field_from_bytes(&request.nonce).map_err(|_| "malformed nonce")?;
+    let bound = u64::try_from(request.bound).map_err(|_| "negative bound")?;
+    Ok(Question {
+        circuit,
+        set_key,
+        bound,
+        nonce,
+    })
+}
+
 /// Answers proof requests from the provider's attribute book.
 pub struct EvidenceProver {
     provider_id: String,
@@ -199,14 +233,12 @@ impl EvidenceProver {
         request: &EvidenceRequest,
     ) -> Result<Vec<u8>, (EvidenceStatus, &'static str)> {
         let failed = |why| (EvidenceStatus::Failed, why);
-        let circuit = Circuit::from_id(&request.circuit).ok_or(failed("unknown circuit"))?;
-        let set_key: [u8; 32] = request
-            .set_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| failed("set key is not 32 bytes"))?;
-        let nonce = field_from_bytes(&request.nonce).map_err(|_| failed("malformed nonce"))?;
-        let bound = u64::try_from(request.bound).map_err(|_| failed("negative bound"))?;
+        let Question {
+            circuit,
+            set_key,
+            bound,
+            nonce,
+        } = parse_request(request).map_err(failed)?;
         let book = self.book();
         let Some(opening) = book.opening(&set_key, &request.attribute) else {
             return Err(if book.has_member(&set_key) {

@@ -28,8 +28,8 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::oprf::{OprfError, ProviderKey, ELEMENT_LEN, MAX_BATCH, SUITE};
 use crate::protocol::{
-    auth_message, ErrorBody, EvaluateRequest, EvaluateResponse, KeyInfo, EVALUATE_PATH,
-    KEY_ID_HEADER, KEY_PATH, SIGNATURE_HEADER, TENANT_HEADER, TIMESTAMP_HEADER,
+    auth_message, parse_evaluate_request, BodyError, ErrorBody, EvaluateResponse, KeyInfo,
+    EVALUATE_PATH, KEY_ID_HEADER, KEY_PATH, SIGNATURE_HEADER, TENANT_HEADER, TIMESTAMP_HEADER,
 };
 
 /// Limits of the service.
@@ -365,42 +365,8 @@ impl OprfService {
 
     fn handle(&self, headers: &HeaderMap, body: &[u8]) -> Result<EvaluateResponse, Refusal> {
         let tenant = self.authenticate(headers, body)?;
-        let request: EvaluateRequest = serde_json::from_slice(body).map_err(|e| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_request",
-                format!("body is not {{\"blinded\": [base64, ...]}}: {e}"),
-            )
-        })?;
-        let n = request.blinded.len();
-        if n == 0 {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "empty_batch",
-                "send at least one blinded element",
-            ));
-        }
-        if n > self.limits.max_batch {
-            return Err(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "batch_too_large",
-                format!(
-                    "{n} elements; at most {} per request",
-                    self.limits.max_batch
-                ),
-            ));
-        }
-        let blinded = request
-            .blinded
-            .iter()
-            .enumerate()
-            .map(|(index, b)| {
-                B64.decode(b)
-                    .ok()
-                    .filter(|bytes| bytes.len() == ELEMENT_LEN)
-                    .ok_or_else(|| malformed_element(index))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let blinded = parse_evaluate_request(body, self.limits.max_batch)?;
+        let n = blinded.len();
         self.charge(&tenant, n)?;
         let started = Instant::now();
         let (evaluated, proof) = self.key.evaluate_batch(&blinded).map_err(|e| match e {
@@ -428,6 +394,20 @@ fn malformed_element(index: usize) -> Refusal {
         "malformed_element",
         format!("element {index} is not base64 of a valid 32-byte ristretto255 point"),
     )
+}
+
+impl From<BodyError> for Refusal {
+    fn from(e: BodyError) -> Self {
+        let (status, code) = match e {
+            BodyError::Element { index } => return malformed_element(index),
+            BodyError::EmptyBatch => (StatusCode::BAD_REQUEST, "empty_batch"),
+            BodyError::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
+            BodyError::Json { .. } | BodyError::Proof => {
+                (StatusCode::BAD_REQUEST, "malformed_request")
+            }
+        };
+        Refusal::new(status, code, e.to_string())
+    }
 }
 
 async fn key_info(State(service): State<Arc<OprfService>>) -> Json<KeyInfo> {
