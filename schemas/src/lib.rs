@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod bounds;
 mod decision;
 mod events;
 mod policy;
@@ -173,6 +174,8 @@ struct Writer {
     /// Decodes records of this version; its named types are resolved once, here, rather than
     /// for every record.
     reader: GenericSingleObjectReader,
+    /// The schema with its named types inlined, for [`bounds::check`].
+    inlined: Schema,
     /// Whether this is the current version (its records need no schema resolution).
     current: bool,
 }
@@ -291,13 +294,20 @@ impl Registry {
                     Err(e) => errors.push(parse_error(e)),
                 }
             }
-            match GenericSingleObjectReader::new_with_header_builder(schema, Header(fp)) {
-                Ok(reader) => {
+            let reader = ResolvedSchema::try_from(&schema)
+                .and_then(|names| inline_refs(&schema, names.get_names()))
+                .and_then(|inlined| {
+                    GenericSingleObjectReader::new_with_header_builder(schema, Header(fp))
+                        .map(|reader| (reader, inlined))
+                });
+            match reader {
+                Ok((reader, inlined)) => {
                     writers.insert(
                         fp,
                         Writer {
                             name,
                             reader,
+                            inlined,
                             current: false,
                         },
                     );
@@ -429,6 +439,8 @@ impl Registry {
             schema: writer.name.clone(),
             source: Box::new(source),
         };
+        // Before apache-avro allocates what the bytes declare: see `bounds`.
+        bounds::check(&writer.inlined, &bytes[HEADER_LEN..]).map_err(avro)?;
         // apache-avro 0.21 reads a union at end of input as null, so a record cut before its
         // last optional field would decode. A sentinel byte after the body makes that cut
         // visible: a complete datum leaves the sentinel unread.

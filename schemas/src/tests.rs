@@ -358,3 +358,41 @@ fn decisions_round_trip_with_text_and_binary_payloads() {
         );
     }
 }
+
+#[test]
+fn a_record_declaring_more_items_than_it_has_bytes_is_refused_before_allocating() {
+    // Found by fuzz/fuzz_targets/avro_decode.rs: a 237-byte PsiJobChunk (a released version)
+    // whose tokens array declares 531,578,493 items. apache-avro reserved room for them before
+    // reading one (29 GB) and the process aborted; every consumer of the topic would have.
+    let record = include_bytes!("../tests/regressions/psi_job_chunk_declaring_531m_tokens.avro");
+    let error = Registry::builtin().decode_value(record).unwrap_err();
+    assert!(
+        matches!(&error, CodecError::Avro { schema, .. } if schema == "pavilion.PsiJobChunk"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("531578493"), "{error}");
+    // A string declaring 400 MB (under apache-avro's own 512 MiB limit, which it would have
+    // allocated and zeroed before finding the bytes missing).
+    let mut demo = Registry::builtin()
+        .encode(&DemoEvent {
+            key: "k".into(),
+            seq: 1,
+            payload: "p".into(),
+        })
+        .unwrap();
+    let length = zigzag_varint(400_000_000);
+    demo.splice(HEADER_LEN..HEADER_LEN + 1, length);
+    let error = Registry::builtin().decode_value(&demo).unwrap_err();
+    assert!(error.to_string().contains("400000000"), "{error}");
+}
+
+fn zigzag_varint(n: i64) -> Vec<u8> {
+    let mut v = ((n << 1) ^ (n >> 63)) as u64;
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
