@@ -121,6 +121,13 @@ pub enum DecodeError {
         /// arkworks' reason.
         source: ark_serialize::SerializationError,
     },
+    /// The bytes decode, but are not the one encoding of what they decode to: arkworks reads
+    /// a compressed point whose infinity flag is set as the identity, whatever its other bits.
+    #[error("{what}: not the canonical encoding of its points")]
+    NonCanonical {
+        /// What was being decoded.
+        what: &'static str,
+    },
     /// A coordinate of a proof point (`"A"`, `"B"`, `"C"`) in EIP-197's layout is not below
     /// the base field's modulus.
     #[error("EIP-197 proof: a coordinate of point {point} is not below the base field's modulus")]

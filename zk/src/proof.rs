@@ -42,12 +42,18 @@ impl Proof {
                 actual: bytes.len(),
             });
         }
-        ark_groth16::Proof::deserialize_compressed(bytes)
+        let proof = ark_groth16::Proof::deserialize_compressed(bytes)
             .map(Proof)
             .map_err(|source| DecodeError::Invalid {
                 what: "proof",
                 source,
-            })
+            })?;
+        // arkworks reads a point flagged as infinity as the identity whatever its other bits:
+        // many encodings of one proof. Only the one `to_bytes` writes is accepted.
+        if proof.to_bytes() != bytes {
+            return Err(DecodeError::NonCanonical { what: "proof" });
+        }
+        Ok(proof)
     }
 
     /// The arkworks proof.

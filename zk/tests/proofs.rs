@@ -145,7 +145,10 @@ fn garbled_proof_bytes_are_an_error_not_a_panic() {
         let mut garbled = bytes.clone();
         garbled[position] ^= 0x01;
         match Proof::from_bytes(&garbled) {
-            Err(DecodeError::Invalid { what: "proof", .. }) => {}
+            Err(
+                DecodeError::Invalid { what: "proof", .. }
+                | DecodeError::NonCanonical { what: "proof" },
+            ) => {}
             Ok(decoded) => assert!(
                 matches!(
                     verify(Circuit::IntGeThreshold, &public, &decoded),
@@ -165,6 +168,18 @@ fn garbled_proof_bytes_are_an_error_not_a_panic() {
         Err(DecodeError::Invalid { .. })
     ));
     assert!(Proof::from_bytes(&[]).is_err());
+}
+
+#[test]
+fn a_proof_point_flagged_infinity_over_other_bits_is_refused() {
+    // Found by fuzz/fuzz_targets/evidence_request.rs: B's last byte has the infinity flag set
+    // and its other bits are not zero. arkworks decoded it as the identity, so these bytes
+    // were a second encoding of the proof `to_bytes` writes with B's bits all zero.
+    let bytes = include_bytes!("regressions/proof_b_flagged_infinity_over_other_bits.bin");
+    assert!(matches!(
+        Proof::from_bytes(bytes),
+        Err(DecodeError::NonCanonical { what: "proof" })
+    ));
 }
 
 #[test]
