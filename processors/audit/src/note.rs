@@ -111,7 +111,7 @@ impl NoteKey {
             return Err(bad());
         };
         let key = B64.decode(key).map_err(|_| bad())?;
-        let (&[ED25519], public_key) = key.split_at(1) else {
+        let Some((&ED25519, public_key)) = key.split_first() else {
             return Err(bad());
         };
         let public_key: [u8; 32] = public_key.try_into().map_err(|_| bad())?;

@@ -371,6 +371,19 @@ fn a_note_verifies_only_under_its_key_and_unaltered() {
     assert!(NoteKey::from_vkey("o+00000000+AQ==").is_err());
 }
 
+#[test]
+fn a_vkey_with_an_empty_key_is_refused_not_a_panic() {
+    // Found by fuzz/fuzz_targets/checkpoint_note.rs: a vkey ending in `+` has an empty key,
+    // and taking its algorithm byte panicked (`split_at(1)` of nothing).
+    let found = include_str!("../tests/regressions/vkey_with_an_empty_key.txt");
+    for vkey in [found, "o+00000000+"] {
+        assert_eq!(
+            NoteKey::from_vkey(vkey),
+            Err(NoteError::BadVkey(vkey.to_owned()))
+        );
+    }
+}
+
 /// Ten requests' worth of entries (checkpoints at 4, 8 and 10), decoded.
 fn logged() -> (Vec<AuditEntry>, Vec<Checkpoint>) {
     let keys = Arc::new(TestKeys::default());
