@@ -44,7 +44,13 @@ pub struct ClusterArgs {
         default_value = "127.0.0.1:9092"
     )]
     pub bootstrap: String,
-    /// Extra librdkafka client setting, repeatable (e.g. `-X security.protocol=SASL_SSL`).
+    /// File of librdkafka client settings (`key=value` lines): security protocol, CA and
+    /// this component's credentials. `scripts/infra env` points it at the local broker's
+    /// admin; `pavilion acls apply` writes one per principal. Secrets go here, never in `-X`.
+    #[arg(long, env = "PAVILION_KAFKA_CONFIG", value_name = "FILE")]
+    pub kafka_config: Option<PathBuf>,
+    /// Extra librdkafka client setting, repeatable, applied after `--kafka-config` (e.g.
+    /// `-X client.id=loader`).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub client_config: Vec<(String, String)>,
 }
@@ -89,11 +95,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Topology> {
     })
 }
 
-/// Kafka settings from the command line.
-pub fn settings(args: &ClusterArgs, instance: &str) -> KafkaSettings {
+/// Kafka settings from the command line: the bootstrap, `--kafka-config`'s file, then `-X`.
+pub fn settings(args: &ClusterArgs, instance: &str) -> Result<KafkaSettings> {
     let mut s = KafkaSettings::new(&args.bootstrap, instance, std::env::temp_dir());
-    s.overrides = args.client_config.clone();
-    s
+    if let Some(file) = &args.kafka_config {
+        s.overrides = pavilion_kafka::read_client_properties(file)?;
+    }
+    s.overrides.extend(args.client_config.iter().cloned());
+    Ok(s)
 }
 
 /// The one topic (or topic family) of the topology whose records are `schema`: control-topic
@@ -128,7 +137,7 @@ pub fn topic_for(topology: &Topology, schema: &str) -> Result<TopicSpec> {
 /// Every record of a topic, read_committed from the beginning, decoded; tombstones and
 /// records that do not decode (reported) are skipped.
 pub fn read_all<E: Event>(cluster: &ClusterArgs, topic: &str) -> Result<Vec<(Vec<u8>, E)>> {
-    let records = TopicReader::new(&settings(cluster, "cli"), &[topic])?
+    let records = TopicReader::new(&settings(cluster, "cli")?, &[topic])?
         .read_to_end(Duration::from_secs(60))
         .with_context(|| format!("reading {topic}"))?;
     let mut out = Vec::with_capacity(records.len());

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use crate::cli::{ClusterArgs, TopologyFile};
 use crate::commands::audit::{self, anchor};
 use crate::commands::control::{policy, provider, tenant};
-use crate::commands::{keys, psi, request, run, schemas, topology};
+use crate::commands::{acls, keys, psi, request, run, schemas, topology};
 
 /// Pavilion trust broker: an exactly-once stream-processing pipeline on Apache Kafka.
 ///
@@ -40,6 +40,11 @@ enum Command {
     Topics {
         #[command(subcommand)]
         command: TopicsCommand,
+    },
+    /// Kafka access: each component's principal and ACLs, derived from topology.yaml.
+    Acls {
+        #[command(subcommand)]
+        command: acls::AclsCommand,
     },
     /// Manage tenants: registry entries, lifecycle, request-signing keys.
     Tenant {
@@ -188,6 +193,7 @@ fn main() -> ExitCode {
         Command::Topics { command } => match command {
             TopicsCommand::Create(args) => topology::create_topics(&args),
         },
+        Command::Acls { command } => acls::run(command),
         Command::Tenant { command } => tenant::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Provider { command } => provider::run(command),

@@ -8,7 +8,6 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -20,13 +19,13 @@ fn a_task_stuck_restoring_fails_healthz_until_it_moves_on() {
     let t = TestTopology::with_yaml("health", |p| full_path_topology(p, &["age_over"], false));
     // A zombie: a transaction with offsets of the task's group in it, left open. Readers of
     // committed offsets that must be stable (the executor's restore) wait until it ends.
-    let group: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+    let group: BaseConsumer = settings()
+        .client()
         .set("group.id", format!("{}.tenancy", t.prefix))
         .create()
         .unwrap();
-    let zombie: ThreadedProducer<_> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+    let zombie: ThreadedProducer<_> = settings()
+        .client()
         .set("transactional.id", format!("{}-zombie", t.prefix))
         .set("transaction.timeout.ms", "300000")
         .create()

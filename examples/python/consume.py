@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import kafka_config
 from pavilion_avro import Registry, load_schemas
 
 DEFAULT_SCHEMAS = Path(__file__).resolve().parent.parent.parent / "schemas"
@@ -81,9 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "records only and never commits offsets.",
         epilog="example: %(prog)s --topic pavilion.requests --topic pavilion.dlq --max 10",
     )
-    p.add_argument("--bootstrap", default=os.environ.get("PAVILION_BOOTSTRAP", "127.0.0.1:9092"),
-                   help="Kafka bootstrap servers (default: $PAVILION_BOOTSTRAP or "
-                        "127.0.0.1:9092; now %(default)s)")
+    kafka_config.add_arguments(p)
     p.add_argument("--topic", action="append", required=True, metavar="TOPIC",
                    help="topic to read; repeat for several")
     p.add_argument("--schemas", type=Path, default=DEFAULT_SCHEMAS,
@@ -121,7 +120,7 @@ def main(argv=None) -> int:
             print(f"consume.py: kafka: {err}", file=sys.stderr, flush=True)
 
     consumer = Consumer({
-        "bootstrap.servers": args.bootstrap,
+        **kafka_config.client_settings(args),
         "group.id": args.group or f"pavilion-consume-{uuid.uuid4().hex[:12]}",
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",

@@ -7,7 +7,7 @@ tokens, and the JSON envelope's detached Ed25519 signature. A zero-knowledge pro
 token's evidence is checked too, with py_ecc and the circuits' published keys (verify_zk.py):
 the relying party need not trust the broker for a predicate's answer.
 
-Usage: decisions.py --topic pavilion.decisions.acme --jwks jwks.json [--bootstrap HOST:PORT]
+Usage: decisions.py --topic pavilion.decisions.acme --jwks jwks.json [--bootstrap HOST:PORT] [--kafka-config FILE]
                     [--zk-artifacts zk/artifacts]
 Prints one JSON line per decision (request id, format, outcomes, verified claims, proofs
 verified) and a summary line; exits 1 if any decision or proof does not verify, 2 if nothing
@@ -15,13 +15,13 @@ could be read.
 """
 import argparse
 import json
-import os
 import sys
 import uuid
 from pathlib import Path
 
 from jwcrypto import jwk
 
+import kafka_config
 from pavilion_avro import load_schemas
 from verify_decisions import Invalid, verify_token
 import verify_zk
@@ -68,7 +68,7 @@ def verify_decision(keys: "jwk.JWKSet", decision: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bootstrap", default=os.environ.get("PAVILION_BOOTSTRAP", "127.0.0.1:9092"))
+    kafka_config.add_arguments(p)
     p.add_argument("--topic", required=True, help="a tenant's decision topic")
     p.add_argument("--jwks", required=True, type=Path, help="the broker's JWKS (pavilion keys jwks)")
     p.add_argument("--schemas", type=Path, default=DEFAULT_SCHEMAS)
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
 
     consumer = Consumer({
-        "bootstrap.servers": args.bootstrap,
+        **kafka_config.client_settings(args),
         "group.id": f"pavilion-decisions-{uuid.uuid4().hex[:12]}",
         "isolation.level": "read_committed",
         "enable.auto.commit": False,

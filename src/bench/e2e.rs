@@ -523,7 +523,7 @@ fn measure(
     for (metrics, _) in &pipelines {
         wait_ready(metrics, Duration::from_secs(120))?;
     }
-    let settings = crate::cli::settings(&cluster, "bench");
+    let settings = crate::cli::settings(&cluster, "bench")?;
     let decision_family = crate::cli::topic_for(&topology, Decision::FULL_NAME)?.name;
     let decisions: Vec<String> = tenants
         .iter()
@@ -861,7 +861,7 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
         ..args.cluster.clone()
     };
     crate::commands::topology::create_topics(&cluster)?;
-    let settings = crate::cli::settings(&cluster, "bench");
+    let settings = crate::cli::settings(&cluster, "bench")?;
     let raw = raw_relay(
         &settings,
         &run,

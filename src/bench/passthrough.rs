@@ -102,8 +102,14 @@ fn eos_pipeline(
     let topology = Arc::new(topology);
     let (input, output) = sample::sample_topics(&topology)?;
     // One stream thread per task, as the published figures were measured.
-    let pipeline =
-        run::InProcess::start(&topology, settings, 1, |_| true, Duration::from_secs(60))?;
+    let pipeline = run::InProcess::start(
+        &topology,
+        settings,
+        None,
+        1,
+        |_| true,
+        Duration::from_secs(60),
+    )?;
     let reader = TopicReader::new(settings, &[&output])?;
     let t0 = Instant::now();
     sample::produce_events(
@@ -129,7 +135,7 @@ pub fn passthrough(args: PassthroughArgs) -> Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let state = tempfile_dir()?;
-    let mut settings = cli::settings(&args.cluster, "bench");
+    let mut settings = cli::settings(&args.cluster, "bench")?;
     settings.state_dir = state.clone();
     settings.commit_interval = args.commit_interval;
     let registry = Registry::builtin();

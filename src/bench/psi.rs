@@ -358,7 +358,7 @@ fn load_rate(cluster: &ClusterArgs, records: usize) -> Result<serde_json::Value>
     }))?;
     let took = started.elapsed().as_secs_f64();
     tokio::runtime::Runtime::new()?.block_on(pavilion_kafka::delete_topics_with_prefix(
-        &cli::settings(&cluster, "bench"),
+        &cli::settings(&cluster, "bench")?,
         &run,
     ))?;
     Ok(json!({

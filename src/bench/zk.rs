@@ -755,7 +755,7 @@ impl Pipeline {
         };
         let (pipeline_pid, evidence_pid) = (pid("pipeline")?, pid("evidence-bank-eu")?);
 
-        let settings = crate::cli::settings(&cluster, "bench");
+        let settings = crate::cli::settings(&cluster, "bench")?;
         let decision_family = crate::cli::topic_for(&topology, Decision::FULL_NAME)?.name;
         let decisions = topology
             .family_topic(&decision_family, "shop")

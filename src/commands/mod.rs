@@ -1,6 +1,7 @@
 //! Every `pavilion` command but `demo` and `bench`, by area; what they share is in
 //! [`crate::cli`].
 
+pub mod acls;
 pub mod audit;
 pub mod control;
 pub mod keys;

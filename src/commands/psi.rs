@@ -145,7 +145,7 @@ fn batch(a: BatchArgs) -> Result<ExitCode> {
         &a.jurisdiction,
     );
     let job_id = request.claims[0].params["job"].clone();
-    let settings = cli::settings(&a.cluster, "cli");
+    let settings = cli::settings(&a.cluster, "cli")?;
     let results_topic = cli::topic_for(&topology, PsiJobResult::FULL_NAME)?.name;
     let reader = a
         .wait

@@ -106,7 +106,7 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
 
     let topology = cli::load(&a.cluster.file)?;
-    let settings = cli::settings(&a.cluster, "cli");
+    let settings = cli::settings(&a.cluster, "cli")?;
     // First, so that its start-up (an idempotent producer asks for its id on a 500 ms timer
     // when no broker is up yet) overlaps reading the registry and getting the tokens.
     let producer = PlainProducer::new(&settings)?;

@@ -1,9 +1,10 @@
 //! `pavilion run`: build the tasks from topology.yaml and run each on `--threads` stream
 //! threads, with `/metrics`, `/healthz` and `/readyz` served beside them.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use pavilion_schemas::Registry;
 use pavilion_signing::{DecisionSigner, SharedSigner, SIGNER};
 
 use crate::cli::{self, parse_duration, ClusterArgs};
+use crate::commands::acls::Role;
 use crate::commands::keys::SigningKeys;
 use crate::kinds;
 
@@ -85,6 +87,11 @@ pub struct RunArgs {
     /// at once.
     #[arg(long, env = "PAVILION_STOP_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
+    /// Each task connects as its own principal, with the credential `pavilion acls apply
+    /// --credentials-dir DIR` wrote for it (`DIR/<application>.task.<task>.properties`, laid
+    /// over `--kafka-config`). Without it every task uses `--kafka-config`'s identity.
+    #[arg(long, env = "PAVILION_KAFKA_CREDENTIALS", value_name = "DIR")]
+    pub kafka_credentials: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -96,15 +103,43 @@ impl RunArgs {
         )
     }
 
-    pub fn settings(&self) -> KafkaSettings {
-        let mut s = cli::settings(&self.cluster, &self.instance);
+    pub fn settings(&self) -> Result<KafkaSettings> {
+        let mut s = cli::settings(&self.cluster, &self.instance)?;
         s.state_dir = self.state_dir.clone();
         s.commit_interval = self.commit_interval;
         s.idle_commit_after = self.idle_commit_after;
         s.session_timeout = self.session_timeout;
         s.transaction_timeout = self.transaction_timeout;
-        s
+        Ok(s)
     }
+}
+
+/// Each task's settings: `base`, with the task's own credential from `credentials` laid over
+/// it when a directory is given.
+pub fn task_settings(
+    topology: &Topology,
+    tasks: &[String],
+    base: &KafkaSettings,
+    credentials: Option<&Path>,
+) -> Result<BTreeMap<String, KafkaSettings>> {
+    tasks
+        .iter()
+        .map(|task| {
+            let mut settings = base.clone();
+            if let Some(dir) = credentials {
+                let user = Role::Task(task.clone()).user(&topology.application);
+                let file = dir.join(format!("{user}.properties"));
+                let own = pavilion_kafka::read_client_properties(&file).with_context(|| {
+                    format!(
+                        "task `{task}` has no credential in {} (pavilion acls apply --credentials-dir {0})",
+                        dir.display()
+                    )
+                })?;
+                settings.overrides.extend(own);
+            }
+            Ok((task.clone(), settings))
+        })
+        .collect()
 }
 
 /// What the binary hands its stages (see `pavilion_runtime::Resources`).
@@ -198,14 +233,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         args.cluster.bootstrap,
         if threads == 1 { "" } else { "s" }
     );
-    let handles = start(
+    let settings = task_settings(
         &topology,
         &tasks,
-        threads,
-        &args.settings(),
-        &telemetry,
-        &shutdown,
-        &resources,
+        &args.settings()?,
+        args.kafka_credentials.as_deref(),
+    )?;
+    let handles = start(
+        &topology, &tasks, threads, &settings, &telemetry, &shutdown, &resources,
     );
     let mut failed = false;
     for (thread, handle) in handles {
@@ -249,7 +284,7 @@ pub fn start(
     topology: &Arc<Topology>,
     tasks: &[String],
     threads: usize,
-    settings: &KafkaSettings,
+    settings: &BTreeMap<String, KafkaSettings>,
     telemetry: &Arc<Telemetry>,
     shutdown: &Arc<AtomicBool>,
     resources: &Resources,
@@ -268,7 +303,7 @@ pub fn start(
             let (topology, task, settings, telemetry, shutdown, resources) = (
                 topology.clone(),
                 task.clone(),
-                settings.clone(),
+                settings[task].clone(),
                 telemetry.clone(),
                 shutdown.clone(),
                 resources.clone(),
@@ -398,6 +433,7 @@ impl InProcess {
     pub fn start(
         topology: &Arc<Topology>,
         settings: &KafkaSettings,
+        credentials: Option<&Path>,
         threads: usize,
         loaded: impl Fn(&Telemetry) -> bool,
         timeout: Duration,
@@ -409,7 +445,7 @@ impl InProcess {
             topology,
             &tasks,
             threads,
-            settings,
+            &task_settings(topology, &tasks, settings, credentials)?,
             &telemetry,
             &shutdown,
             &Resources::default(),

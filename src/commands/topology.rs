@@ -72,7 +72,7 @@ pub fn show(file: &TopologyFile) -> Result<ExitCode> {
 
 pub fn create_topics(args: &ClusterArgs) -> Result<ExitCode> {
     let topology = load(&args.file)?;
-    let settings = settings(args, "admin");
+    let settings = settings(args, "admin")?;
     let topics: Vec<_> = topology.topics.values().collect();
     let report = tokio::runtime::Runtime::new()?.block_on(ensure_topics(&settings, &topics))?;
     let mut differs = 0;

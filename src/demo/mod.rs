@@ -170,7 +170,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         if let Some(previous) = previous.lines().next().filter(|r| r.starts_with("demo")) {
             let deleted = tokio::runtime::Runtime::new()?.block_on(
                 pavilion_kafka::delete_topics_with_prefix(
-                    &crate::cli::settings(&args.cluster, "demo"),
+                    &crate::cli::settings(&args.cluster, "demo")?,
                     &format!("{previous}."),
                 ),
             );
@@ -315,7 +315,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     )?;
 
     // Readers first, so every decision of this run is seen.
-    let settings = crate::cli::settings(&args.cluster, "demo");
+    let settings = crate::cli::settings(&args.cluster, "demo")?;
     let decision_family = crate::cli::topic_for(&topology, Decision::FULL_NAME)?;
     let tenants = ["shop", "bar", "lender", "insurer"];
     let decision_topics: Vec<String> = tenants

@@ -29,8 +29,15 @@ pub fn bootstrap() -> String {
     std::env::var("PAVILION_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// The test's client settings: the broker of `scripts/infra env`, as its admin
+/// (`$PAVILION_KAFKA_CONFIG`), like the commands the tests run.
 pub fn settings() -> KafkaSettings {
-    KafkaSettings::new(bootstrap(), "test-client", std::env::temp_dir())
+    let mut s = KafkaSettings::new(bootstrap(), "test-client", std::env::temp_dir());
+    if let Ok(file) = std::env::var("PAVILION_KAFKA_CONFIG") {
+        s.overrides = pavilion_kafka::read_client_properties(file.as_ref())
+            .expect("$PAVILION_KAFKA_CONFIG is readable");
+    }
+    s
 }
 
 /// A two-stage counting topology with topics unique to one test run.

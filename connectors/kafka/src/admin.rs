@@ -10,6 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
 
+use crate::client::cluster_metadata;
 use crate::settings::KafkaSettings;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,14 +30,11 @@ pub enum TopicStatus {
 fn admin_and_metadata(
     settings: &KafkaSettings,
 ) -> Result<(AdminClient<DefaultClientContext>, Metadata)> {
+    let metadata = cluster_metadata(settings).context("reading cluster metadata")?;
     let admin: AdminClient<DefaultClientContext> = settings
         .client()
         .create()
         .context("creating the admin client")?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, TIMEOUT)
-        .with_context(|| format!("reading cluster metadata from {}", settings.bootstrap))?;
     Ok((admin, metadata))
 }
 

@@ -2,22 +2,143 @@
 //! read_committed reader that reads whole topics. Stages never use these.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use anyhow::{bail, Context as _, Result};
+use rdkafka::client::Client;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::settings::KafkaSettings;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What librdkafka reports only to a client's context, kept so a call can fail with it: a
+/// connection refused for its credentials or its TLS (otherwise a call just times out), and
+/// the first record the broker would not take (otherwise a flush just ends).
+#[derive(Default)]
+pub(crate) struct Reported {
+    refused: Mutex<Option<String>>,
+    undelivered: Mutex<Option<String>>,
+}
+
+impl Reported {
+    /// Why the broker refused the connection, if it did.
+    pub(crate) fn refused(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for Reported {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        ) {
+            *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+        }
+    }
+}
+
+impl ConsumerContext for Reported {}
+
+impl ProducerContext for Reported {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, record)) = result {
+            let mut first = self.undelivered.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| format!("{}: {e}", record.topic()));
+        }
+    }
+}
+
+/// Metadata of `topic` (or of the cluster), failing at once, with the broker's reason, when
+/// the connection is refused rather than after the whole timeout. `serve` hands the client's
+/// pending events to its context (a consumer's come only through its poll).
+pub(crate) fn metadata<C: ClientContext>(
+    client: &Client<C>,
+    reported: &Reported,
+    serve: impl Fn(),
+    bootstrap: &str,
+    topic: Option<&str>,
+) -> Result<Metadata> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match client.fetch_metadata(topic, Duration::from_secs(1)) {
+            Ok(m) => return Ok(m),
+            Err(e) => {
+                serve();
+                if let Some(reason) = reported.refused() {
+                    bail!("{bootstrap} refused the connection: {reason}");
+                }
+                if Instant::now() > deadline {
+                    return Err(e).with_context(|| format!("no metadata from {bootstrap}"));
+                }
+            }
+        }
+    }
+}
+
+/// The cluster's metadata, through a client of its own that says why a connection is refused
+/// (an admin client's events reach no context in rust-rdkafka).
+pub(crate) fn cluster_metadata(settings: &KafkaSettings) -> Result<Metadata> {
+    let consumer: BaseConsumer<Reported> = settings
+        .client()
+        .set("group.id", settings.unused_group("reader"))
+        .create_with_context(Reported::default())
+        .context("creating a metadata client")?;
+    let serve = || {
+        let _ = consumer.poll(Duration::ZERO);
+    };
+    metadata(
+        consumer.client(),
+        consumer.context(),
+        serve,
+        &settings.bootstrap,
+        None,
+    )
+}
+
+/// Metadata of one topic, which must exist and be readable by this client's principal.
+fn topic_metadata(
+    consumer: &BaseConsumer<Reported>,
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<Metadata> {
+    let serve = || {
+        // Nothing is assigned to it: a poll only serves its events.
+        let _ = consumer.poll(Duration::ZERO);
+    };
+    let m = metadata(
+        consumer.client(),
+        consumer.context(),
+        serve,
+        &settings.bootstrap,
+        Some(topic),
+    )?;
+    if let Some(code) = m.topics().iter().find_map(|t| t.error()) {
+        let code = RDKafkaErrorCode::from(code);
+        if code == RDKafkaErrorCode::TopicAuthorizationFailed {
+            bail!("{topic}: not authorized ({code}): {}", settings.principal());
+        }
+        bail!("{topic}: {code}");
+    }
+    Ok(m)
+}
+
 /// An idempotent, non-transactional producer, as an RP back end would use.
 pub struct PlainProducer {
-    inner: BaseProducer,
+    inner: BaseProducer<Reported>,
 }
 
 impl PlainProducer {
@@ -28,7 +149,7 @@ impl PlainProducer {
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("partitioner", "murmur2_random")
-            .create()
+            .create_with_context(Reported::default())
             .context("creating producer")?;
         Ok(PlainProducer { inner })
     }
@@ -67,19 +188,32 @@ impl PlainProducer {
         }
     }
 
-    /// Waits until every queued record is acknowledged.
+    /// Waits until every queued record is acknowledged; fails if the broker refused one
+    /// (naming the first) or the connection.
     pub fn flush(&self) -> Result<()> {
         // Not rdkafka's `flush`: it polls in 100 ms slices and each slice runs to its end, so
         // even a record acknowledged in a millisecond took 100 ms to flush.
         let deadline = Instant::now() + TIMEOUT;
+        let context = self.inner.context();
         while self.inner.in_flight_count() > 0 {
+            if let Some(reason) = context.refused() {
+                bail!("the broker refused the connection: {reason}");
+            }
             if Instant::now() > deadline {
-                anyhow::bail!(
+                bail!(
                     "flushing producer: {} records not acknowledged within {TIMEOUT:?}",
                     self.inner.in_flight_count()
                 );
             }
             self.inner.poll(Duration::from_millis(1));
+        }
+        let undelivered = context
+            .undelivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(first) = undelivered {
+            bail!("the broker refused a record: {first}");
         }
         Ok(())
     }
@@ -112,7 +246,7 @@ pub struct ReadRecord {
 /// each query would wait for it).
 pub struct TopicReader {
     consumer: BaseConsumer,
-    offsets: BaseConsumer,
+    offsets: BaseConsumer<Reported>,
 }
 
 /// Where a [`TopicReader`] starts in each partition.
@@ -137,22 +271,19 @@ impl TopicReader {
     }
 
     fn assigned(settings: &KafkaSettings, topics: &[&str], start: Start) -> Result<Self> {
-        let client = || -> Result<BaseConsumer> {
-            settings
-                .client()
-                .set("group.id", "pavilion-reader-unused")
-                .set("isolation.level", "read_committed")
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest")
-                .create()
-                .context("creating reader")
-        };
-        let (consumer, offsets) = (client()?, client()?);
+        let mut config = settings.client();
+        config
+            .set("group.id", settings.unused_group("reader"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer = config.create().context("creating reader")?;
+        let offsets: BaseConsumer<Reported> = config
+            .create_with_context(Reported::default())
+            .context("creating reader")?;
         let mut list = TopicPartitionList::new();
         for topic in topics {
-            let metadata = offsets
-                .fetch_metadata(Some(topic), TIMEOUT)
-                .with_context(|| format!("metadata of {topic}"))?;
+            let metadata = topic_metadata(&offsets, settings, topic)?;
             for t in metadata.topics() {
                 for p in t.partitions() {
                     let (low, high) = watermarks(&offsets, topic, p.id())?;
@@ -284,8 +415,8 @@ fn next_record(consumer: &BaseConsumer, timeout: Duration) -> Result<Option<Read
 
 /// A partition's low and high watermarks, retried for a few seconds while its leadership is
 /// still settling (a topic created a moment ago answers NotLeaderForPartition at first).
-pub(crate) fn watermarks(
-    consumer: &BaseConsumer,
+pub(crate) fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
 ) -> Result<(i64, i64)> {

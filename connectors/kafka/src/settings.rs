@@ -1,6 +1,6 @@
 //! How the executor talks to Kafka: one place for every client setting the guarantees rest on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -32,6 +32,48 @@ pub struct KafkaSettings {
     pub transaction_timeout: Duration,
     /// Extra librdkafka settings for every client (`key=value`), e.g. security.
     pub overrides: Vec<(String, String)>,
+}
+
+/// Reads librdkafka client settings from a file of `key=value` lines (`#` starts a comment),
+/// the format librdkafka's own tools and `scripts/infra` write: the security protocol, the CA,
+/// and a component's credentials, which belong in a file readable by that component alone and
+/// never on a command line. Errors name the file and line, never a value.
+pub fn read_client_properties(path: &Path) -> Result<Vec<(String, String)>, ClientConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ClientConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut settings = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                settings.push((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => {
+                return Err(ClientConfigError::Line {
+                    path: path.to_owned(),
+                    line: index + 1,
+                })
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// A client settings file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientConfigError {
+    #[error("reading Kafka client settings {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: not a `key=value` line", path.display())]
+    Line { path: PathBuf, line: usize },
 }
 
 impl KafkaSettings {
@@ -125,11 +167,41 @@ impl KafkaSettings {
         config
     }
 
-    /// Changelog reader for restore: no group, read_committed.
+    /// Who this client is to the broker, for error messages: `User:<sasl.username>`, or
+    /// the anonymous user of an unauthenticated connection.
+    pub fn principal(&self) -> String {
+        match self
+            .overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "sasl.username")
+        {
+            Some((_, user)) => format!("User:{user}"),
+            None => "User:ANONYMOUS".to_owned(),
+        }
+    }
+
+    /// The group of a consumer that only assigns and never commits. librdkafka needs one
+    /// to assign, and looks up its coordinator, which a secured broker allows only to a
+    /// principal with a right on the group: so it is named after the principal
+    /// (`<sasl.username>.<purpose>`), whose ACLs cover the groups under its name.
+    pub fn unused_group(&self, purpose: &str) -> String {
+        match self
+            .overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "sasl.username")
+        {
+            Some((_, user)) => format!("{user}.{purpose}"),
+            None => format!("pavilion-{purpose}-unused"),
+        }
+    }
+
+    /// Changelog reader for restore: commits nothing, read_committed.
     pub(crate) fn restore_consumer(&self) -> ClientConfig {
         let mut config = self.client();
         config
-            .set("group.id", "pavilion-restore-unused")
+            .set("group.id", self.unused_group("restore"))
             .set("isolation.level", "read_committed")
             // Restore polls until its position passes the end offset; don't let the broker
             // park each fetch at the end of the log for the default 500 ms.
@@ -142,7 +214,32 @@ impl KafkaSettings {
 
 #[cfg(test)]
 mod tests {
-    use super::KafkaSettings;
+    use super::{read_client_properties, ClientConfigError, KafkaSettings};
+
+    /// Comments and blank lines are skipped, values keep their `=`; a broken line is reported
+    /// by number and without its text, which may hold a password.
+    #[test]
+    fn client_properties_files_are_read_and_errors_name_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.properties");
+        std::fs::write(
+            &good,
+            "# admin\nsecurity.protocol=SASL_SSL\n\n sasl.password = a=b \n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_client_properties(&good).unwrap(),
+            [
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
+                ("sasl.password".to_owned(), "a=b".to_owned())
+            ]
+        );
+        let bad = dir.path().join("bad.properties");
+        std::fs::write(&bad, "sasl.username=u\nhunter2\n").unwrap();
+        let err = read_client_properties(&bad).unwrap_err();
+        assert!(matches!(err, ClientConfigError::Line { line: 2, .. }));
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
 
     /// Thread 0 keeps the instance's ids; the others are distinct and stable.
     #[test]

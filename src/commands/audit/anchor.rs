@@ -140,7 +140,7 @@ fn anchor_loop(runtime: &tokio::runtime::Runtime, args: &RunArgs) -> Result<Exit
         ..RetryPolicy::default()
     };
     let registry = Registry::builtin();
-    let settings = cli::settings(&args.cluster, "anchor");
+    let settings = cli::settings(&args.cluster, "anchor")?;
     // What is recorded already: the largest anchored size per log.
     let mut recorded: BTreeMap<String, i64> = BTreeMap::new();
     for (_, r) in cli::read_all::<AnchorReceipt>(&args.cluster, &anchors)? {

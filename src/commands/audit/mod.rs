@@ -218,7 +218,7 @@ pub(crate) fn read<E: Event>(
     args: &LogArgs,
     topic: &str,
 ) -> Result<Vec<(pavilion_kafka::ReadRecord, E)>> {
-    let mut records = TopicReader::new(&cli::settings(&args.cluster, "audit"), &[topic])?
+    let mut records = TopicReader::new(&cli::settings(&args.cluster, "audit")?, &[topic])?
         .read_to_end(Duration::from_secs(120))
         .with_context(|| format!("reading {topic}"))?;
     records.sort_by_key(|r| (r.partition, r.offset));
@@ -420,7 +420,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     if !args.no_events {
         let topics: BTreeSet<&str> = log.entries.iter().map(|e| e.event.topic.as_str()).collect();
         for topic in topics {
-            let records = TopicReader::new(&cli::settings(&args.log.cluster, "audit"), &[topic])
+            let records = TopicReader::new(&cli::settings(&args.log.cluster, "audit")?, &[topic])
                 .and_then(|r| r.read_to_end(Duration::from_secs(120)));
             match records {
                 Ok(records) => {
@@ -738,7 +738,7 @@ pub fn subject(command: SubjectCommand) -> Result<ExitCode> {
     let erased = store.erase(&key_id)?;
     let topology = cli::load(&args.cluster.file)?;
     let topic = cli::topic_for(&topology, SubjectErasure::FULL_NAME)?.name;
-    let producer = PlainProducer::new(&cli::settings(&args.cluster, "cli"))?;
+    let producer = PlainProducer::new(&cli::settings(&args.cluster, "cli")?)?;
     let event = SubjectErasure {
         key_id: key_id.clone(),
         requested_by: args.requested_by.clone(),

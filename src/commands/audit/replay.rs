@@ -209,7 +209,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     .collect();
 
     // The logged events, by position, from every topic the log points into.
-    let settings = cli::settings(&args.log.cluster, "replay");
+    let settings = cli::settings(&args.log.cluster, "replay")?;
     let mut events: BTreeMap<(String, i32, i64), Vec<u8>> = BTreeMap::new();
     let topics: std::collections::BTreeSet<&str> =
         entries.iter().map(|e| e.event.topic.as_str()).collect();

@@ -148,7 +148,7 @@ pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
     let topology = cli::load(&a.cluster.file)?;
     let requests_topic = provider_topic(&a.cluster, EvidenceRequest::FULL_NAME, &a.name)?;
     let responses_topic = cli::topic_for(&topology, EvidenceResponse::FULL_NAME)?.name;
-    let settings = cli::settings(&a.cluster, &format!("evidence-{}", a.name));
+    let settings = cli::settings(&a.cluster, &format!("evidence-{}", a.name))?;
     tokio::runtime::Runtime::new()?
         .block_on(ensure_topics(&settings, &[&requests_topic]))
         .with_context(|| format!("creating {}", requests_topic.name))?;

@@ -137,7 +137,7 @@ fn policies_topic(cluster: &ClusterArgs) -> Result<(String, i32)> {
 /// their copies are folded into one.
 fn events(cluster: &ClusterArgs) -> Result<Vec<PolicyDocument>> {
     let (topic, _) = policies_topic(cluster)?;
-    let records = TopicReader::new(&cli::settings(cluster, "cli"), &[&topic])?
+    let records = TopicReader::new(&cli::settings(cluster, "cli")?, &[&topic])?
         .read_to_end(Duration::from_secs(30))
         .with_context(|| format!("reading {topic}"))?;
     let mut events: Vec<(i64, i32, i64, PolicyDocument)> = Vec::new();
@@ -167,7 +167,7 @@ fn of_owner<'a>(
 
 fn publish(cluster: &ClusterArgs, document: &PolicyDocument) -> Result<()> {
     let (topic, partitions) = policies_topic(cluster)?;
-    let producer = PlainProducer::new(&cli::settings(cluster, "cli"))?;
+    let producer = PlainProducer::new(&cli::settings(cluster, "cli")?)?;
     let value = Registry::builtin().encode(document)?;
     match &document.tenant_id {
         Some(tenant) => producer.send(&topic, tenant.as_bytes(), &value)?,

@@ -294,7 +294,7 @@ fn set_topic(
 }
 
 fn publish_provider(cluster: &ClusterArgs, topic: &str, provider: &Provider) -> Result<()> {
-    let producer = PlainProducer::new(&cli::settings(cluster, "cli"))?;
+    let producer = PlainProducer::new(&cli::settings(cluster, "cli")?)?;
     producer.send(
         topic,
         provider.provider_id.as_bytes(),
@@ -329,7 +329,7 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
     let passphrase = a.keys.passphrase()?;
     let secrets = ProviderSecrets::generate(&a.name);
     tenant::write_secret(&path, &secrets.seal(&passphrase)?)?;
-    let settings = cli::settings(&a.cluster, "cli");
+    let settings = cli::settings(&a.cluster, "cli")?;
     tokio::runtime::Runtime::new()?
         .block_on(ensure_topics(
             &settings,
@@ -378,7 +378,7 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
 
 /// What is published now: set key → member (tombstoned keys removed).
 fn published_set(cluster: &ClusterArgs, topic: &str) -> Result<EncodedSet> {
-    let settings = cli::settings(cluster, "cli");
+    let settings = cli::settings(cluster, "cli")?;
     let records = TopicReader::new(&settings, &[topic])?
         .read_to_end(Duration::from_secs(300))
         .with_context(|| format!("reading {topic}"))?;
@@ -506,7 +506,7 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
         );
     }
     let publish_started = Instant::now();
-    let producer = PlainProducer::new(&cli::settings(&a.cluster, "cli"))?;
+    let producer = PlainProducer::new(&cli::settings(&a.cluster, "cli")?)?;
     let attested_at = now_ms();
     let progress = cli::bar(
         (changes.upserts.len() + changes.removals.len()) as u64,
@@ -566,7 +566,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     let topology = cli::load(&a.cluster.file)?;
     let tenants_topic = cli::topic_for(&topology, Tenant::FULL_NAME)?.name;
     let directory = Arc::new(TenantDirectory::default());
-    let settings = cli::settings(&a.cluster, "cli");
+    let settings = cli::settings(&a.cluster, "cli")?;
     let reader = TopicReader::new(&settings, &[&tenants_topic])?;
     let mut known = BTreeSet::new();
     for r in reader.read_to_end(Duration::from_secs(60))? {

@@ -15,6 +15,8 @@ use pavilion_runtime::clock::epoch_millis;
 use pavilion_schemas::{Event, Registry, RequestSigningKey, Tenant, TenantConfig, TenantState};
 
 use crate::cli::{self, ClusterArgs};
+use crate::commands::acls::{self, Role};
+use pavilion_kafka::acl::AccessAdmin;
 
 /// Tenant registry commands.
 #[derive(Subcommand)]
@@ -25,11 +27,13 @@ pub enum TenantCommand {
     List(ClusterArgs),
     /// A tenant's current record as JSON.
     Show(Target),
-    /// Serve the tenant's requests.
-    Activate(Target),
-    /// Stop serving the tenant's requests (rejected as `tenant_suspended`).
+    /// Serve the tenant's requests (and grant its Kafka principal its ACLs again).
+    Activate(ActivateArgs),
+    /// Stop serving the tenant's requests (rejected as `tenant_suspended`); its Kafka ACLs and
+    /// credential are revoked.
     Suspend(Target),
-    /// Mark the tenant deleted (its requests are rejected as `unknown_tenant`).
+    /// Mark the tenant deleted (its requests are rejected as `unknown_tenant`); its Kafka ACLs
+    /// and credential are revoked.
     Delete(Target),
     /// Register a request-signing key: a given public key, or a new key pair written to a file.
     AddKey(AddKeyArgs),
@@ -72,6 +76,22 @@ pub struct AddArgs {
     /// Make it active at once.
     #[arg(long)]
     pub activate: bool,
+    /// Issue the tenant's Kafka credential (its own SCRAM user, `<application>.tenant.<id>`)
+    /// and write its client settings here, owner-only, for `--kafka-config`. An active
+    /// tenant's principal may write requests and read its own decision topic, nothing else.
+    #[arg(long, value_name = "FILE")]
+    pub kafka_credentials: Option<PathBuf>,
+}
+
+/// `tenant activate`.
+#[derive(Args)]
+pub struct ActivateArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Issue a new Kafka credential (suspension revoked the old one) and write its client
+    /// settings here, owner-only.
+    #[arg(long, value_name = "FILE")]
+    pub kafka_credentials: Option<PathBuf>,
 }
 
 /// `tenant add-key`.
@@ -133,18 +153,36 @@ fn ensure_decision_topic(cluster: &ClusterArgs, tenant: &str) -> Result<()> {
     };
     tokio::runtime::Runtime::new()?
         .block_on(pavilion_kafka::ensure_topics(
-            &cli::settings(cluster, "cli"),
+            &cli::settings(cluster, "cli")?,
             &[&spec],
         ))
         .with_context(|| format!("creating {}", spec.name))?;
     Ok(())
 }
 
-fn publish(cluster: &ClusterArgs, topic: &str, tenant: &Tenant) -> Result<()> {
+/// Publishes the tenant's next revision, and brings its Kafka principal in line: an active
+/// tenant has its ACLs (and, with `credentials`, a new credential written there); any other
+/// loses them and its credential before the record says so, so there is no moment when a
+/// suspended tenant may still read.
+fn publish(
+    cluster: &ClusterArgs,
+    topic: &str,
+    tenant: &Tenant,
+    credentials: Option<&std::path::Path>,
+) -> Result<()> {
+    let topology = cli::load(&cluster.file)?;
+    let settings = cli::settings(cluster, "cli")?;
+    let admin = AccessAdmin::new(&settings)?;
+    let role = Role::Tenant(tenant.tenant_id.clone());
+    let user = role.user(&topology.application);
     if tenant.state == TenantState::Active {
         ensure_decision_topic(cluster, &tenant.tenant_id)?;
+    } else {
+        let removed = acls::revoke(&admin, &user)
+            .with_context(|| format!("revoking {user}'s Kafka access"))?;
+        println!("revoked User:{user}: {removed} ACLs and its credential");
     }
-    let producer = PlainProducer::new(&cli::settings(cluster, "cli"))?;
+    let producer = PlainProducer::new(&cli::settings(cluster, "cli")?)?;
     producer.send(
         topic,
         tenant.tenant_id.as_bytes(),
@@ -158,12 +196,24 @@ fn publish(cluster: &ClusterArgs, topic: &str, tenant: &Tenant) -> Result<()> {
         tenant.state,
         tenant.signing_keys.len()
     );
+    if let Some(path) = credentials {
+        acls::write_credential(&admin, &settings, &user, path)?;
+        println!("credential of User:{user} written to {}", path.display());
+    }
+    if tenant.state == TenantState::Active {
+        let rules = role.acls(&topology)?;
+        admin
+            .create(&rules)
+            .with_context(|| format!("granting {user} its ACLs"))?;
+        println!("User:{user}: {} ACLs", rules.len());
+    }
     Ok(())
 }
 
 /// Applies `change` to the current record of `target.tenant` and publishes the next revision.
 fn update(
     target: &Target,
+    credentials: Option<&std::path::Path>,
     change: impl FnOnce(&mut Tenant, i64) -> Result<()>,
 ) -> Result<ExitCode> {
     let registry = load(&target.cluster)?;
@@ -178,7 +228,7 @@ fn update(
     change(&mut tenant, now)?;
     tenant.revision += 1;
     tenant.updated_at = now;
-    publish(&target.cluster, &registry.topic, &tenant)?;
+    publish(&target.cluster, &registry.topic, &tenant, credentials)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -230,7 +280,12 @@ pub fn run(command: TenantCommand) -> Result<ExitCode> {
                 updated_at: now,
                 revision: 1,
             };
-            publish(&a.target.cluster, &registry.topic, &tenant)?;
+            publish(
+                &a.target.cluster,
+                &registry.topic,
+                &tenant,
+                a.kafka_credentials.as_deref(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         TenantCommand::List(cluster) => {
@@ -272,13 +327,15 @@ pub fn run(command: TenantCommand) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)
         }
-        TenantCommand::Activate(t) => {
-            update(&t, |tenant, _| set_state(tenant, TenantState::Active))
-        }
-        TenantCommand::Suspend(t) => {
-            update(&t, |tenant, _| set_state(tenant, TenantState::Suspended))
-        }
-        TenantCommand::Delete(t) => update(&t, |tenant, _| set_state(tenant, TenantState::Deleted)),
+        TenantCommand::Activate(a) => update(&a.target, a.kafka_credentials.as_deref(), |t, _| {
+            set_state(t, TenantState::Active)
+        }),
+        TenantCommand::Suspend(t) => update(&t, None, |tenant, _| {
+            set_state(tenant, TenantState::Suspended)
+        }),
+        TenantCommand::Delete(t) => update(&t, None, |tenant, _| {
+            set_state(tenant, TenantState::Deleted)
+        }),
         TenantCommand::AddKey(a) => {
             valid_id(&a.key_id)?;
             let public = match (&a.public_key, &a.generate) {
@@ -313,7 +370,7 @@ pub fn run(command: TenantCommand) -> Result<ExitCode> {
                 }
                 (None, None) => unreachable!("clap requires one of them"),
             };
-            update(&a.target, |tenant, now| {
+            update(&a.target, None, |tenant, now| {
                 if tenant.signing_keys.iter().any(|k| k.key_id == a.key_id) {
                     bail!(
                         "tenant `{}` already has a key `{}`",
@@ -331,7 +388,7 @@ pub fn run(command: TenantCommand) -> Result<ExitCode> {
                 Ok(())
             })
         }
-        TenantCommand::RevokeKey(k) => update(&k.target, |tenant, now| {
+        TenantCommand::RevokeKey(k) => update(&k.target, None, |tenant, now| {
             let key = tenant
                 .signing_keys
                 .iter_mut()
