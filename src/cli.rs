@@ -105,6 +105,15 @@ pub fn settings(args: &ClusterArgs, instance: &str) -> Result<KafkaSettings> {
     Ok(s)
 }
 
+/// `settings` as the principal whose credential is `file` (written by `acls apply` or
+/// `tenant add`): its settings laid over the others.
+pub fn as_principal(settings: &KafkaSettings, file: &Path) -> Result<KafkaSettings> {
+    let mut s = settings.clone();
+    s.overrides
+        .extend(pavilion_kafka::read_client_properties(file)?);
+    Ok(s)
+}
+
 /// The one topic (or topic family) of the topology whose records are `schema`: control-topic
 /// commands find their topic by what it holds, not by a hard-coded name. Where the pipeline
 /// also writes records of that schema elsewhere (the routed copy of requests), the one it

@@ -92,8 +92,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--idle-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="stop when no record arrived for this long (default: %(default)s)")
     p.add_argument("--group", default=None,
-                   help="consumer group id (default: a random pavilion-consume-* group, so every "
-                        "run reads from the earliest offset)")
+                   help="consumer group id (default: a random consume-* group, named under the "
+                        "reader's user on a secured broker, so every run reads from the earliest "
+                        "offset)")
     args = p.parse_args(argv)
     if args.max is not None and args.max < 0:
         p.error("--max must be >= 0")
@@ -119,9 +120,10 @@ def main(argv=None) -> int:
             reported.add(err.code())
             print(f"consume.py: kafka: {err}", file=sys.stderr, flush=True)
 
+    settings = kafka_config.client_settings(args)
     consumer = Consumer({
-        **kafka_config.client_settings(args),
-        "group.id": args.group or f"pavilion-consume-{uuid.uuid4().hex[:12]}",
+        **settings,
+        "group.id": args.group or kafka_config.group_id(settings, f"consume-{uuid.uuid4().hex[:12]}"),
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,

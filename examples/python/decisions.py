@@ -80,9 +80,10 @@ def main(argv=None) -> int:
 
     from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
 
+    settings = kafka_config.client_settings(args)
     consumer = Consumer({
-        **kafka_config.client_settings(args),
-        "group.id": f"pavilion-decisions-{uuid.uuid4().hex[:12]}",
+        **settings,
+        "group.id": kafka_config.group_id(settings, f"decisions-{uuid.uuid4().hex[:12]}"),
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
         "log_level": 2,
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
     metadata = consumer.list_topics(args.topic, timeout=30)
     topic = metadata.topics.get(args.topic)
     if topic is None or topic.error is not None or not topic.partitions:
-        print(f"decisions.py: no topic {args.topic}", file=sys.stderr)
+        why = f": {topic.error.str()}" if topic is not None and topic.error is not None else ""
+        print(f"decisions.py: cannot read {args.topic}{why}", file=sys.stderr)
         return 2
     # The end as of now, per partition: read up to it (committed records only).
     ends = {}

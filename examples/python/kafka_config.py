@@ -3,7 +3,7 @@
 The settings file (``key=value`` lines, ``#`` comments) is the one ``pavilion`` reads with
 ``--kafka-config``: security protocol, CA and the reader's credentials. ``scripts/infra env``
 points $PAVILION_KAFKA_CONFIG at the local broker's admin; a tenant uses the file
-``pavilion tenant add --credentials-out`` wrote. Credentials never go on a command line.
+``pavilion tenant add --kafka-credentials FILE`` wrote. Credentials never go on a command line.
 """
 
 from __future__ import annotations
@@ -44,3 +44,10 @@ def client_settings(args: argparse.Namespace) -> Dict[str, str]:
     if args.kafka_config:
         settings.update(read_properties(args.kafka_config))
     return settings
+
+
+def group_id(settings: Dict[str, str], purpose: str) -> str:
+    """A consumer group of the reader's own: on a secured broker a principal may use only the
+    groups named under it (``<sasl.username>.*``), as pavilion names its readers' groups."""
+    user = settings.get("sasl.username")
+    return f"{user}.{purpose}" if user else f"pavilion-{purpose}"

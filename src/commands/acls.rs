@@ -154,7 +154,9 @@ impl Role {
                 g.topic(&topic(AnchorReceipt::FULL_NAME)?, &[Operation::Read]);
                 // `audit replay --decisions` compares each issued decision with the record
                 // delivered to its tenant.
-                g.topic(&topic(Decision::FULL_NAME)?, &[Operation::Read]);
+                if let Ok(decisions) = topic(Decision::FULL_NAME) {
+                    g.topic(&decisions, &[Operation::Read]);
+                }
             }
             Role::Provider(id) => {
                 let set = member(topology, &topic(ProviderSetEntry::FULL_NAME)?, id)?;
@@ -184,8 +186,11 @@ impl Role {
             }
             Role::Tenant(id) => {
                 g.topic(&topic(VerificationRequest::FULL_NAME)?, &[Operation::Write]);
-                let decisions = member(topology, &topic(Decision::FULL_NAME)?, id)?;
-                g.topic(&decisions, &[Operation::Read]);
+                // Its own decisions, in a topology that signs them (without a signing stage
+                // the answers are on shared topics, which no tenant may read).
+                if let Ok(family) = topic(Decision::FULL_NAME) {
+                    g.topic(&member(topology, &family, id)?, &[Operation::Read]);
+                }
             }
         }
         // Every principal owns the consumer groups named under it: its readers' (which
@@ -243,7 +248,13 @@ impl Grants<'_> {
 /// registered provider and each active tenant.
 pub fn roles(cluster: &ClusterArgs, topology: &Topology) -> Result<Vec<Role>> {
     let mut roles: Vec<Role> = topology.tasks.keys().cloned().map(Role::Task).collect();
-    roles.extend([Role::Anchor, Role::Auditor]);
+    // The anchor and the auditor exist where there is an audit log to anchor and read.
+    if topology.stages.values().any(|s| s.kind == "audit") {
+        roles.push(Role::Auditor);
+        if cli::topic_for(topology, AnchorReceipt::FULL_NAME).is_ok() {
+            roles.push(Role::Anchor);
+        }
+    }
     let providers = cli::topic_for(topology, Provider::FULL_NAME)?.name;
     let registered: BTreeSet<String> = cli::read_all::<Provider>(cluster, &providers)?
         .into_iter()
@@ -433,6 +444,12 @@ pub fn write_credential(
     crate::commands::control::tenant::replace_secret(path, text.as_bytes())
         .with_context(|| format!("writing {user}'s credential"))?;
     Ok(())
+}
+
+/// Whether clients authenticate (a SASL user in their settings): only then does the broker
+/// have principals to grant ACLs to and credentials to issue.
+pub fn secured(settings: &KafkaSettings) -> bool {
+    settings.overrides.iter().any(|(k, _)| k == "sasl.username")
 }
 
 /// Revokes a principal: deletes every ACL naming it and its SCRAM credential.

@@ -41,6 +41,7 @@ use self::setup::{
 };
 use self::verify::{anchored_checkpoint, proofs_summary, verify_proof, verify_sample};
 use crate::cli::ClusterArgs;
+use crate::commands::acls::Role;
 
 /// Options of the demo; every one has an environment variable.
 #[derive(Args)]
@@ -203,6 +204,11 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|_| pavilion_chain::dev::DEV_KEY.to_owned()),
         ),
     ]);
+    // On a secured broker each component connects as its own principal.
+    let operator = crate::cli::settings(&args.cluster, "demo")?;
+    if operator.overrides.iter().any(|(k, _)| k == "sasl.username") {
+        cli.application = Some(run.clone());
+    }
     let mut children = Children(Vec::new());
     println!(
         "Pavilion demo: run `{run}` of {topology_source}, files in {}",
@@ -289,7 +295,11 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             "policy",
             "--task",
             "audit",
-        ],
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(cli.task_credentials())
+        .collect::<Vec<_>>(),
     )?;
     cli.spawn(
         &mut children,
@@ -301,7 +311,11 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             &contract,
             "--metrics-addr",
             &format!("127.0.0.1:{}", free_port()?),
-        ],
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(cli.as_principal(&Role::Anchor))
+        .collect::<Vec<_>>(),
     )?;
     // Written now, so that it is there however the run ends.
     let chain_key_given = std::env::var_os("PAVILION_CHAIN_KEY").is_some();
@@ -315,7 +329,13 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     )?;
 
     // Readers first, so every decision of this run is seen.
-    let settings = crate::cli::settings(&args.cluster, "demo")?;
+    // The demo watches every tenant's decisions as the auditor, and sends each tenant's
+    // requests as that tenant.
+    let as_role = |role: Role| match cli.credential(&role) {
+        Some(file) => crate::cli::as_principal(&operator, &file),
+        None => Ok(operator.clone()),
+    };
+    let settings = as_role(Role::Auditor)?;
     let decision_family = crate::cli::topic_for(&topology, Decision::FULL_NAME)?;
     let tenants = ["shop", "bar", "lender", "insurer"];
     let decision_topics: Vec<String> = tenants
@@ -336,7 +356,21 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     ));
     let registry = Registry::builtin();
     let ingest = crate::cli::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
-    let producer = PlainProducer::new(&settings)?;
+    let producers: BTreeMap<&str, PlainProducer> = tenants
+        .iter()
+        .map(|t| {
+            Ok((
+                *t,
+                PlainProducer::new(&as_role(Role::Tenant((*t).into()))?)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let flush = || -> Result<()> {
+        for producer in producers.values() {
+            producer.flush()?;
+        }
+        Ok(())
+    };
     let providers = Registered::read(&run_cluster, &topology)?;
     let endpoint = |provider: &str| providers.endpoint(provider);
     let credentials = |tenant: &str| -> Result<TenantCredentials> {
@@ -428,7 +462,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             },
             tokens,
         );
-        producer.send(
+        producers[tenant].send(
             &ingest,
             request.tenant_id.as_bytes(),
             &registry.encode(&request)?,
@@ -444,7 +478,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         // Now and then the same request again (a producer retrying): a duplicate.
         if i % 50 == 25 {
             if let Some(previous) = &last {
-                producer.send(
+                producers[previous.tenant_id.as_str()].send(
                     &ingest,
                     previous.tenant_id.as_bytes(),
                     &registry.encode(previous)?,
@@ -453,11 +487,11 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             }
         }
         if i < args.malformed {
-            producer.send(&ingest, b"shop", b"\x00not a request")?;
+            producers["shop"].send(&ingest, b"shop", b"\x00not a request")?;
         }
         last = Some(request);
         // Flushed at once: latency counts from the moment the request is on its way.
-        producer.flush()?;
+        flush()?;
         if i % 10 == 0 {
             drain(&mut decided, &mut duplicates)?;
             bar.set_message(format!("{} decided", decided.len()));
@@ -491,7 +525,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
                 token: token[0].to_vec(),
             }],
         );
-        producer.send(
+        producers["shop"].send(
             &ingest,
             request.tenant_id.as_bytes(),
             &registry.encode(&request)?,
@@ -505,7 +539,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             },
         );
     }
-    producer.flush()?;
+    flush()?;
     bar.finish_and_clear();
 
     step("record linkage: the insurer's 1,000 customers against bank-eu (batch PSI)");

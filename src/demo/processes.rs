@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::commands::acls::Role;
+
+/// The run's folder of Kafka credentials, one per principal.
+pub(crate) const CREDENTIALS: &str = "credentials";
+
 /// Child processes, stopped (SIGTERM) when the demo ends, however it ends.
 pub(crate) struct Children(pub(crate) Vec<(String, Child)>);
 
@@ -38,6 +43,9 @@ impl Drop for Children {
 pub(crate) struct Cli {
     pub(crate) dir: PathBuf,
     pub(crate) env: Vec<(String, String)>,
+    /// On a secured broker, the run's application: each component then connects as its own
+    /// principal, with the credential `acls apply` or `tenant add` wrote to `credentials/`.
+    pub(crate) application: Option<String>,
     /// What `spawn` started, by name, with its arguments: written down for a restart.
     spawned: RefCell<Vec<(String, Vec<String>)>>,
 }
@@ -64,6 +72,41 @@ impl Cli {
                 ("PAVILION_LOG".into(), log.to_owned()),
             ],
             spawned: RefCell::default(),
+            application: None,
+        }
+    }
+
+    /// Where `role`'s credential is, when components have their own.
+    pub(crate) fn credential(&self, role: &Role) -> Option<PathBuf> {
+        let application = self.application.as_deref()?;
+        Some(
+            self.dir
+                .join(CREDENTIALS)
+                .join(format!("{}.properties", role.user(application))),
+        )
+    }
+
+    /// `--kafka-config <role's credential>`, or nothing when components share the caller's.
+    pub(crate) fn as_principal(&self, role: &Role) -> Vec<String> {
+        self.credential(role)
+            .map(|file| vec!["--kafka-config".into(), file.display().to_string()])
+            .unwrap_or_default()
+    }
+
+    /// Gives every principal of the topology (tasks, anchor, auditor, providers) its ACLs and a
+    /// credential in `credentials/`, when components have their own.
+    pub(crate) fn apply_acls(&self) -> Result<()> {
+        if self.application.is_some() {
+            self.ok(&["acls", "apply", "--credentials-dir", CREDENTIALS])?;
+        }
+        Ok(())
+    }
+
+    /// `pavilion run`'s arguments for each task's own credential.
+    pub(crate) fn task_credentials(&self) -> Vec<String> {
+        match self.application {
+            Some(_) => vec!["--kafka-credentials".into(), CREDENTIALS.into()],
+            None => Vec::new(),
         }
     }
 
@@ -89,7 +132,14 @@ impl Cli {
     }
 
     /// Starts a long-running command, its output in `<dir>/<log>.log`.
-    pub(crate) fn spawn(&self, children: &mut Children, log: &str, args: &[&str]) -> Result<()> {
+    pub(crate) fn spawn<S: AsRef<str>>(
+        &self,
+        children: &mut Children,
+        log: &str,
+        args: &[S],
+    ) -> Result<()> {
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        let args = &args[..];
         let file = std::fs::File::create(self.dir.join(format!("{log}.log")))?;
         let child = self
             .command(args)

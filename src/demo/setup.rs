@@ -16,6 +16,7 @@ use rand::{Rng as _, SeedableRng as _};
 
 use super::processes::{free_port, Children, Cli};
 use crate::cli::ClusterArgs;
+use crate::commands::acls::Role;
 
 /// A tenant as the demo and `bench e2e` onboard it.
 pub(crate) struct TenantSetup<'a> {
@@ -51,6 +52,13 @@ pub(crate) fn add_tenant(cli: &Cli, tenant: &TenantSetup) -> Result<PathBuf> {
     for region in tenant.regions {
         add.extend(["--region", region]);
     }
+    // Its Kafka credential (ACLs: write requests, read its decisions), when it has its own.
+    let credential = cli
+        .credential(&Role::Tenant(tenant.id.to_owned()))
+        .map(|f| f.display().to_string());
+    if let Some(file) = &credential {
+        add.extend(["--kafka-credentials", file]);
+    }
     cli.ok(&add)?;
     let key_file = format!("{}-k1.json", tenant.id);
     cli.ok(&[
@@ -80,6 +88,7 @@ pub(crate) struct Providers {
 /// tenant, no daily quota) and bank-eu's evidence service.
 pub(crate) fn start_providers(cli: &Cli, children: &mut Children, rate: &str) -> Result<Providers> {
     let mut loads = Vec::new();
+    let mut ports = Vec::new();
     for (name, region, claims, load) in [
         (
             "bank-eu",
@@ -107,43 +116,49 @@ pub(crate) fn start_providers(cli: &Cli, children: &mut Children, rate: &str) ->
             "--oprf-url",
             &url,
         ])?;
+        // Loading records the set's load time in the providers' registry, which only the
+        // operator writes: it runs as the operator, the services below as the provider.
         let csv = format!("{name}.csv");
         let t = Instant::now();
         let mut args = vec!["provider", "load", name, "--from", &csv];
         args.extend_from_slice(load);
         cli.ok(&args)?;
         loads.push((name, t.elapsed()));
+        ports.push((name, port));
+    }
+    // The providers are registered: every principal but the tenants gets its credential.
+    cli.apply_acls()?;
+    let as_provider = |name: &str| cli.as_principal(&Role::Provider(name.to_owned()));
+    for (name, port) in ports {
         let listen = format!("127.0.0.1:{port}");
-        cli.spawn(
-            children,
-            &format!("oprf-{name}"),
-            &[
-                "provider",
-                "serve-oprf",
-                name,
-                "--listen",
-                &listen,
-                "--rate",
-                rate,
-                "--burst",
-                rate,
-                "--daily-quota",
-                "0",
-            ],
-        )?;
+        let args = vec![
+            "provider",
+            "serve-oprf",
+            name,
+            "--listen",
+            &listen,
+            "--rate",
+            rate,
+            "--burst",
+            rate,
+            "--daily-quota",
+            "0",
+        ];
+        let args: Vec<String> = args
+            .into_iter()
+            .map(str::to_owned)
+            .chain(as_provider(name))
+            .collect();
+        cli.spawn(children, &format!("oprf-{name}"), &args)?;
     }
     let evidence_metrics = format!("127.0.0.1:{}", free_port()?);
-    cli.spawn(
-        children,
-        "evidence-bank-eu",
-        &[
-            "provider",
-            "serve-evidence",
-            "bank-eu",
-            "--listen",
-            &evidence_metrics,
-        ],
-    )?;
+    let args: Vec<String> = ["provider", "serve-evidence", "bank-eu", "--listen"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([evidence_metrics.clone()])
+        .chain(as_provider("bank-eu"))
+        .collect();
+    cli.spawn(children, "evidence-bank-eu", &args)?;
     Ok(Providers {
         loads,
         evidence_metrics,

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use rdkafka::client::Client;
+use rdkafka::client::{Client, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
@@ -25,7 +26,14 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Reported {
     refused: Mutex<Option<String>>,
     undelivered: Mutex<Option<String>>,
+    /// Connections closed by the broker at their first request: what a TLS listener does to
+    /// a plaintext client (librdkafka says so only in an info-level log, and retries).
+    closed_at_hello: std::sync::atomic::AtomicU32,
 }
+
+/// After this many connections closed at their first request, a client is taken to be
+/// speaking the wrong protocol rather than meeting a broker that is restarting.
+const CLOSED_AT_HELLO: u32 = 2;
 
 impl Reported {
     /// Why the broker refused the connection, if it did.
@@ -37,7 +45,26 @@ impl Reported {
     }
 }
 
+/// Clients with this context log at info level whatever the process's log filter: the sign
+/// of a plaintext client at a TLS port is an info-level message (rust-rdkafka otherwise asks
+/// librdkafka for no more than the `log` crate's level).
 impl ClientContext for Reported {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // rdkafka's default, as every other client's logs go.
+        DefaultClientContext.log(level, facility, message);
+        if message.contains("Disconnected") && message.contains("in state APIVERSION_QUERY") {
+            let n = self
+                .closed_at_hello
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n + 1 == CLOSED_AT_HELLO {
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                    "{message}; the broker closes the connection at its first request, as a TLS \
+                     listener does to a plaintext client: check security.protocol (--kafka-config)"
+                ));
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
         if matches!(
@@ -58,6 +85,15 @@ impl ProducerContext for Reported {
         if let Err((e, record)) = result {
             let mut first = self.undelivered.lock().unwrap_or_else(|p| p.into_inner());
             first.get_or_insert_with(|| format!("{}: {e}", record.topic()));
+        }
+    }
+}
+
+/// Hands a consumer's pending events (errors, logs) to its context: a poll serves one at most.
+fn serve_events(consumer: &BaseConsumer<Reported>) {
+    for _ in 0..100 {
+        if consumer.poll(Duration::ZERO).is_none() {
+            return;
         }
     }
 }
@@ -95,11 +131,10 @@ pub(crate) fn cluster_metadata(settings: &KafkaSettings) -> Result<Metadata> {
     let consumer: BaseConsumer<Reported> = settings
         .client()
         .set("group.id", settings.unused_group("reader"))
+        .set_log_level(RDKafkaLogLevel::Info)
         .create_with_context(Reported::default())
         .context("creating a metadata client")?;
-    let serve = || {
-        let _ = consumer.poll(Duration::ZERO);
-    };
+    let serve = || serve_events(&consumer);
     metadata(
         consumer.client(),
         consumer.context(),
@@ -115,10 +150,8 @@ fn topic_metadata(
     settings: &KafkaSettings,
     topic: &str,
 ) -> Result<Metadata> {
-    let serve = || {
-        // Nothing is assigned to it: a poll only serves its events.
-        let _ = consumer.poll(Duration::ZERO);
-    };
+    // Nothing is assigned to it: a poll only serves its events.
+    let serve = || serve_events(consumer);
     let m = metadata(
         consumer.client(),
         consumer.context(),
@@ -149,6 +182,7 @@ impl PlainProducer {
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("partitioner", "murmur2_random")
+            .set_log_level(RDKafkaLogLevel::Info)
             .create_with_context(Reported::default())
             .context("creating producer")?;
         Ok(PlainProducer { inner })
@@ -279,6 +313,7 @@ impl TopicReader {
             .set("auto.offset.reset", "earliest");
         let consumer: BaseConsumer = config.create().context("creating reader")?;
         let offsets: BaseConsumer<Reported> = config
+            .set_log_level(RDKafkaLogLevel::Info)
             .create_with_context(Reported::default())
             .context("creating reader")?;
         let mut list = TopicPartitionList::new();

@@ -172,12 +172,17 @@ fn publish(
 ) -> Result<()> {
     let topology = cli::load(&cluster.file)?;
     let settings = cli::settings(cluster, "cli")?;
+    // A broker whose clients do not authenticate has no principals: nothing to grant.
+    let secured = acls::secured(&settings);
+    if credentials.is_some() && !secured {
+        bail!("--kafka-credentials: this broker takes no credentials (no SASL user in --kafka-config)");
+    }
     let admin = AccessAdmin::new(&settings)?;
     let role = Role::Tenant(tenant.tenant_id.clone());
     let user = role.user(&topology.application);
     if tenant.state == TenantState::Active {
         ensure_decision_topic(cluster, &tenant.tenant_id)?;
-    } else {
+    } else if secured {
         let removed = acls::revoke(&admin, &user)
             .with_context(|| format!("revoking {user}'s Kafka access"))?;
         println!("revoked User:{user}: {removed} ACLs and its credential");
@@ -200,7 +205,7 @@ fn publish(
         acls::write_credential(&admin, &settings, &user, path)?;
         println!("credential of User:{user} written to {}", path.display());
     }
-    if tenant.state == TenantState::Active {
+    if tenant.state == TenantState::Active && secured {
         let rules = role.acls(&topology)?;
         admin
             .create(&rules)
