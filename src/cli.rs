@@ -3,6 +3,7 @@
 //! holds, reading a topic whole, duration flags and progress bars. Commands use this module;
 //! it never uses a command.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -103,6 +104,34 @@ pub fn settings(args: &ClusterArgs, instance: &str) -> Result<KafkaSettings> {
     }
     s.overrides.extend(args.client_config.iter().cloned());
     Ok(s)
+}
+
+/// `--insecure`: whether a plain-HTTP server may listen beyond loopback.
+#[derive(Args, Clone, Debug, Default)]
+pub struct PlainHttpArgs {
+    /// Serve plain HTTP on a non-loopback address anyway. Without it such a server refuses to
+    /// start: anyone on that network could read its answers and forge its requests. (Its
+    /// TLS is not built yet: put it behind a TLS-terminating proxy on 127.0.0.1.)
+    #[arg(long, env = "PAVILION_INSECURE")]
+    pub insecure: bool,
+}
+
+impl PlainHttpArgs {
+    /// Refuses `addr` (given by `flag`) when it is reachable beyond this machine, unless
+    /// `--insecure` says so.
+    pub fn check(&self, addr: SocketAddr, flag: &str) -> Result<()> {
+        if addr.ip().is_loopback() {
+            return Ok(());
+        }
+        if self.insecure {
+            eprintln!("warning: serving plain HTTP on {addr} ({flag}), reachable beyond this machine (--insecure)");
+            return Ok(());
+        }
+        bail!(
+            "{flag} {addr} is reachable beyond this machine, and this server speaks plain HTTP: \
+             listen on 127.0.0.1 behind a TLS-terminating proxy, or pass --insecure to serve it anyway"
+        )
+    }
 }
 
 /// `settings` as the principal whose credential is `file` (written by `acls apply` or

@@ -295,3 +295,55 @@ fn demo_without_its_topology_says_how_to_give_one_and_writes_nothing() {
         "nothing is written before the topology is known"
     );
 }
+
+/// A server that speaks plain HTTP refuses a non-loopback address unless told `--insecure`,
+/// before it opens anything; with `--insecure` it serves (and warns).
+#[test]
+fn plain_http_beyond_loopback_needs_insecure() {
+    let _serial = serial();
+    let t = TestTopology::new("insecure", 1, true);
+    let open = format!("0.0.0.0:{}", free_port());
+    for args in [
+        &["run", "--metrics-addr", &open][..],
+        &["audit", "serve", "--addr", &open],
+        &["provider", "serve-oprf", "bank", "--listen", &open],
+        &["provider", "serve-evidence", "bank", "--listen", &open],
+    ] {
+        let out = t.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{open} is reachable beyond this machine"))
+                && stderr.contains("--insecure"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--insecure",
+            "--metrics-addr",
+            &format!("0.0.0.0:{port}"),
+        ])
+        .arg("--topology")
+        .arg(&t.path)
+        .arg("--state-dir")
+        .arg(t.state_dir("insecure"))
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/healthz").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no /healthz with --insecure"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: serving plain HTTP"), "{stderr}");
+}

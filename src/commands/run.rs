@@ -92,6 +92,8 @@ pub struct RunArgs {
     /// over `--kafka-config`). Without it every task uses `--kafka-config`'s identity.
     #[arg(long, env = "PAVILION_KAFKA_CREDENTIALS", value_name = "DIR")]
     pub kafka_credentials: Option<PathBuf>,
+    #[command(flatten)]
+    pub http: cli::PlainHttpArgs,
 }
 
 impl RunArgs {
@@ -223,6 +225,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .metrics_addr
             .parse()
             .with_context(|| format!("--metrics-addr `{}` is not HOST:PORT", args.metrics_addr))?;
+        args.http.check(addr, "--metrics-addr")?;
         serve_metrics(addr, telemetry.clone(), ring, args.stuck_after)?;
     }
     let threads = args.threads();

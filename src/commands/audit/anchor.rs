@@ -80,6 +80,8 @@ pub struct RunArgs {
         default_value = "127.0.0.1:9466"
     )]
     pub metrics_addr: String,
+    #[command(flatten)]
+    pub http: crate::cli::PlainHttpArgs,
 }
 
 fn chain_key() -> Result<String> {
@@ -130,6 +132,7 @@ fn anchor_loop(runtime: &tokio::runtime::Runtime, args: &RunArgs) -> Result<Exit
             .metrics_addr
             .parse()
             .with_context(|| format!("--metrics-addr `{}` is not HOST:PORT", args.metrics_addr))?;
+        args.http.check(addr, "--metrics-addr")?;
         let listener = std::net::TcpListener::bind(addr).with_context(|| {
             format!("binding the anchor metrics endpoint on {addr} (taken? use --metrics-addr)")
         })?;

@@ -132,6 +132,8 @@ pub struct ServeArgs {
     /// Listen address.
     #[arg(long, env = "PAVILION_AUDIT_ADDR", default_value = "127.0.0.1:9470")]
     pub addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub http: crate::cli::PlainHttpArgs,
 }
 
 pub fn run(command: AuditCommand) -> Result<ExitCode> {
@@ -595,6 +597,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     use axum::extract::Query;
     use axum::http::StatusCode;
     use axum::routing::get;
+    args.http.check(args.addr, "--addr")?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr)

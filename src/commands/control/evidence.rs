@@ -47,6 +47,8 @@ pub struct ServeEvidenceArgs {
         default_value = "127.0.0.1:8710"
     )]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub http: crate::cli::PlainHttpArgs,
     /// Proving threads (a proof takes about 30 ms of one core; one per core at most).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -132,6 +134,7 @@ fn now_ms() -> i64 {
 }
 
 pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
+    a.http.check(a.listen, "--listen")?;
     // The key file proves the operator holds the provider's passphrase; the attributes are
     // sealed under the same one.
     let secrets = a.keys.open(&a.name)?;

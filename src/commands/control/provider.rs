@@ -212,6 +212,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "PAVILION_OPRF_LISTEN", default_value = "127.0.0.1:8700")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub http: crate::cli::PlainHttpArgs,
     /// Blinded elements per request, at most.
     #[arg(long, default_value_t = 1000)]
     pub max_batch: usize,
@@ -551,6 +553,7 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
+    a.http.check(a.listen, "--listen")?;
     let secrets = a.keys.open(&a.name)?;
     let (_, provider) = registry(&a.cluster, &a.name)?;
     match provider {
