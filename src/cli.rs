@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use pavilion_client::ClientTls;
+use pavilion_http::ServerTls;
 use pavilion_kafka::{KafkaSettings, TopicReader};
 use pavilion_runtime::topology::{TopicSpec, Topology};
 use pavilion_schemas::{Event, Registry};
@@ -106,31 +108,117 @@ pub fn settings(args: &ClusterArgs, instance: &str) -> Result<KafkaSettings> {
     Ok(s)
 }
 
-/// `--insecure`: whether a plain-HTTP server may listen beyond loopback.
+/// How a server speaks HTTP: TLS given a certificate, plain HTTP on loopback, or plain HTTP
+/// beyond it only when told `--insecure`.
 #[derive(Args, Clone, Debug, Default)]
-pub struct PlainHttpArgs {
-    /// Serve plain HTTP on a non-loopback address anyway. Without it such a server refuses to
-    /// start: anyone on that network could read its answers and forge its requests. (Its
-    /// TLS is not built yet: put it behind a TLS-terminating proxy on 127.0.0.1.)
+pub struct HttpServerArgs {
+    /// PEM certificate chain (leaf first) to serve HTTPS with; its key in --tls-key.
+    #[arg(
+        long,
+        env = "PAVILION_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "PAVILION_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate that chains to a CA in this PEM file.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address anyway. Without it, a server without
+    /// --tls-cert refuses to start there: anyone on that network could read its answers and
+    /// forge its requests.
     #[arg(long, env = "PAVILION_INSECURE")]
     pub insecure: bool,
 }
 
-impl PlainHttpArgs {
-    /// Refuses `addr` (given by `flag`) when it is reachable beyond this machine, unless
+impl HttpServerArgs {
+    /// The server's TLS, loaded before anything opens, or `None` for plain HTTP, which is
+    /// refused on an address (given by `flag`) reachable beyond this machine unless
     /// `--insecure` says so.
-    pub fn check(&self, addr: SocketAddr, flag: &str) -> Result<()> {
+    pub fn tls(&self, addr: SocketAddr, flag: &str) -> Result<Option<ServerTls>> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            return Ok(Some(ServerTls::from_pem_files(
+                cert,
+                key,
+                self.tls_client_ca.as_deref(),
+            )?));
+        }
         if addr.ip().is_loopback() {
-            return Ok(());
+            return Ok(None);
         }
         if self.insecure {
             eprintln!("warning: serving plain HTTP on {addr} ({flag}), reachable beyond this machine (--insecure)");
-            return Ok(());
+            return Ok(None);
         }
         bail!(
-            "{flag} {addr} is reachable beyond this machine, and this server speaks plain HTTP: \
-             listen on 127.0.0.1 behind a TLS-terminating proxy, or pass --insecure to serve it anyway"
+            "{flag} {addr} is reachable beyond this machine: serve it with TLS (--tls-cert and \
+             --tls-key), or pass --insecure to serve plain HTTP anyway"
         )
+    }
+
+    /// `http` or `https`, for the URLs a server prints.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Completes once `flag` is set (by a signal handler, or a stopping service): a server's
+/// graceful shutdown.
+pub async fn until(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How a client reaches the providers' HTTPS services.
+#[derive(Args, Clone, Debug, Default)]
+pub struct HttpClientArgs {
+    /// PEM CA certificates to trust besides the system's, for https endpoints.
+    #[arg(long, env = "PAVILION_HTTP_CA", value_name = "FILE")]
+    pub http_ca: Option<PathBuf>,
+    /// PEM client certificate to present to services that require one; its key in
+    /// --client-key.
+    #[arg(
+        long,
+        env = "PAVILION_CLIENT_CERT",
+        requires = "client_key",
+        value_name = "FILE"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PKCS#8 PEM private key of --client-cert.
+    #[arg(
+        long,
+        env = "PAVILION_CLIENT_KEY",
+        requires = "client_cert",
+        value_name = "FILE"
+    )]
+    pub client_key: Option<PathBuf>,
+}
+
+impl HttpClientArgs {
+    pub fn tls(&self) -> Result<ClientTls> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut tls = ClientTls::default();
+        if let Some(ca) = &self.http_ca {
+            tls.trusted_pem = Some(read(ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            tls.identity_pem = Some((read(cert)?, read(key)?));
+        }
+        Ok(tls)
     }
 }
 

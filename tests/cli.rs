@@ -296,8 +296,8 @@ fn demo_without_its_topology_says_how_to_give_one_and_writes_nothing() {
     );
 }
 
-/// A server that speaks plain HTTP refuses a non-loopback address unless told `--insecure`,
-/// before it opens anything; with `--insecure` it serves (and warns).
+/// A server without a certificate refuses a non-loopback address unless told `--insecure`,
+/// before it opens anything; with `--insecure` it serves plain HTTP (and warns).
 #[test]
 fn plain_http_beyond_loopback_needs_insecure() {
     let _serial = serial();
@@ -308,12 +308,21 @@ fn plain_http_beyond_loopback_needs_insecure() {
         &["audit", "serve", "--addr", &open],
         &["provider", "serve-oprf", "bank", "--listen", &open],
         &["provider", "serve-evidence", "bank", "--listen", &open],
+        &[
+            "anchor",
+            "run",
+            "--contract",
+            "0x0000000000000000000000000000000000000000",
+            "--metrics-addr",
+            &open,
+        ],
     ] {
         let out = t.cli(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {stderr}");
         assert!(
             stderr.contains(&format!("{open} is reachable beyond this machine"))
+                && stderr.contains("--tls-cert")
                 && stderr.contains("--insecure"),
             "{args:?}: {stderr}"
         );
@@ -346,4 +355,114 @@ fn plain_http_beyond_loopback_needs_insecure() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("warning: serving plain HTTP"), "{stderr}");
+}
+
+/// Given a certificate, a server listens beyond loopback in TLS; with --tls-client-ca it
+/// admits only clients holding a certificate of that CA. curl (OpenSSL) is the client.
+#[test]
+fn https_beyond_loopback_with_client_certificates() {
+    use pavilion_http::local_ca::LocalCa;
+    let _serial = serial();
+    let t = TestTopology::new("https", 1, true);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let ca = LocalCa::new("pavilion test CA").unwrap();
+    let server = ca.server(&["127.0.0.1", "localhost"]).unwrap();
+    let operators = LocalCa::new("operators CA").unwrap();
+    let prometheus = operators.client("prometheus").unwrap();
+    let ca_pem = write("ca.pem", ca.cert_pem());
+    let (cert, key) = (
+        write("server.pem", &server.cert_pem),
+        write("server.key", &server.key_pem),
+    );
+    let client_ca = write("operators.pem", operators.cert_pem());
+    let (client_cert, client_key) = (
+        write("prometheus.pem", &prometheus.cert_pem),
+        write("prometheus.key", &prometheus.key_pem),
+    );
+
+    // A certificate that cannot be read stops the server before it opens anything.
+    let out = t.cli(&[
+        "run",
+        "--metrics-addr",
+        &format!("0.0.0.0:{}", free_port()),
+        "--tls-cert",
+        &key,
+        "--tls-key",
+        &key,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("server.key holds no PEM certificate"),
+        "{stderr}"
+    );
+
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["run", "--metrics-addr", &format!("0.0.0.0:{port}")])
+        .args([
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &client_ca,
+        ])
+        .arg("--topology")
+        .arg(&t.path)
+        .arg("--state-dir")
+        .arg(t.state_dir("https"))
+        .env("PAVILION_BOOTSTRAP", bootstrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let curl = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "-m", "5", "--cacert", &ca_pem])
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{port}/healthz"))
+            .output()
+            .expect("curl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let admitted = loop {
+        let (ok, text) = curl(&["--cert", &client_cert, "--key", &client_key]);
+        if ok || std::time::Instant::now() > deadline {
+            break (ok, text);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let without_certificate = curl(&[]);
+    let stranger = ca.client("prometheus").unwrap();
+    let foreign = curl(&[
+        "--cert",
+        &write("stranger.pem", &stranger.cert_pem),
+        "--key",
+        &write("stranger.key", &stranger.key_pem),
+    ]);
+    let plain = http_get(port, "/healthz");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(admitted.0 && admitted.1.contains("ok"), "{admitted:?}");
+    assert!(
+        !without_certificate.0 && without_certificate.1.contains("certificate required"),
+        "{without_certificate:?}"
+    );
+    assert!(
+        !foreign.0 && foreign.1.contains("unknown ca"),
+        "{foreign:?}"
+    );
+    assert!(
+        plain.is_none(),
+        "plain HTTP answered on the TLS port: {plain:?}"
+    );
 }

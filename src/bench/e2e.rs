@@ -77,6 +77,11 @@ pub struct E2eBenchArgs {
     /// partition and stream thread handled. Writes `e2e_scale.json` beside `--out`.
     #[arg(long)]
     pub scale: bool,
+    /// A plaintext broker without authorization (`scripts/infra baseline up`, then
+    /// `--baseline-bootstrap 127.0.0.1:19092`): the fused path is measured on it as well, in
+    /// the same run, and the report gives what the secured broker costs.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub baseline_bootstrap: Option<String>,
     /// Where to write the JSON result.
     #[arg(long, default_value = "bench/results/e2e.json")]
     pub out: PathBuf,
@@ -366,6 +371,7 @@ fn by_label(text: &str, family: &str, label: &str) -> BTreeMap<String, f64> {
 /// measures it.
 fn measure(
     args: &E2eBenchArgs,
+    cluster: &ClusterArgs,
     repo: &str,
     layout: Layout,
     shape: Shape,
@@ -389,7 +395,7 @@ fn measure(
         topology,
         cluster,
         cli,
-    } = RunFolder::create(&run, &text, &args.cluster)?;
+    } = RunFolder::create(&run, &text, cluster)?;
     let mut children = Children(Vec::new());
     let tenants = shape.tenant_ids();
     eprintln!(
@@ -400,7 +406,7 @@ fn measure(
     cli.ok(&["topics", "create"])?;
     cli.ok(&["keys", "generate"])?;
     populations(&dir, 7, args.subjects)?;
-    start_providers(&cli, &mut children, "100000")?;
+    let https = start_providers(&cli, &mut children, "100000")?.https;
     let mut credentials = Vec::new();
     for tenant in &tenants {
         // Limits far above what the run sends: the measurement is of the pipeline.
@@ -423,7 +429,10 @@ fn measure(
     // Every request signed in advance, its tokens fetched in batches: the measurement sees
     // the pipeline, not the client. (Tokens are the provider's function of the subject
     // alone, so one tenant's client fetches them for all.)
-    let client = OprfClient::new(credentials[0].clone());
+    let client = OprfClient::with_tls(
+        credentials[0].clone(),
+        &https.client(&credentials[0].tenant_id)?,
+    )?;
     let providers = Registered::read(&cluster, &topology)?;
     let endpoints: Vec<(&str, ProviderEndpoint)> = ["bank-eu", "fraud-us"]
         .into_iter()
@@ -847,10 +856,35 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
             );
             measured.push((
                 layout,
-                measure(&args, &repo, layout, shape, &mut request_bytes)?,
+                measure(
+                    &args,
+                    &args.cluster,
+                    &repo,
+                    layout,
+                    shape,
+                    &mut request_bytes,
+                )?,
             ));
         }
     }
+    let plaintext = match &args.baseline_bootstrap {
+        None => None,
+        Some(bootstrap) => {
+            println!(
+                "(p) the pipeline fused on the plaintext broker at {bootstrap}, {}",
+                shape.describe()
+            );
+            let cluster = ClusterArgs {
+                bootstrap: bootstrap.clone(),
+                kafka_config: None,
+                ..args.cluster.clone()
+            };
+            Some(
+                measure(&args, &cluster, &repo, Layout::Fused, shape, &mut request_bytes)
+                    .with_context(|| format!("measuring on the plaintext broker at {bootstrap} (is it up? scripts/infra baseline up)"))?,
+            )
+        }
+    };
     println!("(a) raw Kafka pass-through of {request_bytes}-byte records");
     let run = format!("e2er{}", std::process::id());
     let raw_topology = format!("application: {run}\ndlq: {run}.dlq\ntopics:\n  {run}.dlq: {{}}\n  {run}.raw-in: {{}}\n  {run}.raw-out: {{}}\nstages: {{}}\n");
@@ -961,6 +995,33 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
             listed(&m.spread.by_thread, 0)
         );
     }
+    let secured_cost = match (
+        &plaintext,
+        measured.iter().find(|(l, _)| *l == Layout::Fused),
+    ) {
+        (Some(plain), Some((_, secured))) => {
+            let ratio = secured.max_per_s / plain.max_per_s;
+            println!(
+                "  secured vs plaintext (fused): {:.0} vs {:.0} requests/s = {:.2}× ({:+.0} %); p99 at half load {:.1} vs {:.1} ms ({:+.1} ms); p50 {:.1} vs {:.1} ms; CPU {:.0} vs {:.0} µs/request; goal (secured costs ≤ 15 % of throughput): {}",
+                secured.max_per_s,
+                plain.max_per_s,
+                ratio,
+                (ratio - 1.0) * 100.0,
+                secured.p99_ms,
+                plain.p99_ms,
+                secured.p99_ms - plain.p99_ms,
+                secured.p50_ms,
+                plain.p50_ms,
+                secured.cpu_us(),
+                plain.cpu_us(),
+                if ratio >= 0.85 { "met" } else { "NOT met" }
+            );
+            Some(
+                json!({ "throughput_ratio": ratio, "throughput_cost": 1.0 - ratio, "p99_difference_ms": secured.p99_ms - plain.p99_ms, "p50_difference_ms": secured.p50_ms - plain.p50_ms, "cpu_us_difference": secured.cpu_us() - plain.cpu_us() }),
+            )
+        }
+        _ => None,
+    };
     if let Some((_, fused)) = measured.iter().find(|(l, _)| *l == Layout::Fused) {
         let busy = fused.max_per_s * fused.records_per_request / raw;
         println!(
@@ -981,6 +1042,10 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
     });
     for (layout, m) in &measured {
         result[layout.name()] = as_json(m);
+    }
+    if let (Some(plain), Some(cost)) = (&plaintext, secured_cost) {
+        result["fused_plaintext"] = as_json(plain);
+        result["secured_cost"] = cost;
     }
     result["note"] = json!( "tenancy, policy, psi, signing and audit on the local broker; one pipeline process; requests pre-signed with their OPRF tokens; max = after the warm-up requests are decided, all sent at once until every stage has caught up (last decision visible read_committed, audit log written); latencies at half that rate; records counted over every topic of the run, changelogs included, read back read_committed; CPU = the pipeline process's user+system time in the max phase (every thread) per request; processing = wall time inside the stages' process calls (preemption included); floor = bare primitives over the run's own requests (Ed25519 verify of each, an Ed25519 signature of each decision payload, the policy engine's evaluation of each, and the SHA-256s the path computes), median of 3 passes");
     write_result(&args.out, &result)?;
@@ -1021,7 +1086,14 @@ fn scale(args: &E2eBenchArgs, repo: &str) -> Result<ExitCode> {
             shapes.len(),
             shape.describe()
         );
-        let m = measure(args, repo, Layout::Fused, shape, &mut request_bytes)?;
+        let m = measure(
+            args,
+            &args.cluster,
+            repo,
+            Layout::Fused,
+            shape,
+            &mut request_bytes,
+        )?;
         println!(
             "  {:.0} requests/s, p99 {:.0} ms at half load, {:.0} µs CPU/request; by partition: {}; committed by stream thread (max phase): {}",
             m.max_per_s,

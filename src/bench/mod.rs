@@ -61,7 +61,13 @@ impl RunFolder {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("topology.yaml");
         std::fs::write(&path, topology)?;
-        let cli = Cli::for_run(&dir, &path, &cluster.bootstrap, "warn");
+        let cli = Cli::for_run(
+            &dir,
+            &path,
+            &cluster.bootstrap,
+            cluster.kafka_config.as_deref(),
+            "warn",
+        );
         let file = TopologyFile { topology: path };
         Ok(RunFolder {
             topology: crate::cli::load(&file)?,

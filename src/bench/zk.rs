@@ -802,7 +802,7 @@ impl Pipeline {
             .map(|s| oprf_input(IdentifierKind::Email, s).map(|v| v.to_vec()))
             .collect::<Result<_, _>>()?;
         let endpoint = Registered::read(&cluster, &topology)?.endpoint("bank-eu")?;
-        let client = OprfClient::new(credentials.clone());
+        let client = OprfClient::with_tls(credentials.clone(), &providers.https.client("shop")?)?;
         // The OPRF service learns of the tenant from its topic, and may not listen yet.
         let deadline = Instant::now() + Duration::from_secs(60);
         let tokens = loop {

@@ -63,6 +63,8 @@ pub struct BatchArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[command(flatten)]
+    pub http: cli::HttpClientArgs,
+    #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
@@ -122,7 +124,7 @@ fn batch(a: BatchArgs) -> Result<ExitCode> {
                 .with_context(|| format!("provider `{}` has no OPRF endpoint", a.provider))
         })?;
 
-    let client = OprfClient::new(credentials.clone());
+    let client = OprfClient::with_tls(credentials.clone(), &a.http.tls()?)?;
     let bar = ProgressBar::new(inputs.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("    tokens [{bar:30}] {pos}/{len} {per_sec} eta {eta}")

@@ -55,6 +55,8 @@ pub struct RequestArgs {
     /// Idempotency key (default: random).
     #[arg(long)]
     pub request_id: Option<String>,
+    #[command(flatten)]
+    pub http: cli::HttpClientArgs,
     /// Wait for the answer and print it: the signed decision from the tenant's decision
     /// topic (the match result in a topology without a signing stage).
     #[arg(long)]
@@ -130,7 +132,7 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
             a.claims
         );
     }
-    let client = OprfClient::new(credentials.clone());
+    let client = OprfClient::with_tls(credentials.clone(), &a.http.tls()?)?;
     let mut tokens = Vec::new();
     for provider in &eligible {
         match client.tokens(provider, std::slice::from_ref(&input)) {

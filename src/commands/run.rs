@@ -93,7 +93,7 @@ pub struct RunArgs {
     #[arg(long, env = "PAVILION_KAFKA_CREDENTIALS", value_name = "DIR")]
     pub kafka_credentials: Option<PathBuf>,
     #[command(flatten)]
-    pub http: cli::PlainHttpArgs,
+    pub http: cli::HttpServerArgs,
 }
 
 impl RunArgs {
@@ -225,8 +225,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .metrics_addr
             .parse()
             .with_context(|| format!("--metrics-addr `{}` is not HOST:PORT", args.metrics_addr))?;
-        args.http.check(addr, "--metrics-addr")?;
-        serve_metrics(addr, telemetry.clone(), ring, args.stuck_after)?;
+        let tls = args.http.tls(addr, "--metrics-addr")?;
+        serve_metrics(addr, tls, telemetry.clone(), ring, args.stuck_after)?;
     }
     let threads = args.threads();
     eprintln!(
@@ -360,6 +360,7 @@ fn stop_within(timeout: Duration, shutdown: Arc<AtomicBool>) -> Result<()> {
 /// Serves Prometheus metrics and health on its own thread and small async runtime.
 pub fn serve_metrics(
     addr: SocketAddr,
+    tls: Option<pavilion_http::ServerTls>,
     telemetry: Arc<Telemetry>,
     ring: Option<Arc<SigningKeys>>,
     stuck_after: Duration,
@@ -415,7 +416,9 @@ pub fn serve_metrics(
                         }),
                     );
                 let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                if let Err(e) = axum::serve(listener, app).await {
+                if let Err(e) =
+                    pavilion_http::serve(listener, tls, app, std::future::pending()).await
+                {
                     tracing::error!(error = %e, "metrics endpoint stopped");
                 }
             });

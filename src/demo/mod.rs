@@ -37,7 +37,7 @@ use rand::{Rng as _, SeedableRng as _};
 use self::processes::{free_port, wait_ready, Children, Cli};
 use self::setup::{
     add_tenant, demo_topology, email, populations, run_topology, start_providers, Registered,
-    TenantSetup, BANK_POLICY, BAR_POLICY, LINKER_POLICY, SHOP_POLICY,
+    RunHttps, TenantSetup, BANK_POLICY, BAR_POLICY, LINKER_POLICY, SHOP_POLICY,
 };
 use self::verify::{anchored_checkpoint, proofs_summary, verify_proof, verify_sample};
 use crate::cli::ClusterArgs;
@@ -195,7 +195,13 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         },
         ..args.cluster.clone()
     };
-    let mut cli = Cli::for_run(&dir, &topology_path, &args.cluster.bootstrap, "info");
+    let mut cli = Cli::for_run(
+        &dir,
+        &topology_path,
+        &args.cluster.bootstrap,
+        args.cluster.kafka_config.as_deref(),
+        "info",
+    );
     cli.env.extend([
         ("PAVILION_CHAIN_RPC".into(), args.rpc_url.clone()),
         (
@@ -229,6 +235,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         println!("  {name}: loaded in {took:.1?} ({n} members)");
     }
     println!("  bank-eu's birth dates are commitments in its set; its evidence service proves age predicates over them");
+    println!("  their OPRF services speak HTTPS with a CA of the run's own (tls/), and require each tenant's client certificate besides its request signature");
 
     step("four tenants: shop (over 18 by proof, SD-JWT), bar (over 21 by proof, JWT with the proof), lender (KYC + fraud, JWT), insurer (record linkage, JWS)");
     let mut key_files = BTreeMap::new();
@@ -380,7 +387,12 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     };
     let clients: BTreeMap<&str, (TenantCredentials, OprfClient)> = tenants
         .iter()
-        .map(|t| credentials(t).map(|c| (*t, (c.clone(), OprfClient::new(c)))))
+        .map(|t| {
+            let credentials = credentials(t)?;
+            let client =
+                OprfClient::with_tls(credentials.clone(), &started_providers.https.client(t)?)?;
+            Ok((*t, (credentials, client)))
+        })
         .collect::<Result<_>>()?;
     let mut rng = StdRng::seed_from_u64(args.seed.wrapping_add(1));
     let mut sent: BTreeMap<String, Sent> = BTreeMap::new();
@@ -547,7 +559,8 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         .map(|i| email(args.seed, i * 97 % (args.subjects * 11 / 10)))
         .collect();
     std::fs::write(dir.join("customers.txt"), customers.join("\n"))?;
-    let linkage = cli.ok(&[
+    let tls = RunHttps::client_args("insurer");
+    let mut linkage_args = vec![
         "psi",
         "batch",
         "customers.txt",
@@ -564,7 +577,9 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         "--wait",
         "--out",
         "linked.txt",
-    ])?;
+    ];
+    linkage_args.extend(tls.iter().map(String::as_str));
+    let linkage = cli.ok(&linkage_args)?;
     for line in linkage.lines().take(3) {
         println!("  {line}");
     }

@@ -48,12 +48,22 @@ pub(crate) struct Cli {
     pub(crate) application: Option<String>,
     /// What `spawn` started, by name, with its arguments: written down for a restart.
     spawned: RefCell<Vec<(String, Vec<String>)>>,
+    /// Whether the caller's `PAVILION_KAFKA_CONFIG` is kept from the commands: a run on a
+    /// plaintext broker must not inherit the secured one's settings.
+    plaintext: bool,
 }
 
 impl Cli {
-    /// The commands of one run: its topology, and keys sealed under a fixed passphrase in
-    /// `dir` (a demo's or a benchmark's, never a secret).
-    pub(crate) fn for_run(dir: &Path, topology: &Path, bootstrap: &str, log: &str) -> Cli {
+    /// The commands of one run: its topology, its broker (the caller's Kafka settings, none
+    /// when `kafka_config` is `None`), and keys sealed under a fixed passphrase in `dir` (a
+    /// demo's or a benchmark's, never a secret).
+    pub(crate) fn for_run(
+        dir: &Path,
+        topology: &Path,
+        bootstrap: &str,
+        kafka_config: Option<&Path>,
+        log: &str,
+    ) -> Cli {
         let passphrase = "demo passphrase (not a secret)".to_owned();
         let path = |p: &str| dir.join(p).display().to_string();
         Cli {
@@ -70,9 +80,16 @@ impl Cli {
                 ),
                 ("PAVILION_PROVIDER_PASSPHRASE".into(), passphrase),
                 ("PAVILION_LOG".into(), log.to_owned()),
-            ],
+            ]
+            .into_iter()
+            .chain(kafka_config.map(|file| {
+                let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_owned());
+                ("PAVILION_KAFKA_CONFIG".into(), file.display().to_string())
+            }))
+            .collect(),
             spawned: RefCell::default(),
             application: None,
+            plaintext: kafka_config.is_none(),
         }
     }
 
@@ -115,6 +132,9 @@ impl Cli {
         c.args(args)
             .current_dir(&self.dir)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if self.plaintext {
+            c.env_remove("PAVILION_KAFKA_CONFIG");
+        }
         c
     }
 
@@ -302,6 +322,7 @@ mod tests {
             dir.path(),
             &dir.path().join("topology.yaml"),
             "127.0.0.1:9092",
+            None,
             "info",
         );
         cli.env

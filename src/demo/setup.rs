@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use pavilion_client::ProviderEndpoint;
+use pavilion_client::{ClientTls, ProviderEndpoint};
+use pavilion_http::local_ca::LocalCa;
 use pavilion_schemas::{Event, Provider};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -76,17 +77,88 @@ pub(crate) fn add_tenant(cli: &Cli, tenant: &TenantSetup) -> Result<PathBuf> {
     Ok(cli.dir.join(key_file))
 }
 
-/// What `start_providers` started: each load's time, and where bank-eu's evidence service
-/// serves its health and metrics.
+/// What `start_providers` started: each load's time, where bank-eu's evidence service
+/// serves its health and metrics, and the run's HTTPS.
 pub(crate) struct Providers {
     pub(crate) loads: Vec<(&'static str, Duration)>,
     pub(crate) evidence_metrics: String,
+    pub(crate) https: RunHttps,
+}
+
+/// A run's HTTPS, under `tls/` of its folder: a CA of its own (its key stays in this
+/// process), the certificate of the providers' OPRF services, and the client certificates
+/// those services require of tenants besides their request signatures.
+pub(crate) struct RunHttps {
+    ca: LocalCa,
+    dir: PathBuf,
+}
+
+/// What the OPRF services are started with (relative to the run's folder).
+const OPRF_TLS: [&str; 6] = [
+    "--tls-cert",
+    "tls/oprf.pem",
+    "--tls-key",
+    "tls/oprf.key",
+    "--tls-client-ca",
+    "tls/ca.pem",
+];
+
+impl RunHttps {
+    fn create(run_dir: &Path) -> Result<Self> {
+        let https = RunHttps {
+            ca: LocalCa::new("pavilion demo CA")?,
+            dir: run_dir.join("tls"),
+        };
+        std::fs::create_dir_all(&https.dir)?;
+        std::fs::write(https.dir.join("ca.pem"), https.ca.cert_pem())?;
+        https.write("oprf", &https.ca.server(&["127.0.0.1", "localhost"])?)?;
+        Ok(https)
+    }
+
+    fn write(&self, name: &str, issued: &pavilion_http::local_ca::Issued) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::write(self.dir.join(format!("{name}.pem")), &issued.cert_pem)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.dir.join(format!("{name}.key")))
+            .and_then(|mut f| f.write_all(issued.key_pem.as_bytes()))
+            .with_context(|| format!("writing tls/{name}.key"))
+    }
+
+    /// A client certificate for `tenant` (written as `tls/<tenant>.pem` and `.key`, for
+    /// `pavilion request --client-cert`), and the CA its client trusts.
+    pub(crate) fn client(&self, tenant: &str) -> Result<ClientTls> {
+        let issued = self.ca.client(tenant)?;
+        self.write(tenant, &issued)?;
+        Ok(ClientTls {
+            trusted_pem: Some(self.ca.cert_pem().as_bytes().to_vec()),
+            identity_pem: Some((issued.cert_pem.into_bytes(), issued.key_pem.into_bytes())),
+        })
+    }
+
+    /// The arguments of a `pavilion` command run as `tenant`, whose certificate
+    /// [`RunHttps::client`] wrote.
+    pub(crate) fn client_args(tenant: &str) -> [String; 6] {
+        [
+            "--http-ca".into(),
+            "tls/ca.pem".into(),
+            "--client-cert".into(),
+            format!("tls/{tenant}.pem"),
+            "--client-key".into(),
+            format!("tls/{tenant}.key"),
+        ]
+    }
 }
 
 /// Onboards both providers, loads the populations `populations` wrote (bank-eu's birth dates
 /// committed, for age predicates) and starts their OPRF services (`rate` evaluations/s per
-/// tenant, no daily quota) and bank-eu's evidence service.
+/// tenant, no daily quota) in HTTPS with client certificates, and bank-eu's evidence
+/// service.
 pub(crate) fn start_providers(cli: &Cli, children: &mut Children, rate: &str) -> Result<Providers> {
+    let https = RunHttps::create(&cli.dir)?;
     let mut loads = Vec::new();
     let mut ports = Vec::new();
     for (name, region, claims, load) in [
@@ -104,7 +176,7 @@ pub(crate) fn start_providers(cli: &Cli, children: &mut Children, rate: &str) ->
         ),
     ] {
         let port = free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("https://127.0.0.1:{port}");
         cli.ok(&[
             "provider",
             "onboard",
@@ -144,6 +216,7 @@ pub(crate) fn start_providers(cli: &Cli, children: &mut Children, rate: &str) ->
             "--daily-quota",
             "0",
         ];
+        let args = args.into_iter().chain(OPRF_TLS);
         let args: Vec<String> = args
             .into_iter()
             .map(str::to_owned)
@@ -162,6 +235,7 @@ pub(crate) fn start_providers(cli: &Cli, children: &mut Children, rate: &str) ->
     Ok(Providers {
         loads,
         evidence_metrics,
+        https,
     })
 }
 

@@ -76,6 +76,9 @@ pub enum ClientError {
     /// The key file is unusable.
     #[error("key file: {0}")]
     KeyFile(String),
+    /// The TLS settings are unusable: a CA or client certificate that does not parse.
+    #[error("TLS settings: {0}")]
+    Tls(String),
     /// The provider refused (4xx/5xx), with its error code.
     #[error("provider `{provider}` answered {status} {code}: {message}")]
     Refused {
@@ -171,6 +174,41 @@ impl ureq::TlsConnector for LazyTls {
     }
 }
 
+/// How a client speaks TLS beyond the system's defaults.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// PEM CA certificates to trust besides the system's (a provider's private CA).
+    pub trusted_pem: Option<Vec<u8>>,
+    /// A PEM client certificate and its PKCS#8 PEM key, for services that require one.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClientTls {
+    fn connector(&self) -> Result<native_tls::TlsConnector, ClientError> {
+        let tls_error = |what: &str, e: native_tls::Error| ClientError::Tls(format!("{what}: {e}"));
+        let mut builder = native_tls::TlsConnector::builder();
+        if let Some(pem) = &self.trusted_pem {
+            let certs = native_tls::Certificate::stack_from_pem(pem)
+                .map_err(|e| tls_error("the trusted CA certificates", e))?;
+            if certs.is_empty() {
+                return Err(ClientError::Tls(
+                    "the trusted CA file holds no PEM certificate".into(),
+                ));
+            }
+            for cert in certs {
+                builder.add_root_certificate(cert);
+            }
+        }
+        if let Some((cert, key)) = &self.identity_pem {
+            builder.identity(
+                native_tls::Identity::from_pkcs8(cert, key)
+                    .map_err(|e| tls_error("the client certificate and key", e))?,
+            );
+        }
+        builder.build().map_err(|e| tls_error("setting up TLS", e))
+    }
+}
+
 /// Talks to providers' evaluation services for one tenant.
 pub struct OprfClient {
     agent: ureq::Agent,
@@ -184,7 +222,7 @@ fn now_ms() -> i64 {
 }
 
 impl OprfClient {
-    /// A client with a 30-second timeout per call.
+    /// A client with a 30-second timeout per call, trusting the system's CAs.
     pub fn new(credentials: TenantCredentials) -> Self {
         OprfClient {
             agent: ureq::AgentBuilder::new()
@@ -193,6 +231,20 @@ impl OprfClient {
                 .build(),
             credentials,
         }
+    }
+
+    /// A client with `tls`'s CAs and client certificate as well.
+    pub fn with_tls(credentials: TenantCredentials, tls: &ClientTls) -> Result<Self, ClientError> {
+        if tls.trusted_pem.is_none() && tls.identity_pem.is_none() {
+            return Ok(Self::new(credentials));
+        }
+        Ok(OprfClient {
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(30))
+                .tls_connector(Arc::new(tls.connector()?))
+                .build(),
+            credentials,
+        })
     }
 
     /// `F_k(x)` for each input under `provider`'s key, in batches of at most 1,000 (one

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use pavilion_client::{ClientError, OprfClient, ProviderEndpoint, TenantCredentials};
+use pavilion_client::{ClientError, ClientTls, OprfClient, ProviderEndpoint, TenantCredentials};
+use pavilion_http::local_ca::LocalCa;
+use pavilion_http::ServerTls;
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
 use pavilion_provider::oprf::ProviderKey;
 use pavilion_provider::service::{OprfService, ServiceLimits, TenantDirectory};
@@ -44,6 +46,12 @@ struct Fixture {
 
 /// Serves a provider with the given limits on a loopback port, in the background.
 fn serve(limits: ServiceLimits, tenants: Vec<Tenant>) -> Fixture {
+    serve_tls(limits, tenants, None)
+}
+
+/// [`serve`], in TLS when given.
+fn serve_tls(limits: ServiceLimits, tenants: Vec<Tenant>, tls: Option<ServerTls>) -> Fixture {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let key = ProviderKey::derive(&[7; 32], b"test").unwrap();
     let public_key = key.public_key();
     let directory = Arc::new(TenantDirectory::default());
@@ -69,11 +77,13 @@ fn serve(limits: ServiceLimits, tenants: Vec<Tenant>) -> Fixture {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, service.router()).await.unwrap();
+            pavilion_http::serve(listener, tls, service.router(), std::future::pending())
+                .await
+                .unwrap();
         });
     });
     let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let url = format!("http://{addr}");
+    let url = format!("{scheme}://{addr}");
     Fixture {
         endpoint: ProviderEndpoint {
             provider_id: "bank".into(),
@@ -407,4 +417,77 @@ fn voprf_ts_as_the_client_gets_the_same_outputs_as_ours() {
     for (input, output) in inputs.iter().zip(&ours) {
         assert_eq!(&hex(&f.key.evaluate(input).unwrap()), output);
     }
+}
+
+/// A service that requires client certificates admits a tenant only with a certificate of
+/// its CA *and* a valid request signature; the client says which was missing.
+#[test]
+fn client_certificates_are_required_besides_the_tenant_signature() {
+    let alice = SigningKey::from_bytes(&[1; 32]);
+    let mallory = SigningKey::from_bytes(&[9; 32]);
+    let server_ca = LocalCa::new("provider CA").unwrap();
+    let tenants_ca = LocalCa::new("tenants CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let server = server_ca.server(&["127.0.0.1"]).unwrap();
+    let tls = ServerTls::from_pem_files(
+        &write("server.pem", &server.cert_pem),
+        &write("server.key", &server.key_pem),
+        Some(&write("tenants.pem", tenants_ca.cert_pem())),
+    )
+    .unwrap();
+    let f = serve_tls(
+        ServiceLimits::default(),
+        vec![tenant("acme", TenantState::Active, &alice)],
+        Some(tls),
+    );
+    assert!(f.url.starts_with("https://"));
+    let acme = tenants_ca.client("acme").unwrap();
+    let client_tls = |identity: bool| ClientTls {
+        trusted_pem: Some(server_ca.cert_pem().as_bytes().to_vec()),
+        identity_pem: identity.then(|| {
+            (
+                acme.cert_pem.as_bytes().to_vec(),
+                acme.key_pem.as_bytes().to_vec(),
+            )
+        }),
+    };
+    let input = vec![oprf_input(IdentifierKind::Email, "alice@example.com").unwrap()];
+
+    let tokens = OprfClient::with_tls(credentials("acme", &alice), &client_tls(true))
+        .unwrap()
+        .tokens(&f.endpoint, &input)
+        .unwrap();
+    assert_eq!(tokens, vec![f.key.evaluate(&input[0]).unwrap()]);
+
+    match OprfClient::with_tls(credentials("acme", &alice), &client_tls(false))
+        .unwrap()
+        .tokens(&f.endpoint, &input)
+    {
+        Err(ClientError::Transport { message, .. }) => {
+            assert!(message.contains("certificate required"), "{message}")
+        }
+        other => panic!("expected a TLS refusal, got {other:?}"),
+    }
+    // The certificate does not stand in for the signature.
+    assert_eq!(
+        refused(
+            OprfClient::with_tls(credentials("acme", &mallory), &client_tls(true))
+                .unwrap()
+                .tokens(&f.endpoint, &input)
+        ),
+        (401, "bad_signature".into())
+    );
+    let garbage = ClientTls {
+        trusted_pem: Some(b"not a certificate".to_vec()),
+        identity_pem: None,
+    };
+    assert!(matches!(
+        OprfClient::with_tls(credentials("acme", &alice), &garbage),
+        Err(ClientError::Tls(_))
+    ));
 }

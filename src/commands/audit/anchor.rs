@@ -36,7 +36,7 @@ pub enum AnchorCommand {
     Deploy(ChainArgs),
     /// Anchor every checkpoint not anchored yet, in order, then follow new ones until
     /// SIGTERM (or, with --once, stop when caught up).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// The chain.
@@ -81,7 +81,7 @@ pub struct RunArgs {
     )]
     pub metrics_addr: String,
     #[command(flatten)]
-    pub http: crate::cli::PlainHttpArgs,
+    pub http: crate::cli::HttpServerArgs,
 }
 
 fn chain_key() -> Result<String> {
@@ -118,6 +118,15 @@ pub fn run(command: AnchorCommand) -> Result<ExitCode> {
 }
 
 fn anchor_loop(runtime: &tokio::runtime::Runtime, args: &RunArgs) -> Result<ExitCode> {
+    let metrics_endpoint = match args.metrics_addr.as_str() {
+        "off" => None,
+        addr => {
+            let addr: SocketAddr = addr
+                .parse()
+                .with_context(|| format!("--metrics-addr `{addr}` is not HOST:PORT"))?;
+            Some((addr, args.http.tls(addr, "--metrics-addr")?))
+        }
+    };
     let topology = cli::load(&args.cluster.file)?;
     let checkpoints = cli::topic_for(&topology, Checkpoint::FULL_NAME)?.name;
     let anchors = cli::topic_for(&topology, AnchorReceipt::FULL_NAME)?.name;
@@ -127,16 +136,11 @@ fn anchor_loop(runtime: &tokio::runtime::Runtime, args: &RunArgs) -> Result<Exit
     config.from_block = args.from_block;
     let anchorer = Anchorer::connect(&config)?;
     let metrics = AnchorMetrics::new();
-    if args.metrics_addr != "off" {
-        let addr: SocketAddr = args
-            .metrics_addr
-            .parse()
-            .with_context(|| format!("--metrics-addr `{}` is not HOST:PORT", args.metrics_addr))?;
-        args.http.check(addr, "--metrics-addr")?;
+    if let Some((addr, tls)) = metrics_endpoint {
         let listener = std::net::TcpListener::bind(addr).with_context(|| {
             format!("binding the anchor metrics endpoint on {addr} (taken? use --metrics-addr)")
         })?;
-        serve_metrics(runtime, listener, metrics.clone())?;
+        serve_metrics(runtime, listener, tls, metrics.clone())?;
     }
     let policy = RetryPolicy {
         timeout: args.give_up_after,
@@ -423,6 +427,7 @@ fn chain_error_kind(e: &ChainError) -> &'static str {
 fn serve_metrics(
     runtime: &tokio::runtime::Runtime,
     listener: std::net::TcpListener,
+    tls: Option<pavilion_http::ServerTls>,
     metrics: Arc<AnchorMetrics>,
 ) -> Result<()> {
     listener.set_nonblocking(true)?;
@@ -434,7 +439,7 @@ fn serve_metrics(
         .route("/metrics", get(move || async move { metrics.render() }))
         .route("/healthz", get(|| async { "ok\n" }));
     runtime.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = pavilion_http::serve(listener, tls, app, std::future::pending()).await {
             tracing::error!(error = %e, "anchor metrics endpoint stopped");
         }
     });
@@ -505,7 +510,7 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let m = AnchorMetrics::new();
         m.failed("rpc");
-        serve_metrics(&runtime, listener, m).unwrap();
+        serve_metrics(&runtime, listener, None, m).unwrap();
         let get = |path: &str| {
             ureq::get(&format!("{url}{path}"))
                 .call()

@@ -133,7 +133,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PAVILION_AUDIT_ADDR", default_value = "127.0.0.1:9470")]
     pub addr: std::net::SocketAddr,
     #[command(flatten)]
-    pub http: crate::cli::PlainHttpArgs,
+    pub http: crate::cli::HttpServerArgs,
 }
 
 pub fn run(command: AuditCommand) -> Result<ExitCode> {
@@ -597,13 +597,17 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     use axum::extract::Query;
     use axum::http::StatusCode;
     use axum::routing::get;
-    args.http.check(args.addr, "--addr")?;
+    let tls = args.http.tls(args.addr, "--addr")?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .with_context(|| format!("binding {}", args.addr))?;
-        eprintln!("pavilion: serving audit proofs on http://{}", args.addr);
+        eprintln!(
+            "pavilion: serving audit proofs on {}://{}",
+            args.http.scheme(),
+            args.addr
+        );
         // Each answer re-reads the log: what it proves is what the log holds now.
         let answer = |result: Result<Vec<serde_json::Value>>| match result {
             Ok(lines) => (StatusCode::OK, serde_json::Value::from(lines).to_string()),
@@ -675,7 +679,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             .route("/v1/audit/prove", get(prove))
             .route("/v1/audit/consistency", get(consistency))
             .route("/v1/audit/checkpoints", get(checkpoints));
-        axum::serve(listener, app).await?;
+        pavilion_http::serve(listener, tls, app, std::future::pending()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

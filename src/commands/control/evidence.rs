@@ -48,7 +48,7 @@ pub struct ServeEvidenceArgs {
     )]
     pub listen: SocketAddr,
     #[command(flatten)]
-    pub http: crate::cli::PlainHttpArgs,
+    pub http: crate::cli::HttpServerArgs,
     /// Proving threads (a proof takes about 30 ms of one core; one per core at most).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -134,7 +134,7 @@ fn now_ms() -> i64 {
 }
 
 pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
-    a.http.check(a.listen, "--listen")?;
+    let tls = a.http.tls(a.listen, "--listen")?;
     // The key file proves the operator holds the provider's passphrase; the attributes are
     // sealed under the same one.
     let secrets = a.keys.open(&a.name)?;
@@ -170,6 +170,7 @@ pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
     let last_turn = Arc::new(AtomicI64::new(now_ms()));
     serve_http(
         a.listen,
+        tls,
         service.clone(),
         last_turn.clone(),
         shutdown.clone(),
@@ -180,8 +181,12 @@ pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
     let producer = PlainProducer::new(&settings)?;
     let registry = Registry::builtin();
     eprintln!(
-        "answering proof requests for `{}` from {} on {} (group {group}); health and metrics on http://{}",
-        a.name, requests_topic.name, responses_topic, a.listen
+        "answering proof requests for `{}` from {} on {} (group {group}); health and metrics on {}://{}",
+        a.name,
+        requests_topic.name,
+        responses_topic,
+        a.http.scheme(),
+        a.listen
     );
     let mut book_modified = modified(&book_path);
     let mut book_checked = now_ms();
@@ -344,6 +349,7 @@ fn start_workers(
 
 fn serve_http(
     listen: SocketAddr,
+    tls: Option<pavilion_http::ServerTls>,
     service: Arc<EvidenceProver>,
     last_turn: Arc<AtomicI64>,
     shutdown: Arc<AtomicBool>,
@@ -378,13 +384,7 @@ fn serve_http(
         .name("http".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        while !shutdown.load(Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    })
-                    .await;
+                let _ = pavilion_http::serve(listener, tls, router, cli::until(shutdown)).await;
             })
         })?;
     Ok(())

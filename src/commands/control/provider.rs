@@ -213,7 +213,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PAVILION_OPRF_LISTEN", default_value = "127.0.0.1:8700")]
     pub listen: SocketAddr,
     #[command(flatten)]
-    pub http: crate::cli::PlainHttpArgs,
+    pub http: crate::cli::HttpServerArgs,
     /// Blinded elements per request, at most.
     #[arg(long, default_value_t = 1000)]
     pub max_batch: usize,
@@ -553,7 +553,7 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
-    a.http.check(a.listen, "--listen")?;
+    let tls = a.http.tls(a.listen, "--listen")?;
     let secrets = a.keys.open(&a.name)?;
     let (_, provider) = registry(&a.cluster, &a.name)?;
     match provider {
@@ -626,17 +626,18 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", a.listen))?;
         eprintln!(
-            "serving OPRF evaluations for `{}` on http://{} ({} tenants known; POST /v1/oprf/evaluate, GET /v1/oprf/key, /metrics)",
+            "serving OPRF evaluations for `{}` on {}://{}{} ({} tenants known; POST /v1/oprf/evaluate, GET /v1/oprf/key, /metrics)",
             a.name,
+            a.http.scheme(),
             listener.local_addr()?,
+            if tls.as_ref().is_some_and(|t| t.requires_client_certificates()) {
+                ", client certificates required"
+            } else {
+                ""
+            },
             known.len()
         );
-        axum::serve(listener, service.router())
-            .with_graceful_shutdown(async move {
-                while !shutdown.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
+        pavilion_http::serve(listener, tls, service.router(), cli::until(shutdown))
             .await
             .context("serving")
     })?;
