@@ -394,8 +394,11 @@ fn measure(
         dir,
         topology,
         cluster,
-        cli,
+        mut cli,
     } = RunFolder::create(&run, &text, cluster)?;
+    // As deployed: the tasks, providers and tenants as their own principals (the harness,
+    // which produces the requests and reads everything back, as the caller).
+    cli.own_principals(&cluster, &topology.application)?;
     let mut children = Children(Vec::new());
     let tenants = shape.tenant_ids();
     eprintln!(
@@ -526,6 +529,8 @@ fn measure(
         for t in topology.tasks.keys() {
             run_args.extend(["--task", t]);
         }
+        let credentials = cli.task_credentials();
+        run_args.extend(credentials.iter().map(String::as_str));
         cli.spawn(&mut children, &format!("pipeline{p}"), &run_args)?;
         pipelines.push((metrics, children.0.last().expect("spawned").1.id()));
     }

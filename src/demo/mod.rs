@@ -212,9 +212,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     ]);
     // On a secured broker each component connects as its own principal.
     let operator = crate::cli::settings(&args.cluster, "demo")?;
-    if operator.overrides.iter().any(|(k, _)| k == "sasl.username") {
-        cli.application = Some(run.clone());
-    }
+    cli.own_principals(&args.cluster, &run)?;
     let mut children = Children(Vec::new());
     println!(
         "Pavilion demo: run `{run}` of {topology_source}, files in {}",

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::cli::ClusterArgs;
 use crate::commands::acls::Role;
 
 /// The run's folder of Kafka credentials, one per principal.
@@ -91,6 +92,20 @@ impl Cli {
             application: None,
             plaintext: kafka_config.is_none(),
         }
+    }
+
+    /// On a secured broker (the caller's settings log in), gives each component of
+    /// `application` its own principal from here on.
+    pub(crate) fn own_principals(
+        &mut self,
+        cluster: &ClusterArgs,
+        application: &str,
+    ) -> Result<()> {
+        let caller = crate::cli::settings(cluster, "principals")?;
+        if caller.overrides.iter().any(|(k, _)| k == "sasl.username") {
+            self.application = Some(application.to_owned());
+        }
+        Ok(())
     }
 
     /// Where `role`'s credential is, when components have their own.
