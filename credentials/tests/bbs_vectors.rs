@@ -110,3 +110,4 @@ fn proof_vectors() {
         }
     }
 }
+

@@ -20,7 +20,7 @@ use ed25519_dalek::Signer as _;
 use pavilion_audit::note::{signed_note, vkey, CheckpointBody};
 use pavilion_fuzz::{signing_key, verifying_key, versions, FixedSigner, NOTE_NAME};
 use pavilion_policy::document::SourceDocument;
-use pavilion_provider::attributes::AttributeBook;
+use pavilion_provider::attributes::{AttributeBook, AttributeSpec};
 use pavilion_provider::evidence::{EvidenceProver, Provers};
 use pavilion_provider::oprf::{self, ProviderKey};
 use pavilion_provider::protocol::{EvaluateRequest, EvaluateResponse};
@@ -223,7 +223,13 @@ fn evidence_request(dir: &Path) {
     let set_key = [9u8; 32];
     let values = HashMap::from([(
         set_key,
-        BTreeMap::from([("birthdate".to_owned(), 20000101)]),
+        BTreeMap::from([(
+            "birthdate".to_owned(),
+            AttributeSpec::parse("birthdate:date")
+                .expect("spec")
+                .value("2000-01-01")
+                .expect("a date"),
+        )]),
     )]);
     let prover = EvidenceProver::new(AttributeBook::reloaded("registry-eu", &values, None));
     let request = EvidenceRequest {

@@ -348,6 +348,7 @@ fn load_rate(cluster: &ClusterArgs, records: usize) -> Result<serde_json::Value>
         claims_column: Some("claims".into()),
         claims: Vec::new(),
         attributes: Vec::new(),
+        attributes_valid_for: Duration::from_secs(30 * 86_400),
         book: provider::AttributesFileArg {
             attributes_file: None,
         },

@@ -277,10 +277,23 @@ mod tests {
 
     use super::*;
 
+    fn value(spec: &str, cell: &str) -> crate::attributes::AttributeValue {
+        crate::attributes::AttributeSpec::parse(spec)
+            .unwrap()
+            .value(cell)
+            .unwrap()
+    }
+
     #[test]
     fn proves_what_holds_and_says_why_not_otherwise() {
         let key = [9u8; 32];
-        let values = HashMap::from([(key, BTreeMap::from([("birthdate".to_owned(), 20000101)]))]);
+        let values = HashMap::from([(
+            key,
+            BTreeMap::from([(
+                "birthdate".to_owned(),
+                value("birthdate:date", "2000-01-01"),
+            )]),
+        )]);
         let book = AttributeBook::reloaded("registry", &values, None);
         let commitment = book
             .opening(&key, "birthdate")
@@ -342,7 +355,7 @@ mod tests {
         let income_key = [5u8; 32];
         let values = HashMap::from([(
             income_key,
-            BTreeMap::from([("income".to_owned(), 73_415_297)]),
+            BTreeMap::from([("income".to_owned(), value("income:int", "73415297"))]),
         )]);
         service.replace_book(AttributeBook::reloaded("registry", &values, None));
         let mut income = request(50_000_000, income_key, "income");

@@ -1,8 +1,9 @@
-//! A provider's secrets in one sealed file (see [`crate::keystore`]): its OPRF key and the
-//! Ed25519 key it signs attestations with. Neither ever goes to a topic; the registry holds
-//! only their public halves.
+//! A provider's secrets in one sealed file (see [`crate::keystore`]): its OPRF key, the
+//! Ed25519 key it signs attestations with and the BBS key it signs members' attributes with.
+//! None ever goes to a topic; the registry holds only their public halves.
 
 use ed25519_dalek::SigningKey;
+use pavilion_credentials::bbs;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,9 @@ pub enum SecretsError {
     /// The OPRF key inside is malformed.
     #[error(transparent)]
     Oprf(#[from] OprfError),
+    /// The BBS key could not be made or read.
+    #[error(transparent)]
+    Bbs(#[from] bbs::BbsError),
 }
 
 /// What the sealed file holds (hex inside JSON, so a future field is an easy addition).
@@ -32,6 +36,9 @@ struct Payload {
     oprf_key: String,
     attestation_key_id: String,
     attestation_seed: String,
+    /// Absent in key files made before attributes were signed.
+    #[serde(default)]
+    bbs_key: Option<String>,
 }
 
 /// A provider's secret keys.
@@ -44,19 +51,28 @@ pub struct ProviderSecrets {
     pub attestation_key_id: String,
     /// Ed25519 attestation key.
     pub attestation: SigningKey,
+    /// BBS key over members' attributes (BLS12-381-SHA-256); `None` in key files made
+    /// before it existed, whose providers cannot disclose attributes.
+    pub bbs: Option<bbs::SigningKey>,
 }
+
+/// Id under which the BBS key is published in the provider's registry record.
+pub const BBS_KEY_ID: &str = "b1";
+/// Its algorithm, as the registry names it.
+pub const BBS_ALGORITHM: &str = "BBS-BLS12-381-SHA-256";
 
 impl ProviderSecrets {
     /// Fresh keys.
-    pub fn generate(provider_id: &str) -> Self {
+    pub fn generate(provider_id: &str) -> Result<Self, SecretsError> {
         let mut seed = [0u8; 32];
         OsRng.fill_bytes(&mut seed);
-        ProviderSecrets {
+        Ok(ProviderSecrets {
             provider_id: provider_id.to_owned(),
             oprf: ProviderKey::generate(),
             attestation_key_id: "a1".into(),
             attestation: SigningKey::from_bytes(&seed),
-        }
+            bbs: Some(bbs::SigningKey::generate()?),
+        })
     }
 
     /// The sealed file's bytes.
@@ -66,6 +82,7 @@ impl ProviderSecrets {
             oprf_key: hex::encode(self.oprf.to_bytes()),
             attestation_key_id: self.attestation_key_id.clone(),
             attestation_seed: hex::encode(self.attestation.to_bytes()),
+            bbs_key: self.bbs.as_ref().map(|k| hex::encode(k.secret_bytes())),
         };
         let json = serde_json::to_vec(&payload).expect("serializable");
         Ok(keystore::seal(&json, passphrase)?)
@@ -82,11 +99,18 @@ impl ProviderSecrets {
             .ok()
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| bad("attestation_seed"))?;
+        let bbs = match &payload.bbs_key {
+            Some(k) => Some(bbs::SigningKey::from_secret_bytes(
+                &hex::decode(k).map_err(|_| bad("bbs_key"))?,
+            )?),
+            None => None,
+        };
         Ok(ProviderSecrets {
             provider_id: payload.provider_id,
             oprf: ProviderKey::from_bytes(&oprf)?,
             attestation_key_id: payload.attestation_key_id,
             attestation: SigningKey::from_bytes(&seed),
+            bbs,
         })
     }
 }
@@ -97,7 +121,7 @@ mod tests {
 
     #[test]
     fn secrets_survive_sealing_and_refuse_a_wrong_passphrase() {
-        let secrets = ProviderSecrets::generate("bank-a");
+        let secrets = ProviderSecrets::generate("bank-a").unwrap();
         let sealed = secrets.seal(b"correct horse").unwrap();
         let hex_key = hex::encode(secrets.oprf.to_bytes());
         assert!(
@@ -112,6 +136,10 @@ mod tests {
         assert_eq!(
             opened.attestation.verifying_key(),
             secrets.attestation.verifying_key()
+        );
+        assert_eq!(
+            opened.bbs.as_ref().unwrap().public_key(),
+            secrets.bbs.as_ref().unwrap().public_key()
         );
         assert!(matches!(
             ProviderSecrets::open(&sealed, b"wrong"),

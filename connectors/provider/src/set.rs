@@ -14,7 +14,7 @@ use ed25519_dalek::Signer;
 use pavilion_schemas::{set_key, Attestation, AttributeCommitment, ProviderSetEntry};
 use rayon::prelude::*;
 
-use crate::attributes::{AttributeBook, AttributeError, AttributeSpec, BookError};
+use crate::attributes::{AttributeBook, AttributeError, AttributeSpec, AttributeValue, BookError};
 use crate::normalize::{oprf_input, IdentifierKind, NormalizeError};
 use crate::secrets::ProviderSecrets;
 
@@ -70,7 +70,7 @@ pub struct Member {
 pub type EncodedSet = HashMap<SetKey, Member>;
 
 /// Each member's attribute values, as a load read them.
-pub type AttributeValues = HashMap<SetKey, BTreeMap<String, u64>>;
+pub type AttributeValues = HashMap<SetKey, BTreeMap<String, AttributeValue>>;
 
 /// Encodes records in parallel; `progress` is called with the number done after each chunk.
 /// Returns the set (claims only: commitments come from [`commit`]), the members' attribute
@@ -83,7 +83,15 @@ pub fn encode(
     progress: &(dyn Fn(usize) + Sync),
 ) -> (EncodedSet, AttributeValues, Vec<Rejected>) {
     const CHUNK: usize = 2_048;
-    type Encoded<'r> = Result<(u64, SetKey, &'r BTreeSet<String>, BTreeMap<String, u64>), Rejected>;
+    type Encoded<'r> = Result<
+        (
+            u64,
+            SetKey,
+            &'r BTreeSet<String>,
+            BTreeMap<String, AttributeValue>,
+        ),
+        Rejected,
+    >;
     let encoded: Vec<Vec<Encoded<'_>>> = records
         .par_chunks(CHUNK)
         .map(|chunk| {
@@ -263,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_set_key_is_what_a_client_derives_through_the_oblivious_protocol() {
-        let secrets = ProviderSecrets::generate("bank");
+        let secrets = ProviderSecrets::generate("bank").unwrap();
         let (set, _, rejected) = encode(
             &secrets,
             IdentifierKind::Email,

@@ -19,7 +19,7 @@ use pavilion_kafka::{ensure_topics, PlainProducer, TopicReader};
 use pavilion_provider::attributes::{AttributeBook, AttributeSpec};
 use pavilion_provider::normalize::IdentifierKind;
 use pavilion_provider::oprf::SUITE;
-use pavilion_provider::secrets::ProviderSecrets;
+use pavilion_provider::secrets::{ProviderSecrets, BBS_ALGORITHM, BBS_KEY_ID};
 use pavilion_provider::service::{OprfService, ServiceLimits, TenantDirectory};
 use pavilion_provider::set::{self, EncodedSet};
 use pavilion_provider::source::{self, Columns};
@@ -147,12 +147,18 @@ pub struct LoadArgs {
     /// A claim every record has (repeatable), e.g. `--claim fraud_listed` for a fraud list.
     #[arg(long = "claim")]
     pub claims: Vec<String>,
-    /// A numeric attribute to commit to, from the column of the same name (repeatable):
-    /// `birthdate:date` (YYYY-MM-DD) or `income:int`. Each member's entry then carries a
-    /// commitment the broker checks proofs against; the values and their salts go only to
-    /// the sealed attributes file, for `serve-evidence`.
+    /// An attribute, from the column of the same name (repeatable): `birthdate:date`
+    /// (YYYY-MM-DD), `income:int` or `country:text`. Each member's entry carries a
+    /// commitment to its dates and integers, which the broker checks predicate proofs
+    /// against; all of a member's attributes are signed with the provider's BBS key, for
+    /// selective disclosure. Values, salts and signatures go only to the sealed attributes
+    /// file, for `serve-evidence`.
     #[arg(long = "attribute", value_name = "NAME:KIND", value_parser = AttributeSpec::parse)]
     pub attributes: Vec<AttributeSpec>,
+    /// How long the BBS signatures over attributes vouch for them: a disclosure after that
+    /// is refused until the provider loads again.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    pub attributes_valid_for: Duration,
     #[command(flatten)]
     pub book: AttributesFileArg,
     /// Records that are not valid identifiers tolerated before the load is refused (nothing
@@ -329,7 +335,7 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         );
     }
     let passphrase = a.keys.passphrase()?;
-    let secrets = ProviderSecrets::generate(&a.name);
+    let secrets = ProviderSecrets::generate(&a.name)?;
     tenant::write_secret(&path, &secrets.seal(&passphrase)?)?;
     let settings = cli::settings(&a.cluster, "cli")?;
     tokio::runtime::Runtime::new()?
@@ -344,11 +350,17 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         claims: a.claims,
         oprf_suite: SUITE.to_owned(),
         oprf_public_key: secrets.oprf.public_key().to_vec(),
-        attestation_keys: vec![ProviderKey {
+        attestation_keys: std::iter::once(ProviderKey {
             key_id: secrets.attestation_key_id.clone(),
             algorithm: "Ed25519".into(),
             public_key: secrets.attestation.verifying_key().to_bytes().to_vec(),
-        }],
+        })
+        .chain(secrets.bbs.as_ref().map(|k| ProviderKey {
+            key_id: BBS_KEY_ID.into(),
+            algorithm: BBS_ALGORITHM.into(),
+            public_key: k.public_key().to_bytes().to_vec(),
+        }))
+        .collect(),
         endpoints: [("oprf".to_owned(), a.oprf_url)].into(),
         state: ProviderState::Active,
         updated_at: now_ms(),
@@ -468,8 +480,22 @@ fn load(a: LoadArgs) -> Result<ExitCode> {
             a.max_invalid
         );
     }
-    let book = (!a.attributes.is_empty())
+    let mut book = (!a.attributes.is_empty())
         .then(|| AttributeBook::reloaded(&a.name, &values, previous_book.as_ref()));
+    match (&mut book, &secrets.bbs) {
+        (Some(book), Some(key)) => {
+            let progress = cli::bar(values.len() as u64, "signing attributes (BBS)");
+            let names: Vec<String> = a.attributes.iter().map(|s| s.name.clone()).collect();
+            let expires = now_ms() + a.attributes_valid_for.as_millis() as i64;
+            book.sign(key, &names, &values, expires, &|n| progress.inc(n as u64))?;
+            progress.finish_and_clear();
+        }
+        (Some(_), None) => eprintln!(
+            "warning: the key file of `{}` predates BBS keys: attributes are committed to but not signed, so none can be disclosed (onboard the provider again for a BBS key)",
+            a.name
+        ),
+        (None, _) => {}
+    }
     if let Some(book) = &book {
         set::commit(&mut encoded, book)?;
     }
