@@ -110,4 +110,3 @@ fn proof_vectors() {
         }
     }
 }
-
