@@ -193,11 +193,15 @@ impl SubjectKeyStore {
                 },
             )
             .expect("encrypting 32 bytes cannot fail");
-        let tmp = self
-            .dir
-            .join("keys")
-            .join(format!(".{key_id}.{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
+        // A name of this attempt's own: stream threads of one process create a subject's key
+        // at the same moment (its request and its decision are logged by different shards),
+        // and a name shared by the process let one remove the other's file before it was
+        // linked (an audit dead letter in a demo run: "No such file or directory").
+        let tmp = self.dir.join("keys").join(format!(
+            ".{key_id}.{}.{:016x}",
+            std::process::id(),
+            OsRng.next_u64()
+        ));
         write_private(&tmp, &[nonce.as_slice(), &wrapped].concat())?;
         let linked = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);
@@ -238,6 +242,30 @@ impl SubjectKeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_creating_one_subjects_key_at_once_all_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SubjectKeyStore::new(dir.path(), b"pass"));
+        for round in 0..40 {
+            let id = format!("{round:04x}");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let threads: Vec<_> = (0..6)
+                .map(|_| {
+                    let (store, barrier, id) = (store.clone(), barrier.clone(), id.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        store.get_or_create(&id)
+                    })
+                })
+                .collect();
+            let keys: Vec<[u8; 32]> = threads
+                .into_iter()
+                .map(|t| t.join().unwrap().unwrap().unwrap())
+                .collect();
+            assert!(keys.iter().all(|k| *k == keys[0]), "round {round}");
+        }
+    }
 
     #[test]
     fn keys_are_stable_shared_and_gone_for_good_once_erased() {
