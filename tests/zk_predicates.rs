@@ -10,8 +10,11 @@
 //!   the signed token alone.
 //! - A provider that never answers: `unavailable: <provider>: provider_timeout` within the
 //!   deadline, and its breaker opens (on /metrics).
-//! - The privacy scan: no birth date or income in any topic, state store or log of the
-//!   broker's side.
+//! - Disclosures in the same traffic: a `residence` claim reveals the member's country by a
+//!   BBS proof of the provider's signature over all its attributes; the proof in the signed
+//!   token verifies with `@digitalbazaar/bbs-signatures`.
+//! - The privacy scan: no birth date, income or undisclosed signed attribute (a note planted
+//!   for it) in any topic, state store or log of the broker's side.
 
 mod util;
 
@@ -49,6 +52,10 @@ plan:
     providers: [{ id: registry, region: eu }]
     evidence: [oprf_match, zk_predicate]
     disclose: []
+  residence:
+    providers: [{ id: registry, region: eu }]
+    evidence: [oprf_match, bbs_disclosure]
+    disclose: [country]
 response_format: jwt
 response:
   evidence: true
@@ -79,6 +86,10 @@ struct Member {
     email: &'static str,
     birthdate: (String, u64),
     income: u64,
+    /// Disclosed by a BBS proof for `residence`.
+    country: &'static str,
+    /// Signed with the rest, never asked for: planted for the privacy scan.
+    note: &'static str,
 }
 
 fn members() -> Vec<Member> {
@@ -87,23 +98,31 @@ fn members() -> Vec<Member> {
             email: "adult@example.com",
             birthdate: ("1987-03-09".into(), 19870309),
             income: 73_415_297,
+            country: "DE",
+            note: "planted-note-adult-9f3k",
         },
         Member {
             email: "teen@example.com",
             birthdate: years_ago(17, 0),
             income: 1_250_311,
+            country: "FR",
+            note: "planted-note-teen-q8w2",
         },
         // Born exactly 18 years ago today: old enough for 18, not for 21.
         Member {
             email: "exact18@example.com",
             birthdate: years_ago(18, 0),
             income: 50_000_000,
+            country: "NL",
+            note: "planted-note-exact18-z7m1",
         },
         // Turns 21 tomorrow.
         Member {
             email: "almost21@example.com",
             birthdate: years_ago(21, 1),
             income: 30_587_131,
+            country: "AT",
+            note: "planted-note-almost21-c4v6",
         },
     ]
 }
@@ -115,6 +134,7 @@ fn expected(member: Option<&Member>, claim: &str, threshold: u64) -> Verdict {
     };
     let holds = match claim {
         "age_over" => m.birthdate.1 <= years_ago(threshold as u32, 0).1,
+        "residence" => true,
         _ => m.income >= threshold,
     };
     if holds {
@@ -128,13 +148,13 @@ fn cli(t: &TestTopology, args: &[&str]) -> String {
     provider_cli_ok(t, PASSPHRASE, args)
 }
 
-/// The members as the provider's CSV: claims, birth date and income columns.
+/// The members as the provider's CSV: claims, birth date, income, country and note columns.
 fn members_csv(members: &[Member]) -> String {
-    let mut csv = "email,claims,birthdate,income\n".to_owned();
+    let mut csv = "email,claims,birthdate,income,country,note\n".to_owned();
     for m in members {
         csv += &format!(
-            "{},age_over;income_over,{},{}\n",
-            m.email, m.birthdate.0, m.income
+            "{},age_over;income_over;residence,{},{},{},{}\n",
+            m.email, m.birthdate.0, m.income, m.country, m.note
         );
     }
     csv
@@ -173,7 +193,7 @@ fn provider_with_attributes(t: &TestTopology, provider: &str, csv: &str) -> Serv
             "--region",
             "eu",
             "--claims",
-            "age_over,income_over",
+            "age_over,income_over,residence",
             "--oprf-url",
             &url,
         ],
@@ -194,6 +214,10 @@ fn provider_with_attributes(t: &TestTopology, provider: &str, csv: &str) -> Serv
             "birthdate:date",
             "--attribute",
             "income:int",
+            "--attribute",
+            "country:text",
+            "--attribute",
+            "note:text",
         ],
     );
     assert!(report.contains("sealed in"), "{report}");
@@ -306,7 +330,7 @@ fn wait_for(
 fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_leaks() {
     let _serial = serial();
     let t = TestTopology::with_yaml("zk", |prefix| {
-        full_path_topology(prefix, &["age_over", "income_over"], true)
+        full_path_topology(prefix, &["age_over", "income_over", "residence"], true)
     });
     let dir = t.dir.path().to_owned();
     let env = audit_env(&t);
@@ -348,9 +372,10 @@ fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_l
         ("age_over", 18),
         ("age_over", 21),
         ("income_over", 50_000_000),
+        ("residence", 18),
     ];
     let mut asked: BTreeMap<String, Verdict> = BTreeMap::new();
-    let total = 90;
+    let total = 100;
     for i in 0..total {
         let subject = i % emails.len();
         let (claim, threshold) = questions[(i / emails.len()) % questions.len()];
@@ -378,7 +403,10 @@ fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_l
     for (id, want) in &asked {
         let got = &seen[id];
         assert_eq!(got.len(), 1, "{id}: {} decisions", got.len());
-        let outcome = &got[0].outcomes[0];
+        let Some(outcome) = got[0].outcomes.first() else {
+            wrong.push(format!("{id}: rejected {:?}", got[0].rejection));
+            continue;
+        };
         if outcome.outcome != *want {
             wrong.push(format!(
                 "{id}: {:?} ({:?}), expected {want:?}",
@@ -387,6 +415,28 @@ fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_l
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}\n{}", pipeline.log_tail());
+    // Each verified residence reveals the member's own country, and nothing else.
+    let mut disclosures = 0;
+    for (id, got) in &seen {
+        let o = &got[0].outcomes[0];
+        if o.claim_name != "residence" || o.outcome != Verdict::Verified {
+            continue;
+        }
+        let subject = id[1..].parse::<usize>().unwrap() % emails.len();
+        let d = o
+            .evidence
+            .iter()
+            .find_map(|e| e.disclosure.as_ref())
+            .expect("a verified residence carries its disclosure");
+        let revealed: Vec<(&str, &str)> = d
+            .disclosed
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_str()))
+            .collect();
+        assert_eq!(revealed, [("country", members[subject].country)], "{id}");
+        disclosures += 1;
+    }
+    assert!(disclosures >= 15, "{disclosures} disclosures");
     let (_, metrics) = http_get(evidence_port, "/metrics").unwrap();
     pavilion_runtime::telemetry::assert_promtool_accepts("evidence service metrics", &metrics);
     assert!(
@@ -396,27 +446,12 @@ fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_l
         "{metrics}"
     );
 
-    // The relying party checks a proof from the signed token alone, with another library.
-    let verified = seen
-        .values()
-        .map(|d| &d[0])
-        .find(|d| {
-            d.outcomes[0].outcome == Verdict::Verified && d.outcomes[0].claim_name == "age_over"
-        })
-        .unwrap();
-    let Payload::Text(token) = &verified.payload else {
-        panic!("a JWT is text")
-    };
-    let payload: serde_json::Value =
-        serde_json::from_slice(&B64URL.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
-    let zk = payload["claims"][0]["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "zk_predicate")
-        .expect("the proof is in the signed payload")
-        .clone();
-    python_verifies(&zk, &verified.request_id);
+    // The relying party checks a proof, and a disclosure, from the signed token alone, each
+    // with another library.
+    let (zk, request_id) = signed_evidence(&seen, "age_over", "zk_predicate");
+    python_verifies(&zk, &request_id);
+    let (disclosure, request_id) = signed_evidence(&seen, "residence", "bbs_disclosure");
+    javascript_verifies(&disclosure["bbs"], &request_id);
 
     // A provider that never answers: unavailable with the reason within the deadline (15 s in
     // this topology), and after three timeouts in a row its breaker opens.
@@ -496,6 +531,73 @@ fn predicates_are_proved_through_kills_a_silent_provider_times_out_and_nothing_l
     scan(&t, &members, &pipeline);
 }
 
+/// The evidence of `kind` in the signed payload of a decision that verified `claim`, and the
+/// decision's request id.
+fn signed_evidence(
+    seen: &BTreeMap<String, Vec<Decision>>,
+    claim: &str,
+    kind: &str,
+) -> (serde_json::Value, String) {
+    let verified = seen
+        .values()
+        .map(|d| &d[0])
+        .find(|d| d.outcomes[0].outcome == Verdict::Verified && d.outcomes[0].claim_name == claim)
+        .unwrap_or_else(|| panic!("no verified {claim}"));
+    let Payload::Text(token) = &verified.payload else {
+        panic!("a JWT is text")
+    };
+    let payload: serde_json::Value =
+        serde_json::from_slice(&B64URL.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let evidence = payload["claims"][0]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in the signed payload"))
+        .clone();
+    (evidence, verified.request_id.clone())
+}
+
+/// `@digitalbazaar/bbs-signatures` checks a disclosure from the payload's `bbs` object, with
+/// the nonce the relying party derives from its own request id.
+fn javascript_verifies(bbs: &serde_json::Value, request_id: &str) {
+    let hex_of = |field: &str| hex::encode(B64URL.decode(bbs[field].as_str().unwrap()).unwrap());
+    let nonce =
+        pavilion_zk::field_to_bytes(pavilion_zk::nonce_from_request_id(request_id.as_bytes()));
+    assert_eq!(hex_of("presentation_header"), hex::encode(nonce));
+    let input = serde_json::json!({
+        "publicKey": hex_of("public_key"),
+        "proof": hex_of("proof"),
+        "header": hex_of("header"),
+        "presentationHeader": hex::encode(nonce),
+        "disclosed": bbs["disclosed"].as_array().unwrap().iter()
+            .map(|a| serde_json::json!([a["index"], hex::encode(a["value"].as_str().unwrap())]))
+            .collect::<Vec<_>>(),
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/bbs-js");
+    let mut child = Command::new("node")
+        .arg(root.join("verify.mjs"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"verified":true}"#,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `examples/python/verify_zk.py` (py_ecc) checks the evidence against the pinned keys.
 fn python_verifies(evidence: &serde_json::Value, request_id: &str) {
     let python = std::env::var("PAVILION_PYTHON").expect(
@@ -564,6 +666,8 @@ fn scan(t: &TestTopology, members: &[Member], pipeline: &Pipeline) {
             format!("income {} (u64 LE)", m.income),
             m.income.to_le_bytes().to_vec(),
         ));
+        // Signed in the same BBS set as the disclosed country, never disclosed.
+        needles.push((format!("note {}", m.note), m.note.as_bytes().to_vec()));
     }
     privacy_scan(t, &needles, "registry.csv", &["a.log", "cli.log"], 20);
     let tail = pipeline.log_tail();
@@ -704,6 +808,7 @@ fn hostile_answers_on_the_real_broker_are_refused_each_with_its_reason() {
             detail: None,
             proved_at: now_ms(),
             proving_ms: 20,
+            disclosure: None,
         };
         answers
             .send_to(

@@ -38,6 +38,10 @@ pub const MAX_MESSAGES: usize = 64;
 /// A proof's fixed part (three G1 points, three scalars) and the challenge; each undisclosed
 /// message adds a scalar.
 const PROOF_MIN_BYTES: usize = 3 * 48 + 4 * 32;
+/// How a provider's registry record names a BBS key of this ciphersuite.
+pub const KEY_ALGORITHM: &str = "BBS-BLS12-381-SHA-256";
+/// The "circuit" an evidence request names to ask for a disclosure rather than a predicate.
+pub const DISCLOSURE_EVIDENCE: &str = "bbs_disclosure";
 /// The first line of every attribute header: the version of this mapping.
 pub const HEADER_TAG: &str = "pavilion.attributes.v1";
 

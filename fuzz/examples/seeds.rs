@@ -231,7 +231,12 @@ fn evidence_request(dir: &Path) {
                 .expect("a date"),
         )]),
     )]);
-    let prover = EvidenceProver::new(AttributeBook::reloaded("registry-eu", &values, None));
+    let mut book = AttributeBook::reloaded("registry-eu", &values, None);
+    let bbs_key = pavilion_credentials::bbs::SigningKey::derive(&[7; 32], b"registry-eu")
+        .expect("a BBS key");
+    book.sign(&bbs_key, &["birthdate".to_owned()], &values, i64::MAX, &|_| {})
+        .expect("signs");
+    let prover = EvidenceProver::new(book, Some(bbs_key));
     let request = EvidenceRequest {
         set_key: set_key.to_vec(),
         circuit: "date_le_cutoff".into(),
@@ -241,6 +246,7 @@ fn evidence_request(dir: &Path) {
         reply_partition: 3,
         attempt: 1,
         deadline: 1_767_268_805_000,
+        disclose: Vec::new(),
     };
     write(
         dir,
@@ -253,6 +259,25 @@ fn evidence_request(dir: &Path) {
     write(
         dir,
         "answer",
+        [&[1][..], body(&registry.encode(&answer).expect("encodes"))].concat(),
+    );
+    let disclose = EvidenceRequest {
+        circuit: pavilion_credentials::bbs::DISCLOSURE_EVIDENCE.into(),
+        attribute: String::new(),
+        bound: 0,
+        disclose: vec!["birthdate".into()],
+        ..request
+    };
+    write(
+        dir,
+        "disclosure-request",
+        [&[0][..], body(&registry.encode(&disclose).expect("encodes"))].concat(),
+    );
+    let answer = prover.answer(&mut provers, &disclose, 1_767_268_801_000);
+    assert!(answer.disclosure.is_some(), "{:?}", answer.detail);
+    write(
+        dir,
+        "disclosure-answer",
         [&[1][..], body(&registry.encode(&answer).expect("encodes"))].concat(),
     );
 }

@@ -75,6 +75,7 @@ pub enum EvidenceKind {
     OprfMatch,
     ZkPredicate,
     ProviderSignature,
+    BbsDisclosure,
 }
 
 /// The plan for one requested claim.

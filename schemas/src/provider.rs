@@ -217,6 +217,40 @@ pub struct EvidenceRef {
     /// The proof itself with its public inputs, for `zk_predicate`.
     #[serde(default)]
     pub zk: Option<ZkEvidence>,
+    /// The proof with the revealed attributes, for `bbs_disclosure`.
+    #[serde(default)]
+    pub disclosure: Option<BbsDisclosure>,
+}
+
+/// A BBS proof that the provider signed these attribute values of the member, revealing none
+/// of the others (`pavilion_credentials::bbs`): checkable with the provider's key alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BbsDisclosure {
+    /// The signed header (`pavilion_credentials::bbs::AttributeHeader::to_bytes`).
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub header: Vec<u8>,
+    /// The request's nonce, 32 bytes.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub presentation_header: Vec<u8>,
+    /// The revealed attributes, ascending by index.
+    pub disclosed: Vec<DisclosedAttribute>,
+    /// The proof.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub proof: Vec<u8>,
+    /// The provider's BBS public key, 96 bytes.
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub public_key: Vec<u8>,
+}
+
+/// One revealed attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisclosedAttribute {
+    /// Message index.
+    pub index: i32,
+    /// Name.
+    pub name: String,
+    /// Canonical text.
+    pub value: String,
 }
 
 /// A verified Groth16 proof with every public input: what a relying party needs to check a
@@ -263,6 +297,9 @@ pub struct EvidenceRequest {
     pub attempt: i32,
     /// When the broker stops waiting, ms.
     pub deadline: i64,
+    /// For `bbs_disclosure`: the attributes to reveal.
+    #[serde(default)]
+    pub disclose: Vec<String>,
 }
 
 impl Event for EvidenceRequest {
@@ -308,6 +345,9 @@ pub struct EvidenceResponse {
     pub proved_at: i64,
     /// Proving time, ms.
     pub proving_ms: i64,
+    /// For `bbs_disclosure` when proved.
+    #[serde(default)]
+    pub disclosure: Option<BbsDisclosure>,
 }
 
 impl Event for EvidenceResponse {

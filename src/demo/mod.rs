@@ -39,7 +39,9 @@ use self::setup::{
     add_tenant, demo_topology, email, populations, run_topology, start_providers, Registered,
     RunHttps, TenantSetup, BANK_POLICY, BAR_POLICY, LINKER_POLICY, SHOP_POLICY,
 };
-use self::verify::{anchored_checkpoint, proofs_summary, verify_proof, verify_sample};
+use self::verify::{
+    anchored_checkpoint, proofs_summary, verify_disclosure, verify_proof, verify_sample,
+};
 use crate::cli::ClusterArgs;
 use crate::commands::acls::Role;
 
@@ -121,7 +123,11 @@ const MIX: [Scenario; 5] = [
         up_to: 0.85,
         tenant: "lender",
         kind: "kyc",
-        claims: &[("account_verified", &[]), ("fraud_listed", &[])],
+        claims: &[
+            ("account_verified", &[]),
+            ("residence", &[]),
+            ("fraud_listed", &[]),
+        ],
         purpose: "kyc",
         providers: &["bank-eu", "fraud-us"],
     },
@@ -701,6 +707,30 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         &args.rpc_url,
     )?;
     verify_proof(&sample.1)?;
+    // A lender's decision discloses the country of residence: checked as its relying party
+    // would, and written out for the JavaScript BBS implementation (scripts/test runs it).
+    let disclosed = decided
+        .iter()
+        .filter(|(_, (d, _))| {
+            d.outcomes.iter().any(|o| {
+                o.outcome == Verdict::Verified && o.evidence.iter().any(|e| e.disclosure.is_some())
+            })
+        })
+        .map(|(id, (d, _))| (id, d))
+        .next();
+    match disclosed {
+        Some((id, d)) => {
+            step(&format!(
+                "one disclosure verified as its relying party would: {id}"
+            ));
+            verify_disclosure(
+                d,
+                &providers.bbs_key("bank-eu")?,
+                &dir.join("disclosure.json"),
+            )?;
+        }
+        None => bail!("no decision disclosed an attribute"),
+    }
     println!(
         "\nDone in {:.0?}. Everything is in {} (topology, keys, logs); the topics are `{run}.*`.",
         started.elapsed(),

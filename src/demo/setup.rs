@@ -154,7 +154,8 @@ impl RunHttps {
 }
 
 /// Onboards both providers, loads the populations `populations` wrote (bank-eu's birth dates
-/// committed, for age predicates) and starts their OPRF services (`rate` evaluations/s per
+/// committed, for age predicates, and its birth dates and countries signed with BBS, for
+/// disclosure) and starts their OPRF services (`rate` evaluations/s per
 /// tenant, no daily quota) in HTTPS with client certificates, and bank-eu's evidence
 /// service.
 pub(crate) fn start_providers(cli: &Cli, children: &mut Children, rate: &str) -> Result<Providers> {
@@ -165,8 +166,15 @@ pub(crate) fn start_providers(cli: &Cli, children: &mut Children, rate: &str) ->
         (
             "bank-eu",
             "eu",
-            "account_verified,age_over",
-            &["--claims-column", "claims", "--attribute", "birthdate:date"][..],
+            "account_verified,age_over,residence",
+            &[
+                "--claims-column",
+                "claims",
+                "--attribute",
+                "birthdate:date",
+                "--attribute",
+                "country:text",
+            ][..],
         ),
         (
             "fraud-us",
@@ -267,7 +275,8 @@ pub(crate) fn populations(dir: &Path, seed: u64, subjects: usize) -> Result<(usi
     let mut rng = StdRng::seed_from_u64(seed);
     let mut bank = std::io::BufWriter::new(std::fs::File::create(dir.join("bank-eu.csv"))?);
     let mut fraud = std::io::BufWriter::new(std::fs::File::create(dir.join("fraud-us.csv"))?);
-    writeln!(bank, "email,claims,birthdate")?;
+    writeln!(bank, "email,claims,birthdate,country")?;
+    const COUNTRIES: [&str; 6] = ["DE", "FR", "NL", "IT", "ES", "AT"];
     writeln!(fraud, "email")?;
     let today = chrono::Utc::now().date_naive();
     let (mut members, mut listed) = (0, 0);
@@ -282,13 +291,16 @@ pub(crate) fn populations(dir: &Path, seed: u64, subjects: usize) -> Result<(usi
             let born = today - Months::new(years * 12) - Days::new(rng.random_range(0..365));
             // Whether age_over holds is the predicate's answer, proved over the birth date;
             // the claim says only that the bank can be asked.
+            // The country of residence is disclosed by a BBS proof (the lender asks for it);
+            // the birth date, signed in the same set, stays hidden.
             writeln!(
                 bank,
-                "{},account_verified;age_over,{:04}-{:02}-{:02}",
+                "{},account_verified;age_over;residence,{:04}-{:02}-{:02},{}",
                 email(seed, i),
                 born.year(),
                 born.month(),
-                born.day()
+                born.day(),
+                COUNTRIES[rng.random_range(0..COUNTRIES.len())]
             )?;
             members += 1;
         }
@@ -341,10 +353,13 @@ response:
 
 pub(crate) const BANK_POLICY: &str = r#"policy: kyc
 tenant: lender
-description: A lender verifies accounts and screens for fraud when onboarding, never for marketing.
+description: A lender verifies accounts, learns the country of residence (a BBS proof of the bank's signature discloses it, and nothing else) and screens for fraud when onboarding, never for marketing.
 rules: |
   @id("kyc-accounts")
   permit(principal, action == Action::"verify", resource == Claim::"account_verified")
+  when { context.purpose == "kyc" };
+  @id("kyc-residence")
+  permit(principal, action == Action::"verify", resource == Claim::"residence")
   when { context.purpose == "kyc" };
   @id("kyc-fraud-screening")
   permit(principal, action == Action::"verify", resource == Claim::"fraud_listed")
@@ -353,6 +368,10 @@ plan:
   account_verified:
     providers: [{ id: bank-eu, region: eu }]
     evidence: [oprf_match]
+  residence:
+    providers: [{ id: bank-eu, region: eu }]
+    evidence: [oprf_match, bbs_disclosure]
+    disclose: [country]
   fraud_listed:
     providers: [{ id: fraud-us, region: us }]
     evidence: [oprf_match]
@@ -454,6 +473,22 @@ impl Registered {
                 .map(|(_, p)| (p.provider_id.clone(), p))
                 .collect(),
         ))
+    }
+
+    /// A provider's registered BBS public key.
+    pub(crate) fn bbs_key(&self, provider: &str) -> Result<pavilion_credentials::bbs::PublicKey> {
+        let key = self
+            .0
+            .get(provider)
+            .and_then(|p| {
+                p.attestation_keys
+                    .iter()
+                    .find(|k| k.algorithm == pavilion_credentials::bbs::KEY_ALGORITHM)
+            })
+            .with_context(|| format!("provider {provider} has no BBS key registered"))?;
+        Ok(pavilion_credentials::bbs::PublicKey::from_bytes(
+            &key.public_key,
+        )?)
     }
 
     pub(crate) fn endpoint(&self, provider: &str) -> Result<ProviderEndpoint> {

@@ -273,6 +273,97 @@ pub(super) fn verify_proof(d: &Decision) -> Result<()> {
     Ok(())
 }
 
+/// Checks the BBS disclosure a decision's signed payload carries, as the relying party would:
+/// the proof against the provider's registered BBS key (not the one the payload names), the
+/// nonce derived from its own request id, the header's issuer and expiry. Writes what
+/// `tests/interop/bbs-js/verify.mjs` reads to `js_input`, for an independent check.
+pub(super) fn verify_disclosure(
+    d: &Decision,
+    registered: &pavilion_credentials::bbs::PublicKey,
+    js_input: &std::path::Path,
+) -> Result<()> {
+    use pavilion_credentials::bbs;
+    let pavilion_schemas::Payload::Text(token) = &d.payload else {
+        bail!("a binary payload");
+    };
+    let payload: serde_json::Value =
+        serde_json::from_slice(&pavilion_signing::jose::parse(token)?.payload)?;
+    let claim = payload["claims"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["attributes"].is_object())
+        .context("no claim of this decision discloses an attribute")?;
+    let evidence = claim["evidence"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["kind"] == "bbs_disclosure")
+        .context("disclosed attributes without their proof")?;
+    let b = &evidence["bbs"];
+    let bytes = |field: &str| -> Result<Vec<u8>> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b[field].as_str().unwrap_or_default())
+            .with_context(|| format!("bbs.{field}"))
+    };
+    if bytes("public_key")? != registered.to_bytes() {
+        bail!("the payload names another BBS key than the provider's registered one");
+    }
+    let nonce: [u8; bbs::NONCE_BYTES] =
+        pavilion_zk::field_to_bytes(pavilion_zk::nonce_from_request_id(d.request_id.as_bytes()));
+    if bytes("presentation_header")? != nonce {
+        bail!("the disclosure was made for another request");
+    }
+    let disclosed: Vec<(usize, String, String)> = b["disclosed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["index"].as_u64().unwrap_or(u64::MAX) as usize,
+                a["name"].as_str().unwrap_or_default().to_owned(),
+                a["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let disclosure = bbs::Disclosure {
+        header: bytes("header")?,
+        disclosed: disclosed.clone(),
+        proof: bytes("proof")?,
+    };
+    let header = disclosure
+        .verify(registered, &nonce)
+        .context("the disclosure does not verify")?;
+    for (_, name, value) in &disclosed {
+        if claim["attributes"][name] != *value {
+            bail!("the claim's {name} is not the value the proof discloses");
+        }
+    }
+    std::fs::write(
+        js_input,
+        serde_json::json!({
+            "publicKey": hex::encode(registered.to_bytes()),
+            "proof": hex::encode(&disclosure.proof),
+            "header": hex::encode(&disclosure.header),
+            "presentationHeader": hex::encode(nonce),
+            "disclosed": disclosed.iter().map(|(i, _, v)| serde_json::json!([i, hex::encode(v)])).collect::<Vec<_>>(),
+        })
+        .to_string(),
+    )?;
+    let shown: Vec<String> = disclosed
+        .iter()
+        .map(|(_, n, v)| format!("{n} = {v}"))
+        .collect();
+    println!(
+        "  ✓ disclosure: {} of {}'s {} signed attributes ({}), verified with the provider's registered BBS key for this request's nonce; the others are nowhere in the decision",
+        shown.join(", "),
+        header.issuer,
+        header.attributes.len(),
+        header.attributes.join(", ")
+    );
+    Ok(())
+}
+
 /// One line on the proofs of the run: verified and refused by the broker (its psi stage's
 /// counters), the batch sizes it verified them in, and the provider's proving time.
 pub(super) fn proofs_summary(pipeline_metrics: &str, evidence_metrics: &str) -> String {
@@ -311,10 +402,12 @@ pub(super) fn proofs_summary(pipeline_metrics: &str, evidence_metrics: &str) -> 
     let proving_ms = 1000.0 * sum("pavilion_evidence_proving_seconds_sum")
         / sum("pavilion_evidence_proving_seconds_count").max(1.0);
     format!(
-        "{} verified, {} refused; batches verified: {}; proving {:.0} ms a proof on average at the provider",
+        "{} verified, {} refused; batches verified: {}; proving {:.0} ms a proof on average at the provider; BBS disclosures {} verified, {} refused",
         total("proofs.verified"),
         total("proofs.rejected"),
         if batches.is_empty() { "none".to_owned() } else { batches.join(", ") },
-        proving_ms
+        proving_ms,
+        total("disclosures.verified"),
+        total("disclosures.rejected"),
     )
 }

@@ -1,6 +1,7 @@
 //! The provider's evidence service, without its transport: answering a broker's
 //! [`EvidenceRequest`] with a Groth16 proof that the member's committed attribute satisfies the
-//! predicate, and the service's metrics and health.
+//! predicate, or with a BBS proof disclosing the attributes asked for and nothing else; and the
+//! service's metrics and health.
 //!
 //! The service finds the member by the set key it computed itself at load time; the request
 //! carries no tenant, no request id and no claim. What the provider learns from a request:
@@ -14,7 +15,10 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use pavilion_schemas::{EvidenceRequest, EvidenceResponse, EvidenceStatus};
+use pavilion_credentials::bbs::{self, DISCLOSURE_EVIDENCE};
+use pavilion_schemas::{
+    BbsDisclosure, DisclosedAttribute, EvidenceRequest, EvidenceResponse, EvidenceStatus,
+};
 use pavilion_zk::{
     field_from_bytes, subject_binding, ArtifactError, AttributeType, Circuit, Fr, Prover,
     WitnessInputs,
@@ -23,7 +27,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
-use crate::attributes::AttributeBook;
+use crate::attributes::{AttributeBook, DiscloseError};
 
 /// One worker's provers, a loaded circuit each.
 pub struct Provers(Vec<Prover>);
@@ -154,20 +158,68 @@ pub fn parse_request(request: &EvidenceRequest) -> Result<Question, &'static str
     })
 }
 
+/// What a disclosure request asks, read and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisclosureQuestion {
+    /// The member.
+    pub set_key: [u8; 32],
+    /// The attributes to reveal (1 to 64 distinct names).
+    pub names: Vec<String>,
+    /// The presentation header: the broker's nonce.
+    pub nonce: [u8; bbs::NONCE_BYTES],
+}
+
+/// Reads a disclosure request's fields, or says (naming no value) why it cannot be answered.
+pub fn parse_disclosure_request(
+    request: &EvidenceRequest,
+) -> Result<DisclosureQuestion, &'static str> {
+    if request.circuit != DISCLOSURE_EVIDENCE {
+        return Err("not a disclosure request");
+    }
+    let set_key = request
+        .set_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| "set key is not 32 bytes")?;
+    let nonce = request
+        .nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| "nonce is not 32 bytes")?;
+    let names = &request.disclose;
+    if names.is_empty() || names.len() > bbs::MAX_MESSAGES {
+        return Err("1 to 64 attributes may be disclosed");
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() || name.len() > 64 || names[..i].contains(name) {
+            return Err("malformed or repeated attribute name");
+        }
+    }
+    Ok(DisclosureQuestion {
+        set_key,
+        names: names.clone(),
+        nonce,
+    })
+}
+
 /// Answers proof requests from the provider's attribute book.
 pub struct EvidenceProver {
     provider_id: String,
     book: RwLock<Arc<AttributeBook>>,
+    /// The BBS key the book's attribute sets are signed with, for disclosures.
+    bbs: Option<bbs::SigningKey>,
     /// The service's metrics.
     pub metrics: EvidenceMetrics,
 }
 
 impl EvidenceProver {
-    /// A prover over `book`.
-    pub fn new(book: AttributeBook) -> Self {
+    /// A prover over `book`; `bbs` is the key its attributes were signed with (without it,
+    /// disclosure requests fail).
+    pub fn new(book: AttributeBook, bbs: Option<bbs::SigningKey>) -> Self {
         EvidenceProver {
             provider_id: book.provider_id().to_owned(),
             book: RwLock::new(Arc::new(book)),
+            bbs,
             metrics: EvidenceMetrics::new(),
         }
     }
@@ -189,9 +241,20 @@ impl EvidenceProver {
         now_ms: i64,
     ) -> EvidenceResponse {
         let started = Instant::now();
-        let (status, proof, detail) = match self.prove(provers, request) {
-            Ok(proof) => (EvidenceStatus::Proved, Some(proof), None),
-            Err((status, detail)) => (status, None, Some(detail.to_owned())),
+        let mut disclosure = None;
+        let (status, proof, detail) = if request.circuit == DISCLOSURE_EVIDENCE {
+            match self.disclose(request, now_ms) {
+                Ok(d) => {
+                    disclosure = Some(d);
+                    (EvidenceStatus::Proved, None, None)
+                }
+                Err((status, detail)) => (status, None, Some(detail.to_owned())),
+            }
+        } else {
+            match self.prove(provers, request) {
+                Ok(proof) => (EvidenceStatus::Proved, Some(proof), None),
+                Err((status, detail)) => (status, None, Some(detail.to_owned())),
+            }
         };
         let status_name = match status {
             EvidenceStatus::Proved => "proved",
@@ -200,7 +263,11 @@ impl EvidenceProver {
             EvidenceStatus::NoAttribute => "no_attribute",
             EvidenceStatus::Failed | EvidenceStatus::Unknown => "failed",
         };
-        let circuit = Circuit::from_id(&request.circuit).map_or("unknown", Circuit::id);
+        let circuit = match Circuit::from_id(&request.circuit) {
+            Some(c) => c.id(),
+            None if request.circuit == DISCLOSURE_EVIDENCE => DISCLOSURE_EVIDENCE,
+            None => "unknown",
+        };
         self.metrics
             .answers
             .with_label_values(&[circuit, status_name])
@@ -223,7 +290,48 @@ impl EvidenceProver {
             detail,
             proved_at: now_ms,
             proving_ms: elapsed.as_millis() as i64,
+            disclosure,
         }
+    }
+
+    /// The disclosure, or the status and a reason that names no value.
+    fn disclose(
+        &self,
+        request: &EvidenceRequest,
+        now_ms: i64,
+    ) -> Result<BbsDisclosure, (EvidenceStatus, &'static str)> {
+        let failed = |why| (EvidenceStatus::Failed, why);
+        let q = parse_disclosure_request(request).map_err(failed)?;
+        let key = self.bbs.as_ref().ok_or(failed("no BBS key"))?;
+        let names: Vec<&str> = q.names.iter().map(String::as_str).collect();
+        let d = self
+            .book()
+            .disclose(key, &q.set_key, &names, &q.nonce, now_ms)
+            .map_err(|e| match e {
+                DiscloseError::UnknownSubject => (EvidenceStatus::UnknownSubject, "no such member"),
+                DiscloseError::NoAttribute(_) => (
+                    EvidenceStatus::NoAttribute,
+                    "no such attribute for the member",
+                ),
+                DiscloseError::NotSigned => failed("the attributes are not signed"),
+                DiscloseError::Expired(_) => failed("the signed attributes expired"),
+                DiscloseError::Bbs(_) => failed("deriving the proof failed"),
+            })?;
+        Ok(BbsDisclosure {
+            header: d.header,
+            presentation_header: q.nonce.to_vec(),
+            disclosed: d
+                .disclosed
+                .into_iter()
+                .map(|(index, name, value)| DisclosedAttribute {
+                    index: index as i32,
+                    name,
+                    value,
+                })
+                .collect(),
+            proof: d.proof,
+            public_key: key.public_key().to_bytes().to_vec(),
+        })
     }
 
     /// The proof, or the status and a reason that names no value.
@@ -276,6 +384,7 @@ mod tests {
     use pavilion_zk::{field_to_bytes, nonce_from_request_id, verify, Proof, PublicInputs};
 
     use super::*;
+    use crate::attributes::AttributeSpec;
 
     fn value(spec: &str, cell: &str) -> crate::attributes::AttributeValue {
         crate::attributes::AttributeSpec::parse(spec)
@@ -300,7 +409,7 @@ mod tests {
             .unwrap()
             .commitment("birthdate", &key)
             .unwrap();
-        let service = EvidenceProver::new(book);
+        let service = EvidenceProver::new(book, None);
         let mut provers = Provers::load().unwrap();
         let nonce = nonce_from_request_id(b"r1");
         let request = |bound: i64, set_key: [u8; 32], attribute: &str| EvidenceRequest {
@@ -312,6 +421,7 @@ mod tests {
             reply_partition: 0,
             attempt: 1,
             deadline: 0,
+            disclose: Vec::new(),
         };
 
         let answer = service.answer(&mut provers, &request(20000101, key, "birthdate"), 1);
@@ -368,6 +478,85 @@ mod tests {
                 "pavilion_evidence_answers_total{circuit=\"date_le_cutoff\",status=\"proved\"} 1"
             ),
             "{metrics}"
+        );
+    }
+
+    #[test]
+    fn discloses_what_is_asked_and_says_why_not_otherwise() {
+        let member = [4u8; 32];
+        let specs = ["birthdate:date", "country:text"].map(|s| AttributeSpec::parse(s).unwrap());
+        let values = HashMap::from([(
+            member,
+            BTreeMap::from([
+                (
+                    "birthdate".to_owned(),
+                    specs[0].value("1990-04-01").unwrap(),
+                ),
+                ("country".to_owned(), specs[1].value("DE").unwrap()),
+            ]),
+        )]);
+        let key = bbs::SigningKey::generate().unwrap();
+        let mut book = AttributeBook::reloaded("bank", &values, None);
+        let names = ["birthdate".to_owned(), "country".to_owned()];
+        book.sign(&key, &names, &values, i64::MAX, &|_| {}).unwrap();
+        let public = key.public_key().clone();
+        let service = EvidenceProver::new(book, Some(key));
+        let mut provers = Provers(Vec::new());
+        let ask = |set_key: [u8; 32], disclose: &[&str]| EvidenceRequest {
+            set_key: set_key.to_vec(),
+            circuit: DISCLOSURE_EVIDENCE.into(),
+            attribute: String::new(),
+            bound: 0,
+            nonce: vec![6; 32],
+            reply_partition: 0,
+            attempt: 1,
+            deadline: 0,
+            disclose: disclose.iter().map(|d| d.to_string()).collect(),
+        };
+
+        let answer = service.answer(&mut provers, &ask(member, &["country"]), 1);
+        assert_eq!(answer.status, EvidenceStatus::Proved);
+        let d = answer.disclosure.expect("a disclosure");
+        assert_eq!(
+            d.disclosed,
+            vec![DisclosedAttribute {
+                index: 1,
+                name: "country".into(),
+                value: "DE".into()
+            }]
+        );
+        assert_eq!(d.public_key, public.to_bytes().to_vec());
+        let checked = bbs::Disclosure {
+            header: d.header.clone(),
+            disclosed: vec![(1, "country".into(), "DE".into())],
+            proof: d.proof.clone(),
+        };
+        checked.verify(&public, &[6; 32]).unwrap();
+        let encoded = format!("{d:?}");
+        assert!(!encoded.contains("1990"), "the birth date is not disclosed");
+
+        for (request, status) in [
+            (ask([5; 32], &["country"]), EvidenceStatus::UnknownSubject),
+            (ask(member, &["shoe_size"]), EvidenceStatus::NoAttribute),
+            (ask(member, &[]), EvidenceStatus::Failed),
+            (ask(member, &["country", "country"]), EvidenceStatus::Failed),
+        ] {
+            let answer = service.answer(&mut provers, &request, 1);
+            assert_eq!(answer.status, status, "{:?}", request.disclose);
+            assert!(answer.disclosure.is_none());
+        }
+        let mut short_nonce = ask(member, &["country"]);
+        short_nonce.nonce = vec![1; 31];
+        assert_eq!(
+            service.answer(&mut provers, &short_nonce, 1).status,
+            EvidenceStatus::Failed
+        );
+        let without_key = EvidenceProver::new(AttributeBook::new("bank"), None);
+        assert_eq!(
+            without_key
+                .answer(&mut provers, &ask(member, &["country"]), 1)
+                .status,
+            EvidenceStatus::Failed
         );
     }
 }

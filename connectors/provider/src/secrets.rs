@@ -59,7 +59,7 @@ pub struct ProviderSecrets {
 /// Id under which the BBS key is published in the provider's registry record.
 pub const BBS_KEY_ID: &str = "b1";
 /// Its algorithm, as the registry names it.
-pub const BBS_ALGORITHM: &str = "BBS-BLS12-381-SHA-256";
+pub const BBS_ALGORITHM: &str = bbs::KEY_ALGORITHM;
 
 impl ProviderSecrets {
     /// Fresh keys.

@@ -4,6 +4,8 @@
 use cedar_policy::{Policy, PolicySet, Schema, ValidationMode, Validator};
 use serde_json::Value;
 
+use pavilion_schemas::EvidenceKind;
+
 use crate::document::{Finding, ResponseSpec, SourceDocument};
 use crate::engine::{parse_rules, CEDAR_SCHEMA};
 
@@ -92,6 +94,26 @@ pub fn check(yaml: &str) -> Vec<Finding> {
                     "rule `{}` {what} forbid `{}` (line {}): it can never permit anything",
                     permit.name, forbid.name, forbid.line
                 ),
+            ));
+        }
+    }
+    for (claim, plan) in &spec.plan {
+        let line = source.plan_lines.get(claim).copied();
+        let has = |k: EvidenceKind| plan.evidence.contains(&k);
+        if has(EvidenceKind::BbsDisclosure) && has(EvidenceKind::ZkPredicate) {
+            findings.push(Finding::error(
+                line,
+                format!("`{claim}`: one claim takes a zk_predicate or a bbs_disclosure, not both (ask for two claims)"),
+            ));
+        }
+        let attributes = plan
+            .disclose
+            .iter()
+            .any(|d| d != claim && d != "subject_ref" && d != "intersection");
+        if has(EvidenceKind::BbsDisclosure) && !attributes {
+            findings.push(Finding::error(
+                line,
+                format!("`{claim}`: bbs_disclosure evidence needs the attributes to reveal under `disclose` (e.g. `disclose: [country]`)"),
             ));
         }
     }

@@ -388,6 +388,14 @@ plan:
   age_over:
     providers: [{ id: registry-eu, region: eu }]
     evidence: [zk_predicate]
+  residence:
+    providers: [{ id: registry-eu, region: eu }]
+    evidence: [bbs_disclosure]
+    disclose: [residence, subject_ref]
+  age_and_country:
+    providers: [{ id: registry-eu, region: eu }]
+    evidence: [zk_predicate, bbs_disclosure]
+    disclose: [country]
 response:
   lifetime: 0s
   claim_names: { account_verified: aud, age_over: verified, credit_score: verified }
@@ -400,10 +408,12 @@ response:
         10: error: cedar: for policy `typo`, attribute `purpos` in context for Action::"verify" not found
         13: error: plan for `account_verified` names no provider
         13: warning: plan for `account_verified` requires no evidence
-        18: error: `response.lifetime` is zero: every decision would be expired when issued
-        18: error: `response.claim_names`: `account_verified` cannot be named `aud` (empty or a name the payload itself uses)
-        18: error: `response.claim_names`: `age_over` and `credit_score` are both named `verified`
-        18: warning: `response.claim_names` renames `credit_score`, which the plan does not answer
+        18: error: `residence`: bbs_disclosure evidence needs the attributes to reveal under `disclose` (e.g. `disclose: [country]`)
+        22: error: `age_and_country`: one claim takes a zk_predicate or a bbs_disclosure, not both (ask for two claims)
+        26: error: `response.lifetime` is zero: every decision would be expired when issued
+        26: error: `response.claim_names`: `account_verified` cannot be named `aud` (empty or a name the payload itself uses)
+        26: error: `response.claim_names`: `age_over` and `credit_score` are both named `verified`
+        26: warning: `response.claim_names` renames `credit_score`, which the plan does not answer
     "#]].assert_eq(&rendered);
 
     let syntax = check("policy: p\ntenant: t\nrules: |\n  permit(principal, action, resource)\n  when { context.purpose == };\n");

@@ -117,6 +117,8 @@ fn check(config: PsiConfig) -> Result<(), String> {
 }
 
 #[cfg(test)]
+mod disclosure_tests;
+#[cfg(test)]
 mod predicate_tests;
 #[cfg(test)]
 mod tests;

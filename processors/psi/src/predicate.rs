@@ -22,17 +22,26 @@
 //! Answers are matched to asks by the question itself (provider, nonce, circuit, bound, set
 //! key), never by proof bytes: Groth16 proofs can be re-randomized.
 //!
+//! Disclosures (`bbs_disclosure` evidence) take the same round trip: the "circuit" is
+//! `bbs_disclosure`, the ask names the attributes to reveal, and the answer's BBS proof is
+//! verified at the punctuation (one by one: BBS has no batch verification here) with the
+//! provider's BBS key as the registry held it when the stage asked, the request's nonce as
+//! presentation header, and the names asked for — a proof that reveals more or other
+//! attributes, another issuer, or an expired signature is refused. One disclosure per
+//! provider and request: two claims of one request asking one provider share the question.
+//!
 //! Store layout (`pending`): `req/<request key>` → [`Pending`]; `ask/<question>` → the
 //! request keys waiting for it; `got/<question>` → the answer, until verified;
 //! `due/<ms, 20 digits>\0<request key>` → when the request must be looked at again.
 
 use std::collections::BTreeMap;
 
+use pavilion_credentials::bbs::{self, DISCLOSURE_EVIDENCE};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, ProcessError};
 use pavilion_schemas::{
-    ClaimMatch, EvidenceKind, EvidenceRef, EvidenceRequest, EvidenceResponse, EvidenceStatus,
-    MatchResult, MatchStatus, PolicyOutcome,
+    BbsDisclosure, ClaimMatch, EvidenceKind, EvidenceRef, EvidenceRequest, EvidenceResponse,
+    EvidenceStatus, MatchResult, MatchStatus, PolicyOutcome,
 };
 use pavilion_zk::{field_from_bytes, Circuit, Proof, PublicInputs};
 use serde::{Deserialize, Serialize};
@@ -55,6 +64,13 @@ pub(crate) struct Question {
     pub nonce: Vec<u8>,
     /// From the provider's signed set entry; never from the answer.
     pub commitment: Vec<u8>,
+    /// For a disclosure: the attributes to reveal, exactly.
+    #[serde(default)]
+    pub disclose: Vec<String>,
+    /// For a disclosure: the provider's BBS key from its registry record; never from the
+    /// answer.
+    #[serde(default)]
+    pub public_key: Vec<u8>,
 }
 
 impl Question {
@@ -221,6 +237,7 @@ fn send(ctx: &mut Context<'_>, w: &Waiting) -> Result<(), ProcessError> {
         reply_partition: ctx.partition(),
         attempt: w.attempt,
         deadline: w.deadline,
+        disclose: q.disclose.clone(),
     };
     ctx.count("evidence.asked", &q.provider);
     ctx.emit_to_member(
@@ -271,6 +288,9 @@ fn save(
 
 /// Largest proof field kept for verification; anything longer is a bad answer outright.
 const MAX_PROOF_BYTES: usize = 1024;
+/// A BBS proof hiding at most 64 messages.
+const MAX_DISCLOSURE_PROOF_BYTES: usize = 272 + 32 * bbs::MAX_MESSAGES;
+const MAX_DISCLOSURE_HEADER_BYTES: usize = 8 * 1024;
 
 /// An answer from a provider: kept for the next punctuation if someone waits for it.
 pub(crate) fn on_response(
@@ -297,12 +317,22 @@ pub(crate) fn on_response(
         ctx.count("evidence.duplicate", &response.provider_id);
         return Ok(());
     }
-    if response
-        .proof
-        .as_ref()
-        .is_some_and(|p| p.len() > MAX_PROOF_BYTES)
+    let oversized_disclosure = response.disclosure.as_ref().is_some_and(|d| {
+        d.proof.len() > MAX_DISCLOSURE_PROOF_BYTES
+            || d.header.len() > MAX_DISCLOSURE_HEADER_BYTES
+            || d.disclosed.len() > bbs::MAX_MESSAGES
+            || d.disclosed
+                .iter()
+                .any(|a| a.name.len() + a.value.len() > 512)
+    });
+    if oversized_disclosure
+        || response
+            .proof
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_PROOF_BYTES)
     {
         response.proof = None;
+        response.disclosure = None;
         response.status = EvidenceStatus::Unknown;
         response.detail = Some("oversized proof".into());
     }
@@ -312,7 +342,7 @@ pub(crate) fn on_response(
 
 /// What became of one wait.
 enum Settled {
-    Proved(EvidenceRef),
+    Proved(Box<EvidenceRef>),
     DoesNotHold,
     /// The provider failed (counts against its breaker).
     Failed(&'static str),
@@ -363,6 +393,18 @@ pub(crate) fn punctuate(
                 continue;
             };
             let outcome = match response.status {
+                EvidenceStatus::Proved if w.question.circuit == DISCLOSURE_EVIDENCE => {
+                    match verify_disclosure(&w.question, &response, now_ms) {
+                        Ok(evidence) => {
+                            ctx.count("disclosures.verified", &w.question.provider);
+                            Settled::Proved(Box::new(disclosure_evidence(w, evidence)))
+                        }
+                        Err(why) => {
+                            ctx.count("disclosures.rejected", why);
+                            Settled::Failed(why)
+                        }
+                    }
+                }
                 EvidenceStatus::Proved => match rebuild(&w.question, &response) {
                     Ok(item) => {
                         batch.push(item);
@@ -389,7 +431,7 @@ pub(crate) fn punctuate(
             let outcome = match result {
                 Ok(()) => {
                     ctx.count("proofs.verified", circuit.id());
-                    Settled::Proved(evidence(&w, circuit, &inputs, &proof))
+                    Settled::Proved(Box::new(evidence(&w, circuit, &inputs, &proof)))
                 }
                 Err(_) => {
                     ctx.count("proofs.rejected", circuit.id());
@@ -558,6 +600,72 @@ fn evidence(w: &Waiting, circuit: Circuit, inputs: &PublicInputs, proof: &Proof)
             nonce: q.nonce.clone(),
             proof: eip197.to_vec(),
         }),
+        disclosure: None,
+    }
+}
+
+/// Checks a provider's disclosure against what the stage asked and trusts: the provider's
+/// registered BBS key, the request's nonce, exactly the attributes asked for, this provider
+/// as issuer, an unexpired signature. Returns the disclosure as the decision carries it.
+fn verify_disclosure(
+    q: &Question,
+    response: &EvidenceResponse,
+    now_ms: i64,
+) -> Result<BbsDisclosure, &'static str> {
+    let d = response.disclosure.as_ref().ok_or("bad_disclosure")?;
+    let public = bbs::PublicKey::from_bytes(&q.public_key).map_err(|_| "bad_bbs_key")?;
+    let nonce: [u8; bbs::NONCE_BYTES] = q.nonce.as_slice().try_into().map_err(|_| "bad_nonce")?;
+    let mut revealed: Vec<&str> = d.disclosed.iter().map(|a| a.name.as_str()).collect();
+    let mut asked: Vec<&str> = q.disclose.iter().map(String::as_str).collect();
+    revealed.sort_unstable();
+    asked.sort_unstable();
+    if revealed != asked {
+        // More, fewer or other attributes than the plan allows.
+        return Err("disclosure_not_as_asked");
+    }
+    let disclosure = bbs::Disclosure {
+        header: d.header.clone(),
+        disclosed: d
+            .disclosed
+            .iter()
+            .map(|a| {
+                usize::try_from(a.index)
+                    .map(|i| (i, a.name.clone(), a.value.clone()))
+                    .map_err(|_| "bad_disclosure")
+            })
+            .collect::<Result<_, _>>()?,
+        proof: d.proof.clone(),
+    };
+    let header = disclosure
+        .verify(&public, &nonce)
+        .map_err(|_| "bad_disclosure")?;
+    if header.issuer != q.provider {
+        return Err("disclosure_other_issuer");
+    }
+    if header.expires_at_ms <= now_ms {
+        return Err("disclosure_expired");
+    }
+    Ok(BbsDisclosure {
+        header: d.header.clone(),
+        presentation_header: q.nonce.clone(),
+        disclosed: d.disclosed.clone(),
+        proof: d.proof.clone(),
+        public_key: q.public_key.clone(),
+    })
+}
+
+/// The evidence a verified disclosure gives.
+fn disclosure_evidence(w: &Waiting, disclosure: BbsDisclosure) -> EvidenceRef {
+    EvidenceRef {
+        provider_id: w.question.provider.clone(),
+        kind: EvidenceKind::BbsDisclosure,
+        attestation_digest: w
+            .evidence
+            .first()
+            .and_then(|e| e.attestation_digest.clone()),
+        proof_digest: Some(Sha256::digest(&disclosure.proof).to_vec()),
+        zk: None,
+        disclosure: Some(disclosure),
     }
 }
 
@@ -577,9 +685,9 @@ fn advance(
     let mut unavailable = w.unavailable;
     let mut answered = w.answered;
     match outcome {
-        Settled::Proved(zk) => {
+        Settled::Proved(proved) => {
             let mut evidence = w.evidence;
-            evidence.push(zk);
+            evidence.push(*proved);
             pending.results[w.claim] = Some(ClaimMatch {
                 claim_index: plan.claim_index,
                 claim_name: plan.claim_name.clone(),

@@ -121,6 +121,7 @@ fn answer(
         detail: None,
         proved_at: T0,
         proving_ms: 20,
+        disclosure: None,
     }
 }
 

@@ -1,6 +1,7 @@
 use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::{Signature, VerifyingKey};
+use pavilion_credentials::bbs::{DISCLOSURE_EVIDENCE, KEY_ALGORITHM};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, GlobalStore, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
@@ -153,6 +154,7 @@ impl Lookup<'_> {
         let digest = Some(entry.attestation.digest(provider_id, &key).to_vec());
         let mut evidence = Vec::new();
         let mut needs_proof = false;
+        let mut needs_disclosure = false;
         for kind in required_evidence(plan) {
             match kind {
                 EvidenceKind::OprfMatch => {}
@@ -164,6 +166,10 @@ impl Lookup<'_> {
                     needs_proof = true;
                     continue;
                 }
+                EvidenceKind::BbsDisclosure => {
+                    needs_disclosure = true;
+                    continue;
+                }
                 EvidenceKind::Unknown => return Answer::Unavailable("unknown_evidence_kind"),
             }
             evidence.push(EvidenceRef {
@@ -172,7 +178,21 @@ impl Lookup<'_> {
                 attestation_digest: digest.clone(),
                 proof_digest: None,
                 zk: None,
+                disclosure: None,
             });
+        }
+        if needs_proof && needs_disclosure {
+            // One wait per claim: the policy check refuses such a plan.
+            return Answer::Unavailable("proof_and_disclosure_in_one_claim");
+        }
+        if needs_disclosure {
+            return match self.disclosure_question(plan, &provider, &key) {
+                Ok(_) if !breakers.allow(provider_id, self.now_ms) => {
+                    Answer::Unavailable("circuit_open")
+                }
+                Ok(question) => Answer::Prove(question, evidence),
+                Err(why) => Answer::Unavailable(why),
+            };
         }
         if !needs_proof {
             return Answer::Matched(evidence);
@@ -227,6 +247,42 @@ impl Lookup<'_> {
             bound,
             nonce: field_to_bytes(nonce_from_request_id(request.request_id.as_bytes())).to_vec(),
             commitment: commitment.to_vec(),
+            disclose: Vec::new(),
+            public_key: Vec::new(),
+        })
+    }
+
+    /// What to ask the provider to disclose for this claim: the attributes its plan lists
+    /// under `disclose` (other than the claim itself and `subject_ref`), to be checked
+    /// against the provider's registered BBS key.
+    fn disclosure_question(
+        &self,
+        plan: &ClaimPlan,
+        provider: &Provider,
+        set_key: &[u8],
+    ) -> Result<Question, &'static str> {
+        let names = disclosed_attributes(plan);
+        if names.is_empty() {
+            return Err("no_attribute_to_disclose");
+        }
+        let public_key = provider
+            .attestation_keys
+            .iter()
+            .find(|k| k.algorithm == KEY_ALGORITHM)
+            .ok_or("no_bbs_key")?
+            .public_key
+            .clone();
+        let request = &self.outcome.request;
+        Ok(Question {
+            provider: provider.provider_id.clone(),
+            set_key: set_key.to_vec(),
+            circuit: DISCLOSURE_EVIDENCE.to_owned(),
+            attribute: String::new(),
+            bound: 0,
+            nonce: field_to_bytes(nonce_from_request_id(request.request_id.as_bytes())).to_vec(),
+            commitment: Vec::new(),
+            disclose: names,
+            public_key,
         })
     }
 
@@ -320,7 +376,7 @@ pub enum PsiInput {
     /// From `pavilion.psi.jobs`.
     Chunk(PsiJobChunk),
     /// From `pavilion.evidence.responses`.
-    Response(EvidenceResponse),
+    Response(Box<EvidenceResponse>),
 }
 
 impl Input for PsiInput {
@@ -330,7 +386,9 @@ impl Input for PsiInput {
                 .decode(bytes)
                 .map(|o| PsiInput::Outcome(Box::new(o))),
             PsiJobChunk::FULL_NAME => registry.decode(bytes).map(PsiInput::Chunk),
-            EvidenceResponse::FULL_NAME => registry.decode(bytes).map(PsiInput::Response),
+            EvidenceResponse::FULL_NAME => registry
+                .decode(bytes)
+                .map(|r| PsiInput::Response(Box::new(r))),
             other => Err(CodecError::SchemaMismatch {
                 expected: format!(
                     "{}, {} or {}",
@@ -354,7 +412,7 @@ impl Processor for PsiStage {
     ) -> Result<(), ProcessError> {
         let outcome = match record.value {
             PsiInput::Chunk(chunk) => return batch::on_chunk(ctx, &self.config, chunk),
-            PsiInput::Response(response) => return predicate::on_response(ctx, response),
+            PsiInput::Response(response) => return predicate::on_response(ctx, *response),
             PsiInput::Outcome(o) if batch::is_job(&o) => {
                 return batch::on_outcome(ctx, &self.config, &o)
             }
@@ -410,4 +468,17 @@ impl Processor for PsiStage {
         }
         Ok(())
     }
+}
+
+/// The attributes a claim's plan discloses by BBS proof: its `disclose` list without the claim
+/// itself (which names the outcome as disclosable in an SD-JWT) and the names the signing
+/// stage gives a meaning of its own.
+pub(crate) fn disclosed_attributes(plan: &ClaimPlan) -> Vec<String> {
+    plan.disclosable_attributes
+        .iter()
+        .filter(|d| {
+            **d != plan.claim_name && !["subject_ref", "intersection"].contains(&d.as_str())
+        })
+        .cloned()
+        .collect()
 }

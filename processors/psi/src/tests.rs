@@ -81,7 +81,12 @@ pub(crate) fn token(provider: &str, subject: &str) -> Vec<u8> {
     format!("F[{provider}]({subject})").into_bytes()
 }
 
-fn entry(provider: &str, subject: &str, claims: &[&str], attested_at: i64) -> ProviderSetEntry {
+pub(crate) fn entry(
+    provider: &str,
+    subject: &str,
+    claims: &[&str],
+    attested_at: i64,
+) -> ProviderSetEntry {
     let key = set_key(provider, &token(provider, subject));
     let claims: Vec<String> = claims.iter().map(|c| c.to_string()).collect();
     let message = Attestation::signing_bytes(provider, &key, &claims, attested_at, "a1", &[]);

@@ -1,11 +1,13 @@
+use std::collections::BTreeMap;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
-    ClaimOutcome, CodecError, Decision, DecisionIssued, Event, EvidenceKind, MatchResult,
-    MatchStatus, Payload, PolicyEffect, PolicyRef, Registry, RejectionReason, RequestRejected,
-    ResponseFormat, ResponseTemplate, Verdict, ZkEvidence,
+    BbsDisclosure, ClaimOutcome, CodecError, Decision, DecisionIssued, Event, EvidenceKind,
+    MatchResult, MatchStatus, Payload, PolicyEffect, PolicyRef, Registry, RejectionReason,
+    RequestRejected, ResponseFormat, ResponseTemplate, Verdict, ZkEvidence,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -164,6 +166,9 @@ struct ClaimEntry<'a> {
     name: &'a str,
     outcome: &'static str,
     reason: Option<&'a str>,
+    /// Attribute values a BBS proof of the provider disclosed, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    attributes: BTreeMap<&'a str, &'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     evidence: Option<Vec<EvidenceClaim<'a>>>,
 }
@@ -176,6 +181,50 @@ struct EvidenceClaim<'a> {
     proof_digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     zk: Option<ZkClaim<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bbs: Option<BbsClaim<'a>>,
+}
+
+/// A BBS disclosure as a relying party checks it with the provider's key alone
+/// (draft-irtf-cfrg-bbs-signatures, BLS12-381-SHA-256): `verifyProof` with this public key,
+/// header, presentation header, proof, and the disclosed values (UTF-8) at their indexes.
+/// Byte strings in base64url.
+#[derive(Serialize)]
+struct BbsClaim<'a> {
+    ciphersuite: &'static str,
+    public_key: String,
+    header: String,
+    presentation_header: String,
+    disclosed: Vec<DisclosedClaim<'a>>,
+    proof: String,
+}
+
+#[derive(Serialize)]
+struct DisclosedClaim<'a> {
+    index: i32,
+    name: &'a str,
+    value: &'a str,
+}
+
+impl<'a> BbsClaim<'a> {
+    fn of(d: &'a BbsDisclosure) -> Self {
+        BbsClaim {
+            ciphersuite: "BLS12-381-SHA-256",
+            public_key: B64URL.encode(&d.public_key),
+            header: B64URL.encode(&d.header),
+            presentation_header: B64URL.encode(&d.presentation_header),
+            disclosed: d
+                .disclosed
+                .iter()
+                .map(|a| DisclosedClaim {
+                    index: a.index,
+                    name: &a.name,
+                    value: &a.value,
+                })
+                .collect(),
+            proof: B64URL.encode(&d.proof),
+        }
+    }
 }
 
 /// A zero-knowledge proof as a relying party checks it without the broker: the circuit, the
@@ -253,6 +302,13 @@ pub(crate) fn claims_set(
                 name: payload_name(template, &o.claim_name),
                 outcome: verdict_name(o.outcome),
                 reason: o.reason.as_deref(),
+                attributes: o
+                    .evidence
+                    .iter()
+                    .filter_map(|e| e.disclosure.as_ref())
+                    .flat_map(|d| &d.disclosed)
+                    .map(|a| (a.name.as_str(), a.value.as_str()))
+                    .collect(),
                 evidence: template.evidence.then(|| {
                     o.evidence
                         .iter()
@@ -265,6 +321,7 @@ pub(crate) fn claims_set(
                                 .map(|b| B64URL.encode(b)),
                             proof_digest: e.proof_digest.as_ref().map(|b| B64URL.encode(b)),
                             zk: e.zk.as_ref().map(ZkClaim::of),
+                            bbs: e.disclosure.as_ref().map(BbsClaim::of),
                         })
                         .collect()
                 }),

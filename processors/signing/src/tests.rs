@@ -392,6 +392,7 @@ fn the_policys_response_template_shapes_the_payload_but_not_the_record() {
             attestation_digest: Some(vec![7; 32]),
             proof_digest: None,
             zk: None,
+            disclosure: None,
         },
         // A proof travels whole, with its public inputs as decimal field elements.
         EvidenceRef {
@@ -407,6 +408,7 @@ fn the_policys_response_template_shapes_the_payload_but_not_the_record() {
                 nonce: [vec![0; 30], vec![1, 0]].concat(),
                 proof: vec![9; 6],
             }),
+            disclosure: None,
         },
     ];
     m.outcome.response_template = Some(template.clone());
@@ -629,24 +631,24 @@ fn one_decision_per_request_id_a_retry_gets_the_very_record_again() {
     );
     expect![[r#"
         first:
-        decisions.acme r1 0fa56bf2a11b
-        issued r1 9783a842f358
+        decisions.acme r1 245cf721775f
+        issued r1 a4f686fae04d
         retry:
-        decisions.acme r1 0fa56bf2a11b
-        issued r1 9783a842f358
+        decisions.acme r1 245cf721775f
+        issued r1 a4f686fae04d
         conflict:
         decided again:
-        decisions.acme r1 0fa56bf2a11b
-        issued r1 9783a842f358
+        decisions.acme r1 245cf721775f
+        issued r1 a4f686fae04d
         early retry:
         late original:
-        decisions.acme r2 bcc585acd12f
-        issued r2 3b3b19998421
+        decisions.acme r2 75621ee213e6
+        issued r2 8f4f4a4f5ebd
         rate limited, and its retry:
-        decisions.acme r3 2579de7fb08a
-        issued r3 26d430f4b096
-        decisions.acme r3 2579de7fb08a
-        issued r3 26d430f4b096
+        decisions.acme r3 23249e7fccb5
+        issued r3 d21d6a5270be
+        decisions.acme r3 23249e7fccb5
+        issued r3 d21d6a5270be
         kept:
         exp/00000001700003600000/id/acme/r1
         exp/00000001700003660000/id/acme/r2
@@ -670,4 +672,44 @@ fn one_decision_per_request_id_a_retry_gets_the_very_record_again() {
         fingerprints(&forgotten),
         kept_keys(&d),
     ));
+}
+
+#[test]
+fn disclosed_attributes_are_in_the_payload_with_the_proof_that_reveals_them() {
+    let keys = keys();
+    let mut d = driver(&keys);
+    let mut m = matched(
+        "r1",
+        ResponseFormat::Json,
+        &[("residence", MatchStatus::Matched)],
+    );
+    m.results[0].evidence = vec![EvidenceRef {
+        provider_id: "bank".into(),
+        kind: EvidenceKind::BbsDisclosure,
+        attestation_digest: Some(vec![7; 32]),
+        proof_digest: Some(vec![8; 32]),
+        zk: None,
+        disclosure: Some(pavilion_schemas::BbsDisclosure {
+            header: b"pavilion.attributes.v1\nissuer=bank".to_vec(),
+            presentation_header: vec![1; 4],
+            disclosed: vec![pavilion_schemas::DisclosedAttribute {
+                index: 1,
+                name: "country".into(),
+                value: "DE".into(),
+            }],
+            proof: vec![9; 6],
+            public_key: vec![2; 6],
+        }),
+    }];
+    check(
+        &keys,
+        &mut d,
+        "matches",
+        &m,
+        expect![[r#"
+            decisions.acme Json kid=k-2025 verified=true
+              {"iss":"test-broker","aud":"acme","jti":"r1","iat":1700000000,"exp":1700000300,"nonce":"nonce-r1","response_schema":"pavilion.decision/1","policy":null,"claims":[{"index":0,"name":"residence","outcome":"verified","reason":null,"attributes":{"country":"DE"},"evidence":[{"provider":"bank","kind":"bbs_disclosure","attestation_digest":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc","proof_digest":"CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg","bbs":{"ciphersuite":"BLS12-381-SHA-256","public_key":"AgICAgIC","header":"cGF2aWxpb24uYXR0cmlidXRlcy52MQppc3N1ZXI9YmFuaw","presentation_header":"AQEBAQ","disclosed":[{"index":1,"name":"country","value":"DE"}],"proof":"CQkJCQkJ"}}]}],"rejection":null}
+            issued r1 -> decisions.acme kid=k-2025
+        "#]],
+    );
 }

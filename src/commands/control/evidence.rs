@@ -147,7 +147,6 @@ pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
             a.name
         );
     };
-    drop(secrets);
     let topology = cli::load(&a.cluster.file)?;
     let requests_topic = provider_topic(&a.cluster, EvidenceRequest::FULL_NAME, &a.name)?;
     let responses_topic = cli::topic_for(&topology, EvidenceResponse::FULL_NAME)?.name;
@@ -160,7 +159,7 @@ pub fn serve(a: ServeEvidenceArgs) -> Result<ExitCode> {
         a.workers.max(1),
         book.len()
     );
-    let service = Arc::new(EvidenceProver::new(book));
+    let service = Arc::new(EvidenceProver::new(book, secrets.bbs));
     let (jobs, answers) = start_workers(&service, a.workers.max(1), a.queue.max(1))?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
