@@ -232,10 +232,16 @@ fn evidence_request(dir: &Path) {
         )]),
     )]);
     let mut book = AttributeBook::reloaded("registry-eu", &values, None);
-    let bbs_key = pavilion_credentials::bbs::SigningKey::derive(&[7; 32], b"registry-eu")
-        .expect("a BBS key");
-    book.sign(&bbs_key, &["birthdate".to_owned()], &values, i64::MAX, &|_| {})
-        .expect("signs");
+    let bbs_key =
+        pavilion_credentials::bbs::SigningKey::derive(&[7; 32], b"registry-eu").expect("a BBS key");
+    book.sign(
+        &bbs_key,
+        &["birthdate".to_owned()],
+        &values,
+        i64::MAX,
+        &|_| {},
+    )
+    .expect("signs");
     let prover = EvidenceProver::new(book, Some(bbs_key));
     let request = EvidenceRequest {
         set_key: set_key.to_vec(),
@@ -271,7 +277,11 @@ fn evidence_request(dir: &Path) {
     write(
         dir,
         "disclosure-request",
-        [&[0][..], body(&registry.encode(&disclose).expect("encodes"))].concat(),
+        [
+            &[0][..],
+            body(&registry.encode(&disclose).expect("encodes")),
+        ]
+        .concat(),
     );
     let answer = prover.answer(&mut provers, &disclose, 1_767_268_801_000);
     assert!(answer.disclosure.is_some(), "{:?}", answer.detail);

@@ -14,8 +14,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pavilion_fuzz::framed_current;
 use pavilion_credentials::bbs;
+use pavilion_fuzz::framed_current;
 use pavilion_provider::evidence::{parse_disclosure_request, parse_request};
 use pavilion_schemas::{EvidenceRequest, EvidenceResponse, Registry};
 use pavilion_zk::{field_to_bytes, Proof};
