@@ -20,7 +20,7 @@ mod util;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -575,21 +575,10 @@ fn javascript_verifies(bbs: &serde_json::Value, request_id: &str) {
             .collect::<Vec<_>>(),
     });
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/bbs-js");
-    let mut child = Command::new("node")
-        .arg(root.join("verify.mjs"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        Command::new("node").arg(root.join("verify.mjs")),
+        input.to_string().as_bytes(),
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         r#"{"verified":true}"#,
@@ -604,23 +593,13 @@ fn python_verifies(evidence: &serde_json::Value, request_id: &str) {
         "PAVILION_PYTHON must name a Python with examples/python/requirements.txt installed (scripts/test sets it up)",
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(python)
-        .arg(root.join("examples/python/verify_zk.py"))
-        .arg(root.join("zk/artifacts"))
-        .arg(request_id)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(evidence.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        Command::new(python)
+            .arg(root.join("examples/python/verify_zk.py"))
+            .arg(root.join("zk/artifacts"))
+            .arg(request_id),
+        evidence.to_string().as_bytes(),
+    );
     assert!(
         out.status.success(),
         "py_ecc did not verify {evidence}: {}{}",

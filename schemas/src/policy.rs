@@ -78,6 +78,18 @@ pub enum EvidenceKind {
     BbsDisclosure,
 }
 
+/// The entries of a claim's `disclose` list that name attributes to reveal by a provider's
+/// BBS proof: all but the claim itself (which makes the outcome disclosable in an SD-JWT) and
+/// the names the signing stage and batch PSI give a meaning of their own.
+pub fn disclosed_attributes<'a>(
+    claim: &'a str,
+    disclose: &'a [String],
+) -> impl Iterator<Item = &'a String> + 'a {
+    disclose
+        .iter()
+        .filter(move |d| *d != claim && !["subject_ref", "intersection"].contains(&d.as_str()))
+}
+
 /// The plan for one requested claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimPlan {

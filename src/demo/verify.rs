@@ -225,15 +225,21 @@ pub(super) fn verify_sample(
     Ok(())
 }
 
+/// A compact token's claims (its signature is checked by `verify_sample`).
+fn signed_payload(d: &Decision) -> Result<serde_json::Value> {
+    let pavilion_schemas::Payload::Text(token) = &d.payload else {
+        bail!("a binary payload");
+    };
+    Ok(serde_json::from_slice(
+        &pavilion_signing::jose::parse(token)?.payload,
+    )?)
+}
+
 /// Checks the zero-knowledge proof a decision's signed payload carries, as the relying party
 /// would: the circuit's pinned verifying key, the public inputs from the token, the nonce
 /// derived from its own request id. Says so when the decision carries none.
 pub(super) fn verify_proof(d: &Decision) -> Result<()> {
-    let pavilion_schemas::Payload::Text(token) = &d.payload else {
-        bail!("a binary payload");
-    };
-    let payload: serde_json::Value =
-        serde_json::from_slice(&pavilion_signing::jose::parse(token)?.payload)?;
+    let payload = signed_payload(d)?;
     let evidence = payload["claims"]
         .as_array()
         .into_iter()
@@ -283,11 +289,7 @@ pub(super) fn verify_disclosure(
     js_input: &std::path::Path,
 ) -> Result<()> {
     use pavilion_credentials::bbs;
-    let pavilion_schemas::Payload::Text(token) = &d.payload else {
-        bail!("a binary payload");
-    };
-    let payload: serde_json::Value =
-        serde_json::from_slice(&pavilion_signing::jose::parse(token)?.payload)?;
+    let payload = signed_payload(d)?;
     let claim = payload["claims"]
         .as_array()
         .into_iter()

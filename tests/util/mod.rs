@@ -422,6 +422,18 @@ impl Drop for Tally {
 }
 
 /// Every committed record of a topic.
+/// Runs `command` with `input` on its stdin; its output (stdout and stderr captured).
+pub fn with_stdin(command: &mut Command, input: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn read_all(topic: &str) -> Vec<ReadRecord> {
     TopicReader::new(&settings(), &[topic])
         .unwrap()

@@ -56,10 +56,9 @@ pub struct ProviderSecrets {
     pub bbs: Option<bbs::SigningKey>,
 }
 
-/// Id under which the BBS key is published in the provider's registry record.
+/// Id under which the BBS key is published in the provider's registry record (its algorithm
+/// is `bbs::KEY_ALGORITHM`).
 pub const BBS_KEY_ID: &str = "b1";
-/// Its algorithm, as the registry names it.
-pub const BBS_ALGORITHM: &str = bbs::KEY_ALGORITHM;
 
 impl ProviderSecrets {
     /// Fresh keys.

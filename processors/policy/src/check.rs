@@ -4,7 +4,7 @@
 use cedar_policy::{Policy, PolicySet, Schema, ValidationMode, Validator};
 use serde_json::Value;
 
-use pavilion_schemas::EvidenceKind;
+use pavilion_schemas::{disclosed_attributes, EvidenceKind};
 
 use crate::document::{Finding, ResponseSpec, SourceDocument};
 use crate::engine::{parse_rules, CEDAR_SCHEMA};
@@ -106,10 +106,7 @@ pub fn check(yaml: &str) -> Vec<Finding> {
                 format!("`{claim}`: one claim takes a zk_predicate or a bbs_disclosure, not both (ask for two claims)"),
             ));
         }
-        let attributes = plan
-            .disclose
-            .iter()
-            .any(|d| d != claim && d != "subject_ref" && d != "intersection");
+        let attributes = disclosed_attributes(claim, &plan.disclose).next().is_some();
         if has(EvidenceKind::BbsDisclosure) && !attributes {
             findings.push(Finding::error(
                 line,

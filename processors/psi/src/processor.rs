@@ -5,9 +5,9 @@ use pavilion_credentials::bbs::{DISCLOSURE_EVIDENCE, KEY_ALGORITHM};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, GlobalStore, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
-    set_key, Attestation, ClaimMatch, ClaimPlan, CodecError, Event, EvidenceKind, EvidenceRef,
-    EvidenceResponse, MatchResult, MatchStatus, PolicyEffect, PolicyOutcome, Provider,
-    ProviderSetEntry, ProviderState, PsiJobChunk, Registry,
+    disclosed_attributes, set_key, Attestation, ClaimMatch, ClaimPlan, CodecError, Event,
+    EvidenceKind, EvidenceRef, EvidenceResponse, MatchResult, MatchStatus, PolicyEffect,
+    PolicyOutcome, Provider, ProviderSetEntry, ProviderState, PsiJobChunk, Registry,
 };
 use pavilion_zk::{field_to_bytes, nonce_from_request_id, Circuit};
 
@@ -261,7 +261,10 @@ impl Lookup<'_> {
         provider: &Provider,
         set_key: &[u8],
     ) -> Result<Question, &'static str> {
-        let names = disclosed_attributes(plan);
+        let names: Vec<String> =
+            disclosed_attributes(&plan.claim_name, &plan.disclosable_attributes)
+                .cloned()
+                .collect();
         if names.is_empty() {
             return Err("no_attribute_to_disclose");
         }
@@ -468,17 +471,4 @@ impl Processor for PsiStage {
         }
         Ok(())
     }
-}
-
-/// The attributes a claim's plan discloses by BBS proof: its `disclose` list without the claim
-/// itself (which names the outcome as disclosable in an SD-JWT) and the names the signing
-/// stage gives a meaning of its own.
-pub(crate) fn disclosed_attributes(plan: &ClaimPlan) -> Vec<String> {
-    plan.disclosable_attributes
-        .iter()
-        .filter(|d| {
-            **d != plan.claim_name && !["subject_ref", "intersection"].contains(&d.as_str())
-        })
-        .cloned()
-        .collect()
 }

@@ -19,7 +19,7 @@ use pavilion_kafka::{ensure_topics, PlainProducer, TopicReader};
 use pavilion_provider::attributes::{AttributeBook, AttributeSpec};
 use pavilion_provider::normalize::IdentifierKind;
 use pavilion_provider::oprf::SUITE;
-use pavilion_provider::secrets::{ProviderSecrets, BBS_ALGORITHM, BBS_KEY_ID};
+use pavilion_provider::secrets::{ProviderSecrets, BBS_KEY_ID};
 use pavilion_provider::service::{OprfService, ServiceLimits, TenantDirectory};
 use pavilion_provider::set::{self, EncodedSet};
 use pavilion_provider::source::{self, Columns};
@@ -357,7 +357,7 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         })
         .chain(secrets.bbs.as_ref().map(|k| ProviderKey {
             key_id: BBS_KEY_ID.into(),
-            algorithm: BBS_ALGORITHM.into(),
+            algorithm: pavilion_credentials::bbs::KEY_ALGORITHM.into(),
             public_key: k.public_key().to_bytes().to_vec(),
         }))
         .collect(),
