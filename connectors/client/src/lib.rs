@@ -213,6 +213,34 @@ impl ClientTls {
 pub struct OprfClient {
     agent: ureq::Agent,
     credentials: TenantCredentials,
+    /// Whether a client certificate is presented: without one, a connection the server
+    /// drops right after the TLS handshake most likely means it requires one.
+    has_identity: bool,
+}
+
+/// In TLS 1.3 the client finishes its handshake before the server has checked the client's
+/// certificate, so a refusal for a missing certificate arrives either as the server's
+/// `certificate required` alert or, when the request is already being written, as a broken
+/// pipe or a reset — which alone would say nothing useful.
+const NO_CLIENT_CERTIFICATE_HINT: &str = " (the server closed the connection after the TLS \
+     handshake; a server that requires client certificates does so when none is presented, \
+     and this client has none: give --client-cert and --client-key)";
+
+fn dropped_after_handshake(error: &ureq::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn now_ms() -> i64 {
@@ -230,6 +258,7 @@ impl OprfClient {
                 .tls_connector(Arc::new(LazyTls(OnceLock::new())))
                 .build(),
             credentials,
+            has_identity: false,
         }
     }
 
@@ -244,6 +273,7 @@ impl OprfClient {
                 .tls_connector(Arc::new(tls.connector()?))
                 .build(),
             credentials,
+            has_identity: tls.identity_pem.is_some(),
         })
     }
 
@@ -322,11 +352,16 @@ impl OprfClient {
                 });
             }
             Err(e) => {
+                let mut message = e.to_string();
+                if !self.has_identity && url.starts_with("https://") && dropped_after_handshake(&e)
+                {
+                    message.push_str(NO_CLIENT_CERTIFICATE_HINT);
+                }
                 return Err(ClientError::Transport {
                     provider: provider.provider_id.clone(),
                     url,
-                    message: e.to_string(),
-                })
+                    message,
+                });
             }
         };
         let text = response

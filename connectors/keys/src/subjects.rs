@@ -92,10 +92,11 @@ impl SubjectKeyStore {
                         source,
                     }
                 })?;
-                match write_private(&path, &sealed) {
-                    Ok(()) => sealed,
-                    // Another process created it first: use theirs.
-                    Err(_) => std::fs::read(&path).map_err(io(&path))?,
+                if publish_new(&path, &sealed)? {
+                    sealed
+                } else {
+                    // Another thread or process created it first: everyone uses theirs.
+                    std::fs::read(&path).map_err(io(&path))?
                 }
             }
             Err(e) => return Err(io(&path)(e)),
@@ -193,23 +194,11 @@ impl SubjectKeyStore {
                 },
             )
             .expect("encrypting 32 bytes cannot fail");
-        // A name of this attempt's own: stream threads of one process create a subject's key
-        // at the same moment (its request and its decision are logged by different shards),
-        // and a name shared by the process let one remove the other's file before it was
-        // linked (an audit dead letter in a demo run: "No such file or directory").
-        let tmp = self.dir.join("keys").join(format!(
-            ".{key_id}.{}.{:016x}",
-            std::process::id(),
-            OsRng.next_u64()
-        ));
-        write_private(&tmp, &[nonce.as_slice(), &wrapped].concat())?;
-        let linked = std::fs::hard_link(&tmp, &path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(Some(self.remember(key_id, key))),
-            // Another process made this subject's key first: everyone uses that one.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.get(key_id),
-            Err(e) => Err(io(&path)(e)),
+        if publish_new(&path, &[nonce.as_slice(), &wrapped].concat())? {
+            Ok(Some(self.remember(key_id, key)))
+        } else {
+            // Another thread or process made this subject's key first: everyone uses that one.
+            self.get(key_id)
         }
     }
 
@@ -239,6 +228,30 @@ impl SubjectKeyStore {
     }
 }
 
+/// Creates `path` with `bytes` unless it exists (then `false`), never showing anyone a
+/// half-written file: the bytes go to a temporary file of this attempt's own, which is
+/// hard-linked into place. Stream threads of one process create a subject's key (and the
+/// key-encryption key) at the same moment — its request and its decision are logged by
+/// different audit shards — so a name shared by the process let one thread remove the other's
+/// file before it was linked ("No such file or directory"), and writing `path` in place let
+/// one read it half-written (`NotAKeyFile`); both were seen in CI and demo runs.
+fn publish_new(path: &Path, bytes: &[u8]) -> Result<bool, KeyRingError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{:016x}",
+        std::process::id(),
+        OsRng.next_u64()
+    ));
+    write_private(&tmp, bytes)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,10 +260,16 @@ mod tests {
     fn threads_creating_one_subjects_key_at_once_all_get_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(SubjectKeyStore::new(dir.path(), b"pass"));
-        // The key-encryption key first: its own creation races too (a thread read it
-        // half-written, NotAKeyFile) and is not what this test is about — still open.
-        store.get_or_create("ffff").unwrap();
         for round in 0..40 {
+            // Every few rounds a store of its own, so the key-encryption key is created by
+            // racing threads too.
+            let store = match round % 4 {
+                0 => std::sync::Arc::new(SubjectKeyStore::new(
+                    &dir.path().join(round.to_string()),
+                    b"pass",
+                )),
+                _ => store.clone(),
+            };
             let id = format!("{round:04x}");
             let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
             let threads: Vec<_> = (0..6)
