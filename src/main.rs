@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::cli::{ClusterArgs, TopologyFile};
 use crate::commands::audit::{self, anchor};
-use crate::commands::control::{policy, provider, tenant};
+use crate::commands::control::{credentials, policy, provider, tenant};
 use crate::commands::{acls, keys, psi, request, run, schemas, topology};
 
 /// Pavilion trust broker: an exactly-once stream-processing pipeline on Apache Kafka.
@@ -60,6 +60,12 @@ enum Command {
     Provider {
         #[command(subcommand)]
         command: provider::ProviderCommand,
+    },
+    /// A member's wallet: a holder key, and presentations of the credentials providers
+    /// issued to it (`provider issue`), bound to a verifier's nonce.
+    Holder {
+        #[command(subcommand)]
+        command: credentials::HolderCommand,
     },
     /// Batch private set intersection against a provider's set.
     Psi {
@@ -154,6 +160,16 @@ enum BenchCommand {
     /// `cargo run --release -- bench zk`. The defaults take three to five minutes on 2 cores;
     /// `--skip-e2e` (proving, verification and sizes only, no Kafka) about one.
     Zk(bench::zk::ZkBenchArgs),
+    /// Selective disclosure by BBS (BLS12-381-SHA-256) over 10 attributes: sign, derive a
+    /// proof disclosing 1 and 5 of them, verify it, verify the signature, µs p50/p99 vs
+    /// Ed25519 over the same octets, and proof sizes; a `residence` claim's latency through the
+    /// broker and the provider vs a membership-only claim; min/median/max of --runs.
+    ///
+    /// The end-to-end figures run the pipeline and bank-eu's OPRF and evidence services as
+    /// child processes of this binary on Kafka (`scripts/infra up`): run it in release,
+    /// `cargo run --release -- bench disclosure`. The defaults take about three minutes on 2
+    /// cores; `--skip-e2e` (the BBS and Ed25519 operations and sizes only, no Kafka) under one.
+    Disclosure(bench::disclosure::DisclosureBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -197,6 +213,7 @@ fn main() -> ExitCode {
         Command::Tenant { command } => tenant::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Provider { command } => provider::run(command),
+        Command::Holder { command } => credentials::holder(command),
         Command::Request(args) => request::run(args),
         Command::Psi { command } => psi::run(command),
         Command::Keys { command } => keys::run(command),
@@ -214,6 +231,7 @@ fn main() -> ExitCode {
             BenchCommand::Audit(args) => bench::audit::audit(args),
             BenchCommand::E2e(args) => bench::e2e::e2e(args),
             BenchCommand::Zk(args) => bench::zk::zk(args),
+            BenchCommand::Disclosure(args) => bench::disclosure::disclosure(args),
         },
         Command::Schemas { command } => match command {
             SchemasCommand::List => schemas::list(),

@@ -35,38 +35,9 @@ fn key_env(t: &TestTopology, hsm: bool) -> Vec<(String, String)> {
             ("PAVILION_SIGNING_PASSPHRASE".into(), PASSPHRASE.into()),
         ];
     }
-    // A fresh SoftHSM2 token of this run's own.
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!("directories.tokendir = {}\n", tokens.display()),
-    )
-    .unwrap();
-    let init = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "pavilion",
-            "--so-pin",
-            "1234",
-        ])
-        .args(["--pin", "5678"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util (scripts/infra installs softhsm2)");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    vec![
-        ("SOFTHSM2_CONF".into(), conf.display().to_string()),
-        ("PAVILION_HSM_TOKEN".into(), "pavilion".into()),
-        ("PAVILION_HSM_PIN".into(), "5678".into()),
-    ]
+    let mut env = softhsm_token(dir, "pavilion");
+    env.push(("PAVILION_HSM_TOKEN".into(), "pavilion".into()));
+    env
 }
 
 fn keys_cli(t: &TestTopology, env: &[(String, String)], args: &[&str]) -> std::process::Output {

@@ -284,6 +284,7 @@ fn request(
             consent_ref: None,
             response_format: None,
             request_id: Some(id.into()),
+            nonce: None,
         },
         vec![SubjectToken {
             provider_id: provider.into(),

@@ -2,8 +2,9 @@
 //! disclosures our provider side derives — and refuses them when a value, the nonce or the key
 //! is not the one proven. `scripts/test` installs it (`npm ci` in tests/interop/bbs-js).
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+mod interop;
+
+use std::process::Command;
 
 use pavilion_credentials::bbs::{
     AttributeHeader, Disclosure, PublicKey, SignedAttributes, SigningKey,
@@ -27,27 +28,10 @@ fn javascript_verifies(public: &PublicKey, d: &Disclosure, nonce: &[u8; 32]) -> 
         "presentationHeader": hex::encode(nonce),
         "disclosed": d.disclosed.iter().map(|(i, _, v)| serde_json::json!([i, hex::encode(v)])).collect::<Vec<_>>(),
     });
-    let mut child = Command::new("node")
-        .current_dir(&root)
-        .arg("verify.mjs")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node is installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "verify.mjs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let answer = interop::ask_json(
+        Command::new("node").current_dir(&root).arg("verify.mjs"),
+        &input,
     );
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     answer["verified"].as_bool().expect("a verdict")
 }
 

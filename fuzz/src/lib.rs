@@ -13,7 +13,7 @@ use pavilion_schemas::{
     PsiJobResult, Registry, RequestRejected, SubjectErasure, Tenant, VerificationRequest, MAGIC,
     SCHEMA_FILES,
 };
-use pavilion_signing::DecisionSigner;
+use pavilion_signing::{DecisionSigner, JwsSigner};
 use sha2::{Digest, Sha256};
 
 /// Key id of the decision-signing key of the token seeds and round trips.
@@ -35,7 +35,7 @@ pub fn verifying_key() -> VerifyingKey {
 /// A decision signer over [`signing_key`], kid [`KID`].
 pub struct FixedSigner;
 
-impl DecisionSigner for FixedSigner {
+impl JwsSigner for FixedSigner {
     fn current_key_id(&self) -> Result<String, String> {
         Ok(KID.to_owned())
     }
@@ -46,7 +46,9 @@ impl DecisionSigner for FixedSigner {
         }
         Ok(signing_key().sign(message).to_bytes().to_vec())
     }
+}
 
+impl DecisionSigner for FixedSigner {
     fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, String> {
         Ok(Sha256::digest(message).to_vec())
     }

@@ -76,6 +76,7 @@ pub enum EvidenceKind {
     ZkPredicate,
     ProviderSignature,
     BbsDisclosure,
+    Credential,
 }
 
 /// The entries of a claim's `disclose` list that name attributes to reveal by a provider's
@@ -107,6 +108,10 @@ pub struct ClaimPlan {
     pub evidence_required: Vec<EvidenceKind>,
     /// Attributes that may be disclosed.
     pub disclosable_attributes: Vec<String>,
+    /// For `credential` evidence: how long ago the credential may have been issued, ms;
+    /// `None`: any age while it is valid.
+    #[serde(default)]
+    pub max_credential_age_ms: Option<i64>,
 }
 
 /// `policy_outcome.avsc`: what the policy stage decided for a request.

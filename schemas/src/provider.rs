@@ -220,6 +220,49 @@ pub struct EvidenceRef {
     /// The proof with the revealed attributes, for `bbs_disclosure`.
     #[serde(default)]
     pub disclosure: Option<BbsDisclosure>,
+    /// The verified presentation, for `credential`.
+    #[serde(default)]
+    pub credential: Option<CredentialEvidence>,
+}
+
+/// A holder's presentation of a credential a provider issued, as the broker verified it
+/// (`pavilion_credentials::credential`): a relying party re-checks it with the issuer's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialEvidence {
+    /// `sd-jwt-vc` or `vc-jwt`.
+    pub format: String,
+    /// `urn:pavilion:provider:<id>`.
+    pub issuer: String,
+    /// The issuer key that signed it.
+    pub key_id: String,
+    /// The attributes it reveals.
+    pub attributes: BTreeMap<String, String>,
+    /// When the credential was issued, ms.
+    pub issued_at: i64,
+    /// Its status list's id.
+    pub status_list: String,
+    /// Its bit in that list.
+    pub status_index: i64,
+    /// The presentation as received.
+    pub presentation: String,
+}
+
+/// `status_list_published.avsc`: a provider's signed Bitstring Status List, on its member of
+/// `pavilion.status-lists.{provider}` keyed by the list's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusListPublished {
+    /// The issuing provider.
+    pub provider_id: String,
+    /// The list's id.
+    pub list_id: String,
+    /// The status list credential (`vc+jwt`).
+    pub credential: String,
+    /// When published, ms.
+    pub published_at: i64,
+}
+
+impl Event for StatusListPublished {
+    const FULL_NAME: &'static str = "pavilion.StatusListPublished";
 }
 
 /// A BBS proof that the provider signed these attribute values of the member, revealing none

@@ -39,6 +39,10 @@ pub struct VerificationRequest {
     pub response_format: Option<ResponseFormat>,
 }
 
+/// The claim parameter carrying a holder's credential presentation, for `credential`
+/// evidence (psi checks it; tenancy bounds its length by its own limit).
+pub const PRESENTATION_PARAM: &str = "presentation";
+
 /// One claim asked, with parameters (e.g. `threshold` of `age_over`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimRequest {

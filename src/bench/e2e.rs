@@ -484,6 +484,7 @@ fn measure(
                         consent_ref: None,
                         response_format: None,
                         request_id: Some(format!("{run}-{i:07}")),
+                        nonce: None,
                     },
                     endpoints
                         .iter()

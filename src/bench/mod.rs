@@ -1,12 +1,17 @@
 //! `pavilion bench …`: each benchmark measures against a baseline in the same run and writes
 //! its figures as JSON under bench/results/. `sample`: the sample counting pipeline's helpers
-//! (counter → totals), which `passthrough` runs.
+//! (counter → totals), which `passthrough` runs; `runs`: figures over several runs (median,
+//! min, max), which `zk` and `disclosure` report; `evidence`: their end-to-end harness, claims
+//! that take a round trip to a provider's evidence service against membership-only ones.
 
 pub mod audit;
+pub mod disclosure;
 pub mod e2e;
+mod evidence;
 pub mod passthrough;
 pub mod policy;
 pub mod psi;
+mod runs;
 pub mod sample;
 pub mod signing;
 pub mod zk;

@@ -71,6 +71,7 @@ pub fn policy(args: PolicyArgs) -> Result<ExitCode> {
                     providers,
                     evidence: Vec::new(),
                     disclose: Vec::new(),
+                    max_credential_age: None,
                 },
             )
         })

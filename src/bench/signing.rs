@@ -115,6 +115,7 @@ fn match_result(i: usize, format: ResponseFormat) -> MatchResult {
                 providers: vec!["bank".into()],
                 evidence_required: Vec::new(),
                 disclosable_attributes: vec![claim.clone()],
+                max_credential_age_ms: None,
             }],
             response_format: format,
             response_template: None,
@@ -144,10 +145,10 @@ pub fn signing(args: SigningBenchArgs) -> Result<ExitCode> {
     let mut signer_rates = serde_json::Map::new();
     println!("Ed25519 signatures of 300 bytes, one thread");
     for (name, keys) in [("software", &software), ("hsm", &hsm)] {
-        let kid = pavilion_signing::DecisionSigner::current_key_id(keys.as_ref())
+        let kid = pavilion_signing::JwsSigner::current_key_id(keys.as_ref())
             .map_err(anyhow::Error::msg)?;
         let per_s = rate(args.signatures, &mut |_| {
-            pavilion_signing::DecisionSigner::sign(keys.as_ref(), &kid, &message)
+            pavilion_signing::JwsSigner::sign(keys.as_ref(), &kid, &message)
                 .map(drop)
                 .map_err(anyhow::Error::msg)
         })?;

@@ -18,7 +18,7 @@ use pavilion_kafka::KafkaSettings;
 use pavilion_runtime::topology::{family_prefix, Topology};
 use pavilion_schemas::{
     AnchorReceipt, Checkpoint, Decision, Event, EvidenceRequest, EvidenceResponse, Provider,
-    ProviderSetEntry, Tenant, TenantState, VerificationRequest,
+    ProviderSetEntry, StatusListPublished, Tenant, TenantState, VerificationRequest,
 };
 
 use crate::cli::{self, ClusterArgs};
@@ -172,6 +172,18 @@ impl Role {
                 // keys, which its OPRF service checks.
                 g.topic(&topic(Provider::FULL_NAME)?, &[Operation::Read]);
                 g.topic(&topic(Tenant::FULL_NAME)?, &[Operation::Read]);
+                // Its status lists: written, and created by `status-list --publish` for a
+                // provider onboarded before the topology had them.
+                if let Ok(lists) = topic(StatusListPublished::FULL_NAME) {
+                    g.topic(
+                        &member(topology, &lists, id)?,
+                        &[
+                            Operation::Write,
+                            Operation::Create,
+                            Operation::DescribeConfigs,
+                        ],
+                    );
+                }
                 if let Ok(asks) = topic(EvidenceRequest::FULL_NAME) {
                     let asks = member(topology, &asks, id)?;
                     g.topic(&asks, &[Operation::Read, Operation::DescribeConfigs]);

@@ -13,7 +13,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use pavilion_keys::hsm::{HsmConfig, HsmKeyRing};
 use pavilion_keys::{KeyInfo, KeyRing};
 use pavilion_signing::jose::{self, JwsError};
-use pavilion_signing::DecisionSigner;
+use pavilion_signing::{DecisionSigner, JwsSigner};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -114,7 +114,7 @@ impl SigningKeys {
     }
 }
 
-impl DecisionSigner for SigningKeys {
+impl JwsSigner for SigningKeys {
     fn current_key_id(&self) -> Result<String, String> {
         match self {
             SigningKeys::Software(r) => r.current_key_id().map_err(|e| e.to_string()),
@@ -127,6 +127,9 @@ impl DecisionSigner for SigningKeys {
             SigningKeys::Hsm(h) => h.sign(kid, message).map_err(|e| e.to_string()),
         }
     }
+}
+
+impl DecisionSigner for SigningKeys {
     fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, String> {
         match self {
             SigningKeys::Software(r) => r.keyed_hash(message).map_err(|e| e.to_string()),
@@ -159,13 +162,16 @@ pub fn open_ring(dir: &Path) -> Result<KeyRing> {
 /// The keys as the signing stage's signer.
 pub struct SharedKeys(pub Arc<SigningKeys>);
 
-impl DecisionSigner for SharedKeys {
+impl JwsSigner for SharedKeys {
     fn current_key_id(&self) -> Result<String, String> {
         self.0.current_key_id()
     }
     fn sign(&self, kid: &str, message: &[u8]) -> Result<Vec<u8>, String> {
         self.0.sign(kid, message)
     }
+}
+
+impl DecisionSigner for SharedKeys {
     fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, String> {
         self.0.keyed_hash(message)
     }

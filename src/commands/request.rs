@@ -16,7 +16,7 @@ use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
 use pavilion_schemas::{
     ClaimRequest, Decision, Event, MatchResult, MatchStatus, Payload, Provider, Registry,
-    RequestRejected, SubjectToken, VerificationRequest,
+    RequestRejected, SubjectToken, VerificationRequest, PRESENTATION_PARAM,
 };
 
 use crate::cli::{self, parse_duration, ClusterArgs};
@@ -30,8 +30,10 @@ pub struct RequestArgs {
     #[arg(long)]
     pub tenant: Option<String>,
     /// The subject's identifier. Normalized, then only its OPRF tokens leave this process.
-    #[arg(long)]
-    pub subject: String,
+    /// Without it the request carries no token: only claims answered by a holder's
+    /// credential (--presentation) can be verified.
+    #[arg(long, required_unless_present = "presentations")]
+    pub subject: Option<String>,
     /// Kind of identifier: email, phone (E.164) or id.
     #[arg(long, default_value = "email", value_parser = ["email", "phone", "id"])]
     pub id_kind: String,
@@ -55,6 +57,15 @@ pub struct RequestArgs {
     /// Idempotency key (default: random).
     #[arg(long)]
     pub request_id: Option<String>,
+    /// The request's nonce (default: random). A holder binds its credential presentation to
+    /// it (`pavilion holder present --nonce`), so pick it first and give it to the holder.
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// A holder's credential presentation for a claim whose policy takes `credential`
+    /// evidence, as CLAIM=FILE (repeatable); it travels as the claim's `presentation`
+    /// parameter.
+    #[arg(long = "presentation", value_name = "CLAIM=FILE")]
+    pub presentations: Vec<String>,
     #[command(flatten)]
     pub http: cli::HttpClientArgs,
     /// Wait for the answer and print it: the signed decision from the tenant's decision
@@ -100,12 +111,30 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
         }
     }
     let kind = IdentifierKind::parse(&a.id_kind).expect("clap checked the kind");
-    let input = oprf_input(kind, &a.subject).context("--subject")?;
-    let claims = a
+    let input = a
+        .subject
+        .as_deref()
+        .map(|s| oprf_input(kind, s).context("--subject"))
+        .transpose()?;
+    let mut claims = a
         .claims
         .iter()
         .map(|c| claim(c))
         .collect::<Result<Vec<_>>>()?;
+    for p in &a.presentations {
+        let (name, file) = p
+            .split_once('=')
+            .with_context(|| format!("--presentation `{p}` is not CLAIM=FILE"))?;
+        let claim = claims
+            .iter_mut()
+            .find(|c| c.name == name)
+            .with_context(|| format!("--presentation for `{name}`, which --claims does not ask"))?;
+        let presentation = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the presentation {file}"))?;
+        claim
+            .params
+            .insert(PRESENTATION_PARAM.into(), presentation.trim().to_owned());
+    }
 
     let topology = cli::load(&a.cluster.file)?;
     let settings = cli::settings(&a.cluster, "cli")?;
@@ -126,7 +155,7 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
                 .find_map(|c| ProviderEndpoint::for_claim(p, &c.name))
         })
         .collect();
-    if eligible.is_empty() {
+    if eligible.is_empty() && input.is_some() {
         eprintln!(
             "warning: no active provider answers {:?}; the request goes without tokens",
             a.claims
@@ -134,8 +163,9 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
     }
     let client = OprfClient::with_tls(credentials.clone(), &a.http.tls()?)?;
     let mut tokens = Vec::new();
-    for provider in &eligible {
-        match client.tokens(provider, std::slice::from_ref(&input)) {
+    for provider in eligible.iter().filter(|_| input.is_some()) {
+        let input = input.as_ref().expect("filtered");
+        match client.tokens(provider, std::slice::from_ref(input)) {
             Ok(outputs) => tokens.push(SubjectToken {
                 provider_id: provider.provider_id.clone(),
                 token: outputs[0].to_vec(),
@@ -154,6 +184,7 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
             consent_ref: a.consent.clone(),
             response_format: None,
             request_id: a.request_id.clone(),
+            nonce: a.nonce.clone(),
         },
         tokens,
     );

@@ -20,7 +20,7 @@ use pavilion_runtime::telemetry::{StreamThread, TaskState, Telemetry};
 use pavilion_runtime::topology::Topology;
 use pavilion_runtime::{Resources, TaskRunner};
 use pavilion_schemas::Registry;
-use pavilion_signing::{DecisionSigner, SharedSigner, SIGNER};
+use pavilion_signing::{JwsSigner, SharedSigner, SIGNER};
 
 use crate::cli::{self, parse_duration, ClusterArgs};
 use crate::commands::acls::Role;

@@ -475,6 +475,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
                 consent_ref: None,
                 response_format: None,
                 request_id: Some(format!("{run}-{i:05}")),
+                nonce: None,
             },
             tokens,
         );
@@ -535,6 +536,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
                 consent_ref: None,
                 response_format: None,
                 request_id: Some(format!("{run}-burst-{b:02}")),
+                nonce: None,
             },
             vec![SubjectToken {
                 provider_id: "bank-eu".into(),

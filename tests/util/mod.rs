@@ -421,7 +421,41 @@ impl Drop for Tally {
     }
 }
 
-/// Every committed record of a topic.
+/// A fresh SoftHSM2 token `label` of the run's own under `dir`: the environment that reaches
+/// it (`SOFTHSM2_CONF`, and the user PIN as `PAVILION_HSM_PIN`).
+pub fn softhsm_token(dir: &std::path::Path, label: &str) -> Vec<(String, String)> {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\n", tokens.display()),
+    )
+    .unwrap();
+    let init = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            "1234",
+        ])
+        .args(["--pin", "5678"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util (scripts/infra installs softhsm2)");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    vec![
+        ("SOFTHSM2_CONF".into(), conf.display().to_string()),
+        ("PAVILION_HSM_PIN".into(), "5678".into()),
+    ]
+}
+
 /// Runs `command` with `input` on its stdin; its output (stdout and stderr captured).
 pub fn with_stdin(command: &mut Command, input: &[u8]) -> std::process::Output {
     let mut child = command
@@ -434,6 +468,7 @@ pub fn with_stdin(command: &mut Command, input: &[u8]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Every committed record of a topic.
 pub fn read_all(topic: &str) -> Vec<ReadRecord> {
     TopicReader::new(&settings(), &[topic])
         .unwrap()
@@ -831,6 +866,7 @@ pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> Strin
   {prefix}.sets.{{provider}}: {{ schema: pavilion.ProviderSetEntry, cleanup: compact, partitions: 2 }}
   {prefix}.evidence.requests.{{provider}}: {{ schema: pavilion.EvidenceRequest, partitions: 2 }}
   {prefix}.evidence.responses: {{ schema: pavilion.EvidenceResponse }}
+  {prefix}.status-lists.{{provider}}: {{ schema: pavilion.StatusListPublished, cleanup: compact, partitions: 1 }}
 "
     );
     let mut stages = format!(
@@ -842,7 +878,10 @@ pub fn full_path_topology(prefix: &str, claims: &[&str], signing: bool) -> Strin
       results: {prefix}.results
       proof_requests: '{prefix}.evidence.requests.{{provider}}'
     stores: [jobs, pending]
-    globals: {{ providers: {prefix}.providers, sets: '{prefix}.sets.{{provider}}' }}
+    globals:
+      providers: {prefix}.providers
+      sets: '{prefix}.sets.{{provider}}'
+      status_lists: '{prefix}.status-lists.{{provider}}'
     punctuate_every: 50ms
     config:
       predicates:

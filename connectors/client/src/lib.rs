@@ -390,6 +390,9 @@ pub struct RequestDraft {
     pub response_format: Option<ResponseFormat>,
     /// Idempotency key; a random one when `None`.
     pub request_id: Option<String>,
+    /// The request's nonce; a random one when `None`. A holder binds its credential
+    /// presentation to it, so the relying party picks it first and gives it to the holder.
+    pub nonce: Option<String>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -411,7 +414,7 @@ pub fn sign_request(
         key_id: credentials.key_id.clone(),
         signature: Vec::new(),
         signed_at: now,
-        nonce: random_hex(16),
+        nonce: draft.nonce.unwrap_or_else(|| random_hex(16)),
         created_at: now,
         claims: draft.claims,
         purpose: draft.purpose,
@@ -478,6 +481,7 @@ pub fn batch_job(
             // The job id is the request id: the job's chunks (keyed by job id) and its
             // request (keyed by request id after tenancy) meet on one partition.
             request_id: Some(job_id.clone()),
+            nonce: None,
         },
         Vec::new(),
     );

@@ -31,6 +31,9 @@ pub const SIGNATURE_HEADER: &str = "x-pavilion-signature";
 pub const EVALUATE_PATH: &str = "/v1/oprf/evaluate";
 /// Path of the key endpoint.
 pub const KEY_PATH: &str = "/v1/oprf/key";
+/// `GET`: the provider's newest signed Bitstring Status List (`application/vc+jwt`), as
+/// `pavilion provider status-list --out` wrote it; anyone may fetch it.
+pub const STATUS_LIST_PATH: &str = "/v1/status-list";
 
 /// The bytes a tenant signs for one evaluation request:
 /// `pavilion-oprf-v1\n{provider}\n{tenant}\n{key_id}\n{timestamp}\n{hex(sha256(body))}`.

@@ -29,7 +29,8 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use crate::oprf::{OprfError, ProviderKey, ELEMENT_LEN, MAX_BATCH, SUITE};
 use crate::protocol::{
     auth_message, parse_evaluate_request, BodyError, ErrorBody, EvaluateResponse, KeyInfo,
-    EVALUATE_PATH, KEY_ID_HEADER, KEY_PATH, SIGNATURE_HEADER, TENANT_HEADER, TIMESTAMP_HEADER,
+    EVALUATE_PATH, KEY_ID_HEADER, KEY_PATH, SIGNATURE_HEADER, STATUS_LIST_PATH, TENANT_HEADER,
+    TIMESTAMP_HEADER,
 };
 
 /// Limits of the service.
@@ -180,6 +181,9 @@ pub struct OprfService {
     limits: ServiceLimits,
     limiter: DefaultKeyedRateLimiter<String>,
     used_today: Mutex<HashMap<String, (u64, u64)>>,
+    /// The file of the provider's signed status list, served as it is at each request (a
+    /// cron job signs it anew within every TTL).
+    status_list: Option<std::path::PathBuf>,
     /// Metrics.
     pub metrics: ServiceMetrics,
 }
@@ -265,14 +269,22 @@ impl OprfService {
             limiter: RateLimiter::keyed(quota),
             limits,
             used_today: Mutex::new(HashMap::new()),
+            status_list: None,
             metrics: ServiceMetrics::new(),
         })
+    }
+
+    /// Serves the status list in `path` at [`STATUS_LIST_PATH`].
+    pub fn with_status_list(mut self, path: std::path::PathBuf) -> Self {
+        self.status_list = Some(path);
+        self
     }
 
     /// The HTTP routes.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route(KEY_PATH, get(key_info))
+            .route(STATUS_LIST_PATH, get(status_list))
             .route(EVALUATE_PATH, post(evaluate))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(
@@ -417,6 +429,27 @@ async fn key_info(State(service): State<Arc<OprfService>>) -> Json<KeyInfo> {
         mode: "voprf".to_owned(),
         public_key: B64.encode(service.key.public_key()),
     })
+}
+
+async fn status_list(State(service): State<Arc<OprfService>>) -> Response {
+    let Some(path) = &service.status_list else {
+        return Refusal::new(
+            StatusCode::NOT_FOUND,
+            "no_status_list",
+            "this service publishes no status list (serve-oprf --status-list FILE)",
+        )
+        .into_response();
+    };
+    let path = path.clone();
+    match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+        Ok(Ok(list)) => ([("content-type", "application/vc+jwt")], list).into_response(),
+        _ => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "status_list_unreadable",
+            "the status list cannot be read now",
+        )
+        .into_response(),
+    }
 }
 
 async fn evaluate(

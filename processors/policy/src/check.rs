@@ -106,6 +106,20 @@ pub fn check(yaml: &str) -> Vec<Finding> {
                 format!("`{claim}`: one claim takes a zk_predicate or a bbs_disclosure, not both (ask for two claims)"),
             ));
         }
+        if has(EvidenceKind::Credential)
+            && (has(EvidenceKind::BbsDisclosure) || has(EvidenceKind::ZkPredicate))
+        {
+            findings.push(Finding::error(
+                line,
+                format!("`{claim}`: credential evidence comes from the holder, not from a provider's proof: it takes no zk_predicate or bbs_disclosure beside it (ask for two claims)"),
+            ));
+        }
+        if plan.max_credential_age.is_some() && !has(EvidenceKind::Credential) {
+            findings.push(Finding::error(
+                line,
+                format!("`{claim}`: max_credential_age applies to credential evidence, which this claim does not ask for"),
+            ));
+        }
         let attributes = disclosed_attributes(claim, &plan.disclose).next().is_some();
         if has(EvidenceKind::BbsDisclosure) && !attributes {
             findings.push(Finding::error(

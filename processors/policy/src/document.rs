@@ -118,6 +118,14 @@ pub struct ClaimPlanSpec {
     /// Attributes the response may disclose.
     #[serde(default)]
     pub disclose: Vec<String>,
+    /// With `credential` evidence: how long ago a presented credential may have been issued
+    /// (e.g. `90d`); absent: any age while it is valid.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    pub max_credential_age: Option<std::time::Duration>,
 }
 
 /// A provider and the region its data lives in (data residency).

@@ -193,6 +193,7 @@ impl CompiledPolicy {
                 providers: Vec::new(),
                 evidence_required: Vec::new(),
                 disclosable_attributes: Vec::new(),
+                max_credential_age_ms: None,
             };
             match response.decision() {
                 Decision::Deny => {
@@ -228,6 +229,9 @@ impl CompiledPolicy {
                             entry.effect = PolicyEffect::Permit;
                             entry.evidence_required = claim_plan.evidence.clone();
                             entry.disclosable_attributes = claim_plan.disclose.clone();
+                            entry.max_credential_age_ms = claim_plan
+                                .max_credential_age
+                                .map(|age| age.as_millis() as i64);
                         }
                     }
                 },
@@ -295,6 +299,7 @@ impl Evaluation {
                 providers: Vec::new(),
                 evidence_required: Vec::new(),
                 disclosable_attributes: Vec::new(),
+                max_credential_age_ms: None,
             })
             .collect();
         Evaluation::from_plan(

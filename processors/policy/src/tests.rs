@@ -396,6 +396,13 @@ plan:
     providers: [{ id: registry-eu, region: eu }]
     evidence: [zk_predicate, bbs_disclosure]
     disclose: [country]
+  wallet_age:
+    providers: [{ id: registry-eu, region: eu }]
+    evidence: [credential, zk_predicate]
+  old_members:
+    providers: [{ id: registry-eu, region: eu }]
+    evidence: [oprf_match]
+    max_credential_age: 90d
 response:
   lifetime: 0s
   claim_names: { account_verified: aud, age_over: verified, credit_score: verified }
@@ -410,10 +417,12 @@ response:
         13: warning: plan for `account_verified` requires no evidence
         18: error: `residence`: bbs_disclosure evidence needs the attributes to reveal under `disclose` (e.g. `disclose: [country]`)
         22: error: `age_and_country`: one claim takes a zk_predicate or a bbs_disclosure, not both (ask for two claims)
-        26: error: `response.lifetime` is zero: every decision would be expired when issued
-        26: error: `response.claim_names`: `account_verified` cannot be named `aud` (empty or a name the payload itself uses)
-        26: error: `response.claim_names`: `age_over` and `credit_score` are both named `verified`
-        26: warning: `response.claim_names` renames `credit_score`, which the plan does not answer
+        26: error: `wallet_age`: credential evidence comes from the holder, not from a provider's proof: it takes no zk_predicate or bbs_disclosure beside it (ask for two claims)
+        29: error: `old_members`: max_credential_age applies to credential evidence, which this claim does not ask for
+        33: error: `response.lifetime` is zero: every decision would be expired when issued
+        33: error: `response.claim_names`: `account_verified` cannot be named `aud` (empty or a name the payload itself uses)
+        33: error: `response.claim_names`: `age_over` and `credit_score` are both named `verified`
+        33: warning: `response.claim_names` renames `credit_score`, which the plan does not answer
     "#]].assert_eq(&rendered);
 
     let syntax = check("policy: p\ntenant: t\nrules: |\n  permit(principal, action, resource)\n  when { context.purpose == };\n");

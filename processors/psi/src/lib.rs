@@ -16,9 +16,14 @@
 //! [`batch`] answers batch PSI jobs (a tenant's whole list against one provider's set).
 //! `predicate` answers claims whose plan asks for `zk_predicate` evidence: a proof from the
 //! provider over the attribute it committed to, verified here (see its module docs).
+//! `credential` answers claims whose plan asks for `credential` evidence from the holder's
+//! presentation (claim parameter `presentation`) of a credential a planned provider
+//! issued, checked against the registry and the providers' status lists (global store
+//! `status_lists`, `pavilion.status-lists.<provider>`).
 
 pub mod batch;
 mod breaker;
+mod credential;
 mod predicate;
 mod processor;
 
@@ -73,6 +78,15 @@ pub struct PsiConfig {
     /// Answers verified together in one punctuation, at most.
     #[serde(deserialize_with = "pavilion_runtime::yaml_count")]
     pub max_verify_batch: u64,
+    /// The audience a holder binds a credential presentation to (`aud` of its key binding).
+    pub credential_audience: String,
+    /// Clock difference tolerated between issuers, holders and this stage when checking a
+    /// credential's validity times and a presentation's age.
+    #[serde(with = "humantime_serde")]
+    pub credential_clock_skew: Duration,
+    /// How long after the holder made it a presentation is still taken.
+    #[serde(with = "humantime_serde")]
+    pub presentation_max_age: Duration,
 }
 
 impl Default for PsiConfig {
@@ -87,6 +101,9 @@ impl Default for PsiConfig {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(10),
             max_verify_batch: 256,
+            credential_audience: "pavilion".into(),
+            credential_clock_skew: Duration::from_secs(60),
+            presentation_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -96,7 +113,11 @@ pub static KIND: StageKind = StageKind {
     name: "psi",
     outputs: &["matches", "results", "proof_requests"],
     stores: &["jobs", "pending"],
-    globals: &[GlobalKind::table("providers"), GlobalKind::table("sets")],
+    globals: &[
+        GlobalKind::table("providers"),
+        GlobalKind::table("sets"),
+        GlobalKind::table("status_lists"),
+    ],
     check_config: |c| parse_config::<PsiConfig>(c).and_then(check),
     build: |c| Ok(Box::new(PsiStage::new(parse_config::<PsiConfig>(c)?))),
 };
@@ -116,6 +137,8 @@ fn check(config: PsiConfig) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(test)]
+mod credential_tests;
 #[cfg(test)]
 mod disclosure_tests;
 #[cfg(test)]

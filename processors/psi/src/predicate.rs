@@ -601,6 +601,7 @@ fn evidence(w: &Waiting, circuit: Circuit, inputs: &PublicInputs, proof: &Proof)
             proof: eip197.to_vec(),
         }),
         disclosure: None,
+        credential: None,
     }
 }
 
@@ -666,6 +667,7 @@ fn disclosure_evidence(w: &Waiting, disclosure: BbsDisclosure) -> EvidenceRef {
         proof_digest: Some(Sha256::digest(&disclosure.proof).to_vec()),
         zk: None,
         disclosure: Some(disclosure),
+        credential: None,
     }
 }
 
@@ -707,6 +709,7 @@ fn advance(
             outcome: &pending.outcome,
             providers: ctx.global("providers")?,
             sets: ctx.global("sets")?,
+            status_lists: ctx.global("status_lists")?,
             now_ms,
             config,
         };

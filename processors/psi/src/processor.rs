@@ -12,6 +12,7 @@ use pavilion_schemas::{
 use pavilion_zk::{field_to_bytes, nonce_from_request_id, Circuit};
 
 use crate::breaker::Breakers;
+use crate::credential::CredentialCheck;
 use crate::predicate::{self, Question, Waiting};
 use crate::{batch, PsiConfig};
 
@@ -57,6 +58,7 @@ pub(crate) struct Lookup<'a> {
     pub outcome: &'a PolicyOutcome,
     pub providers: GlobalStore<'a>,
     pub sets: GlobalStore<'a>,
+    pub status_lists: GlobalStore<'a>,
     pub now_ms: i64,
     pub config: &'a PsiConfig,
 }
@@ -170,6 +172,8 @@ impl Lookup<'_> {
                     needs_disclosure = true;
                     continue;
                 }
+                // Answered from the holder's presentation before any provider is asked.
+                EvidenceKind::Credential => continue,
                 EvidenceKind::Unknown => return Answer::Unavailable("unknown_evidence_kind"),
             }
             evidence.push(EvidenceRef {
@@ -179,6 +183,7 @@ impl Lookup<'_> {
                 proof_digest: None,
                 zk: None,
                 disclosure: None,
+                credential: None,
             });
         }
         if needs_proof && needs_disclosure {
@@ -315,6 +320,20 @@ impl Lookup<'_> {
             result.reason = Some("no_provider_planned".into());
             return Step::Done(result);
         }
+        if plan.evidence_required.contains(&EvidenceKind::Credential) {
+            let request = &self.outcome.request;
+            let check = CredentialCheck {
+                providers: &self.providers,
+                status_lists: &self.status_lists,
+                config: self.config,
+                now_ms: self.now_ms,
+            };
+            let params = request
+                .claims
+                .get(plan.claim_index as usize)
+                .map(|c| &c.params);
+            return Step::Done(check.resolve(plan, params, &request.nonce));
+        }
         for (pos, provider) in plan.providers.iter().enumerate().skip(from) {
             match self.ask(breakers, plan, provider) {
                 Answer::Matched(evidence) => {
@@ -429,6 +448,7 @@ impl Processor for PsiStage {
                 outcome: &outcome,
                 providers: ctx.global("providers")?,
                 sets: ctx.global("sets")?,
+                status_lists: ctx.global("status_lists")?,
                 now_ms,
                 config: &self.config,
             };

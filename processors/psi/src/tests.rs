@@ -27,6 +27,7 @@ topics:
   sets.{provider}: { schema: pavilion.ProviderSetEntry, cleanup: compact }
   asks.{provider}: { schema: pavilion.EvidenceRequest }
   answers: { schema: pavilion.EvidenceResponse }
+  lists.{provider}: { schema: pavilion.StatusListPublished, cleanup: compact }
 stages:
   psi:
     kind: psi
@@ -34,7 +35,7 @@ stages:
     outputs: { matches: matches, results: results, proof_requests: 'asks.{provider}' }
     stores: [jobs, pending]
     punctuate_every: 100ms
-    globals: { providers: providers, sets: 'sets.{provider}' }
+    globals: { providers: providers, sets: 'sets.{provider}', status_lists: 'lists.{provider}' }
     config:
       max_set_age: 1d
       max_attestation_age: 30d
@@ -117,6 +118,7 @@ pub(crate) fn plan(
         providers: providers.iter().map(|p| p.to_string()).collect(),
         evidence_required: evidence.to_vec(),
         disclosable_attributes: Vec::new(),
+        max_credential_age_ms: None,
     }
 }
 

@@ -10,9 +10,10 @@
 //! no key material. A decision never carries an OPRF token or a cross-tenant identifier.
 
 mod formats;
-pub mod jose;
 mod processor;
 
+pub use pavilion_credentials::jose;
+pub use pavilion_credentials::jose::JwsSigner;
 pub use processor::{SigningInput, SigningStage};
 
 use std::sync::Arc;
@@ -28,11 +29,7 @@ pub const SIGNER: &str = "signer";
 pub const RESPONSE_SCHEMA: &str = "pavilion.decision/1";
 
 /// Signs decisions with the current key of a key ring (software or HSM).
-pub trait DecisionSigner: Send + Sync {
-    /// Id (JWKS `kid`) of the key new decisions are signed with.
-    fn current_key_id(&self) -> Result<String, String>;
-    /// Ed25519 signature of `message` with key `kid`.
-    fn sign(&self, kid: &str, message: &[u8]) -> Result<Vec<u8>, String>;
+pub trait DecisionSigner: JwsSigner {
     /// HMAC-SHA256 of `message` under the deployment's pseudonym secret (held beside the
     /// signing keys, never on a topic): what per-tenant subject pseudonyms are made of.
     fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, String>;

@@ -5,9 +5,9 @@ use base64::Engine as _;
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
-    BbsDisclosure, ClaimOutcome, CodecError, Decision, DecisionIssued, Event, EvidenceKind,
-    MatchResult, MatchStatus, Payload, PolicyEffect, PolicyRef, Registry, RejectionReason,
-    RequestRejected, ResponseFormat, ResponseTemplate, Verdict, ZkEvidence,
+    BbsDisclosure, ClaimOutcome, CodecError, CredentialEvidence, Decision, DecisionIssued, Event,
+    EvidenceKind, MatchResult, MatchStatus, Payload, PolicyEffect, PolicyRef, Registry,
+    RejectionReason, RequestRejected, ResponseFormat, ResponseTemplate, Verdict, ZkEvidence,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -77,7 +77,7 @@ fn outcomes(m: &MatchResult) -> Vec<ClaimOutcome> {
             } else {
                 match r.status {
                     MatchStatus::Matched => (Verdict::Verified, None),
-                    MatchStatus::NotMatched => (Verdict::NotVerified, None),
+                    MatchStatus::NotMatched => (Verdict::NotVerified, r.reason.clone()),
                     _ => (Verdict::Unavailable, r.reason.clone()),
                 }
             };
@@ -166,7 +166,8 @@ struct ClaimEntry<'a> {
     name: &'a str,
     outcome: &'static str,
     reason: Option<&'a str>,
-    /// Attribute values a BBS proof of the provider disclosed, by name.
+    /// Attribute values a BBS proof of the provider or a holder's credential disclosed, by
+    /// name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     attributes: BTreeMap<&'a str, &'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +184,36 @@ struct EvidenceClaim<'a> {
     zk: Option<ZkClaim<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bbs: Option<BbsClaim<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<CredentialClaim<'a>>,
+}
+
+/// A holder's credential presentation as a relying party re-checks it with the issuer's key
+/// alone (the provider's registered key `kid`): the presentation as received, and what the
+/// broker found in it.
+#[derive(Serialize)]
+struct CredentialClaim<'a> {
+    format: &'a str,
+    issuer: &'a str,
+    kid: &'a str,
+    issued_at: i64,
+    status_list: &'a str,
+    status_index: i64,
+    presentation: &'a str,
+}
+
+impl<'a> CredentialClaim<'a> {
+    fn of(c: &'a CredentialEvidence) -> Self {
+        CredentialClaim {
+            format: &c.format,
+            issuer: &c.issuer,
+            kid: &c.key_id,
+            issued_at: c.issued_at / 1000,
+            status_list: &c.status_list,
+            status_index: c.status_index,
+            presentation: &c.presentation,
+        }
+    }
 }
 
 /// A BBS disclosure as a relying party checks it with the provider's key alone
@@ -308,6 +339,13 @@ pub(crate) fn claims_set(
                     .filter_map(|e| e.disclosure.as_ref())
                     .flat_map(|d| &d.disclosed)
                     .map(|a| (a.name.as_str(), a.value.as_str()))
+                    .chain(
+                        o.evidence
+                            .iter()
+                            .filter_map(|e| e.credential.as_ref())
+                            .flat_map(|c| &c.attributes)
+                            .map(|(n, v)| (n.as_str(), v.as_str())),
+                    )
                     .collect(),
                 evidence: template.evidence.then(|| {
                     o.evidence
@@ -322,6 +360,7 @@ pub(crate) fn claims_set(
                             proof_digest: e.proof_digest.as_ref().map(|b| B64URL.encode(b)),
                             zk: e.zk.as_ref().map(ZkClaim::of),
                             bbs: e.disclosure.as_ref().map(BbsClaim::of),
+                            credential: e.credential.as_ref().map(CredentialClaim::of),
                         })
                         .collect()
                 }),

@@ -17,13 +17,13 @@ use pavilion_schemas::{
     ZkEvidence,
 };
 
-use crate::{jose, DecisionSigner, SharedSigner, SIGNER};
+use crate::{jose, DecisionSigner, JwsSigner, SharedSigner, SIGNER};
 
 /// Keys by kid; the newest is current. Rotation is pushing a key.
 #[derive(Default)]
 struct TestKeys(Mutex<Vec<(String, SigningKey)>>);
 
-impl DecisionSigner for TestKeys {
+impl JwsSigner for TestKeys {
     fn current_key_id(&self) -> Result<String, String> {
         self.0
             .lock()
@@ -37,6 +37,9 @@ impl DecisionSigner for TestKeys {
         let (_, key) = keys.iter().find(|(k, _)| k == kid).ok_or("unknown kid")?;
         Ok(key.sign(message).to_bytes().to_vec())
     }
+}
+
+impl DecisionSigner for TestKeys {
     fn keyed_hash(&self, message: &[u8]) -> Result<Vec<u8>, String> {
         // Stand-in for HMAC: keyed by a fixed secret, deterministic, as the stage needs.
         Ok(
@@ -83,6 +86,7 @@ fn matched(id: &str, format: ResponseFormat, statuses: &[(&str, MatchStatus)]) -
             providers: vec!["bank".into()],
             evidence_required: Vec::new(),
             disclosable_attributes: Vec::new(),
+            max_credential_age_ms: None,
         })
         .collect();
     MatchResult {
@@ -393,6 +397,7 @@ fn the_policys_response_template_shapes_the_payload_but_not_the_record() {
             proof_digest: None,
             zk: None,
             disclosure: None,
+            credential: None,
         },
         // A proof travels whole, with its public inputs as decimal field elements.
         EvidenceRef {
@@ -409,6 +414,7 @@ fn the_policys_response_template_shapes_the_payload_but_not_the_record() {
                 proof: vec![9; 6],
             }),
             disclosure: None,
+            credential: None,
         },
     ];
     m.outcome.response_template = Some(template.clone());
@@ -631,24 +637,24 @@ fn one_decision_per_request_id_a_retry_gets_the_very_record_again() {
     );
     expect![[r#"
         first:
-        decisions.acme r1 245cf721775f
-        issued r1 a4f686fae04d
+        decisions.acme r1 fc5720f4f3aa
+        issued r1 3ff4bf413b7e
         retry:
-        decisions.acme r1 245cf721775f
-        issued r1 a4f686fae04d
+        decisions.acme r1 fc5720f4f3aa
+        issued r1 3ff4bf413b7e
         conflict:
         decided again:
-        decisions.acme r1 245cf721775f
-        issued r1 a4f686fae04d
+        decisions.acme r1 fc5720f4f3aa
+        issued r1 3ff4bf413b7e
         early retry:
         late original:
-        decisions.acme r2 75621ee213e6
-        issued r2 8f4f4a4f5ebd
+        decisions.acme r2 57cc464367a4
+        issued r2 d68f93156277
         rate limited, and its retry:
-        decisions.acme r3 23249e7fccb5
-        issued r3 d21d6a5270be
-        decisions.acme r3 23249e7fccb5
-        issued r3 d21d6a5270be
+        decisions.acme r3 a584efbf392c
+        issued r3 016dd37ee925
+        decisions.acme r3 a584efbf392c
+        issued r3 016dd37ee925
         kept:
         exp/00000001700003600000/id/acme/r1
         exp/00000001700003660000/id/acme/r2
@@ -700,6 +706,7 @@ fn disclosed_attributes_are_in_the_payload_with_the_proof_that_reveals_them() {
             proof: vec![9; 6],
             public_key: vec![2; 6],
         }),
+        credential: None,
     }];
     check(
         &keys,

@@ -12,8 +12,12 @@ pub struct TenancyConfig {
     pub max_claims: usize,
     /// Subject tokens per request.
     pub max_tokens: usize,
-    /// Length of any string field, and of any claim parameter.
+    /// Length of any string field, and of any claim parameter but a presentation.
     pub max_string_len: usize,
+    /// Length of a claim's `presentation` parameter: a holder's credential presentation
+    /// (an SD-JWT VC with its disclosures and key binding, or a VC-JWT in a VP), which
+    /// `credential` evidence checks.
+    pub max_presentation_len: usize,
     /// Length of one subject token (an OPRF output is 64 bytes).
     pub max_token_len: usize,
     /// Size of the request's canonical signing bytes (all fields but the signature).
@@ -35,6 +39,7 @@ impl Default for TenancyConfig {
             max_claims: 16,
             max_tokens: 16,
             max_string_len: 256,
+            max_presentation_len: 4096,
             max_token_len: 64,
             max_request_bytes: 8 * 1024,
             clock_skew: Duration::from_secs(300),

@@ -4,6 +4,7 @@ use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
     AcceptedRequest, CodecError, DeadLetterReason, Event, PolicyDocument, PolicyRef, PolicyState,
     Registry, RejectionReason, RequestRejected, Tenant, TenantState, VerificationRequest,
+    PRESENTATION_PARAM,
 };
 
 use serde::{Deserialize, Serialize};
@@ -328,7 +329,20 @@ impl Tenancy {
             strings.push(("claim name", &claim.name));
             for (k, v) in &claim.params {
                 strings.push(("claim parameter", k));
-                strings.push(("claim parameter", v));
+                if k == PRESENTATION_PARAM {
+                    if v.len() > c.max_presentation_len {
+                        return Err(reject(
+                            RejectionReason::Oversize,
+                            format!(
+                                "the presentation is {} bytes, over {}",
+                                v.len(),
+                                c.max_presentation_len
+                            ),
+                        ));
+                    }
+                } else {
+                    strings.push(("claim parameter", v));
+                }
             }
         }
         for token in &r.subject_tokens {

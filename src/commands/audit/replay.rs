@@ -31,7 +31,7 @@ use pavilion_schemas::{
     AuditEntry, Decision, DecisionIssued, Event, MatchResult, Payload, PolicyDocument,
     PolicyOutcome, Registry, RejectionReason, RequestRejected, ResponseFormat,
 };
-use pavilion_signing::{jose, DecisionSigner, SharedSigner, SIGNER};
+use pavilion_signing::{jose, DecisionSigner, JwsSigner, SharedSigner, SIGNER};
 use sha2::{Digest, Sha256};
 
 use super::LogArgs;
@@ -52,13 +52,16 @@ pub struct ReplayArgs {
 #[derive(Default)]
 struct ReplaySigner(Mutex<(String, Option<Vec<u8>>)>);
 
-impl DecisionSigner for ReplaySigner {
+impl JwsSigner for ReplaySigner {
     fn current_key_id(&self) -> Result<String, String> {
         Ok(self.0.lock().expect("lock").0.clone())
     }
     fn sign(&self, _kid: &str, _message: &[u8]) -> Result<Vec<u8>, String> {
         Ok(vec![0; 64])
     }
+}
+
+impl DecisionSigner for ReplaySigner {
     fn keyed_hash(&self, _message: &[u8]) -> Result<Vec<u8>, String> {
         self.0
             .lock()

@@ -26,7 +26,7 @@ use pavilion_provider::source::{self, Columns};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_schemas::{
     Event, EvidenceRequest, Provider, ProviderKey, ProviderSetEntry, ProviderState, Registry,
-    Tenant,
+    StatusListPublished, Tenant,
 };
 
 use super::tenant;
@@ -47,6 +47,21 @@ pub enum ProviderCommand {
     ServeEvidence(super::evidence::ServeEvidenceArgs),
     /// List registered providers.
     List(ClusterArgs),
+    /// Issue a credential about a member to the member's wallet (SD-JWT VC or VC-JWT), with
+    /// a bit of its own in the provider's status list.
+    Issue(super::credentials::IssueArgs),
+    /// Revoke an issued credential: set its bit for the next `status-list`.
+    Revoke(super::credentials::RevokeArgs),
+    /// Sign the provider's Bitstring Status List (revoked credentials) with a TTL.
+    StatusList(super::credentials::StatusListArgs),
+    /// Suspend a provider: the broker stops asking it and stops trusting the credentials it
+    /// issued, until `activate`.
+    Suspend(StateArgs),
+    /// Make a suspended provider active again.
+    Activate(StateArgs),
+    /// Put the current key of an HSM token in the provider's record as an issuer key, so
+    /// credentials `issue --hsm-token` signs verify against the registry.
+    RegisterKey(RegisterKeyArgs),
 }
 
 /// Where the provider's sealed keys are and how to open them.
@@ -220,6 +235,10 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub http: crate::cli::HttpServerArgs,
+    /// Also serve this file, the provider's signed status list (`provider status-list
+    /// --out FILE`, re-signed within every TTL), to anyone at GET /v1/status-list.
+    #[arg(long, value_name = "FILE")]
+    pub status_list: Option<PathBuf>,
     /// Blinded elements per request, at most.
     #[arg(long, default_value_t = 1000)]
     pub max_batch: usize,
@@ -244,6 +263,25 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
 }
 
+#[derive(Args)]
+pub struct StateArgs {
+    /// Provider id.
+    pub name: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Args)]
+pub struct RegisterKeyArgs {
+    /// Provider id.
+    pub name: String,
+    /// The HSM token (required) whose current key becomes an issuer key of the provider.
+    #[command(flatten)]
+    pub hsm: super::credentials::ProviderHsmArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
 pub fn run(command: ProviderCommand) -> Result<ExitCode> {
     match command {
         ProviderCommand::Onboard(a) => onboard(a),
@@ -251,6 +289,12 @@ pub fn run(command: ProviderCommand) -> Result<ExitCode> {
         ProviderCommand::ServeOprf(a) => serve(a),
         ProviderCommand::ServeEvidence(a) => super::evidence::serve(a),
         ProviderCommand::List(cluster) => list(&cluster),
+        ProviderCommand::Issue(a) => super::credentials::issue(a),
+        ProviderCommand::Revoke(a) => super::credentials::revoke(a),
+        ProviderCommand::StatusList(a) => super::credentials::status_list(a),
+        ProviderCommand::Suspend(a) => set_state(a, ProviderState::Suspended),
+        ProviderCommand::Activate(a) => set_state(a, ProviderState::Active),
+        ProviderCommand::RegisterKey(a) => register_key(a),
     }
 }
 
@@ -327,6 +371,11 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         .is_ok()
         .then(|| provider_topic(&a.cluster, EvidenceRequest::FULL_NAME, &a.name))
         .transpose()?;
+    // Revocation lists of the credentials it issues, where the topology checks them.
+    let status_lists = cli::topic_for(&topology, StatusListPublished::FULL_NAME)
+        .is_ok()
+        .then(|| provider_topic(&a.cluster, StatusListPublished::FULL_NAME, &a.name))
+        .transpose()?;
     let path = a.keys.path(&a.name);
     if path.exists() {
         bail!(
@@ -341,7 +390,10 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
     tokio::runtime::Runtime::new()?
         .block_on(ensure_topics(
             &settings,
-            &std::iter::once(&set).chain(&asks).collect::<Vec<_>>(),
+            &std::iter::once(&set)
+                .chain(&asks)
+                .chain(&status_lists)
+                .collect::<Vec<_>>(),
         ))
         .with_context(|| format!("creating {}", set.name))?;
     let provider = Provider {
@@ -383,9 +435,72 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
     if let Some(asks) = &asks {
         println!("  proof requests:  {}", asks.name);
     }
+    if let Some(lists) = &status_lists {
+        println!("  status lists:    {}", lists.name);
+    }
     println!(
         "next: `pavilion provider load {0} --from members.csv --claims-column claims [--attribute birthdate:date]`, `pavilion provider serve-oprf {0}` and, for predicates, `pavilion provider serve-evidence {0}`",
         provider.provider_id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set_state(a: StateArgs, state: ProviderState) -> Result<ExitCode> {
+    let (registry_topic, existing) = registry(&a.cluster, &a.name)?;
+    let Some(mut provider) = existing else {
+        bail!(
+            "provider `{}` is not registered on {registry_topic}",
+            a.name
+        );
+    };
+    if provider.state == state {
+        println!("provider `{}` is already {state:?}", a.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if provider.state == ProviderState::Retired {
+        bail!("provider `{}` is retired: it cannot come back", a.name);
+    }
+    let was = provider.state;
+    provider.state = state;
+    provider.updated_at = now_ms();
+    publish_provider(&a.cluster, &registry_topic, &provider)?;
+    println!("provider `{}`: {was:?} → {state:?}", a.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn register_key(a: RegisterKeyArgs) -> Result<ExitCode> {
+    let (registry_topic, existing) = registry(&a.cluster, &a.name)?;
+    let Some(mut provider) = existing else {
+        bail!(
+            "provider `{}` is not registered on {registry_topic}",
+            a.name
+        );
+    };
+    let hsm = a
+        .hsm
+        .open()?
+        .context("name the HSM token with --hsm-token (or $PAVILION_PROVIDER_HSM_TOKEN)")?;
+    let kid = hsm.current_key_id()?;
+    let info = hsm
+        .list()?
+        .into_iter()
+        .find(|k| k.kid == kid)
+        .with_context(|| format!("the HSM lists no key `{kid}`"))?;
+    if provider.attestation_keys.iter().any(|k| k.key_id == kid) {
+        println!("`{kid}` is already a key of provider `{}`", a.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    provider.attestation_keys.push(ProviderKey {
+        key_id: kid.clone(),
+        algorithm: "Ed25519".into(),
+        public_key: hex::decode(&info.public_key).context("the HSM's public key")?,
+    });
+    provider.updated_at = now_ms();
+    publish_provider(&a.cluster, &registry_topic, &provider)?;
+    println!(
+        "registered HSM key `{kid}` (token `{}`) as an issuer key of provider `{}`",
+        a.hsm.hsm_token.as_deref().unwrap_or_default(),
+        a.name
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -635,9 +750,12 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         daily_quota: (a.daily_quota > 0).then_some(a.daily_quota),
         clock_skew: a.clock_skew,
     };
-    let service = Arc::new(
-        OprfService::new(&a.name, secrets.oprf, directory, limits).map_err(anyhow::Error::msg)?,
-    );
+    let mut service =
+        OprfService::new(&a.name, secrets.oprf, directory, limits).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &a.status_list {
+        service = service.with_status_list(path.clone());
+    }
+    let service = Arc::new(service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(a.workers.max(1))
@@ -652,7 +770,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", a.listen))?;
         eprintln!(
-            "serving OPRF evaluations for `{}` on {}://{}{} ({} tenants known; POST /v1/oprf/evaluate, GET /v1/oprf/key, /metrics)",
+            "serving OPRF evaluations for `{}` on {}://{}{} ({} tenants known; POST /v1/oprf/evaluate, GET /v1/oprf/key, /v1/status-list, /metrics)",
             a.name,
             a.http.scheme(),
             listener.local_addr()?,

@@ -153,6 +153,7 @@ fn the_repository_topology_parses() {
               global policy.documents <- pavilion.policies
               global psi.providers <- pavilion.providers
               global psi.sets <- pavilion.provider-sets.{provider}
+              global psi.status_lists <- pavilion.status-lists.{provider}
             task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy"], inputs ["pavilion.requests", "pavilion.requests.routed", "pavilion.tenants", "pavilion.policies"]
             topic pavilion.audit.anchors: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AnchorReceipt
             topic pavilion.audit.checkpoints: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.Checkpoint
@@ -183,6 +184,7 @@ fn the_repository_topology_parses() {
             topic pavilion.decisions.{tenant}: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.Decision
             topic pavilion.evidence.requests.{provider}: partitions=3 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.EvidenceRequest
             topic pavilion.provider-sets.{provider}: partitions=3 replication=1 cleanup=compact schema=pavilion.ProviderSetEntry
+            topic pavilion.status-lists.{provider}: partitions=1 replication=1 cleanup=compact schema=pavilion.StatusListPublished
         "#]],
     );
 }
