@@ -10,8 +10,8 @@ use pavilion_schemas::{
     fingerprint_json, AcceptedRequest, AnchorReceipt, AuditEntry, Checkpoint, DeadLetter, Decision,
     DecisionIssued, DemoEvent, Event, EvidenceRequest, EvidenceResponse, KeyCount, KeyTotal,
     MatchResult, PolicyDocument, PolicyOutcome, Provider, ProviderSetEntry, PsiJobChunk,
-    PsiJobResult, Registry, RequestRejected, SubjectErasure, Tenant, VerificationRequest, MAGIC,
-    SCHEMA_FILES,
+    PsiJobResult, Registry, RequestRejected, StatusListPublished, SubjectErasure, Tenant,
+    VerificationRequest, MAGIC, SCHEMA_FILES,
 };
 use pavilion_signing::{DecisionSigner, JwsSigner};
 use sha2::{Digest, Sha256};
@@ -146,6 +146,7 @@ pub const EVENTS: &[(&str, Check)] = &[
     entry::<PsiJobChunk>(),
     entry::<PsiJobResult>(),
     entry::<RequestRejected>(),
+    entry::<StatusListPublished>(),
     entry::<SubjectErasure>(),
     entry::<Tenant>(),
     entry::<VerificationRequest>(),

@@ -40,7 +40,8 @@ use self::setup::{
     RunHttps, TenantSetup, BANK_POLICY, BAR_POLICY, LINKER_POLICY, SHOP_POLICY,
 };
 use self::verify::{
-    anchored_checkpoint, proofs_summary, verify_disclosure, verify_proof, verify_sample,
+    anchored_checkpoint, proofs_summary, published_bbs_key, verify_disclosure, verify_proof,
+    verify_sample,
 };
 use crate::cli::ClusterArgs;
 use crate::commands::acls::Role;
@@ -235,6 +236,12 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     step(&format!("two providers: bank-eu (accounts, EU) and fraud-us (fraud list, US), {} synthetic subjects each, seed {}", args.subjects, args.seed));
     let (members, listed) = populations(&dir, args.seed, args.subjects)?;
     let started_providers = start_providers(&cli, &mut children, "5000")?;
+    // The providers' public keys, published beside the broker's JWKS: what a relying party
+    // checks their disclosures and credentials with.
+    std::fs::write(
+        dir.join("provider-keys.json"),
+        cli.ok(&["provider", "keys"])?,
+    )?;
     for ((name, took), n) in started_providers.loads.iter().zip([members, listed]) {
         println!("  {name}: loaded in {took:.1?} ({n} members)");
     }
@@ -727,7 +734,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             ));
             verify_disclosure(
                 d,
-                &providers.bbs_key("bank-eu")?,
+                &published_bbs_key(&dir.join("provider-keys.json"), "bank-eu")?,
                 &dir.join("disclosure.json"),
             )?;
         }

@@ -475,22 +475,6 @@ impl Registered {
         ))
     }
 
-    /// A provider's registered BBS public key.
-    pub(crate) fn bbs_key(&self, provider: &str) -> Result<pavilion_credentials::bbs::PublicKey> {
-        let key = self
-            .0
-            .get(provider)
-            .and_then(|p| {
-                p.attestation_keys
-                    .iter()
-                    .find(|k| k.algorithm == pavilion_credentials::bbs::KEY_ALGORITHM)
-            })
-            .with_context(|| format!("provider {provider} has no BBS key registered"))?;
-        Ok(pavilion_credentials::bbs::PublicKey::from_bytes(
-            &key.public_key,
-        )?)
-    }
-
     pub(crate) fn endpoint(&self, provider: &str) -> Result<ProviderEndpoint> {
         self.0
             .get(provider)

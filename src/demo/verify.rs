@@ -279,8 +279,30 @@ pub(super) fn verify_proof(d: &Decision) -> Result<()> {
     Ok(())
 }
 
+/// `provider`'s BBS key from the providers' published keys (`pavilion provider keys`), as a
+/// relying party takes it.
+pub(super) fn published_bbs_key(
+    document: &std::path::Path,
+    provider: &str,
+) -> Result<pavilion_credentials::bbs::PublicKey> {
+    let keys: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(document)?)
+        .with_context(|| format!("{} is not JSON", document.display()))?;
+    let x = keys["providers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["provider"] == provider)
+        .flat_map(|p| p["keys"].as_array().into_iter().flatten())
+        .find(|k| k["alg"] == pavilion_credentials::bbs::KEY_ALGORITHM)
+        .and_then(|k| k["x"].as_str())
+        .with_context(|| format!("{} has no BBS key of {provider}", document.display()))?;
+    let bytes = pavilion_credentials::jose::base64url_decode(x)
+        .with_context(|| format!("{provider}'s BBS key in {}", document.display()))?;
+    Ok(pavilion_credentials::bbs::PublicKey::from_bytes(&bytes)?)
+}
+
 /// Checks the BBS disclosure a decision's signed payload carries, as the relying party would:
-/// the proof against the provider's registered BBS key (not the one the payload names), the
+/// the proof against the provider's published BBS key (not the one the payload names), the
 /// nonce derived from its own request id, the header's issuer and expiry. Writes what
 /// `tests/interop/bbs-js/verify.mjs` reads to `js_input`, for an independent check.
 pub(super) fn verify_disclosure(
@@ -309,7 +331,7 @@ pub(super) fn verify_disclosure(
             .with_context(|| format!("bbs.{field}"))
     };
     if bytes("public_key")? != registered.to_bytes() {
-        bail!("the payload names another BBS key than the provider's registered one");
+        bail!("the payload names another BBS key than the provider's published one");
     }
     let nonce: [u8; bbs::NONCE_BYTES] =
         pavilion_zk::field_to_bytes(pavilion_zk::nonce_from_request_id(d.request_id.as_bytes()));
@@ -357,7 +379,7 @@ pub(super) fn verify_disclosure(
         .map(|(_, n, v)| format!("{n} = {v}"))
         .collect();
     println!(
-        "  ✓ disclosure: {} of {}'s {} signed attributes ({}), verified with the provider's registered BBS key for this request's nonce; the others are nowhere in the decision",
+        "  ✓ disclosure: {} of {}'s {} signed attributes ({}), verified with the provider's BBS key from provider-keys.json for this request's nonce; the others are nowhere in the decision",
         shown.join(", "),
         header.issuer,
         header.attributes.len(),

@@ -20,8 +20,9 @@ use pavilion_runtime::clock::epoch_millis;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+use pavilion_credentials::bbs;
 use pavilion_kafka::{ensure_topics, PlainProducer};
-use pavilion_schemas::{Event, Registry, StatusListPublished};
+use pavilion_schemas::{Event, Provider, Registry, StatusListPublished};
 
 use super::provider::{provider_topic, KeyFileArgs};
 use crate::cli::{self, ClusterArgs};
@@ -29,6 +30,43 @@ use crate::cli::{self, ClusterArgs};
 /// The issuer id of a provider's credentials.
 pub fn issuer_id(provider: &str) -> String {
     format!("urn:pavilion:provider:{provider}")
+}
+
+/// The providers' public keys as relying parties read them (`provider keys`): per provider its
+/// issuer id, state and keys — Ed25519 as RFC 8037 OKP JWKs, BBS (BLS12-381-SHA-256) as
+/// `{"kty": "OKP", "crv": "BLS12381G2", "x": <the 96-byte compressed point>}` with its `alg`.
+pub fn provider_keys<'a>(providers: impl IntoIterator<Item = &'a Provider>) -> serde_json::Value {
+    let providers: Vec<serde_json::Value> = providers
+        .into_iter()
+        .map(|p| {
+            let keys: Vec<serde_json::Value> = p
+                .attestation_keys
+                .iter()
+                .filter_map(|k| {
+                    let x = jose::base64url(&k.public_key);
+                    let crv = match k.algorithm.as_str() {
+                        "Ed25519" => "Ed25519",
+                        bbs::KEY_ALGORITHM => "BLS12381G2",
+                        _ => return None,
+                    };
+                    Some(serde_json::json!({
+                        "kid": k.key_id,
+                        "alg": if crv == "Ed25519" { "EdDSA" } else { bbs::KEY_ALGORITHM },
+                        "kty": "OKP",
+                        "crv": crv,
+                        "x": x,
+                    }))
+                })
+                .collect();
+            serde_json::json!({
+                "provider": p.provider_id,
+                "issuer": issuer_id(&p.provider_id),
+                "state": format!("{:?}", p.state).to_lowercase(),
+                "keys": keys,
+            })
+        })
+        .collect();
+    serde_json::json!({ "providers": providers })
 }
 
 /// Which format `provider issue` writes.

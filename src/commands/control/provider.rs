@@ -47,6 +47,11 @@ pub enum ProviderCommand {
     ServeEvidence(super::evidence::ServeEvidenceArgs),
     /// List registered providers.
     List(ClusterArgs),
+    /// Print every registered provider's public keys as one JSON document (its issuer id,
+    /// state, and each key as a JWK: Ed25519 issuer keys, BBS keys), for relying parties to
+    /// check credentials and disclosures with the providers' keys alone: publish it beside
+    /// the broker's JWKS.
+    Keys(ProviderKeysArgs),
     /// Issue a credential about a member to the member's wallet (SD-JWT VC or VC-JWT), with
     /// a bit of its own in the provider's status list.
     Issue(super::credentials::IssueArgs),
@@ -264,6 +269,15 @@ pub struct ServeArgs {
 }
 
 #[derive(Args)]
+pub struct ProviderKeysArgs {
+    /// Write the document here instead of printing it.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Args)]
 pub struct StateArgs {
     /// Provider id.
     pub name: String,
@@ -289,6 +303,7 @@ pub fn run(command: ProviderCommand) -> Result<ExitCode> {
         ProviderCommand::ServeOprf(a) => serve(a),
         ProviderCommand::ServeEvidence(a) => super::evidence::serve(a),
         ProviderCommand::List(cluster) => list(&cluster),
+        ProviderCommand::Keys(a) => keys(a),
         ProviderCommand::Issue(a) => super::credentials::issue(a),
         ProviderCommand::Revoke(a) => super::credentials::revoke(a),
         ProviderCommand::StatusList(a) => super::credentials::status_list(a),
@@ -785,6 +800,24 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             .await
             .context("serving")
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys(a: ProviderKeysArgs) -> Result<ExitCode> {
+    let topology = cli::load(&a.cluster.file)?;
+    let topic = cli::topic_for(&topology, Provider::FULL_NAME)?.name;
+    let mut latest = std::collections::BTreeMap::new();
+    for (_, p) in cli::read_all::<Provider>(&a.cluster, &topic)? {
+        latest.insert(p.provider_id.clone(), p);
+    }
+    let document = super::credentials::provider_keys(latest.values());
+    let text = serde_json::to_string_pretty(&document)? + "\n";
+    match &a.out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
