@@ -41,6 +41,19 @@ pub const VP_JWT_TYP: &str = "vp+jwt";
 /// The credential type (`vct` of the SD-JWT VC, second `type` of the VC): a provider's
 /// statement of a member's attributes.
 pub const CREDENTIAL_TYPE: &str = "urn:pavilion:credential:member-attributes:v1";
+/// How a provider's credentials name their issuer: `urn:pavilion:provider:<id>`.
+const ISSUER_PREFIX: &str = "urn:pavilion:provider:";
+
+/// The issuer id of provider `provider`'s credentials.
+pub fn provider_issuer(provider: &str) -> String {
+    format!("{ISSUER_PREFIX}{provider}")
+}
+
+/// The provider an issuer id names, if it is a provider's.
+pub fn issuer_provider(issuer: &str) -> Option<&str> {
+    issuer.strip_prefix(ISSUER_PREFIX).filter(|p| !p.is_empty())
+}
+
 /// Names an attribute may not take: the claims the formats themselves use.
 const RESERVED: &[&str] = &[
     "iss",

@@ -18,7 +18,9 @@
 
 use std::collections::BTreeMap;
 
-use pavilion_credentials::credential::{verify_presentation, Expectations, Presented};
+use pavilion_credentials::credential::{
+    issuer_provider, verify_presentation, Expectations, Presented,
+};
 use pavilion_credentials::status_list::StatusList;
 use pavilion_credentials::CredentialError;
 use pavilion_runtime::GlobalStore;
@@ -29,9 +31,6 @@ use pavilion_schemas::{
 use sha2::{Digest as _, Sha256};
 
 use crate::PsiConfig;
-
-/// How a provider issues: `urn:pavilion:provider:<id>`.
-const ISSUER_PREFIX: &str = "urn:pavilion:provider:";
 
 /// What a credential check reads.
 pub(crate) struct CredentialCheck<'a> {
@@ -107,7 +106,9 @@ impl CredentialCheck<'_> {
         if !extra.is_empty() {
             return Err(CredentialError::NotAllowed(extra.join(", ")));
         }
-        let provider_id = presented.issuer[ISSUER_PREFIX.len()..].to_owned();
+        let provider_id = issuer_provider(&presented.issuer)
+            .expect("its key was found by provider")
+            .to_owned();
         let status = presented.status.as_ref().ok_or_else(|| {
             CredentialError::Malformed("no status list entry: it could never be revoked".into())
         })?;
@@ -146,9 +147,8 @@ impl CredentialCheck<'_> {
         kid: &str,
     ) -> Result<Vec<u8>, CredentialError> {
         let unknown = |why: &str| CredentialError::UnknownIssuer(format!("{issuer}: {why}"));
-        let provider_id = issuer
-            .strip_prefix(ISSUER_PREFIX)
-            .ok_or_else(|| unknown("not a provider's issuer id"))?;
+        let provider_id =
+            issuer_provider(issuer).ok_or_else(|| unknown("not a provider's issuer id"))?;
         if !plan.providers.iter().any(|p| p == provider_id) {
             return Err(unknown("not a provider of this claim's plan"));
         }

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, ensure, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use ed25519_dalek::SigningKey;
-use pavilion_credentials::credential::{self, jwk, key_from_jwk, Format, Issuance};
+use pavilion_credentials::credential::{
+    self, jwk, key_from_jwk, provider_issuer, Format, Issuance,
+};
 use pavilion_credentials::jose::{self, JwsSigner, KeySigner};
 use pavilion_credentials::status_list::{Bitstring, StatusEntry, StatusList, LIST_BITS};
 use pavilion_keys::hsm::{HsmConfig, HsmKeyRing};
@@ -26,11 +28,6 @@ use pavilion_schemas::{Event, Provider, Registry, StatusListPublished};
 
 use super::provider::{provider_topic, KeyFileArgs};
 use crate::cli::{self, ClusterArgs};
-
-/// The issuer id of a provider's credentials.
-pub fn issuer_id(provider: &str) -> String {
-    format!("urn:pavilion:provider:{provider}")
-}
 
 /// The providers' public keys as relying parties read them (`provider keys`): per provider its
 /// issuer id, state and keys — Ed25519 as RFC 8037 OKP JWKs, BBS (BLS12-381-SHA-256) as
@@ -60,7 +57,7 @@ pub fn provider_keys<'a>(providers: impl IntoIterator<Item = &'a Provider>) -> s
                 .collect();
             serde_json::json!({
                 "provider": p.provider_id,
-                "issuer": issuer_id(&p.provider_id),
+                "issuer": provider_issuer(&p.provider_id),
                 "state": format!("{:?}", p.state).to_lowercase(),
                 "keys": keys,
             })
@@ -330,7 +327,7 @@ pub fn issue(a: IssueArgs) -> Result<ExitCode> {
     };
     let now = now_ms();
     let valid_from = a.valid_from.map_or(now, epoch_millis);
-    let issuer = issuer_id(&a.name);
+    let issuer = provider_issuer(&a.name);
     let token = credential::issue(
         a.format.into(),
         &Issuance {
@@ -416,7 +413,7 @@ pub fn status_list(a: StatusListArgs) -> Result<ExitCode> {
     }
     let list = StatusList {
         url: book.list.clone(),
-        issuer: issuer_id(&a.name),
+        issuer: provider_issuer(&a.name),
         valid_from: now_ms(),
         ttl_ms: a.ttl.as_millis() as i64,
         bits,
