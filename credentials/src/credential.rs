@@ -352,9 +352,9 @@ fn verify_sd_jwt(presentation: &str, expect: &Expectations) -> Result<Presented,
     }
     check_binding(&kb_claims, expect)?;
     check_validity(
-        seconds(&claims["nbf"]),
-        seconds(&claims["exp"]),
-        seconds(&claims["iat"]),
+        claims["nbf"].as_i64(),
+        claims["exp"].as_i64(),
+        claims["iat"].as_i64(),
         expect,
     )?;
     Ok(Presented {
@@ -362,7 +362,7 @@ fn verify_sd_jwt(presentation: &str, expect: &Expectations) -> Result<Presented,
         issuer,
         key_id: issuer_jwt.kid,
         attributes,
-        issued_at: seconds(&claims["iat"]).unwrap_or_default() * 1000,
+        issued_at: claims["iat"].as_i64().unwrap_or_default() * 1000,
         status: StatusEntry::from_json(&claims["credentialStatus"])?,
     })
 }
@@ -421,7 +421,7 @@ fn verify_vp(presentation: &str, expect: &Expectations) -> Result<Presented, Cre
     check_validity(
         at("validFrom"),
         at("validUntil"),
-        seconds(&vc["iat"]),
+        vc["iat"].as_i64(),
         expect,
     )?;
     let attributes = subject
@@ -439,7 +439,7 @@ fn verify_vp(presentation: &str, expect: &Expectations) -> Result<Presented, Cre
         issuer,
         key_id: issuer_jwt.kid,
         attributes,
-        issued_at: seconds(&vc["iat"]).unwrap_or_default() * 1000,
+        issued_at: vc["iat"].as_i64().unwrap_or_default() * 1000,
         status: StatusEntry::from_json(&vc["credentialStatus"])?,
     })
 }
@@ -457,8 +457,10 @@ fn check_binding(claims: &Value, expect: &Expectations) -> Result<(), Credential
             claims["aud"], expect.audience
         )));
     }
-    let iat =
-        seconds(&claims["iat"]).ok_or_else(|| CredentialError::KeyBinding("no iat".into()))? * 1000;
+    let iat = claims["iat"]
+        .as_i64()
+        .ok_or_else(|| CredentialError::KeyBinding("no iat".into()))?
+        * 1000;
     if iat > expect.now_ms + expect.skew_ms
         || iat < expect.now_ms - expect.binding_max_age_ms - expect.skew_ms
     {
@@ -497,26 +499,15 @@ fn check_validity(
     Ok(())
 }
 
-fn seconds(value: &Value) -> Option<i64> {
-    value.as_i64()
-}
-
 fn digest(text: &str) -> String {
     B64URL.encode(Sha256::digest(text.as_bytes()))
 }
 
+/// A holder's JWS: no kid, its key is the one the credential binds.
 fn unkeyed(signer: &KeySigner, typ: &str, payload: &Value) -> Result<String, CredentialError> {
-    // A holder's JWS names no kid: its key is the one the credential binds.
-    let header = json!({"alg": jose::ALGORITHM, "typ": typ});
-    let input = format!(
-        "{}.{}",
-        B64URL.encode(header.to_string()),
-        B64URL.encode(payload.to_string())
-    );
-    let signature = signer
-        .sign("", input.as_bytes())
-        .map_err(CredentialError::Signer)?;
-    Ok(format!("{input}.{}", B64URL.encode(signature)))
+    jose::compact(signer, typ, payload.to_string().as_bytes())
+        .map(|(token, _)| token)
+        .map_err(CredentialError::Signer)
 }
 
 /// `[salt, name, value]` with text values.

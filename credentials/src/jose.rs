@@ -65,7 +65,11 @@ pub fn compact_with(
     payload: &[u8],
 ) -> Result<(String, String), String> {
     let kid = signer.current_key_id()?;
-    let mut header = format!("{{\"alg\":{},\"kid\":{}", json!(ALGORITHM), json!(kid));
+    // A signer without a key id (a holder: its key is the one its credential binds) names none.
+    let mut header = format!("{{\"alg\":{}", json!(ALGORITHM));
+    if !kid.is_empty() {
+        header += &format!(",\"kid\":{}", json!(kid));
+    }
     for (name, value) in parameters {
         header += &format!(",{}:{}", json!(name), json!(value));
     }

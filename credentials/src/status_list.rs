@@ -13,6 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::credential::VC_JWT_TYP;
 use crate::jose::{self, JwsSigner};
 use crate::{rfc3339, seconds_from_rfc3339, CredentialError, IssuerKeys, VC_CONTEXT};
 
@@ -20,8 +21,6 @@ use crate::{rfc3339, seconds_from_rfc3339, CredentialError, IssuerKeys, VC_CONTE
 pub const LIST_BITS: usize = 131_072;
 /// The only purpose kept: a set bit means revoked, for good.
 pub const PURPOSE: &str = "revocation";
-/// The JWS `typ` of a status list credential.
-pub const STATUS_LIST_TYP: &str = "vc+jwt";
 /// Largest encoded list read: far above any list of [`LIST_BITS`] (16 KiB before compression),
 /// so a hostile "list" cannot make a verifier inflate gigabytes.
 const MAX_LIST_BYTES: usize = 1 << 20;
@@ -171,14 +170,14 @@ impl StatusList {
             },
         });
         let payload = serde_json::to_vec(&credential).expect("JSON");
-        Ok(jose::compact(signer, STATUS_LIST_TYP, &payload)?.0)
+        Ok(jose::compact(signer, VC_JWT_TYP, &payload)?.0)
     }
 
     /// Reads a status list credential, checking its signature with `issuer_key(issuer, kid)`.
     /// Whether it is still fresh is the caller's: see [`StatusList::fresh_until`].
     pub fn verify(token: &str, issuer_key: &IssuerKeys<'_>) -> Result<StatusList, CredentialError> {
         let jws = jose::parse(token)?;
-        if jws.header["typ"] != STATUS_LIST_TYP {
+        if jws.header["typ"] != VC_JWT_TYP {
             return Err(CredentialError::Malformed("not a vc+jwt".into()));
         }
         let vc = jws.json()?;

@@ -666,7 +666,13 @@ pub fn provider_command(t: &TestTopology, passphrase: &str, args: &[&str]) -> Co
 /// [`provider_command`], which must succeed; its stdout. Every output is appended to the
 /// run's `cli.log`, which the privacy scan reads.
 pub fn provider_cli_ok(t: &TestTopology, passphrase: &str, args: &[&str]) -> String {
-    let out = provider_command(t, passphrase, args).output().unwrap();
+    logged_ok(t, provider_command(t, passphrase, args), args)
+}
+
+/// Runs `command` (the binary with `args`), which must succeed; its stdout. Its output is
+/// appended to the run's `cli.log`, which the privacy scans read.
+pub fn logged_ok(t: &TestTopology, mut command: Command, args: &[&str]) -> String {
+    let out = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let transcript = t.dir.path().join("cli.log");
     let mut text = std::fs::read_to_string(&transcript).unwrap_or_default();

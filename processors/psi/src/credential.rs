@@ -41,20 +41,15 @@ pub(crate) struct CredentialCheck<'a> {
 }
 
 impl CredentialCheck<'_> {
-    /// The claim's result from the presentation in `params`.
+    /// The claim's `result` (so far `unavailable`, no reason) from the presentation in
+    /// `params`.
     pub(crate) fn resolve(
         &self,
         plan: &ClaimPlan,
+        mut result: ClaimMatch,
         params: Option<&BTreeMap<String, String>>,
         nonce: &str,
     ) -> ClaimMatch {
-        let mut result = ClaimMatch {
-            claim_index: plan.claim_index,
-            claim_name: plan.claim_name.clone(),
-            status: MatchStatus::Unavailable,
-            reason: None,
-            evidence: Vec::new(),
-        };
         let Some(presentation) = params.and_then(|p| p.get(PRESENTATION_PARAM)) else {
             result.reason = Some("no_presentation".into());
             return result;

@@ -332,7 +332,7 @@ impl Lookup<'_> {
                 .claims
                 .get(plan.claim_index as usize)
                 .map(|c| &c.params);
-            return Step::Done(check.resolve(plan, params, &request.nonce));
+            return Step::Done(check.resolve(plan, result, params, &request.nonce));
         }
         for (pos, provider) in plan.providers.iter().enumerate().skip(from) {
             match self.ask(breakers, plan, provider) {
