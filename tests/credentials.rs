@@ -401,7 +401,12 @@ fn credentials_are_issued_presented_verified_revoked_and_refused_each_with_its_r
         Verdict::Verified
     );
     local(&t, &["provider", "revoke", "bank", "--credential", &bob]);
-    publish_status_list(&t, "3s");
+    // Long enough for the next request to be answered under a loaded CI machine (a 3 s TTL
+    // once ran out before the decision), short enough to wait out below.
+    let ttl = std::time::Duration::from_secs(15);
+    publish_status_list(&t, "15s");
+    let published = std::time::Instant::now(); // the list was signed before this
+
     assert_eq!(
         verdict(&ask(
             &t,
@@ -412,7 +417,9 @@ fn credentials_are_issued_presented_verified_revoked_and_refused_each_with_its_r
         not_verified("credential_revoked")
     );
     // The list's TTL passes: nothing can be said until the provider publishes again.
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    std::thread::sleep(
+        (ttl + std::time::Duration::from_secs(1)).saturating_sub(published.elapsed()),
+    );
     assert_eq!(
         verdict(&ask(
             &t,
