@@ -12,5 +12,6 @@ pub fn all() -> StageKinds {
         &pavilion_psi::KIND,
         &pavilion_signing::KIND,
         &pavilion_audit::KIND,
+        &pavilion_analytics::KIND,
     ])
 }

@@ -330,11 +330,15 @@ fn each_principal_may_do_what_its_role_needs_and_nothing_else() {
         "the secured broker of `scripts/infra env` (its PAVILION_KAFKA_CONFIG) is needed"
     );
     let t = TestTopology::with_yaml("isolation", |prefix| {
-        with_audit(
+        with_analytics(
             prefix,
-            full_path_topology(prefix, &["age_over"], true),
-            AUDIT_INPUTS,
-            &[],
+            with_audit(
+                prefix,
+                full_path_topology(prefix, &["age_over"], true),
+                AUDIT_INPUTS,
+                &[],
+            ),
+            "",
         )
     });
     let env = audit_env(&t);
@@ -504,7 +508,27 @@ fn each_principal_may_do_what_its_role_needs_and_nothing_else() {
             read(&tenant_a, &topic(name), partitions),
         );
     }
-    for name in ["tenants", "policies", "providers", "decisions.b"] {
+    // Its own analytics releases, never another's, the raw increments or the queries.
+    let releases_a = topic("releases.a");
+    case(
+        &user_of(&tenant_a),
+        "read",
+        &releases_a,
+        true,
+        "",
+        read(&tenant_a, &releases_a, 3),
+    );
+    for name in ["releases.b", "releases", "counts", "queries"] {
+        case(
+            &user_of(&tenant_a),
+            "read",
+            &topic(name),
+            false,
+            denied_topic,
+            read(&tenant_a, &topic(name), 3),
+        );
+    }
+    for name in ["tenants", "policies", "providers", "decisions.b", "queries"] {
         case(
             &user_of(&tenant_a),
             "write",

@@ -7,11 +7,12 @@ use std::sync::LazyLock;
 
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use pavilion_schemas::{
-    fingerprint_json, AcceptedRequest, AnchorReceipt, AuditEntry, Checkpoint, DeadLetter, Decision,
-    DecisionIssued, DemoEvent, Event, EvidenceRequest, EvidenceResponse, KeyCount, KeyTotal,
-    MatchResult, PolicyDocument, PolicyOutcome, Provider, ProviderSetEntry, PsiJobChunk,
-    PsiJobResult, Registry, RequestRejected, StatusListPublished, SubjectErasure, Tenant,
-    VerificationRequest, MAGIC, SCHEMA_FILES,
+    fingerprint_json, AcceptedRequest, AnalyticsCounts, AnalyticsQuery, AnalyticsRelease,
+    AnchorReceipt, AuditEntry, Checkpoint, DeadLetter, Decision, DecisionIssued, DemoEvent, Event,
+    EvidenceRequest, EvidenceResponse, KeyCount, KeyTotal, MatchResult, PolicyDocument,
+    PolicyOutcome, Provider, ProviderSetEntry, PsiJobChunk, PsiJobResult, Registry,
+    RequestRejected, StatusListPublished, SubjectErasure, Tenant, VerificationRequest, MAGIC,
+    SCHEMA_FILES,
 };
 use pavilion_signing::{DecisionSigner, JwsSigner};
 use sha2::{Digest, Sha256};
@@ -127,6 +128,9 @@ pub type Check = fn(&Registry, &[u8]);
 /// Every event type by its schema's full name, with its [`round_trip`].
 pub const EVENTS: &[(&str, Check)] = &[
     entry::<AcceptedRequest>(),
+    entry::<AnalyticsCounts>(),
+    entry::<AnalyticsQuery>(),
+    entry::<AnalyticsRelease>(),
     entry::<AnchorReceipt>(),
     entry::<AuditEntry>(),
     entry::<Checkpoint>(),

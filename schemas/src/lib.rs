@@ -9,6 +9,7 @@
 //! The schemas are embedded at build time (`build.rs`), so the binary carries the contract.
 #![deny(missing_docs)]
 
+mod analytics;
 mod audit;
 mod bounds;
 mod decision;
@@ -28,6 +29,7 @@ use apache_avro::types::Value;
 use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use serde::{de::DeserializeOwned, Serialize};
 
+pub use analytics::*;
 pub use audit::*;
 pub use decision::*;
 pub use events::*;

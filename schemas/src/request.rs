@@ -269,6 +269,10 @@ pub struct TenantConfig {
     pub allowed_regions: Vec<String>,
     /// Decision topic.
     pub response_topic: String,
+    /// Differential privacy budget of the tenant's analytics releases, millionths of ε per
+    /// budget period; `None`: the analytics stage's default.
+    #[serde(default)]
+    pub privacy_budget_micro: Option<i64>,
 }
 
 /// `tenant.avsc`: the registry entry of a tenant (compacted, keyed by tenant id).

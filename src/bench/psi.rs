@@ -105,6 +105,7 @@ fn service_rate(key: &ProviderKey, blinded: &[Vec<u8>]) -> Result<f64> {
             daily_quota: None,
             allowed_regions: Vec::new(),
             response_topic: String::new(),
+            privacy_budget_micro: None,
         },
         updated_at: 0,
         revision: 1,

@@ -203,6 +203,11 @@ impl Role {
                 if let Ok(family) = topic(Decision::FULL_NAME) {
                     g.topic(&member(topology, &family, id)?, &[Operation::Read]);
                 }
+                // Its own differentially private releases (never the raw increments, the
+                // queries or anyone else's releases).
+                if let Some(family) = tenant_releases(topology) {
+                    g.topic(&member(topology, &family, id)?, &[Operation::Read]);
+                }
             }
         }
         // Every principal owns the consumer groups named under it: its readers' (which
@@ -216,6 +221,16 @@ impl Role {
         );
         Ok(g.acls.into_iter().collect())
     }
+}
+
+/// The family each tenant's analytics releases go to: the analytics stage's
+/// `tenant_releases` output (its schema is also the operator's releases topic's).
+pub fn tenant_releases(topology: &Topology) -> Option<String> {
+    topology
+        .stages
+        .values()
+        .find(|s| s.kind == "analytics")
+        .and_then(|s| s.outputs.get("tenant_releases").cloned())
 }
 
 /// A family's member topic, by the family's pattern.

@@ -987,6 +987,35 @@ pub fn with_audit(prefix: &str, yaml: String, inputs: &[&str], extra_topics: &[&
     }
 }
 
+/// `yaml` (a full path under `prefix`) with an analytics stage, its own task, and its topics
+/// (`counts`, `queries`, `releases`, `releases.{tenant}`); `config` lines go under its
+/// `config:`, indented by six spaces.
+pub fn with_analytics(prefix: &str, yaml: String, config: &str) -> String {
+    let topics = format!(
+        "  {prefix}.counts: {{ schema: pavilion.AnalyticsCounts }}
+  {prefix}.queries: {{ schema: pavilion.AnalyticsQuery }}
+  {prefix}.releases: {{ schema: pavilion.AnalyticsRelease }}
+  {prefix}.releases.{{tenant}}: {{ schema: pavilion.AnalyticsRelease }}
+"
+    );
+    let stage = format!(
+        "  analytics:
+    kind: analytics
+    inputs: [{prefix}.accepted, {prefix}.rejected, {prefix}.matches, {prefix}.tenants, {prefix}.counts, {prefix}.queries, {prefix}.releases]
+    outputs: {{ counts: {prefix}.counts, releases: {prefix}.releases, tenant_releases: '{prefix}.releases.{{tenant}}' }}
+    stores: [partials, totals, budgets, ledger, released]
+    punctuate_every: 500ms
+    config:
+      budget_period: 30d
+{config}"
+    );
+    let yaml = yaml.replacen("\nstages:\n", &format!("\n{topics}stages:\n"), 1);
+    match yaml.find("\nfuse:") {
+        Some(at) => format!("{}\n{stage}{}", &yaml[..at], &yaml[at..]),
+        None => format!("{yaml}{stage}"),
+    }
+}
+
 /// The Go verifier of `tests/interop/tlog-go` (transparency-dev/merkle, x/mod/sumdb/note),
 /// built into `dir`.
 pub fn tlog_verifier(dir: &std::path::Path) -> PathBuf {

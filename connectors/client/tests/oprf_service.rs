@@ -32,6 +32,7 @@ fn tenant(id: &str, state: TenantState, key: &SigningKey) -> Tenant {
             daily_quota: None,
             allowed_regions: vec!["eu".into()],
             response_topic: format!("pavilion.decisions.{id}"),
+            privacy_budget_micro: None,
         },
         updated_at: 0,
         revision: 1,

@@ -20,7 +20,7 @@ pub mod topology;
 
 pub use context::{Context, Emitted, GlobalStore, StageWiring, Store};
 pub use processor::{
-    parse_config, yaml_count, DynProcessor, GlobalKind, Input, ProcessError, Processor, RawRecord,
-    Record, Resources, StageError, StageKind, StageKinds,
+    parse_config, yaml_count, yaml_scalar, DynProcessor, GlobalKind, Input, ProcessError,
+    Processor, RawRecord, Record, Resources, StageError, StageKind, StageKinds,
 };
 pub use task::{OutRecord, Processed, TaskRunner};

@@ -240,18 +240,28 @@ impl StageKinds {
 /// A count in a stage's config (`#[serde(deserialize_with = "pavilion_runtime::yaml_count")]`):
 /// the topology hands every YAML scalar over as a string.
 pub fn yaml_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    yaml_scalar(d)
+}
+
+/// Any number in a stage's config (`deserialize_with = "pavilion_runtime::yaml_scalar"`),
+/// given as a YAML scalar (a string) or as a JSON number.
+pub fn yaml_scalar<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + std::str::FromStr,
+{
     use serde::Deserialize;
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Count {
-        Number(u64),
+    enum Scalar<T> {
+        Number(T),
         Text(String),
     }
-    match Count::deserialize(d)? {
-        Count::Number(n) => Ok(n),
-        Count::Text(t) => t
+    match Scalar::<T>::deserialize(d)? {
+        Scalar::Number(n) => Ok(n),
+        Scalar::Text(t) => t
             .parse()
-            .map_err(|_| serde::de::Error::custom(format!("`{t}` is not a count"))),
+            .map_err(|_| serde::de::Error::custom(format!("`{t}` is not a number of this kind"))),
     }
 }
 

@@ -62,6 +62,7 @@ fn tenant(id: &str, state: TenantState, revision: i64) -> Tenant {
             daily_quota: Some(100),
             allowed_regions: vec!["eu".into()],
             response_topic: format!("pavilion.decisions.{id}"),
+            privacy_budget_micro: None,
         },
         updated_at: T0,
         revision,

@@ -73,6 +73,10 @@ pub struct AddArgs {
     /// Decision topic (default `pavilion.decisions.<tenant>`).
     #[arg(long)]
     pub response_topic: Option<String>,
+    /// Differential privacy budget of the tenant's analytics releases: ε per budget period
+    /// (the analytics stage's `budget_period`). Default: the stage's `tenant_budget`.
+    #[arg(long, value_name = "EPSILON")]
+    pub privacy_budget: Option<f64>,
     /// Make it active at once.
     #[arg(long)]
     pub activate: bool,
@@ -142,21 +146,28 @@ fn load(cluster: &ClusterArgs) -> Result<TenantRegistry> {
     Ok(TenantRegistry { topic, tenants })
 }
 
-/// An active tenant's decision topic, from the topology's `pavilion.Decision` family.
-fn ensure_decision_topic(cluster: &ClusterArgs, tenant: &str) -> Result<()> {
+/// An active tenant's own topics: its decisions (the topology's `pavilion.Decision` family)
+/// and its analytics releases, where the topology has them.
+fn ensure_tenant_topics(cluster: &ClusterArgs, tenant: &str) -> Result<()> {
     let topology = cli::load(&cluster.file)?;
-    let Ok(family) = cli::topic_for(&topology, pavilion_schemas::Decision::FULL_NAME) else {
-        return Ok(()); // this topology delivers no decisions
-    };
-    let Some(spec) = topology.family_topic(&family.name, tenant) else {
+    let families = cli::topic_for(&topology, pavilion_schemas::Decision::FULL_NAME)
+        .ok()
+        .map(|f| f.name)
+        .into_iter()
+        .chain(acls::tenant_releases(&topology));
+    let specs: Vec<_> = families
+        .filter_map(|family| topology.family_topic(&family, tenant))
+        .collect();
+    if specs.is_empty() {
         return Ok(());
-    };
+    }
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     tokio::runtime::Runtime::new()?
         .block_on(pavilion_kafka::ensure_topics(
             &cli::settings(cluster, "cli")?,
-            &[&spec],
+            &specs.iter().collect::<Vec<_>>(),
         ))
-        .with_context(|| format!("creating {}", spec.name))?;
+        .with_context(|| format!("creating {}", names.join(", ")))?;
     Ok(())
 }
 
@@ -181,7 +192,7 @@ fn publish(
     let role = Role::Tenant(tenant.tenant_id.clone());
     let user = role.user(&topology.application);
     if tenant.state == TenantState::Active {
-        ensure_decision_topic(cluster, &tenant.tenant_id)?;
+        ensure_tenant_topics(cluster, &tenant.tenant_id)?;
     } else if secured {
         let removed = acls::revoke(&admin, &user)
             .with_context(|| format!("revoking {user}'s Kafka access"))?;
@@ -281,6 +292,7 @@ pub fn run(command: TenantCommand) -> Result<ExitCode> {
                     response_topic: a
                         .response_topic
                         .unwrap_or_else(|| format!("pavilion.decisions.{}", a.target.tenant)),
+                    privacy_budget_micro: a.privacy_budget.map(micro_epsilon).transpose()?,
                 },
                 updated_at: now,
                 revision: 1,
@@ -432,4 +444,13 @@ pub fn replace_secret(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     write_secret(&staged, bytes)?;
     std::fs::rename(&staged, path)
         .with_context(|| format!("renaming {} to {}", staged.display(), path.display()))
+}
+
+/// A budget of ε as the ledger keeps it: millionths, rounded down (a budget is never more
+/// than asked; spends round up).
+fn micro_epsilon(epsilon: f64) -> Result<i64> {
+    if !(epsilon.is_finite() && epsilon > 0.0 && epsilon <= 1e6) {
+        bail!("--privacy-budget must be a positive ε of at most 10^6 (got {epsilon})");
+    }
+    Ok((epsilon * 1e6).floor() as i64)
 }

@@ -92,11 +92,22 @@ static AUDIT: StageKind = StageKind {
     build: never_built,
 };
 
+static ANALYTICS: StageKind = StageKind {
+    name: "analytics",
+    outputs: &["counts", "releases", "tenant_releases"],
+    stores: &["partials", "totals", "budgets", "ledger", "released"],
+    globals: &[],
+    check_config: |_| Ok(()),
+    build: never_built,
+};
+
 /// Parses `yaml` (a leading newline is dropped, so line 1 is the line after `r#"`) and
 /// renders the topology or every error.
 fn check(yaml: &str, expect: Expect) {
     let yaml = yaml.strip_prefix('\n').unwrap_or(yaml);
-    let kinds = StageKinds::new([&COUNTER, &TOTALS, &TENANCY, &POLICY, &PSI, &SIGNING, &AUDIT]);
+    let kinds = StageKinds::new([
+        &COUNTER, &TOTALS, &TENANCY, &POLICY, &PSI, &SIGNING, &AUDIT, &ANALYTICS,
+    ]);
     let actual = match Topology::parse(yaml, &kinds, &|s| s.starts_with("pavilion.")) {
         Ok(topology) => render(&topology),
         Err(errors) => errors.0.iter().map(|e| format!("{e}\n")).collect(),
@@ -148,13 +159,22 @@ fn the_repository_topology_parses() {
         include_str!("../../../../topology.yaml"),
         expect![[r#"
             application pavilion, dlq pavilion.dlq
-            task audit (group pavilion.audit, 6 partitions): stages ["audit"], inputs ["pavilion.requests", "pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.policy.outcomes", "pavilion.matches", "pavilion.decisions.issued", "pavilion.psi.results", "pavilion.tenants", "pavilion.policies", "pavilion.providers", "pavilion.audit.erasures"]
+            task analytics (group pavilion.analytics, 6 partitions): stages ["analytics"], inputs ["pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.matches", "pavilion.tenants", "pavilion.analytics.counts", "pavilion.analytics.queries", "pavilion.analytics.releases"]
+            task audit (group pavilion.audit, 6 partitions): stages ["audit"], inputs ["pavilion.requests", "pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.policy.outcomes", "pavilion.matches", "pavilion.decisions.issued", "pavilion.psi.results", "pavilion.tenants", "pavilion.policies", "pavilion.providers", "pavilion.audit.erasures", "pavilion.analytics.releases"]
             task policy (group pavilion.policy, 6 partitions): stages ["policy", "psi", "signing"], inputs ["pavilion.requests.accepted", "pavilion.psi.jobs", "pavilion.evidence.responses", "pavilion.requests.rejected"]
               global policy.documents <- pavilion.policies
               global psi.providers <- pavilion.providers
               global psi.sets <- pavilion.provider-sets.{provider}
               global psi.status_lists <- pavilion.status-lists.{provider}
             task tenancy (group pavilion.tenancy, 6 partitions): stages ["tenancy"], inputs ["pavilion.requests", "pavilion.requests.routed", "pavilion.tenants", "pavilion.policies"]
+            topic pavilion.analytics.budgets.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.analytics.counts: partitions=6 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.AnalyticsCounts
+            topic pavilion.analytics.ledger.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.analytics.partials.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.analytics.queries: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.AnalyticsQuery
+            topic pavilion.analytics.released.changelog: partitions=6 replication=1 cleanup=compact (derived)
+            topic pavilion.analytics.releases: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AnalyticsRelease
+            topic pavilion.analytics.totals.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.audit.anchors: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AnchorReceipt
             topic pavilion.audit.checkpoints: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.Checkpoint
             topic pavilion.audit.erasures: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.SubjectErasure
@@ -181,6 +201,7 @@ fn the_repository_topology_parses() {
             topic pavilion.tenancy.seen.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.tenancy.tenants.changelog: partitions=6 replication=1 cleanup=compact (derived)
             topic pavilion.tenants: partitions=6 replication=1 cleanup=compact schema=pavilion.Tenant
+            topic pavilion.analytics.releases.{tenant}: partitions=6 replication=1 cleanup=delete retention_ms=-1 schema=pavilion.AnalyticsRelease
             topic pavilion.decisions.{tenant}: partitions=6 replication=1 cleanup=delete retention_ms=604800000 schema=pavilion.Decision
             topic pavilion.evidence.requests.{provider}: partitions=3 replication=1 cleanup=delete retention_ms=86400000 schema=pavilion.EvidenceRequest
             topic pavilion.provider-sets.{provider}: partitions=3 replication=1 cleanup=compact schema=pavilion.ProviderSetEntry
@@ -383,7 +404,7 @@ fuse:
             line 12: topic `old`: retention `3 fortnights`: unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (use e.g. 7d, 12h or forever)
             line 13: topic `strange`: no schema named `acme.Strange` in schemas/
             line 17: stage `ghost`: topic `nowhere` is not declared under `topics`
-            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals, tenancy, policy, psi, signing, audit)
+            line 21: stage `mystery`: unknown kind `teleport` (known: counter, totals, tenancy, policy, psi, signing, audit, analytics)
             line 23: stage `forgetful`: kind `counter` needs store `counts`
             line 27: stage `chatty`: kind `counter` has no output `extra` (it has: counts)
             line 32: stage `fussy`: config: unknown field `colour`, expected `limit`
