@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use crate::cli::{ClusterArgs, TopologyFile};
 use crate::commands::audit::{self, anchor};
 use crate::commands::control::{credentials, policy, provider, tenant};
-use crate::commands::{acls, keys, psi, request, run, schemas, topology};
+use crate::commands::{acls, analytics, keys, psi, request, run, schemas, topology};
 
 /// Pavilion trust broker: an exactly-once stream-processing pipeline on Apache Kafka.
 ///
@@ -71,6 +71,12 @@ enum Command {
     Psi {
         #[command(subcommand)]
         command: psi::PsiCommand,
+    },
+    /// Differentially private analytics of the request path: releases under each tenant's
+    /// privacy budget, the budget, an HTML report.
+    Analytics {
+        #[command(subcommand)]
+        command: analytics::AnalyticsCommand,
     },
     /// Send a verification request as a relying party: OPRF tokens from the providers,
     /// signed with the tenant's key; --wait prints the answer.
@@ -215,6 +221,7 @@ fn main() -> ExitCode {
         Command::Provider { command } => provider::run(command),
         Command::Holder { command } => credentials::holder(command),
         Command::Request(args) => request::run(args),
+        Command::Analytics { command } => analytics::run(command),
         Command::Psi { command } => psi::run(command),
         Command::Keys { command } => keys::run(command),
         Command::Verify(args) => keys::verify(args),

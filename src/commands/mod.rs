@@ -2,6 +2,7 @@
 //! [`crate::cli`].
 
 pub mod acls;
+pub mod analytics;
 pub mod audit;
 pub mod control;
 pub mod keys;

@@ -34,7 +34,7 @@ mod config;
 mod processor;
 
 pub use config::AnalyticsConfig;
-pub use processor::{Analytics, AnalyticsInput};
+pub use processor::{micro_text, Analytics, AnalyticsInput};
 
 use pavilion_runtime::{parse_config, StageKind};
 pub use pavilion_schemas::CROSS_TENANT;
@@ -49,5 +49,7 @@ pub static KIND: StageKind = StageKind {
     build: |c| Ok(Box::new(Analytics::new(parse_config(c)?))),
 };
 
+#[cfg(test)]
+mod accuracy_tests;
 #[cfg(test)]
 mod tests;

@@ -49,7 +49,7 @@ stages:
 /// Noise of scale 1e-5: zero but with probability ~e^-100000, so values are exact.
 const EXACT: &str = "      max_release_epsilon: 1000000\n      operator_budget: 1000000\n      max_claims_per_request: 2";
 
-fn driver(config: &str) -> TestDriver {
+pub(crate) fn driver(config: &str) -> TestDriver {
     TestDriver::new(
         &topology(config),
         "analytics",
@@ -57,7 +57,7 @@ fn driver(config: &str) -> TestDriver {
     )
 }
 
-fn tenant(id: &str, budget_micro: Option<i64>) -> Tenant {
+pub(crate) fn tenant(id: &str, budget_micro: Option<i64>) -> Tenant {
     Tenant {
         tenant_id: id.into(),
         display_name: id.into(),
@@ -100,7 +100,7 @@ fn request(tenant: &str, id: &str, claims: &[&str]) -> VerificationRequest {
     }
 }
 
-fn accepted(tenant: &str, id: &str) -> AcceptedRequest {
+pub(crate) fn accepted(tenant: &str, id: &str) -> AcceptedRequest {
     AcceptedRequest {
         request: request(tenant, id, &[]),
         tenant_revision: 1,
@@ -161,7 +161,13 @@ fn matched(tenant: &str, id: &str, claims: &[(&str, MatchStatus)]) -> MatchResul
     }
 }
 
-fn query(scope: &str, id: &str, metric: &str, groups: &[&str], epsilon: f64) -> AnalyticsQuery {
+pub(crate) fn query(
+    scope: &str,
+    id: &str,
+    metric: &str,
+    groups: &[&str],
+    epsilon: f64,
+) -> AnalyticsQuery {
     AnalyticsQuery {
         release_id: id.into(),
         scope: scope.into(),
@@ -187,7 +193,7 @@ fn releases(out: &[OutRecord]) -> Vec<(String, AnalyticsRelease)> {
         .collect()
 }
 
-fn release(d: &mut TestDriver, q: &AnalyticsQuery) -> AnalyticsRelease {
+pub(crate) fn release(d: &mut TestDriver, q: &AnalyticsQuery) -> AnalyticsRelease {
     let out = d.send("queries", &q.scope, q);
     let mut found = releases(&out);
     assert_eq!(found.len(), 1, "{}", d.render(&out));
@@ -198,7 +204,7 @@ fn release(d: &mut TestDriver, q: &AnalyticsQuery) -> AnalyticsRelease {
 
 /// The driver's increments, flushed by a punctuation and fed back as the counts topic
 /// would deliver them.
-fn flush(d: &mut TestDriver) -> String {
+pub(crate) fn flush(d: &mut TestDriver) -> String {
     d.clock().advance(Duration::from_secs(1));
     let out = d.punctuate();
     let shown = d.render(&out);

@@ -61,10 +61,9 @@ impl Processor for PolicyStage {
                 ),
             ),
         };
-        ctx.count(
-            &format!("outcome.{}", effect_name(&evaluation)),
-            &accepted.request.tenant_id,
-        );
+        // No tenant label: per-tenant volumes are what the analytics stage releases only
+        // with differential privacy.
+        ctx.count(&format!("outcome.{}", effect_name(&evaluation)), "");
         let outcome = PolicyOutcome {
             request: accepted.request,
             policy,

@@ -260,7 +260,8 @@ impl<'a> Context<'a> {
     }
 
     /// Counts a stage-specific event in `pavilion_stage_events_total{stage, event, label}`
-    /// (e.g. `ctx.count("rejected.rate_limited", tenant)`). Keep labels low-cardinality.
+    /// (e.g. `ctx.count("breaker.opened", provider)`). Keep labels low-cardinality, and never
+    /// a tenant's request volumes: those are released only with differential privacy.
     pub fn count(&self, event: &str, label: &str) {
         self.telemetry.stage_event(&self.wiring.name, event, label);
     }

@@ -168,7 +168,7 @@ impl Telemetry {
             stage_events: counter(
                 &r,
                 "pavilion_stage_events_total",
-                "Things a stage counts itself, e.g. rejections per tenant and reason.",
+                "Things a stage counts itself, e.g. rejections per reason, proofs per circuit.",
                 &["stage", "event", "label"],
             ),
             committed_records: counter(

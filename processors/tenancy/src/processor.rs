@@ -178,12 +178,14 @@ impl Processor for Tenancy {
                 match self.admit(ctx, &request, now)? {
                     // From here on a request is keyed by its id, so one tenant's requests
                     // spread over every partition of the rest of the path.
+                    // Counted without the tenant: per-tenant volumes are released only by the
+                    // analytics stage, with differential privacy.
                     Ok(accepted) => {
-                        ctx.count("accepted", &request.tenant_id);
+                        ctx.count("accepted", "");
                         ctx.emit("accepted", request.request_id.clone(), &accepted)
                     }
                     Err(Reject(reason, detail, retry_after_ms)) => {
-                        ctx.count(&format!("rejected.{}", reason.as_str()), &request.tenant_id);
+                        ctx.count(&format!("rejected.{}", reason.as_str()), "");
                         let rejected = RequestRejected {
                             request_id: request.request_id.clone(),
                             tenant_id: Some(request.tenant_id.clone()),
