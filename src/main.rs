@@ -176,6 +176,12 @@ enum BenchCommand {
     /// `cargo run --release -- bench disclosure`. The defaults take about three minutes on 2
     /// cores; `--skip-e2e` (the BBS and Ed25519 operations and sizes only, no Kafka) under one.
     Disclosure(bench::disclosure::DisclosureBenchArgs),
+    /// The analytics stage in process (its RocksDB stores, no Kafka): a release's latency,
+    /// µs p50/p99, against the bare OpenDP sample it rests on; a release of 21 cells; and the
+    /// empirical error of released counts against their stated bound at ε 0.1, 0.5, 1 and 2;
+    /// min/median/max of --runs. Its share of the request path's CPU is in `bench e2e`. Run
+    /// it in release from the repository: `cargo run --release -- bench analytics`.
+    Analytics(bench::analytics::AnalyticsBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -238,6 +244,7 @@ fn main() -> ExitCode {
             BenchCommand::Audit(args) => bench::audit::audit(args),
             BenchCommand::E2e(args) => bench::e2e::e2e(args),
             BenchCommand::Zk(args) => bench::zk::zk(args),
+            BenchCommand::Analytics(args) => bench::analytics::analytics(args),
             BenchCommand::Disclosure(args) => bench::disclosure::disclosure(args),
         },
         Command::Schemas { command } => match command {

@@ -4,6 +4,7 @@
 //! min, max), which `zk` and `disclosure` report; `evidence`: their end-to-end harness, claims
 //! that take a round trip to a provider's evidence service against membership-only ones.
 
+pub mod analytics;
 pub mod audit;
 pub mod disclosure;
 pub mod e2e;

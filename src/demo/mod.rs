@@ -306,13 +306,15 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             "state",
             "--metrics-addr",
             &metrics,
-            // The request path and the audit log.
+            // The request path, the audit log and the analytics.
             "--task",
             "tenancy",
             "--task",
             "policy",
             "--task",
             "audit",
+            "--task",
+            "analytics",
         ]
         .into_iter()
         .map(str::to_owned)
@@ -703,6 +705,28 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         receipt.block_number,
         receipt.gas_used
     );
+
+    step("differentially private analytics: released with noise, debited from each budget");
+    // Increments reach the per-scope totals at the stage's next punctuation (1 s).
+    std::thread::sleep(Duration::from_secs(2));
+    for query in [
+        &["--tenant", "shop", "--metric", "requests"][..],
+        &[
+            "--cross-tenant",
+            "--metric",
+            "rejections",
+            "--group",
+            "rate_limited",
+            "--group",
+            "quota_exceeded",
+        ][..],
+    ] {
+        let mut args = vec!["analytics", "query", "--epsilon", "0.5"];
+        args.extend_from_slice(query);
+        for line in cli.ok(&args)?.lines() {
+            println!("  {line}");
+        }
+    }
 
     step(&format!("one decision verified end to end: {}", sample.0));
     let log_topic = crate::cli::topic_for(&topology, pavilion_schemas::AuditEntry::FULL_NAME)?.name;
