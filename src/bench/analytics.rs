@@ -17,8 +17,8 @@ use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::testing::TestDriver;
 use pavilion_schemas::{
-    AcceptedRequest, AnalyticsQuery, AnalyticsRelease, Event, Registry, ReleaseStatus, Tenant,
-    TenantConfig, TenantState, VerificationRequest,
+    AnalyticsQuery, AnalyticsRelease, Event, Registry, RejectionReason, ReleaseStatus,
+    RequestRejected, Tenant, TenantConfig, TenantState,
 };
 use serde_json::json;
 
@@ -57,7 +57,7 @@ pub struct AnalyticsBenchArgs {
 const EPSILONS: [f64; 4] = [0.1, 0.5, 1.0, 2.0];
 const ALPHA: f64 = 0.05;
 const TENANT: &str = "acme";
-/// When the aggregated requests were accepted (the test driver's clock starts here).
+/// When the aggregated requests were answered (the test driver's clock starts here).
 const AT_MS: i64 = 1_700_000_000_000;
 
 pub fn analytics(a: AnalyticsBenchArgs) -> Result<ExitCode> {
@@ -147,7 +147,7 @@ fn one_run(topology: &str, a: &AnalyticsBenchArgs, runs: &mut Runs) -> Result<()
     d.send("pavilion.tenants", TENANT, &tenant());
     for i in 0..a.requests {
         let id = format!("r{i}");
-        d.send("pavilion.requests.accepted", &id, &accepted(&id));
+        d.send("pavilion.requests.rejected", &id, &rejected(&id));
     }
     d.clock().advance(Duration::from_secs(60));
     for r in d
@@ -458,26 +458,13 @@ fn tenant() -> Tenant {
     }
 }
 
-fn accepted(id: &str) -> AcceptedRequest {
-    AcceptedRequest {
-        request: VerificationRequest {
-            request_id: id.into(),
-            tenant_id: TENANT.into(),
-            key_id: "k1".into(),
-            signature: Vec::new(),
-            signed_at: 0,
-            nonce: String::new(),
-            created_at: 0,
-            claims: Vec::new(),
-            purpose: String::new(),
-            subject_jurisdiction: String::new(),
-            consent_ref: None,
-            subject_tokens: Vec::new(),
-            response_format: None,
-        },
-        tenant_revision: 1,
-        tenant_allowed_regions: Vec::new(),
-        accepted_at: AT_MS,
-        policy: None,
+fn rejected(id: &str) -> RequestRejected {
+    RequestRejected {
+        request_id: id.into(),
+        tenant_id: Some(TENANT.into()),
+        reason: RejectionReason::RateLimited,
+        detail: String::new(),
+        retry_after_ms: None,
+        rejected_at: AT_MS,
     }
 }

@@ -1001,7 +1001,7 @@ pub fn with_analytics(prefix: &str, yaml: String, config: &str) -> String {
     let stage = format!(
         "  analytics:
     kind: analytics
-    inputs: [{prefix}.accepted, {prefix}.rejected, {prefix}.matches, {prefix}.tenants, {prefix}.counts, {prefix}.queries, {prefix}.releases]
+    inputs: [{prefix}.rejected, {prefix}.matches, {prefix}.tenants, {prefix}.counts, {prefix}.queries, {prefix}.releases]
     outputs: {{ counts: {prefix}.counts, releases: {prefix}.releases, tenant_releases: '{prefix}.releases.{{tenant}}' }}
     stores: [partials, totals, budgets, ledger, released]
     punctuate_every: 500ms

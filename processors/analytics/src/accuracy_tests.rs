@@ -20,10 +20,10 @@
 use std::collections::BTreeMap;
 
 use crate::noise::Mechanism;
-use crate::tests::{accepted, driver, flush, query, release, tenant};
+use crate::tests::{driver, flush, query, rejected, release, tenant};
 use std::time::Instant;
 
-use pavilion_schemas::ReleaseStatus;
+use pavilion_schemas::{RejectionReason, ReleaseStatus};
 use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, DiscreteCDF};
 
 /// A correct implementation fails a test with probability at most this.
@@ -81,7 +81,11 @@ fn errors_beyond_the_stated_bound_are_as_rare_as_alpha_says() {
     d.send("tenants", "acme", &tenant("acme", Some(1 << 50)));
     for i in 0..TRUE_COUNT {
         let id = format!("r{i}");
-        d.send("accepted", &id, &accepted("acme", &id));
+        d.send(
+            "rejected",
+            &id,
+            &rejected("acme", &id, RejectionReason::RateLimited),
+        );
     }
     flush(&mut d);
 

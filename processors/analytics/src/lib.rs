@@ -3,8 +3,8 @@
 //! released only with differential privacy under a budget that is persisted and never
 //! exceeded.
 //!
-//! **Aggregation.** The stage reads the path's events (accepted requests, rejections, match
-//! results), which arrive keyed by request id on every partition. Each instance adds what a
+//! **Aggregation.** The stage reads the path's answers (match results — every accepted request
+//! gets one — and tenancy's rejections), which arrive keyed by request id on every partition. Each instance adds what a
 //! request contributes to its scopes (its tenant and [`CROSS_TENANT`]) in the `partials` store,
 //! each request's contribution clipped to `max_claims_per_request` claims ([`metric`]). Every
 //! punctuation flushes the partials to `pavilion.analytics.counts` keyed by scope — Kafka

@@ -4,7 +4,7 @@
 //!
 //! | aggregate    | cell group       | one request adds                 | L1 sensitivity |
 //! |--------------|------------------|----------------------------------|----------------|
-//! | `requests`   | —                | 1 (accepted or rejected)         | 1              |
+//! | `requests`   | —                | 1 (answered, or rejected)        | 1              |
 //! | `rejections` | reason           | 1 if rejected                    | 1              |
 //! | `outcomes`   | `claim/status`   | 1 per claim, first K claims      | K              |
 //! | `matches`    | provider         | 1 per matched claim, first K     | K              |
@@ -21,7 +21,7 @@ use pavilion_schemas::{MatchResult, MatchStatus};
 /// A metric a query may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
-    /// Requests received (accepted or rejected).
+    /// Requests answered: matched (every accepted request is) or rejected by tenancy.
     Requests,
     /// Rejections, by reason.
     Rejections,
@@ -102,10 +102,14 @@ pub fn status_name(status: MatchStatus) -> &'static str {
     }
 }
 
-/// What a match result adds, as (aggregate, group, increment), its claims clipped to `k`.
+/// What a match result adds, as (aggregate, group, increment), its claims clipped to `k`: it
+/// is the request's one answer, so it also counts the request.
 pub fn match_contributions(m: &MatchResult, k: u32) -> Vec<(&'static str, String, i64)> {
     let counted = &m.results[..m.results.len().min(k as usize)];
-    let mut out = vec![("claims", String::new(), counted.len() as i64)];
+    let mut out = vec![
+        ("requests", String::new(), 1),
+        ("claims", String::new(), counted.len() as i64),
+    ];
     for r in counted {
         let claim = &r.claim_name;
         out.push(("outcomes", format!("{claim}/{}", status_name(r.status)), 1));

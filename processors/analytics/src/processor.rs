@@ -4,9 +4,8 @@ use chrono::{DateTime, Days, NaiveDate};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
-    AcceptedRequest, AnalyticsCell, AnalyticsCounts, AnalyticsQuery, AnalyticsRelease, CodecError,
-    Event, MatchResult, Registry, ReleaseStatus, ReleasedCell, RequestRejected, Tenant,
-    CROSS_TENANT,
+    AnalyticsCell, AnalyticsCounts, AnalyticsQuery, AnalyticsRelease, CodecError, Event,
+    MatchResult, Registry, ReleaseStatus, ReleasedCell, RequestRejected, Tenant, CROSS_TENANT,
 };
 use serde::{Deserialize, Serialize};
 
@@ -14,12 +13,10 @@ use crate::metric::{match_contributions, Metric};
 use crate::noise::Mechanism;
 use crate::AnalyticsConfig;
 
-/// What the stage reads: the path's events, its own increments, queries, and its own
-/// committed releases.
+/// What the stage reads: the path's answers (match results, rejections), its own increments,
+/// queries, and its own committed releases.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnalyticsInput {
-    /// From `pavilion.requests.accepted`.
-    Accepted(AcceptedRequest),
     /// From `pavilion.requests.rejected`.
     Rejected(RequestRejected),
     /// From `pavilion.matches`.
@@ -38,7 +35,6 @@ impl Input for AnalyticsInput {
     fn decode(registry: &Registry, _topic: &str, bytes: &[u8]) -> Result<Self, CodecError> {
         use AnalyticsInput as I;
         match registry.name_of(bytes)? {
-            AcceptedRequest::FULL_NAME => registry.decode(bytes).map(I::Accepted),
             RequestRejected::FULL_NAME => registry.decode(bytes).map(I::Rejected),
             MatchResult::FULL_NAME => registry.decode(bytes).map(I::Matched),
             Tenant::FULL_NAME => registry.decode(bytes).map(I::Tenant),
@@ -46,7 +42,8 @@ impl Input for AnalyticsInput {
             AnalyticsQuery::FULL_NAME => registry.decode(bytes).map(I::Query),
             AnalyticsRelease::FULL_NAME => registry.decode(bytes).map(I::Released),
             other => Err(CodecError::SchemaMismatch {
-                expected: "a request-path event, tenant, analytics counts, query or release".into(),
+                expected: "a match result, rejection, tenant, analytics counts, query or release"
+                    .into(),
                 found: other.to_owned(),
             }),
         }
@@ -95,12 +92,6 @@ impl Processor for Analytics {
         record: Record<AnalyticsInput>,
     ) -> Result<(), ProcessError> {
         match record.value {
-            AnalyticsInput::Accepted(a) => observe(
-                ctx,
-                Some(&a.request.tenant_id),
-                a.accepted_at,
-                vec![("requests", String::new(), 1)],
-            ),
             AnalyticsInput::Rejected(r) => observe(
                 ctx,
                 r.tenant_id.as_deref(),
@@ -200,8 +191,9 @@ fn observe(
     for scope in tenant.into_iter().chain([CROSS_TENANT]) {
         for (metric, group, n) in &contributions {
             let key = cell_key(scope, metric, &day, group);
-            let sum = partials.get::<i64>(&key)?.unwrap_or(0) + n;
-            partials.put(&key, &sum)?;
+            // Cached: a cell every request adds to is encoded once per transaction.
+            let sum = partials.get_cached::<i64>(&key)?.unwrap_or(0) + n;
+            partials.put_cached(&key, sum)?;
         }
     }
     Ok(())

@@ -8,8 +8,8 @@ use expect_test::expect;
 use pavilion_runtime::testing::TestDriver;
 use pavilion_runtime::{OutRecord, StageKinds};
 use pavilion_schemas::{
-    AcceptedRequest, AnalyticsQuery, AnalyticsRelease, ClaimMatch, ClaimRequest, EvidenceKind,
-    EvidenceRef, MatchResult, MatchStatus, PolicyEffect, PolicyOutcome, Registry, RejectionReason,
+    AnalyticsQuery, AnalyticsRelease, ClaimMatch, ClaimRequest, EvidenceKind, EvidenceRef,
+    MatchResult, MatchStatus, PolicyEffect, PolicyOutcome, Registry, RejectionReason,
     ReleaseStatus, RequestRejected, ResponseFormat, Tenant, TenantConfig, TenantState,
     VerificationRequest, CROSS_TENANT,
 };
@@ -25,7 +25,6 @@ application: test
 dlq: dlq
 topics:
   dlq: {{ schema: pavilion.DeadLetter }}
-  accepted: {{ schema: pavilion.AcceptedRequest }}
   rejected: {{ schema: pavilion.RequestRejected }}
   matches: {{ schema: pavilion.MatchResult }}
   tenants: {{ schema: pavilion.Tenant }}
@@ -36,7 +35,7 @@ topics:
 stages:
   analytics:
     kind: analytics
-    inputs: [accepted, rejected, matches, tenants, counts, queries, releases]
+    inputs: [rejected, matches, tenants, counts, queries, releases]
     outputs: {{ counts: counts, releases: releases, tenant_releases: "releases.{{tenant}}" }}
     stores: [partials, totals, budgets, ledger, released]
     punctuate_every: 1s
@@ -100,17 +99,7 @@ fn request(tenant: &str, id: &str, claims: &[&str]) -> VerificationRequest {
     }
 }
 
-pub(crate) fn accepted(tenant: &str, id: &str) -> AcceptedRequest {
-    AcceptedRequest {
-        request: request(tenant, id, &[]),
-        tenant_revision: 1,
-        tenant_allowed_regions: Vec::new(),
-        accepted_at: T0,
-        policy: None,
-    }
-}
-
-fn rejected(tenant: &str, id: &str, reason: RejectionReason) -> RequestRejected {
+pub(crate) fn rejected(tenant: &str, id: &str, reason: RejectionReason) -> RequestRejected {
     RequestRejected {
         request_id: id.into(),
         tenant_id: Some(tenant.into()),
@@ -228,9 +217,6 @@ fn aggregates_are_released_per_tenant_and_across_tenants() {
     let mut d = driver(EXACT);
     d.send("tenants", "acme", &tenant("acme", Some(1 << 50)));
     d.send("tenants", "beta", &tenant("beta", Some(1 << 50)));
-    d.send("accepted", "r1", &accepted("acme", "r1"));
-    d.send("accepted", "r2", &accepted("acme", "r2"));
-    d.send("accepted", "r3", &accepted("beta", "r3"));
     d.send(
         "rejected",
         "r4",
@@ -366,9 +352,9 @@ fn a_retried_release_is_the_same_answer_at_no_cost() {
     d.send("tenants", "acme", &tenant("acme", Some(1_000_000)));
     for i in 0..50 {
         d.send(
-            "accepted",
+            "rejected",
             &format!("r{i}"),
-            &accepted("acme", &format!("r{i}")),
+            &rejected("acme", &format!("r{i}"), RejectionReason::RateLimited),
         );
     }
     flush(&mut d);

@@ -159,7 +159,7 @@ fn the_repository_topology_parses() {
         include_str!("../../../../topology.yaml"),
         expect![[r#"
             application pavilion, dlq pavilion.dlq
-            task analytics (group pavilion.analytics, 6 partitions): stages ["analytics"], inputs ["pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.matches", "pavilion.tenants", "pavilion.analytics.counts", "pavilion.analytics.queries", "pavilion.analytics.releases"]
+            task analytics (group pavilion.analytics, 6 partitions): stages ["analytics"], inputs ["pavilion.requests.rejected", "pavilion.matches", "pavilion.tenants", "pavilion.analytics.counts", "pavilion.analytics.queries", "pavilion.analytics.releases"]
             task audit (group pavilion.audit, 6 partitions): stages ["audit"], inputs ["pavilion.requests", "pavilion.requests.accepted", "pavilion.requests.rejected", "pavilion.policy.outcomes", "pavilion.matches", "pavilion.decisions.issued", "pavilion.psi.results", "pavilion.tenants", "pavilion.policies", "pavilion.providers", "pavilion.audit.erasures", "pavilion.analytics.releases"]
             task policy (group pavilion.policy, 6 partitions): stages ["policy", "psi", "signing"], inputs ["pavilion.requests.accepted", "pavilion.psi.jobs", "pavilion.evidence.responses", "pavilion.requests.rejected"]
               global policy.documents <- pavilion.policies
