@@ -20,7 +20,7 @@ pub enum AnalyticsInput {
     /// From `pavilion.requests.rejected`.
     Rejected(RequestRejected),
     /// From `pavilion.matches`.
-    Matched(MatchResult),
+    Matched(Box<MatchResult>),
     /// From `pavilion.tenants`: each tenant's budget.
     Tenant(Tenant),
     /// From `pavilion.analytics.counts`.
@@ -36,7 +36,7 @@ impl Input for AnalyticsInput {
         use AnalyticsInput as I;
         match registry.name_of(bytes)? {
             RequestRejected::FULL_NAME => registry.decode(bytes).map(I::Rejected),
-            MatchResult::FULL_NAME => registry.decode(bytes).map(I::Matched),
+            MatchResult::FULL_NAME => registry.decode(bytes).map(|m| I::Matched(Box::new(m))),
             Tenant::FULL_NAME => registry.decode(bytes).map(I::Tenant),
             AnalyticsCounts::FULL_NAME => registry.decode(bytes).map(I::Counts),
             AnalyticsQuery::FULL_NAME => registry.decode(bytes).map(I::Query),
