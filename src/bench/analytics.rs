@@ -102,6 +102,29 @@ pub fn analytics(a: AnalyticsBenchArgs) -> Result<ExitCode> {
             1,
         ),
     ]);
+    if !a.skip_broker {
+        println!(
+            "over the broker, one query at a time (produce → release visible read_committed):"
+        );
+        runs.rows(&[
+            (
+                "raw Kafka produce → visible, ms p50".into(),
+                "raw_p50_ms".into(),
+                1,
+            ),
+            (
+                "analytics query → release, ms p50".into(),
+                "broker_p50_ms".into(),
+                1,
+            ),
+            (
+                "analytics query → release, ms p99".into(),
+                "broker_p99_ms".into(),
+                1,
+            ),
+            ("  ratio to raw (p50)".into(), "broker_to_raw".into(), 1),
+        ]);
+    }
     println!(
         "error of released counts against the bound each states at {}% confidence:",
         (1.0 - ALPHA) * 100.0
