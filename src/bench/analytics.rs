@@ -148,6 +148,11 @@ pub fn analytics(a: AnalyticsBenchArgs) -> Result<ExitCode> {
                 name("beyond_share"),
                 4,
             ),
+            (
+                format!("ε {epsilon}:   exactly as likely as"),
+                name("exact_beyond"),
+                4,
+            ),
         ]);
     }
     write_result(
