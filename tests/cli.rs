@@ -105,7 +105,7 @@ fn run_explains_an_unknown_task() {
     let (code, _, stderr) = pavilion(&["run", "--task", "nope", "--metrics-addr", "off"]);
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("no task `nope` (tasks: audit, policy, tenancy;"),
+        stderr.contains("no task `nope` (tasks: analytics, audit, policy, tenancy;"),
         "{stderr}"
     );
 }

@@ -129,7 +129,12 @@ impl Processor for Analytics {
             }
             AnalyticsInput::Query(q) => self.release(ctx, q),
             AnalyticsInput::Released(r) => {
-                if r.scope == CROSS_TENANT {
+                // A tenant's own, to its own topic; not the operator's, and not a refusal
+                // for a scope that is no tenant (which would create a topic for a typo).
+                let tenant = ctx
+                    .store("budgets")?
+                    .get::<TenantBudget>(r.scope.as_bytes())?;
+                if r.scope == CROSS_TENANT || tenant.is_none() {
                     return Ok(());
                 }
                 let key = r.scope.clone().into_bytes();

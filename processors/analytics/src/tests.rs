@@ -388,6 +388,12 @@ fn a_tenant_gets_its_committed_releases_on_its_own_topic() {
         d.send("releases", CROSS_TENANT, &cross).is_empty(),
         "cross-tenant stays the operator's"
     );
+    let nobody = release(&mut d, &query("nobody", "q3", "requests", &[], 0.5));
+    assert_eq!(nobody.status, ReleaseStatus::Refused);
+    assert!(
+        d.send("releases", "nobody", &nobody).is_empty(),
+        "no topic for a scope that is no tenant"
+    );
 }
 
 #[test]
