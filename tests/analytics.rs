@@ -235,7 +235,7 @@ fn the_budget_holds_under_concurrent_queries_and_a_crash_between_debit_and_relea
         .unwrap_or_else(|| panic!("{budget}"));
     assert_eq!(
         acme.split_whitespace().collect::<Vec<_>>(),
-        ["acme", "2.000000", "2.000000", "0.000000", "8"],
+        ["acme", "2.000000", "2.000000", "0.000000", "7"],
         "{budget}"
     );
     let report = t.dir.path().join("report.html");

@@ -336,16 +336,7 @@ fn over_broker(repo: &str, a: &AnalyticsBenchArgs, runs: &mut Runs) -> Result<()
     )?;
     wait_ready(&metrics, Duration::from_secs(120))?;
     let settings = crate::cli::settings(&cluster, "bench")?;
-    let stage = topology
-        .stages
-        .values()
-        .find(|s| s.kind == pavilion_analytics::KIND.name)
-        .context("no analytics stage")?;
-    let releases = stage
-        .outputs
-        .get("releases")
-        .context("no releases output")?
-        .clone();
+    let releases = crate::commands::analytics::releases_topic(&topology)?;
     let queries = crate::cli::topic_for(&topology, AnalyticsQuery::FULL_NAME)?.name;
     let producer = PlainProducer::new(&settings)?;
     let (reader, raw_reader) = (

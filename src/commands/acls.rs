@@ -226,11 +226,11 @@ impl Role {
 /// The family each tenant's analytics releases go to: the analytics stage's
 /// `tenant_releases` output (its schema is also the operator's releases topic's).
 pub fn tenant_releases(topology: &Topology) -> Option<String> {
-    topology
-        .stages
-        .values()
-        .find(|s| s.kind == "analytics")
-        .and_then(|s| s.outputs.get("tenant_releases").cloned())
+    crate::commands::analytics::stage(topology)
+        .ok()?
+        .outputs
+        .get("tenant_releases")
+        .cloned()
 }
 
 /// A family's member topic, by the family's pattern.

@@ -3,7 +3,7 @@
 //! operator's, across tenants). The raw counts never leave the stage; these commands see
 //! only releases.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -128,7 +128,7 @@ pub fn run(command: AnalyticsCommand) -> Result<ExitCode> {
 }
 
 /// The topology's analytics stage.
-fn stage(topology: &Topology) -> Result<&StageSpec> {
+pub(crate) fn stage(topology: &Topology) -> Result<&StageSpec> {
     topology
         .stages
         .values()
@@ -136,7 +136,7 @@ fn stage(topology: &Topology) -> Result<&StageSpec> {
         .context("topology.yaml has no analytics stage")
 }
 
-fn releases_topic(topology: &Topology) -> Result<String> {
+pub(crate) fn releases_topic(topology: &Topology) -> Result<String> {
     stage(topology)?
         .outputs
         .get("releases")
@@ -361,29 +361,21 @@ fn budget(a: BudgetArgs) -> Result<ExitCode> {
     let config: AnalyticsConfig = pavilion_runtime::parse_config(&stage(&topology)?.config)
         .map_err(anyhow::Error::msg)
         .context("the analytics stage's config")?;
-    let period_ms = (config.budget_period.as_millis() as i64).max(86_400_000);
-    let now = epoch_millis(SystemTime::now());
-    let period_start = day_text(now.div_euclid(period_ms) * period_ms);
+    let period_start = config.period_start(epoch_millis(SystemTime::now()));
     let mut budgets: BTreeMap<String, i64> = BTreeMap::new();
-    budgets.insert(
-        CROSS_TENANT.into(),
-        (config.operator_budget * 1e6).floor() as i64,
-    );
+    budgets.insert(CROSS_TENANT.into(), config.operator_budget_micro());
     let tenants = cli::topic_for(&topology, Tenant::FULL_NAME)?.name;
     for (_, t) in cli::read_all::<Tenant>(&a.cluster, &tenants)? {
-        let micro = t
-            .config
-            .privacy_budget_micro
-            .unwrap_or((config.tenant_budget * 1e6).floor() as i64);
+        let micro = config.tenant_budget_micro(t.config.privacy_budget_micro);
         budgets.insert(t.tenant_id, micro);
     }
-    let mut spent: BTreeMap<String, (i64, usize)> = BTreeMap::new();
+    // Per scope: the most spent any release saw (the ledger after it), and the release ids.
+    let mut spent: BTreeMap<String, (i64, BTreeSet<String>)> = BTreeMap::new();
     for (_, r) in cli::read_all::<AnalyticsRelease>(&a.cluster, &releases_topic(&topology)?)? {
         if r.status == ReleaseStatus::Released && r.period_start == period_start {
             let entry = spent.entry(r.scope.clone()).or_default();
-            // A repeated release is the same record again: counted once, by its ledger view.
             entry.0 = entry.0.max(r.budget_micro - r.budget_left_micro);
-            entry.1 += 1;
+            entry.1.insert(r.release_id);
             budgets.insert(r.scope, r.budget_micro);
         }
     }
@@ -399,7 +391,9 @@ fn budget(a: BudgetArgs) -> Result<ExitCode> {
         if a.scope.as_ref().is_some_and(|s| *s != scope) {
             continue;
         }
-        let (used, count) = spent.get(&scope).copied().unwrap_or_default();
+        let (used, count) = spent
+            .get(&scope)
+            .map_or((0, 0), |(used, ids)| (*used, ids.len()));
         let name = if scope == CROSS_TENANT {
             "* (cross-tenant)".to_owned()
         } else {
@@ -415,19 +409,13 @@ fn budget(a: BudgetArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn day_text(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.date_naive().to_string())
-        .unwrap_or_default()
-}
-
 /// An HTML page: for each scope and metric, every released value over time with its error
 /// bar, one colour per group.
 fn report(a: ReportArgs) -> Result<ExitCode> {
     let topology = cli::load(&a.cluster.file)?;
     let releases = cli::read_all::<AnalyticsRelease>(&a.cluster, &releases_topic(&topology)?)?;
     let mut charts: BTreeMap<(String, String), Vec<AnalyticsRelease>> = BTreeMap::new();
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeSet::new();
     for (_, r) in releases {
         if r.status == ReleaseStatus::Released
             && seen.insert((r.scope.clone(), r.release_id.clone()))

@@ -34,6 +34,39 @@ pub struct AnalyticsConfig {
     pub kill_after_debit_if: Option<PathBuf>,
 }
 
+impl AnalyticsConfig {
+    /// First UTC day of the budget period `now_ms` falls in: periods are consecutive
+    /// `budget_period` windows (a day at least) from the Unix epoch.
+    pub fn period_start(&self, now_ms: i64) -> String {
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let period_ms = (self.budget_period.as_millis() as i64).max(DAY_MS);
+        utc_day(now_ms.div_euclid(period_ms) * period_ms)
+    }
+
+    /// The operator's budget per period for cross-tenant releases, millionths of ε.
+    pub fn operator_budget_micro(&self) -> i64 {
+        micro_floor(self.operator_budget)
+    }
+
+    /// A tenant's budget per period, millionths of ε: its record's, else `tenant_budget`.
+    pub fn tenant_budget_micro(&self, record: Option<i64>) -> i64 {
+        record.unwrap_or_else(|| micro_floor(self.tenant_budget))
+    }
+}
+
+/// A budget in millionths of ε, rounded down (a budget is never more than asked; spends round
+/// up).
+fn micro_floor(epsilon: f64) -> i64 {
+    (epsilon * 1e6).floor() as i64
+}
+
+/// `YYYY-MM-DD` of an instant, UTC.
+pub fn utc_day(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.date_naive().to_string())
+        .unwrap_or_default()
+}
+
 impl Default for AnalyticsConfig {
     fn default() -> Self {
         AnalyticsConfig {

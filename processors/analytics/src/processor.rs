@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Days, NaiveDate};
+use chrono::{Days, NaiveDate};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
 use pavilion_schemas::{
@@ -9,6 +9,7 @@ use pavilion_schemas::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::config::utc_day;
 use crate::metric::{match_contributions, Metric};
 use crate::noise::Mechanism;
 use crate::AnalyticsConfig;
@@ -60,15 +61,6 @@ impl Analytics {
     pub fn new(config: AnalyticsConfig) -> Self {
         Analytics { config }
     }
-}
-
-const DAY_MS: i64 = 24 * 3600 * 1000;
-
-/// `YYYY-MM-DD` of an instant.
-fn day_of(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|t| t.date_naive().to_string())
-        .unwrap_or_default()
 }
 
 // Store keys: `\0` cannot occur in tenant ids, metric names or days.
@@ -191,7 +183,7 @@ fn observe(
     at_ms: i64,
     contributions: Vec<(&'static str, String, i64)>,
 ) -> Result<(), ProcessError> {
-    let day = day_of(at_ms);
+    let day = utc_day(at_ms);
     let mut partials = ctx.store("partials")?;
     for scope in tenant.into_iter().chain([CROSS_TENANT]) {
         for (metric, group, n) in &contributions {
@@ -337,14 +329,13 @@ impl Analytics {
             return ctx.emit("releases", scope.into_bytes(), &kept);
         }
         let now = epoch_millis(ctx.now());
-        let period_ms = (self.config.budget_period.as_millis() as i64).max(DAY_MS);
-        let period_start = day_of(now.div_euclid(period_ms) * period_ms);
+        let period_start = self.config.period_start(now);
         let budget = if scope == CROSS_TENANT {
-            Some(micro_floor(self.config.operator_budget))
+            Some(self.config.operator_budget_micro())
         } else {
             ctx.store("budgets")?
                 .get::<TenantBudget>(scope.as_bytes())?
-                .map(|b| b.micro.unwrap_or(micro_floor(self.config.tenant_budget)))
+                .map(|b| self.config.tenant_budget_micro(b.micro))
         };
         let ledger_key = format!("{scope}\0{period_start}").into_bytes();
         let spent = ctx.store("ledger")?.get::<i64>(&ledger_key)?.unwrap_or(0);
@@ -437,11 +428,6 @@ impl Analytics {
         ctx.count("release.released", "");
         ctx.emit("releases", scope.into_bytes(), &release)
     }
-}
-
-/// A budget in millionths of ε, rounded down.
-fn micro_floor(epsilon: f64) -> i64 {
-    (epsilon * 1e6).floor() as i64
 }
 
 /// Millionths of ε as a decimal.
