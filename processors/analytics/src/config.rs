@@ -56,7 +56,7 @@ impl AnalyticsConfig {
 
 /// A budget in millionths of ε, rounded down (a budget is never more than asked; spends round
 /// up).
-fn micro_floor(epsilon: f64) -> i64 {
+pub fn micro_floor(epsilon: f64) -> i64 {
     (epsilon * 1e6).floor() as i64
 }
 

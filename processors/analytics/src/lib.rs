@@ -33,7 +33,7 @@ pub mod noise;
 mod config;
 mod processor;
 
-pub use config::{utc_day, AnalyticsConfig};
+pub use config::{micro_floor, utc_day, AnalyticsConfig};
 pub use processor::{micro_text, Analytics, AnalyticsInput};
 
 use pavilion_runtime::{parse_config, StageKind};

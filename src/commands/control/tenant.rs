@@ -446,11 +446,10 @@ pub fn replace_secret(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("renaming {} to {}", staged.display(), path.display()))
 }
 
-/// A budget of ε as the ledger keeps it: millionths, rounded down (a budget is never more
-/// than asked; spends round up).
+/// A budget of ε as the ledger keeps it (`pavilion_analytics::micro_floor`), once checked.
 fn micro_epsilon(epsilon: f64) -> Result<i64> {
     if !(epsilon.is_finite() && epsilon > 0.0 && epsilon <= 1e6) {
         bail!("--privacy-budget must be a positive ε of at most 10^6 (got {epsilon})");
     }
-    Ok((epsilon * 1e6).floor() as i64)
+    Ok(pavilion_analytics::micro_floor(epsilon))
 }
