@@ -29,6 +29,12 @@ pub struct TopologyFile {
         default_value = DEFAULT_TOPOLOGY
     )]
     pub topology: PathBuf,
+    /// The region this runs in, one of the topology's `regions`: stages then read the other
+    /// regions' copies of the replicated control topics, tenancy refuses subjects of
+    /// jurisdictions the region does not serve, and control records written here are
+    /// stamped with it. Without it, one cluster.
+    #[arg(long = "in-region", env = "PAVILION_REGION", value_name = "NAME")]
+    pub region: Option<String>,
 }
 
 /// `--topology` when neither the flag nor $PAVILION_TOPOLOGY is given.
@@ -74,7 +80,13 @@ pub fn load(file: &TopologyFile) -> Result<Topology> {
     let path = &file.topology;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&text, path)
+    let topology = parse(&text, path)?;
+    match &file.region {
+        None => Ok(topology),
+        Some(region) => topology
+            .in_region(region)
+            .map_err(|e| anyhow::anyhow!("{}: --in-region {e}", path.display())),
+    }
 }
 
 /// Checks a topology's text; every error is reported with `path:line:`.
@@ -240,7 +252,7 @@ pub fn topic_for(topology: &Topology, schema: &str) -> Result<TopicSpec> {
         .topics
         .values()
         .chain(topology.families.values())
-        .filter(|t| t.schema.as_deref() == Some(schema))
+        .filter(|t| t.schema.as_deref() == Some(schema) && !topology.is_copy(&t.name))
         .collect();
     if found.len() > 1 {
         let written = |topic: &TopicSpec| {

@@ -128,6 +128,10 @@ enum TopologyCommand {
     Check(TopologyFile),
     /// Print the tasks, their stages, topics and derived names.
     Show(TopologyFile),
+    /// Print what may cross into region --to, from `regions:` and `replication:`: a
+    /// MirrorMaker 2 `topics` allow-list (a regular expression of exact names), which
+    /// `scripts/infra regions up` uses for every flow into that region.
+    Replication(topology::ReplicationArgs),
 }
 
 #[derive(Subcommand)]
@@ -217,6 +221,7 @@ fn main() -> ExitCode {
         Command::Topology { command } => match command {
             TopologyCommand::Check(f) => topology::check(&f),
             TopologyCommand::Show(f) => topology::show(&f),
+            TopologyCommand::Replication(a) => topology::replication(&a),
         },
         Command::Topics { command } => match command {
             TopicsCommand::Create(args) => topology::create_topics(&args),

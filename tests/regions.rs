@@ -16,7 +16,12 @@ use util::*;
 
 fn infra(args: &[&str]) -> String {
     let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/infra"));
-    ok(Command::new(script).args(args).output().unwrap())
+    ok(Command::new(script)
+        .args(args)
+        .env("PAVILION_BIN", BIN)
+        .env_remove("PAVILION_TOPOLOGY")
+        .output()
+        .unwrap())
 }
 
 /// A region's admin: its bootstrap and client settings, from `scripts/infra regions env`.

@@ -71,6 +71,9 @@ pub enum DeadLetterReason {
     /// large to verify): it gets no decision, because a decision would carry a request id
     /// the sender has not proven it owns.
     Unauthenticated,
+    /// A request for a subject of a jurisdiction this region does not serve. Residency: the
+    /// dead letter keeps neither its key nor its bytes, only where it was.
+    NotServed,
 }
 
 /// `dead_letter.avsc`: a record that could not be decoded or processed, with its bytes.

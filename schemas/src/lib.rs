@@ -17,6 +17,7 @@ mod events;
 mod policy;
 mod provider;
 mod request;
+mod version;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -36,6 +37,7 @@ pub use events::*;
 pub use policy::*;
 pub use provider::*;
 pub use request::*;
+pub use version::*;
 
 /// Marker bytes that open every single-object-encoded record.
 pub const MAGIC: [u8; 2] = [0xC3, 0x01];

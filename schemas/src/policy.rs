@@ -50,6 +50,16 @@ pub struct PolicyDocument {
     pub body: String,
     /// The template revision it instantiates.
     pub template: Option<PolicyRef>,
+    /// Version stamp (several regions); `None` when written without one.
+    #[serde(default)]
+    pub stamp: Option<crate::ControlVersion>,
+}
+
+impl PolicyDocument {
+    /// Where this record stands among the versions of its key (see [`crate::VersionOrder`]).
+    pub fn order(&self) -> crate::VersionOrder {
+        crate::VersionOrder::of(self.stamp.as_ref(), self.created_at)
+    }
 }
 
 impl Event for PolicyDocument {

@@ -59,6 +59,16 @@ pub struct Provider {
     pub set_loaded_at: Option<i64>,
     /// Members after that load.
     pub set_size: Option<i64>,
+    /// Version stamp (several regions); `None` when written without one.
+    #[serde(default)]
+    pub stamp: Option<crate::ControlVersion>,
+}
+
+impl Provider {
+    /// Where this record stands among the versions of its key (see [`crate::VersionOrder`]).
+    pub fn order(&self) -> crate::VersionOrder {
+        crate::VersionOrder::of(self.stamp.as_ref(), self.updated_at)
+    }
 }
 
 impl Event for Provider {

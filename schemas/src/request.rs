@@ -292,6 +292,16 @@ pub struct Tenant {
     pub updated_at: i64,
     /// Increases with every change.
     pub revision: i64,
+    /// Version stamp (several regions); `None` when written without one.
+    #[serde(default)]
+    pub stamp: Option<crate::ControlVersion>,
+}
+
+impl Tenant {
+    /// Where this record stands among the versions of its key (see [`crate::VersionOrder`]).
+    pub fn order(&self) -> crate::VersionOrder {
+        crate::VersionOrder::of(self.stamp.as_ref(), self.revision)
+    }
 }
 
 impl Event for Tenant {

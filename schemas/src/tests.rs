@@ -229,6 +229,7 @@ fn truncated_and_padded_records_are_refused() {
 fn provider_records_round_trip_and_the_set_key_is_pinned() {
     let r = Registry::builtin();
     let provider = Provider {
+        stamp: None,
         provider_id: "bank-a".into(),
         region: "eu".into(),
         claims: vec!["account_verified".into()],

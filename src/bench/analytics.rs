@@ -459,6 +459,7 @@ fn query(
 
 fn tenant() -> Tenant {
     Tenant {
+        stamp: None,
         tenant_id: TENANT.into(),
         display_name: TENANT.into(),
         state: TenantState::Active,

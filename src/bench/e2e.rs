@@ -916,7 +916,10 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
     let path = std::env::temp_dir().join(format!("{run}.yaml"));
     std::fs::write(&path, raw_topology)?;
     let cluster = ClusterArgs {
-        file: TopologyFile { topology: path },
+        file: TopologyFile {
+            topology: path,
+            region: None,
+        },
         ..args.cluster.clone()
     };
     crate::commands::topology::create_topics(&cluster)?;

@@ -74,7 +74,10 @@ impl RunFolder {
             cluster.kafka_config.as_deref(),
             "warn",
         );
-        let file = TopologyFile { topology: path };
+        let file = TopologyFile {
+            topology: path,
+            region: None,
+        };
         Ok(RunFolder {
             topology: crate::cli::load(&file)?,
             cluster: ClusterArgs {

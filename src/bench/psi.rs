@@ -89,6 +89,7 @@ fn service_rate(key: &ProviderKey, blinded: &[Vec<u8>]) -> Result<f64> {
     let tenant_key = SigningKey::from_bytes(&[9; 32]);
     let directory = Arc::new(TenantDirectory::default());
     directory.update(Tenant {
+        stamp: None,
         tenant_id: "bench".into(),
         display_name: "bench".into(),
         state: TenantState::Active,
@@ -193,7 +194,7 @@ fn our_psi(client: usize, server: usize, overlap: f64) -> Result<PsiRun> {
         stage: "psi".into(),
         name: "sets".into(),
         topic: "sets.{provider}".into(),
-        keyed_by: None,
+        ..Default::default()
     };
     let stores = GlobalStores::open(dir.path(), vec![spec])?;
     let started = Instant::now();

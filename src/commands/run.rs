@@ -152,6 +152,12 @@ fn resources(
     subject_keys: Option<&std::path::Path>,
 ) -> Result<(Resources, Option<Arc<SigningKeys>>)> {
     let mut resources = Resources::default();
+    if let Some(region) = &topology.region {
+        resources.insert(
+            pavilion_runtime::REGION,
+            topology.regions.regions[region].clone(),
+        );
+    }
     let runs = |kind: &str| {
         tasks.iter().any(|t| {
             topology.tasks[t]

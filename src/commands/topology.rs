@@ -70,6 +70,43 @@ pub fn show(file: &TopologyFile) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(clap::Args)]
+pub struct ReplicationArgs {
+    #[command(flatten)]
+    pub file: TopologyFile,
+    /// The region the copies go to.
+    #[arg(long)]
+    pub to: String,
+}
+
+/// `topology replication --to REGION`: the allow-list of MirrorMaker 2's flows into `to`.
+pub fn replication(args: &ReplicationArgs) -> Result<ExitCode> {
+    let t = load(&args.file)?;
+    if !t.regions.regions.contains_key(&args.to) {
+        anyhow::bail!(
+            "--to {}: not one of the regions of {} ({})",
+            args.to,
+            args.file.topology.display(),
+            t.regions
+                .regions
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let names = t.regions.crossing(&args.to);
+    if names.is_empty() {
+        anyhow::bail!(
+            "nothing crosses into {}: `replication:` names no topic",
+            args.to
+        );
+    }
+    let escaped: Vec<String> = names.iter().map(|n| n.replace('.', "\\.")).collect();
+    println!("{}", escaped.join("|"));
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn create_topics(args: &ClusterArgs) -> Result<ExitCode> {
     let topology = load(&args.file)?;
     let settings = settings(args, "admin")?;

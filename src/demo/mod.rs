@@ -25,7 +25,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pavilion_client::{sign_request, OprfClient, RequestDraft, TenantCredentials};
+use pavilion_client::{
+    sign_request, FailoverConfig, OprfClient, RequestDraft, Residency, TenantCredentials,
+};
 use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
 use pavilion_schemas::{
@@ -199,6 +201,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let run_cluster = ClusterArgs {
         file: crate::cli::TopologyFile {
             topology: topology_path.clone(),
+            region: args.cluster.file.region.clone(),
         },
         ..args.cluster.clone()
     };
@@ -250,6 +253,8 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
 
     step("four tenants: shop (over 18 by proof, SD-JWT), bar (over 21 by proof, JWT with the proof), lender (KYC + fraud, JWT), insurer (record linkage, JWS)");
     let mut key_files = BTreeMap::new();
+    // A tenant's clients send blinded identifiers only to provider endpoints in its regions.
+    let mut tenant_regions = BTreeMap::new();
     for tenant in [
         TenantSetup {
             id: "shop",
@@ -285,6 +290,10 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         },
     ] {
         key_files.insert(tenant.id, add_tenant(&cli, &tenant)?);
+        tenant_regions.insert(
+            tenant.id,
+            Residency::regions(tenant.regions.iter().copied()),
+        );
     }
 
     step("anchor contract and the pipeline (tenancy → policy → psi → signing fused; audit; anchoring)");
@@ -398,12 +407,20 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             &key_files[tenant],
         )?)?)
     };
+    // One client per tenant for the whole run, so each keeps its endpoints' health, probed
+    // every second. Each provider has one endpoint here and every process of the run shares
+    // the machine: a longer deadline than the library's 500 ms.
     let clients: BTreeMap<&str, (TenantCredentials, OprfClient)> = tenants
         .iter()
         .map(|t| {
             let credentials = credentials(t)?;
             let client =
-                OprfClient::with_tls(credentials.clone(), &started_providers.https.client(t)?)?;
+                OprfClient::with_tls(credentials.clone(), &started_providers.https.client(t)?)?
+                    .with_failover(FailoverConfig {
+                        attempt_timeout: Duration::from_secs(5),
+                        ..FailoverConfig::default()
+                    });
+            client.start_probes(Duration::from_secs(1))?;
             Ok((*t, (credentials, client)))
         })
         .collect::<Result<_>>()?;
@@ -455,7 +472,11 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         let input = oprf_input(IdentifierKind::Email, &subject)?;
         let mut tokens = Vec::new();
         for p in scenario.providers {
-            let out = client.tokens(&endpoint(p)?, std::slice::from_ref(&input))?;
+            let out = client.tokens_in(
+                &endpoint(p)?,
+                &tenant_regions[tenant],
+                std::slice::from_ref(&input),
+            )?;
             tokens.push(SubjectToken {
                 provider_id: (*p).to_owned(),
                 token: out[0].to_vec(),
@@ -532,7 +553,11 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let (creds, client) = &clients["shop"];
     for b in 0..60 {
         let input = oprf_input(IdentifierKind::Email, &email(args.seed, b))?;
-        let token = client.tokens(&endpoint("bank-eu")?, std::slice::from_ref(&input))?;
+        let token = client.tokens_in(
+            &endpoint("bank-eu")?,
+            &tenant_regions["shop"],
+            std::slice::from_ref(&input),
+        )?;
         let request = sign_request(
             creds,
             RequestDraft {

@@ -16,6 +16,7 @@ use pavilion_schemas::{RequestSigningKey, Tenant, TenantConfig, TenantState};
 
 fn tenant(id: &str, state: TenantState, key: &SigningKey) -> Tenant {
     Tenant {
+        stamp: None,
         tenant_id: id.into(),
         display_name: id.into(),
         state,

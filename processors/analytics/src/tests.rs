@@ -58,6 +58,7 @@ pub(crate) fn driver(config: &str) -> TestDriver {
 
 pub(crate) fn tenant(id: &str, budget_micro: Option<i64>) -> Tenant {
     Tenant {
+        stamp: None,
         tenant_id: id.into(),
         display_name: id.into(),
         state: TenantState::Active,

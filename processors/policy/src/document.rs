@@ -303,6 +303,7 @@ pub fn document_event(
     template: Option<PolicyRef>,
 ) -> pavilion_schemas::PolicyDocument {
     pavilion_schemas::PolicyDocument {
+        stamp: None,
         tenant_id: spec.tenant.clone(),
         policy_id: spec.policy.clone(),
         version,

@@ -307,9 +307,18 @@ fn a_suspended_or_unlisted_issuer_is_not_trusted() {
         verdict(&mut driver, &ask(&["bank"], Some(p.clone()), None)),
         (MatchStatus::NotMatched, "credential_issuer_inactive".into())
     );
+    // A bare tombstone deletes nothing from the versioned registry (deletes are versioned
+    // records): the issuer is still known, and still suspended.
     driver.send_global("providers", b"bank", None::<&pavilion_schemas::Provider>);
     assert_eq!(
-        verdict(&mut driver, &ask(&["bank"], Some(p), None)),
+        verdict(&mut driver, &ask(&["bank"], Some(p.clone()), None)),
+        (MatchStatus::NotMatched, "credential_issuer_inactive".into())
+    );
+    // A registry that never knew the issuer.
+    let mut unlisted = self::driver();
+    publish_list(&mut unlisted, &[7], T0);
+    assert_eq!(
+        verdict(&mut unlisted, &ask(&["bank"], Some(p), None)),
         (MatchStatus::NotMatched, "credential_unknown_issuer".into())
     );
 }

@@ -114,13 +114,23 @@ pub static KIND: StageKind = StageKind {
     outputs: &["matches", "results", "proof_requests"],
     stores: &["jobs", "pending"],
     globals: &[
-        GlobalKind::table("providers"),
+        // Written in each provider's home region and copied to the others: the greatest
+        // version of a provider's record is its record everywhere.
+        GlobalKind::table("providers").versioned(provider_version),
         GlobalKind::table("sets"),
         GlobalKind::table("status_lists"),
     ],
     check_config: |c| parse_config::<PsiConfig>(c).and_then(check),
     build: |c| Ok(Box::new(PsiStage::new(parse_config::<PsiConfig>(c)?))),
 };
+
+/// A registry record's version, as bytes that sort like versions.
+fn provider_version(value: &[u8]) -> Result<Vec<u8>, String> {
+    pavilion_schemas::Registry::builtin()
+        .decode::<pavilion_schemas::Provider>(value)
+        .map(|p| p.order().to_bytes())
+        .map_err(|e| e.to_string())
+}
 
 fn check(config: PsiConfig) -> Result<(), String> {
     for (claim, p) in &config.predicates {

@@ -59,6 +59,7 @@ pub(crate) fn attestation_key(provider: &str) -> SigningKey {
 
 pub(crate) fn provider(id: &str, loaded_at: Option<i64>) -> Provider {
     Provider {
+        stamp: None,
         provider_id: id.into(),
         region: "eu".into(),
         claims: vec!["account_verified".into(), "fraud_listed".into()],

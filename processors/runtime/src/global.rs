@@ -11,6 +11,7 @@
 //! fact about when it was computed, recorded in the stage's output (which is what the audit
 //! log keeps), not something a replay of the input alone reproduces.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
@@ -99,9 +100,11 @@ impl GlobalStores {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
+        // What this batch has put so far, for versioned stores to compare against.
+        let mut written: HashMap<(usize, Vec<u8>), &[u8]> = HashMap::new();
         let positions = self.db.cf_handle(POSITIONS).expect("positions family");
         for record in records {
-            for spec in &self.specs {
+            for (index, spec) in self.specs.iter().enumerate() {
                 let Some(member) = spec.member_of(record.topic) else {
                     continue;
                 };
@@ -109,22 +112,56 @@ impl GlobalStores {
                     .db
                     .cf_handle(&spec.column_family())
                     .expect("global family");
-                match (spec.keyed_by, record.value) {
-                    (None, Some(v)) => batch.put_cf(cf, entry_key(member, record.key), v),
-                    (None, None) => batch.delete_cf(cf, entry_key(member, record.key)),
+                let skip = |why: &str| {
+                    tracing::warn!(
+                        topic = record.topic,
+                        partition = record.partition,
+                        offset = record.offset,
+                        store = %spec.name,
+                        "global store skips a record: {why}"
+                    )
+                };
+                let key = match (spec.keyed_by, record.value) {
+                    (None, _) => entry_key(member, record.key),
                     (Some(key_of), Some(v)) => match (key_of.0)(v) {
-                        Ok(key) => batch.put_cf(cf, entry_key(member, &key), v),
-                        Err(why) => tracing::warn!(
-                            topic = record.topic,
-                            partition = record.partition,
-                            offset = record.offset,
-                            store = %spec.name,
-                            "global store skips a record: {why}"
-                        ),
+                        Ok(key) => entry_key(member, &key),
+                        Err(why) => {
+                            skip(&why);
+                            continue;
+                        }
                     },
                     // A store keyed by content cannot tell what a tombstone deletes.
-                    (Some(_), None) => {}
+                    (Some(_), None) => continue,
+                };
+                let Some(value) = record.value else {
+                    // Deletes of a versioned store are versioned records: a bare tombstone
+                    // (compaction's, or another region's) says nothing about which is newer.
+                    if spec.versioned_by.is_none() {
+                        batch.delete_cf(cf, key);
+                    }
+                    continue;
+                };
+                if let Some(version_of) = spec.versioned_by {
+                    let current = match written.get(&(index, key.clone())) {
+                        Some(v) => Some(v.to_vec()),
+                        None => self.db.get_cf(cf, &key).map_err(|e| self.err(e))?,
+                    };
+                    match (version_of.0)(value) {
+                        Err(why) => {
+                            skip(&why);
+                            continue;
+                        }
+                        Ok(new) => {
+                            if current
+                                .is_some_and(|c| (version_of.0)(&c).is_ok_and(|old| old > new))
+                            {
+                                continue;
+                            }
+                        }
+                    }
+                    written.insert((index, key.clone()), value);
                 }
+                batch.put_cf(cf, key, value);
             }
             batch.put_cf(
                 positions,
@@ -169,5 +206,58 @@ impl GlobalStores {
             .into_iter()
             .filter(|t| self.specs.iter().any(|s| s.member_of(t).is_some()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::GlobalKey;
+
+    #[test]
+    fn a_versioned_store_keeps_the_greatest_version_from_any_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = GlobalSpec {
+            stage: "s".into(),
+            name: "registry".into(),
+            topic: "registry".into(),
+            // The version is the value's first byte.
+            versioned_by: Some(GlobalKey(|v| Ok(v[..1].to_vec()))),
+            mirrors: vec!["us".into()],
+            ..Default::default()
+        };
+        let stores = GlobalStores::open(dir.path(), vec![spec]).unwrap();
+        let record = |topic, offset, value: Option<&'static [u8]>| GlobalRecord {
+            topic,
+            partition: 0,
+            offset,
+            key: b"k",
+            value,
+        };
+        let current = || stores.get(0, "", b"k").unwrap();
+        // In one batch, and across batches: an older copy never replaces a newer record.
+        stores
+            .apply(&[
+                record("registry", 0, Some(b"2 local")),
+                record("us.registry", 0, Some(b"1 from us")),
+            ])
+            .unwrap();
+        assert_eq!(current().as_deref(), Some(&b"2 local"[..]));
+        stores
+            .apply(&[record("us.registry", 1, Some(b"1 from us again"))])
+            .unwrap();
+        assert_eq!(current().as_deref(), Some(&b"2 local"[..]));
+        stores
+            .apply(&[record("us.registry", 2, Some(b"3 from us"))])
+            .unwrap();
+        assert_eq!(current().as_deref(), Some(&b"3 from us"[..]));
+        // A bare tombstone is not a versioned delete.
+        stores.apply(&[record("registry", 1, None)]).unwrap();
+        assert_eq!(current().as_deref(), Some(&b"3 from us"[..]));
+        // Every source's position moved on all the same.
+        assert_eq!(stores.position("us.registry", 0).unwrap(), 3);
+        assert_eq!(stores.position("registry", 0).unwrap(), 2);
+        // Another region's copy is not read.
+        assert!(stores.sources(["ap.registry"]).is_empty());
     }
 }

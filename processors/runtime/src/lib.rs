@@ -21,6 +21,6 @@ pub mod topology;
 pub use context::{Context, Emitted, GlobalStore, StageWiring, Store};
 pub use processor::{
     parse_config, yaml_count, yaml_scalar, DynProcessor, GlobalKind, Input, ProcessError,
-    Processor, RawRecord, Record, Resources, StageError, StageKind, StageKinds,
+    Processor, RawRecord, Record, Resources, StageError, StageKind, StageKinds, REGION,
 };
 pub use task::{OutRecord, Processed, TaskRunner};

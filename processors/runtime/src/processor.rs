@@ -199,12 +199,21 @@ pub struct GlobalKind {
     /// The entry key of a source value, when not the record key. Tombstones and values it
     /// refuses are skipped: such a store never deletes.
     pub key: Option<GlobalKeyFn>,
+    /// The version of a source value, as bytes that sort like versions, when the source is
+    /// written in several regions: an entry is replaced only by a value of a version at least
+    /// its own, whichever region's copy arrives first, and tombstones are ignored (deletes are
+    /// versioned records). `None`: the last record read wins.
+    pub version: Option<GlobalKeyFn>,
 }
 
 impl GlobalKind {
     /// A table keyed by record key.
     pub const fn table(name: &'static str) -> Self {
-        GlobalKind { name, key: None }
+        GlobalKind {
+            name,
+            key: None,
+            version: None,
+        }
     }
 
     /// A store keyed by `key(value)`.
@@ -212,6 +221,15 @@ impl GlobalKind {
         GlobalKind {
             name,
             key: Some(key),
+            version: None,
+        }
+    }
+
+    /// The same store, keeping per entry the value of the greatest `version(value)`.
+    pub const fn versioned(self, version: GlobalKeyFn) -> Self {
+        GlobalKind {
+            version: Some(version),
+            ..self
         }
     }
 }
@@ -271,6 +289,11 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
 ) -> Result<T, String> {
     serde_json::from_value(value.clone()).map_err(|e| e.to_string())
 }
+
+/// The resource naming the region this process runs in (a
+/// [`crate::topology::RegionSpec`]): given when the topology has regions and the process was
+/// told its own; stages that care (tenancy's residency check) find it under this name.
+pub const REGION: &str = "region";
 
 /// Things from outside the topology a binary hands its stages (a signing key ring, an HSM
 /// session), by name. Stages stay free of connectors: they name the interface, the binary

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use pavilion_schemas::{DeadLetter, Registry};
+use pavilion_schemas::{DeadLetter, DeadLetterReason, Registry};
 
 use crate::clock::{epoch_millis, Clock};
 use crate::context::{Context, Emitted, StageWiring};
@@ -323,6 +323,8 @@ impl TaskRunner {
             raw.partition,
             raw.offset,
         );
+        // A record refused for residency must leave no copy of itself in this region.
+        let keeps_payload = reason != DeadLetterReason::NotServed;
         let record = DeadLetter {
             stage: stage.to_owned(),
             reason,
@@ -330,8 +332,8 @@ impl TaskRunner {
             source_topic: raw.topic.to_owned(),
             source_partition: raw.partition,
             source_offset: raw.offset,
-            original_key: raw.key.map(<[u8]>::to_vec),
-            original_value: raw.value.map(<[u8]>::to_vec),
+            original_key: raw.key.filter(|_| keeps_payload).map(<[u8]>::to_vec),
+            original_value: raw.value.filter(|_| keeps_payload).map(<[u8]>::to_vec),
             record_timestamp: Some(raw.timestamp_ms),
             dead_lettered_at: epoch_millis(self.clock.now()),
         };

@@ -14,6 +14,9 @@ use serde::Deserialize;
 
 use crate::processor::StageKinds;
 
+mod regions;
+pub use regions::{RegionSpec, Regions};
+
 /// One problem found in a topology file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopologyError {
@@ -111,6 +114,13 @@ pub struct GlobalSpec {
     pub topic: String,
     /// How entries are keyed when not by record key (see [`crate::GlobalKind`]).
     pub keyed_by: Option<GlobalKey>,
+    /// How entries are versioned, when the kind's records carry versions (see
+    /// [`crate::GlobalKind::versioned`]).
+    pub versioned_by: Option<GlobalKey>,
+    /// Regions whose copies of the source (`<region>.<topic>`, by MirrorMaker 2) feed the
+    /// store too: each copy of a plain topic into the same entries, each copy of a family's
+    /// member as that member (see [`Topology::in_region`]).
+    pub mirrors: Vec<String>,
 }
 
 /// A kind's [`crate::processor::GlobalKeyFn`], comparable so specs stay comparable.
@@ -136,8 +146,14 @@ impl GlobalSpec {
         format!("{}.{}", self.stage, self.name)
     }
 
-    /// Whether `topic` feeds this store, and as which family member (`""` for a plain topic).
+    /// Whether `topic` feeds this store, and as which family member (`""` for a plain topic),
+    /// the copies of the store's source from the regions it mirrors included.
     pub fn member_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let topic = self
+            .mirrors
+            .iter()
+            .find_map(|region| topic.strip_prefix(region.as_str())?.strip_prefix('.'))
+            .unwrap_or(topic);
         match family_prefix(&self.topic) {
             None => (topic == self.topic).then_some(""),
             Some(prefix) => topic
@@ -206,9 +222,23 @@ pub struct Topology {
     pub stages: BTreeMap<String, StageSpec>,
     /// Tasks, by name.
     pub tasks: BTreeMap<String, TaskSpec>,
+    /// Regions and what crosses between them; empty for one cluster.
+    pub regions: Regions,
+    /// The region this topology runs in ([`Topology::in_region`]); `None`: one cluster, or
+    /// a region-unaware tool.
+    pub region: Option<String>,
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["application", "dlq", "defaults", "topics", "stages", "fuse"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "application",
+    "dlq",
+    "defaults",
+    "topics",
+    "regions",
+    "replication",
+    "stages",
+    "fuse",
+];
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -357,7 +387,10 @@ impl Topology {
         let Some(top) = node.as_mapping() else {
             return Err(TopologyErrors(vec![TopologyError {
                 line: Some(node_line(&node)),
-                message: "a topology is a mapping with keys application, dlq, defaults, topics, stages, fuse".into(),
+                message: format!(
+                    "a topology is a mapping with keys {}",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
             }]));
         };
         for (key, _) in top.iter() {
@@ -526,6 +559,7 @@ impl Topology {
         }
 
         let tasks = build_tasks(&fuse, &stages, &declared_stages, &topics, &mut errors);
+        let regions = regions::parse(top, &topics, &families, &mut errors);
         if errors.0.is_empty() {
             Ok(Topology {
                 application,
@@ -534,6 +568,8 @@ impl Topology {
                 families,
                 stages,
                 tasks,
+                regions,
+                region: None,
             })
         } else {
             errors.0.sort_by_key(|e| e.line.unwrap_or(0));
@@ -691,16 +727,16 @@ fn check_stage(
                 ),
             );
         }
-        let keyed_by = kinds
+        let kind = kinds
             .get(raw.kind.as_str())
-            .and_then(|k| k.globals.iter().find(|g| g.name == store.as_str()))
-            .and_then(|g| g.key)
-            .map(GlobalKey);
+            .and_then(|k| k.globals.iter().find(|g| g.name == store.as_str()));
         globals.push(GlobalSpec {
             stage: name.to_owned(),
             name: store.clone(),
             topic: topic.as_str().to_owned(),
-            keyed_by,
+            keyed_by: kind.and_then(|g| g.key).map(GlobalKey),
+            versioned_by: kind.and_then(|g| g.version).map(GlobalKey),
+            mirrors: Vec::new(),
         });
     }
     let punctuate_every = match &raw.punctuate_every {

@@ -1,6 +1,7 @@
 use ed25519_dalek::{Signature, VerifyingKey};
 use pavilion_runtime::clock::epoch_millis;
-use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
+use pavilion_runtime::topology::RegionSpec;
+use pavilion_runtime::{Context, Input, ProcessError, Processor, Record, REGION};
 use pavilion_schemas::{
     AcceptedRequest, CodecError, DeadLetterReason, Event, PolicyDocument, PolicyRef, PolicyState,
     Registry, RejectionReason, RequestRejected, Tenant, TenantState, VerificationRequest,
@@ -154,9 +155,11 @@ impl Processor for Tenancy {
                         tenant.tenant_id
                     )));
                 }
+                // From this region's topic or another's copy of its own, in any order: the
+                // greatest version applies (see `pavilion_schemas::VersionOrder`).
                 let mut tenants = ctx.store("tenants")?;
                 if let Some(known) = tenants.get::<Tenant>(tenant.tenant_id.as_bytes())? {
-                    if known.revision >= tenant.revision {
+                    if known.order() >= tenant.order() {
                         ctx.count("tenant.stale_revision_ignored", &tenant.tenant_id);
                         return Ok(());
                     }
@@ -167,6 +170,21 @@ impl Processor for Tenancy {
             }
             TenancyInput::Policy(document) => record_policy(ctx, document),
             TenancyInput::Request(request) => {
+                // Residency, before anything copies the request (routing would): a region
+                // refuses a subject of a jurisdiction it does not serve, and its dead letter
+                // keeps neither key nor bytes.
+                if let Ok(region) = ctx.resource::<RegionSpec>(REGION) {
+                    if !region.serves(&request.subject_jurisdiction) {
+                        ctx.count("refused.not_served", "");
+                        return Err(ProcessError::refused(
+                            DeadLetterReason::NotServed,
+                            format!(
+                                "region {} does not serve the subject's jurisdiction: send the request to the region that does",
+                                region.name
+                            ),
+                        ));
+                    }
+                }
                 let tenant_key = request.tenant_id.as_bytes();
                 if record.key != tenant_key || !ctx.owns_key(tenant_key) {
                     // The producer's partitioner or key put it where this tenant's state is
@@ -488,12 +506,25 @@ fn record_policy(ctx: &mut Context<'_>, document: PolicyDocument) -> Result<(), 
     let Some(tenant) = document.tenant_id.clone() else {
         return Ok(());
     };
+    let order = document.order().to_bytes();
     let revision = PolicyRef {
         policy_id: document.policy_id,
         version: document.version,
         content_hash: document.content_hash,
     };
     let mut policies = ctx.store("policies")?;
+    // Lifecycle events of one tenant's policies are written in its home region, so they
+    // arrive in order from one topic or its copy; the version guards against a copy of an
+    // older event applied after a newer one all the same.
+    let version_key = format!("v/{tenant}");
+    if policies
+        .get::<Vec<u8>>(version_key.as_bytes())?
+        .is_some_and(|applied| applied > order)
+    {
+        ctx.count("policy.stale_event_ignored", &tenant);
+        return Ok(());
+    }
+    policies.put(version_key.as_bytes(), &order)?;
     match document.state {
         PolicyState::Active => policies.put(tenant.as_bytes(), &revision)?,
         PolicyState::Retired => {

@@ -46,6 +46,7 @@ fn key(seed: u8) -> SigningKey {
 
 fn tenant(id: &str, state: TenantState, revision: i64) -> Tenant {
     Tenant {
+        stamp: None,
         tenant_id: id.into(),
         display_name: format!("Tenant {id}"),
         state,
@@ -502,6 +503,7 @@ fn policy_event(
     state: PolicyState,
 ) -> PolicyDocument {
     PolicyDocument {
+        stamp: None,
         tenant_id: tenant.map(str::to_owned),
         policy_id: id.into(),
         version,
@@ -601,4 +603,82 @@ fn a_request_id_is_answered_once_retries_and_conflicts() {
             accepted r1 (tenant revision 3)
         "#]],
     );
+}
+
+#[test]
+fn a_region_refuses_subjects_it_does_not_serve_and_keeps_nothing_of_them() {
+    use pavilion_runtime::topology::RegionSpec;
+    use pavilion_runtime::{Resources, REGION};
+    use pavilion_schemas::{DeadLetter, DeadLetterReason};
+
+    let mut driver = TestDriver::new(TOPOLOGY, "tenancy", &StageKinds::new([&crate::KIND]));
+    let mut resources = Resources::default();
+    resources.insert(
+        REGION,
+        RegionSpec {
+            name: "us".into(),
+            jurisdictions: vec!["US".into()],
+        },
+    );
+    driver.attach_resources(resources);
+    driver.send("tenants", "acme", &tenant("acme", TenantState::Active, 1));
+    let in_jurisdiction = |id: &str, jurisdiction: &str| {
+        let mut r = request("acme", id, T0);
+        r.subject_jurisdiction = jurisdiction.into();
+        sign(&mut r, &key(1));
+        r
+    };
+    // On its tenant's partition, and misplaced (which would otherwise be routed, a copy).
+    for out in [
+        driver.send("requests", "acme", &in_jurisdiction("eu-subject", "DE")),
+        driver.send("requests", "other", &in_jurisdiction("eu-misplaced", "FR")),
+    ] {
+        assert_eq!(out.len(), 1, "one dead letter and nothing else");
+        assert_eq!(out[0].topic, "dlq");
+        let letter: DeadLetter = Registry::builtin().decode(&out[0].value).unwrap();
+        assert_eq!(letter.reason, DeadLetterReason::NotServed);
+        assert_eq!((letter.original_key, letter.original_value), (None, None));
+        assert_eq!(letter.detail, "region us does not serve the subject's jurisdiction: send the request to the region that does");
+    }
+    // A subdivision is served where its country is.
+    let out = driver.send("requests", "acme", &in_jurisdiction("us-subject", "US-CA"));
+    assert_eq!(
+        line(&out[0].topic, &out[0].value),
+        "accepted us-subject (tenant revision 1)\n"
+    );
+}
+
+#[test]
+fn tenant_records_from_every_region_apply_by_version_in_any_order() {
+    use pavilion_schemas::ControlVersion;
+    let stamped = |state, revision, region: &str, hlc| Tenant {
+        stamp: Some(ControlVersion {
+            region: region.into(),
+            home: "eu".into(),
+            epoch: 0,
+            hlc,
+        }),
+        ..tenant("acme", state, revision)
+    };
+    // Written concurrently: suspended away from home (later clock), activated at home. The
+    // revisions say the opposite; the stamps decide.
+    let away = || stamped(TenantState::Suspended, 2, "us", 20);
+    let home = || stamped(TenantState::Active, 3, "eu", 10);
+    for steps in [[away(), home()], [home(), away()]] {
+        let [first, second] = steps;
+        check(
+            vec![
+                Step::Tenant(first),
+                Step::Tenant(second),
+                Step::Request(request("acme", "r", T0)),
+                // An unstamped record (a one-cluster tool) is older than any stamped one.
+                Step::Tenant(tenant("acme", TenantState::Active, 9)),
+                Step::Request(request("acme", "r2", T0)),
+            ],
+            expect![[r#"
+                rejected r tenant_suspended — tenant is suspended
+                rejected r2 tenant_suspended — tenant is suspended
+            "#]],
+        );
+    }
 }

@@ -412,6 +412,7 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         ))
         .with_context(|| format!("creating {}", set.name))?;
     let provider = Provider {
+        stamp: None,
         provider_id: a.name.clone(),
         region: a.region,
         claims: a.claims,

@@ -14,6 +14,7 @@ use pavilion_kafka::PlainProducer;
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_schemas::{Event, Registry, RequestSigningKey, Tenant, TenantConfig, TenantState};
 
+use super::{read_latest, Writer};
 use crate::cli::{self, ClusterArgs};
 use crate::commands::acls::{self, Role};
 use pavilion_kafka::acl::AccessAdmin;
@@ -48,6 +49,19 @@ pub struct Target {
     pub cluster: ClusterArgs,
     /// Tenant id.
     pub tenant: String,
+    /// Write although the tenant's home is another region: only while that region is down.
+    /// The later write wins when it is back (hybrid logical clocks; the home's on a tie).
+    #[arg(long)]
+    pub away_from_home: bool,
+}
+
+impl Target {
+    fn writer(&self) -> Writer<'_> {
+        Writer {
+            region: self.cluster.file.region.as_deref(),
+            away_from_home: self.away_from_home,
+        }
+    }
 }
 
 /// `tenant add`.
@@ -136,13 +150,17 @@ struct TenantRegistry {
     tenants: BTreeMap<String, Tenant>,
 }
 
+/// The registry as this region's tenancy sees it: its topic and the other regions' copies.
 fn load(cluster: &ClusterArgs) -> Result<TenantRegistry> {
     let topology = cli::load(&cluster.file)?;
     let topic = cli::topic_for(&topology, Tenant::FULL_NAME)?.name;
-    let tenants = cli::read_all::<Tenant>(cluster, &topic)?
-        .into_iter()
-        .map(|(_, t)| (t.tenant_id.clone(), t))
-        .collect();
+    let tenants = read_latest(
+        cluster,
+        &topology,
+        &topic,
+        |t: &Tenant| t.tenant_id.clone(),
+        Tenant::order,
+    )?;
     Ok(TenantRegistry { topic, tenants })
 }
 
@@ -242,6 +260,11 @@ fn update(
     };
     let now = epoch_millis(SystemTime::now());
     change(&mut tenant, now)?;
+    tenant.stamp = target.writer().stamp(
+        &format!("tenant `{}`", tenant.tenant_id),
+        tenant.stamp.as_ref(),
+        None,
+    )?;
     tenant.revision += 1;
     tenant.updated_at = now;
     publish(&target.cluster, &registry.topic, &tenant, credentials)?;
@@ -276,6 +299,12 @@ pub fn run(command: TenantCommand) -> Result<ExitCode> {
             }
             let now = epoch_millis(SystemTime::now());
             let tenant = Tenant {
+                // A new tenant's home is the region it is added in.
+                stamp: a.target.writer().stamp(
+                    &format!("tenant `{}`", a.target.tenant),
+                    None,
+                    None,
+                )?,
                 tenant_id: a.target.tenant.clone(),
                 display_name: a.name,
                 state: if a.activate {

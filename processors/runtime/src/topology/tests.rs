@@ -399,7 +399,7 @@ fuse:
 "#,
         expect![[r#"
             line 2: dlq topic `app.dlq` is not declared under `topics`
-            line 3: unknown key `colour` (expected one of: application, dlq, defaults, topics, stages, fuse)
+            line 3: unknown key `colour` (expected one of: application, dlq, defaults, topics, regions, replication, stages, fuse)
             line 11: topic `junk`: Unknown field `colour`, expected one of `partitions`, `replication`, `cleanup`, `retention`, `schema`, or `config`
             line 12: topic `old`: retention `3 fortnights`: unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (use e.g. 7d, 12h or forever)
             line 13: topic `strange`: no schema named `acme.Strange` in schemas/
@@ -477,11 +477,15 @@ stages:
         stage: "s".into(),
         name: "sets".into(),
         topic: "sets.{member}".into(),
-        keyed_by: None,
+        mirrors: vec!["us".into()],
+        ..Default::default()
     };
     assert_eq!(global.member_of("sets.bank-a"), Some("bank-a"));
     assert_eq!(global.member_of("sets."), None);
     assert_eq!(global.member_of("other.bank-a"), None);
+    // A member's copy from a mirrored region is that member; other regions' are not read.
+    assert_eq!(global.member_of("us.sets.bank-u"), Some("bank-u"));
+    assert_eq!(global.member_of("ap.sets.bank-u"), None);
 }
 
 #[test]
@@ -510,6 +514,100 @@ stages:
             line 13: stage `count`: topic family `sets.{member}` can only be read through `globals`
             line 16: stage `count`: global store `counts` is repeated or not a valid name
             line 16: stage `count`: global store `log` reads `log`, which must be a compacted or kept-forever topic or topic family declared under `topics`
+        "#]],
+    );
+}
+
+/// The repository's topology as run in region `eu`: what each task reads, and what crosses.
+#[test]
+fn in_a_region_stages_read_the_other_regions_copies_of_what_crosses() {
+    let kinds = StageKinds::new([
+        &COUNTER, &TOTALS, &TENANCY, &POLICY, &PSI, &SIGNING, &AUDIT, &ANALYTICS,
+    ]);
+    let t = Topology::parse(include_str!("../../../../topology.yaml"), &kinds, &|_| true).unwrap();
+    assert_eq!(
+        t.regions.serving("US-CA").map(|r| r.name.as_str()),
+        Some("us")
+    );
+    assert_eq!(t.regions.serving("DE").map(|r| r.name.as_str()), Some("eu"));
+    assert_eq!(t.regions.serving("GB"), None);
+    assert_eq!(
+        t.regions.crossing("us"),
+        [
+            "pavilion.tenants",
+            "pavilion.policies",
+            "pavilion.providers"
+        ]
+    );
+    assert!(
+        t.copies_of("pavilion.tenants").is_empty(),
+        "not in a region"
+    );
+
+    let eu = t.in_region("eu").unwrap();
+    assert_eq!(eu.copies_of("pavilion.tenants"), ["us.pavilion.tenants"]);
+    assert!(eu.is_copy("us.pavilion.providers") && !eu.is_copy("pavilion.providers"));
+    assert_eq!(
+        eu.tasks["tenancy"].inputs,
+        [
+            "pavilion.requests",
+            "pavilion.requests.routed",
+            "pavilion.tenants",
+            "pavilion.policies",
+            "us.pavilion.tenants",
+            "us.pavilion.policies"
+        ]
+    );
+    // Copies are topics like the originals, so `topics create` makes them and ACLs grant them.
+    assert_eq!(eu.topics["us.pavilion.tenants"].partitions, 6);
+    let providers = &eu.stages["psi"].globals[0];
+    assert_eq!(providers.member_of("us.pavilion.providers"), Some(""));
+    assert_eq!(providers.member_of("eu.pavilion.providers"), None);
+    // The request path never reads a copy.
+    for stage in ["policy", "psi", "signing"] {
+        assert!(
+            eu.stages[stage].inputs.iter().all(|i| !eu.is_copy(i)),
+            "{stage}"
+        );
+    }
+    assert_eq!(
+        t.in_region("ap").unwrap_err(),
+        "ap: not one of this topology's regions (eu, us)"
+    );
+}
+
+#[test]
+fn regions_and_replication_are_checked() {
+    check(
+        r#"
+application: app
+dlq: app.dlq
+topics:
+  app.dlq: {}
+  pavilion.requests: {}
+  pavilion.tenants: { cleanup: compact }
+  pavilion.sets.{member}: { cleanup: compact }
+regions:
+  eu: { jurisdictions: [DE, FR] }
+  US: { jurisdictions: [US, FR] }
+  pavilion: { jurisdictions: [CH] }
+  ap: { jurisdictions: [] }
+replication:
+  topics: [pavilion.requests, pavilion.nothing]
+  members:
+    "pavilion.sets.{member}": { bank: [eu, mars] }
+    "pavilion.other.{member}": {}
+stages: {}
+"#,
+        expect![[r#"
+            line 10: region name `US` must be lower-case letters, digits or `-`, starting with a letter
+            line 10: region `US`: jurisdiction `FR` is already served by region `eu`; a subject's data lives in one region
+            line 11: region `pavilion` would make the topics named `pavilion.…` look like copies from it; rename the region
+            line 12: region `ap`: serves no jurisdiction
+            line 14: replication: topic `pavilion.requests` must be compacted or kept forever: only control topics cross regions
+            line 14: replication: topic `pavilion.nothing` is not declared under `topics` (families go under `members`)
+            line 14: replication: `pavilion.other.{member}` is not a topic family declared under `topics`
+            line 14: replication: member `bank` of `pavilion.sets.{member}` names region `mars`, which `regions` does not declare
         "#]],
     );
 }
