@@ -33,8 +33,18 @@ pub struct TopologyFile {
     /// regions' copies of the replicated control topics, tenancy refuses subjects of
     /// jurisdictions the region does not serve, and control records written here are
     /// stamped with it. Without it, one cluster.
-    #[arg(long = "in-region", env = "PAVILION_REGION", value_name = "NAME")]
+    #[arg(
+        id = "in_region",
+        long = "in-region",
+        env = "PAVILION_REGION",
+        value_name = "NAME"
+    )]
     pub region: Option<String>,
+    /// With --in-region: write a control record whose home is another region. Only while
+    /// that region is down; when it is back, the later write wins (hybrid logical clocks,
+    /// the home's on a tie).
+    #[arg(long, requires = "in_region")]
+    pub away_from_home: bool,
 }
 
 /// `--topology` when neither the flag nor $PAVILION_TOPOLOGY is given.

@@ -919,6 +919,7 @@ pub fn e2e(args: E2eBenchArgs) -> Result<ExitCode> {
         file: TopologyFile {
             topology: path,
             region: None,
+            away_from_home: false,
         },
         ..args.cluster.clone()
     };

@@ -77,6 +77,7 @@ impl RunFolder {
         let file = TopologyFile {
             topology: path,
             region: None,
+            away_from_home: false,
         };
         Ok(RunFolder {
             topology: crate::cli::load(&file)?,

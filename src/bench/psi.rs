@@ -336,7 +336,7 @@ fn load_rate(cluster: &ClusterArgs, records: usize) -> Result<serde_json::Value>
         name: "bench".into(),
         region: "eu".into(),
         claims: vec!["account_verified".into()],
-        oprf_url: "http://127.0.0.1:9".into(),
+        oprf_urls: vec!["http://127.0.0.1:9".parse().map_err(anyhow::Error::msg)?],
         keys: keys.clone(),
         cluster: cluster.clone(),
     }))?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pavilion_client::{batch_job, OprfClient, ProviderEndpoint, TenantCredentials};
+use pavilion_client::{batch_job, OprfClient, ProviderEndpoint, Residency, TenantCredentials};
 use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
 use pavilion_provider::oprf::MAX_BATCH;
@@ -41,6 +41,11 @@ pub struct BatchArgs {
     /// Kind of identifier: email, phone (E.164) or id.
     #[arg(long, default_value = "email", value_parser = ["email", "phone", "id"])]
     pub id_kind: String,
+    /// Send the blinded identifiers only to the provider's endpoints in these regions
+    /// (repeatable or comma-separated; as `pavilion request --region`). Default: every
+    /// region.
+    #[arg(long = "region", value_name = "REGION", value_delimiter = ',')]
+    pub regions: Vec<String>,
     /// Ask for the intersection itself, or only its size.
     #[arg(long, default_value = "intersection", value_parser = ["intersection", "cardinality"])]
     pub reveal: String,
@@ -124,7 +129,9 @@ fn batch(a: BatchArgs) -> Result<ExitCode> {
                 .with_context(|| format!("provider `{}` has no OPRF endpoint", a.provider))
         })?;
 
+    // One client for every batch: an endpoint found failing is skipped by the next batches.
     let client = OprfClient::with_tls(credentials.clone(), &a.http.tls()?)?;
+    let residency = Residency::regions(a.regions.iter().map(|r| r.trim()));
     let bar = ProgressBar::new(inputs.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("    tokens [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
@@ -133,7 +140,7 @@ fn batch(a: BatchArgs) -> Result<ExitCode> {
     );
     let mut tokens = Vec::with_capacity(inputs.len());
     for part in inputs.chunks(MAX_BATCH) {
-        tokens.extend(client.tokens(&endpoint, part)?);
+        tokens.extend(client.tokens_in(&endpoint, &residency, part)?);
         bar.inc(part.len() as u64);
     }
     bar.finish_and_clear();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use pavilion_client::{
-    sign_request, OprfClient, ProviderEndpoint, RequestDraft, TenantCredentials,
+    sign_request, OprfClient, ProviderEndpoint, RequestDraft, Residency, TenantCredentials,
 };
 use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
@@ -54,6 +54,13 @@ pub struct RequestArgs {
     /// of the claims.
     #[arg(long = "provider")]
     pub providers: Vec<String>,
+    /// Send the subject's blinded identifier only to provider endpoints in these regions
+    /// (repeatable or comma-separated, e.g. eu,uk): the tenant's allowed regions or the
+    /// subject's. An endpoint's region is the part of its zone before the first `-` (eu-b
+    /// is in eu); endpoints elsewhere are never called, and a provider with none here sends
+    /// no token. Default: every region.
+    #[arg(long = "region", value_name = "REGION", value_delimiter = ',')]
+    pub regions: Vec<String>,
     /// Idempotency key (default: random).
     #[arg(long)]
     pub request_id: Option<String>,
@@ -161,11 +168,14 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
             a.claims
         );
     }
+    // Each provider's endpoints, healthy first; a failed or timed-out attempt moves on to
+    // the next one in an allowed region.
     let client = OprfClient::with_tls(credentials.clone(), &a.http.tls()?)?;
+    let residency = Residency::regions(a.regions.iter().map(|r| r.trim()));
     let mut tokens = Vec::new();
     for provider in eligible.iter().filter(|_| input.is_some()) {
         let input = input.as_ref().expect("filtered");
-        match client.tokens(provider, std::slice::from_ref(input)) {
+        match client.tokens_in(provider, &residency, std::slice::from_ref(input)) {
             Ok(outputs) => tokens.push(SubjectToken {
                 provider_id: provider.provider_id.clone(),
                 token: outputs[0].to_vec(),

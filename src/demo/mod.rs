@@ -202,6 +202,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         file: crate::cli::TopologyFile {
             topology: topology_path.clone(),
             region: args.cluster.file.region.clone(),
+            away_from_home: args.cluster.file.away_from_home,
         },
         ..args.cluster.clone()
     };

@@ -9,24 +9,39 @@
 //!
 //! Kafka is left to the caller (any producer that writes the encoded record to the ingest
 //! topic keyed by tenant id will do).
+//!
+//! A provider may serve evaluations at several endpoints, in zones of one or more regions
+//! ([`ProviderEndpoint`], read from its registry record). An [`OprfClient`] keeps the health
+//! of every endpoint it calls: each attempt has a deadline ([`FailoverConfig`]), an endpoint
+//! failing repeatedly is put behind the others by its circuit breaker, a failed or slow
+//! attempt moves on to (or is raced by, [`FailoverConfig::hedge_after`]) the next endpoint
+//! the call's [`Residency`] allows, and [`OprfClient::start_probes`] asks every endpoint in
+//! the background so a dead one is skipped, and a recovered one used again, before a
+//! request pays for finding out.
 #![deny(missing_docs)]
 
+mod endpoints;
+mod failover;
+mod pool;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
-use pavilion_provider::oprf::{self, OprfError, Output, ELEMENT_LEN, MAX_BATCH};
-use pavilion_provider::protocol::{
-    auth_message, parse_evaluate_response, ErrorBody, EvaluateRequest, EVALUATE_PATH,
-    KEY_ID_HEADER, SIGNATURE_HEADER, TENANT_HEADER, TIMESTAMP_HEADER,
-};
-use pavilion_schemas::{
-    ClaimRequest, Provider, ProviderState, ResponseFormat, SubjectToken, VerificationRequest,
-};
+use pavilion_provider::oprf::{self, OprfError, Output, MAX_BATCH};
+use pavilion_provider::protocol::{auth_message, EvaluateRequest};
+use pavilion_schemas::{ClaimRequest, ResponseFormat, SubjectToken, VerificationRequest};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
+
+pub use endpoints::{
+    endpoints_of, region_of, registry_endpoints, Endpoint, OprfUrl, ProviderEndpoint, Residency,
+    PRIMARY_KEY, ZONE_KEY_PREFIX,
+};
+pub use pool::{BreakerState, EndpointStats, FailoverConfig, PoolStats};
 
 /// A request-signing key file, as `pavilion tenant add-key --generate` writes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,7 +94,8 @@ pub enum ClientError {
     /// The TLS settings are unusable: a CA or client certificate that does not parse.
     #[error("TLS settings: {0}")]
     Tls(String),
-    /// The provider refused (4xx/5xx), with its error code.
+    /// The provider refused (4xx/5xx), with its error code. A 4xx is not tried at another
+    /// endpoint: it would be refused the same there.
     #[error("provider `{provider}` answered {status} {code}: {message}")]
     Refused {
         /// Provider.
@@ -119,38 +135,46 @@ pub enum ClientError {
         #[source]
         source: OprfError,
     },
+    /// Every endpoint the call was allowed to use was tried, and each failed. (When the
+    /// provider has one allowed endpoint, its own error is returned instead.)
+    #[error(
+        "provider `{provider}`: no endpoint answered: {}",
+        .failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Unavailable {
+        /// Provider.
+        provider: String,
+        /// Each endpoint tried, in the order tried, and why it failed.
+        failures: Vec<EndpointFailure>,
+    },
+    /// None of the provider's endpoints is in a region the call allows; none was called.
+    #[error(
+        "provider `{provider}` has no OPRF endpoint in {allowed} (its endpoints: {endpoints})"
+    )]
+    NoAllowedEndpoint {
+        /// Provider.
+        provider: String,
+        /// The regions allowed.
+        allowed: String,
+        /// The provider's zones and their regions.
+        endpoints: String,
+    },
 }
 
-/// Where and how to reach one provider, from its registry record.
+/// One endpoint's failure within [`ClientError::Unavailable`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderEndpoint {
-    /// Provider id.
-    pub provider_id: String,
-    /// Base URL of its evaluation service.
+pub struct EndpointFailure {
+    /// Zone.
+    pub zone: String,
+    /// Base URL.
     pub url: String,
-    /// Its registered OPRF public key.
-    pub public_key: [u8; ELEMENT_LEN],
+    /// What happened: a transport error, a timeout, a 5xx, an answer that does not verify.
+    pub reason: String,
 }
 
-impl ProviderEndpoint {
-    /// The endpoint of an active provider that can answer `claim`, if it is one.
-    pub fn for_claim(provider: &Provider, claim: &str) -> Option<Self> {
-        (provider.state == ProviderState::Active && provider.claims.iter().any(|c| c == claim))
-            .then(|| Self::of(provider))
-            .flatten()
-    }
-
-    /// The endpoint of a registered provider, if it has an OPRF service and a valid key.
-    pub fn of(provider: &Provider) -> Option<Self> {
-        Some(ProviderEndpoint {
-            provider_id: provider.provider_id.clone(),
-            url: provider
-                .endpoints
-                .get("oprf")?
-                .trim_end_matches('/')
-                .to_owned(),
-            public_key: provider.oprf_public_key.as_slice().try_into().ok()?,
-        })
+impl std::fmt::Display for EndpointFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (zone {}): {}", self.url, self.zone, self.reason)
     }
 }
 
@@ -209,39 +233,20 @@ impl ClientTls {
     }
 }
 
-/// Talks to providers' evaluation services for one tenant.
+/// Talks to providers' evaluation services for one tenant, over every endpoint of each, with
+/// the health of every endpoint shared by all its calls (it is `Send + Sync`: share one
+/// client between threads rather than making one per call).
 pub struct OprfClient {
-    agent: ureq::Agent,
+    transport: failover::Transport,
     credentials: TenantCredentials,
-    /// Whether a client certificate is presented: without one, a connection the server
-    /// drops right after the TLS handshake most likely means it requires one.
-    has_identity: bool,
+    probing: AtomicBool,
 }
 
-/// In TLS 1.3 the client finishes its handshake before the server has checked the client's
-/// certificate, so a refusal for a missing certificate arrives either as the server's
-/// `certificate required` alert or, when the request is already being written, as a broken
-/// pipe or a reset — which alone would say nothing useful.
-const NO_CLIENT_CERTIFICATE_HINT: &str = " (the server closed the connection after the TLS \
-     handshake; a server that requires client certificates does so when none is presented, \
-     and this client has none: give --client-cert and --client-key)";
-
-fn dropped_after_handshake(error: &ureq::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
-            ) {
-                return true;
-            }
-        }
-        source = e.source();
-    }
-    false
-}
+/// One client serves every thread of a caller.
+const _: fn() = || {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<OprfClient>();
+};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -250,16 +255,13 @@ fn now_ms() -> i64 {
 }
 
 impl OprfClient {
-    /// A client with a 30-second timeout per call, trusting the system's CAs.
+    /// A client trusting the system's CAs, with the default [`FailoverConfig`].
     pub fn new(credentials: TenantCredentials) -> Self {
-        OprfClient {
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(30))
-                .tls_connector(Arc::new(LazyTls(OnceLock::new())))
-                .build(),
+        Self::with_agent(
             credentials,
-            has_identity: false,
-        }
+            ureq::AgentBuilder::new().tls_connector(Arc::new(LazyTls(OnceLock::new()))),
+            false,
+        )
     }
 
     /// A client with `tls`'s CAs and client certificate as well.
@@ -267,27 +269,96 @@ impl OprfClient {
         if tls.trusted_pem.is_none() && tls.identity_pem.is_none() {
             return Ok(Self::new(credentials));
         }
-        Ok(OprfClient {
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(30))
-                .tls_connector(Arc::new(tls.connector()?))
-                .build(),
+        Ok(Self::with_agent(
             credentials,
-            has_identity: tls.identity_pem.is_some(),
-        })
+            ureq::AgentBuilder::new().tls_connector(Arc::new(tls.connector()?)),
+            tls.identity_pem.is_some(),
+        ))
     }
 
-    /// `F_k(x)` for each input under `provider`'s key, in batches of at most 1,000 (one
-    /// request and one proof each). Inputs are OPRF inputs (see
+    fn with_agent(
+        credentials: TenantCredentials,
+        agent: ureq::AgentBuilder,
+        has_identity: bool,
+    ) -> Self {
+        OprfClient {
+            transport: failover::Transport {
+                // Every request sets its own deadline (FailoverConfig).
+                agent: agent.build(),
+                pool: Arc::new(pool::Pool::new(FailoverConfig::default())),
+                has_identity,
+            },
+            credentials,
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    /// The same client with `config`: set it before the first call and before
+    /// [`start_probes`](Self::start_probes) (the endpoints' health starts afresh).
+    pub fn with_failover(mut self, config: FailoverConfig) -> Self {
+        self.transport.pool = Arc::new(pool::Pool::new(config));
+        // A probe thread already started follows the old pool, and ends with it.
+        self.probing = AtomicBool::new(false);
+        self
+    }
+
+    /// Probes every endpoint this client has been allowed to call (and those given to
+    /// [`track`](Self::track)) each `interval`, on a thread of its own, with `GET
+    /// /v1/oprf/key` and [`FailoverConfig::probe_timeout`]: a failed probe counts as a failed
+    /// call, and so does a service answering with another key than the provider registered;
+    /// a successful one lets an endpoint whose breaker is open have its trial call at once.
+    /// The thread ends within an interval after the client is dropped. Only the first call
+    /// starts it.
+    pub fn start_probes(&self, interval: Duration) -> std::io::Result<()> {
+        if self.probing.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (pool, agent) = (
+            Arc::downgrade(&self.transport.pool),
+            self.transport.agent.clone(),
+        );
+        std::thread::Builder::new()
+            .name("oprf-probes".into())
+            .spawn(move || failover::probe_loop(pool, agent, interval))
+            .map(drop)
+    }
+
+    /// Makes `provider`'s endpoints that `residency` allows known to the probes before the
+    /// first call to them.
+    pub fn track(&self, provider: &ProviderEndpoint, residency: &Residency) {
+        self.transport
+            .pool
+            .order(provider, residency, Instant::now());
+    }
+
+    /// What the calls so far have done: attempts, fail-overs, hedges, breakers opened,
+    /// probes, and every endpoint's health.
+    pub fn stats(&self) -> PoolStats {
+        self.transport.pool.stats(Instant::now())
+    }
+
+    /// `F_k(x)` for each input under `provider`'s key, from any of its endpoints, in batches
+    /// of at most 1,000 (one request and one proof each). Inputs are OPRF inputs (see
     /// [`pavilion_provider::normalize::oprf_input`]).
     pub fn tokens(
         &self,
         provider: &ProviderEndpoint,
         inputs: &[Vec<u8>],
     ) -> Result<Vec<Output>, ClientError> {
+        self.tokens_in(provider, &Residency::Anywhere, inputs)
+    }
+
+    /// [`tokens`](Self::tokens) from the endpoints in `residency`'s regions only; the others
+    /// are never called.
+    pub fn tokens_in(
+        &self,
+        provider: &ProviderEndpoint,
+        residency: &Residency,
+        inputs: &[Vec<u8>],
+    ) -> Result<Vec<Output>, ClientError> {
         let mut outputs = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(MAX_BATCH) {
-            outputs.extend(self.batch(provider, chunk)?);
+            outputs.extend(self.batch(provider, residency, chunk)?);
         }
         Ok(outputs)
     }
@@ -295,21 +366,17 @@ impl OprfClient {
     fn batch(
         &self,
         provider: &ProviderEndpoint,
+        residency: &Residency,
         inputs: &[Vec<u8>],
     ) -> Result<Vec<Output>, ClientError> {
-        let oprf_error = |source| ClientError::Oprf {
-            provider: provider.provider_id.clone(),
-            source,
-        };
-        let malformed = |message: String| ClientError::Malformed {
-            provider: provider.provider_id.clone(),
-            message,
-        };
         let blinded = inputs
             .iter()
             .map(|i| oprf::blind(i))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(oprf_error)?;
+            .map_err(|source| ClientError::Oprf {
+                provider: provider.provider_id.clone(),
+                source,
+            })?;
         let body = serde_json::to_vec(&EvaluateRequest {
             blinded: blinded.iter().map(|b| B64.encode(b.element)).collect(),
         })
@@ -323,55 +390,16 @@ impl OprfClient {
             timestamp,
             &body,
         );
-        let url = format!("{}{EVALUATE_PATH}", provider.url);
-        let response = self
-            .agent
-            .post(&url)
-            .set("content-type", "application/json")
-            .set(TENANT_HEADER, &c.tenant_id)
-            .set(KEY_ID_HEADER, &c.key_id)
-            .set(TIMESTAMP_HEADER, &timestamp.to_string())
-            .set(
-                SIGNATURE_HEADER,
-                &B64.encode(c.signing_key.sign(&message).to_bytes()),
-            )
-            .send_bytes(&body);
-        let response = match response {
-            Ok(r) => r,
-            Err(ureq::Error::Status(status, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                let body: ErrorBody = serde_json::from_str(&text).unwrap_or(ErrorBody {
-                    error: "http_error".into(),
-                    message: text,
-                });
-                return Err(ClientError::Refused {
-                    provider: provider.provider_id.clone(),
-                    status,
-                    code: body.error,
-                    message: body.message,
-                });
-            }
-            Err(e) => {
-                let mut message = e.to_string();
-                if !self.has_identity && url.starts_with("https://") && dropped_after_handshake(&e)
-                {
-                    message.push_str(NO_CLIENT_CERTIFICATE_HINT);
-                }
-                return Err(ClientError::Transport {
-                    provider: provider.provider_id.clone(),
-                    url,
-                    message,
-                });
-            }
+        let signature = B64.encode(c.signing_key.sign(&message).to_bytes());
+        let call = failover::Call {
+            provider_id: provider.provider_id.clone(),
+            public_key: provider.public_key,
+            body,
+            headers: failover::Call::headers(&c.tenant_id, &c.key_id, timestamp, signature),
+            inputs: inputs.to_vec(),
+            blinded,
         };
-        let text = response
-            .into_string()
-            .map_err(|e| malformed(format!("unreadable answer: {e}")))?;
-        let (evaluated, proof) =
-            parse_evaluate_response(text.as_bytes()).map_err(|e| malformed(e.to_string()))?;
-        let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-        oprf::finalize_batch(&inputs, &blinded, &evaluated, &proof, &provider.public_key)
-            .map_err(oprf_error)
+        failover::evaluate(&self.transport, provider, residency, call)
     }
 }
 

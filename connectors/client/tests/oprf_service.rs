@@ -87,11 +87,7 @@ fn serve_tls(limits: ServiceLimits, tenants: Vec<Tenant>, tls: Option<ServerTls>
     let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let url = format!("{scheme}://{addr}");
     Fixture {
-        endpoint: ProviderEndpoint {
-            provider_id: "bank".into(),
-            url: url.clone(),
-            public_key,
-        },
+        endpoint: ProviderEndpoint::single("bank", &url, public_key),
         key,
         url,
     }

@@ -27,17 +27,8 @@ pub(crate) fn read_latest<E: Event>(
     order: impl Fn(&E) -> VersionOrder,
 ) -> Result<BTreeMap<String, E>> {
     let mut latest: BTreeMap<String, E> = BTreeMap::new();
-    for source in std::iter::once(topic.to_owned()).chain(topology.copies_of(topic)) {
-        // A copy that MirrorMaker has not made yet holds nothing yet.
-        let records = match cli::read_all::<E>(cluster, &source) {
-            Ok(records) => records,
-            Err(e) if source != topic => {
-                eprintln!("warning: not reading {source}: {e:#}");
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        for (_, record) in records {
+    for source in existing(cluster, topology, topic)? {
+        for (_, record) in cli::read_all::<E>(cluster, &source)? {
             let k = key(&record);
             if latest
                 .get(&k)
@@ -50,6 +41,26 @@ pub(crate) fn read_latest<E: Event>(
     Ok(latest)
 }
 
+/// `topic` and those of the other regions' copies of it that exist: a copy MirrorMaker 2 has
+/// not made yet holds nothing yet.
+pub(crate) fn existing(
+    cluster: &ClusterArgs,
+    topology: &Topology,
+    topic: &str,
+) -> Result<Vec<String>> {
+    let copies = topology.copies_of(topic);
+    let mut sources = vec![topic.to_owned()];
+    if !copies.is_empty() {
+        let settings = cli::settings(cluster, "cli")?;
+        for copy in copies {
+            if pavilion_kafka::topics_with_prefix(&settings, &copy)?.contains(&copy) {
+                sources.push(copy);
+            }
+        }
+    }
+    Ok(sources)
+}
+
 /// Where a control write is made: the region this tool runs in (`--in-region`), and whether it
 /// may write a key whose home is elsewhere.
 pub(crate) struct Writer<'a> {
@@ -59,7 +70,15 @@ pub(crate) struct Writer<'a> {
     pub away_from_home: bool,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// The writer a command's `--in-region` and `--away-from-home` make.
+    pub fn of(file: &'a cli::TopologyFile) -> Self {
+        Writer {
+            region: file.region.as_deref(),
+            away_from_home: file.away_from_home,
+        }
+    }
+
     /// The version stamp of a new record of a key `what`, after `previous` (the greatest
     /// version read of it), homed at `home` when the key is new.
     ///

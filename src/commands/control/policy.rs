@@ -14,11 +14,12 @@ use pavilion_policy::document::{document_event, PolicySpec, Severity, SourceDocu
 use pavilion_policy::engine::{CompiledPolicy, Evaluation};
 use pavilion_runtime::clock::epoch_millis;
 use pavilion_schemas::{
-    ClaimRequest, Event, PolicyDocument, PolicyEffect, PolicyRef, PolicyState, Registry,
-    VerificationRequest,
+    ClaimRequest, ControlVersion, Event, PolicyDocument, PolicyEffect, PolicyRef, PolicyState,
+    Registry, VerificationRequest, VersionOrder,
 };
 use serde::Deserialize;
 
+use super::Writer;
 use crate::cli::{self, ClusterArgs};
 
 /// Policy commands.
@@ -133,25 +134,47 @@ fn policies_topic(cluster: &ClusterArgs) -> Result<(String, i32)> {
     Ok((topic.name, topic.partitions))
 }
 
-/// Every policy event on the topic, oldest first. Templates are written to every partition, so
-/// their copies are folded into one.
+/// Every policy event on the topic and on the other regions' copies of it, oldest version
+/// first. Templates are written to every partition, so their copies are folded into one.
 fn events(cluster: &ClusterArgs) -> Result<Vec<PolicyDocument>> {
     let (topic, _) = policies_topic(cluster)?;
-    let records = TopicReader::new(&cli::settings(cluster, "cli")?, &[&topic])?
+    let topology = cli::load(&cluster.file)?;
+    let sources = super::existing(cluster, &topology, &topic)?;
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let records = TopicReader::new(&cli::settings(cluster, "cli")?, &sources)?
         .read_to_end(Duration::from_secs(30))
-        .with_context(|| format!("reading {topic}"))?;
-    let mut events: Vec<(i64, i32, i64, PolicyDocument)> = Vec::new();
+        .with_context(|| format!("reading {}", sources.join(", ")))?;
+    let mut events: Vec<(VersionOrder, i32, i64, PolicyDocument)> = Vec::new();
     for r in records {
         let Some(value) = r.value else { continue };
         if let Ok(d) = Registry::builtin().decode::<PolicyDocument>(&value) {
             if d.tenant_id.is_none() && r.partition != 0 {
                 continue;
             }
-            events.push((d.created_at, r.partition, r.offset, d));
+            events.push((d.order(), r.partition, r.offset, d));
         }
     }
-    events.sort_by_key(|(at, p, o, _)| (*at, *p, *o));
+    events.sort_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
     Ok(events.into_iter().map(|(_, _, _, d)| d).collect())
+}
+
+/// The stamp of an event of `owner`'s policies: after the newest one, homed where the
+/// owner's first policy was pushed.
+fn stamp(
+    cluster: &ClusterArgs,
+    all: &[PolicyDocument],
+    owner: &Option<String>,
+) -> Result<Option<ControlVersion>> {
+    let previous = all
+        .iter()
+        .rev()
+        .filter(|d| d.tenant_id == *owner)
+        .find_map(|d| d.stamp.as_ref());
+    let what = match owner {
+        Some(tenant) => format!("the policies of tenant `{tenant}`"),
+        None => "the policy templates".to_owned(),
+    };
+    Writer::of(&cluster.file).stamp(&what, previous, None)
 }
 
 fn of_owner<'a>(
@@ -250,10 +273,9 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
                 PolicyState::Draft
             };
             let now = epoch_millis(SystemTime::now());
-            publish(
-                &args.cluster,
-                &document_event(&spec, version, state, &args.author, now, template),
-            )?;
+            let mut event = document_event(&spec, version, state, &args.author, now, template);
+            event.stamp = stamp(&args.cluster, &all, &spec.tenant)?;
+            publish(&args.cluster, &event)?;
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Activate(args) => lifecycle(
@@ -401,6 +423,7 @@ fn lifecycle(
     event.state = state;
     event.author = author.to_owned();
     event.created_at = epoch_millis(SystemTime::now());
+    event.stamp = stamp(&owner.cluster, &all, &owner.tenant)?;
     publish(&owner.cluster, &event)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
+use pavilion_client::{endpoints_of, registry_endpoints, OprfUrl};
 use pavilion_kafka::{ensure_topics, PlainProducer, TopicReader};
 use pavilion_provider::attributes::{AttributeBook, AttributeSpec};
 use pavilion_provider::normalize::IdentifierKind;
@@ -30,6 +31,7 @@ use pavilion_schemas::{
 };
 
 use super::tenant;
+use super::{read_latest, Writer};
 use crate::cli::{self, parse_duration, ClusterArgs};
 
 #[derive(Subcommand)]
@@ -136,9 +138,17 @@ pub struct OnboardArgs {
     /// Claims it can answer, comma-separated (e.g. account_verified,fraud_listed).
     #[arg(long, value_delimiter = ',', required = true)]
     pub claims: Vec<String>,
-    /// Base URL of its OPRF evaluation service (`pavilion provider serve-oprf`).
-    #[arg(long, default_value = "http://127.0.0.1:8700")]
-    pub oprf_url: String,
+    /// An endpoint of its OPRF evaluation service (`pavilion provider serve-oprf`), as URL
+    /// or ZONE=URL; repeatable. The one plain URL is the primary endpoint, in --region; each
+    /// ZONE=URL is one more, in the zone's region (the label up to its first `-`: eu-b is in
+    /// region eu). Clients fail over between them, within the regions a request allows.
+    #[arg(
+        long = "oprf-url",
+        value_name = "[ZONE=]URL",
+        default_value = "http://127.0.0.1:8700",
+        value_parser = clap::value_parser!(OprfUrl)
+    )]
+    pub oprf_urls: Vec<OprfUrl>,
     #[command(flatten)]
     pub keys: KeyFileArgs,
     #[command(flatten)]
@@ -329,15 +339,19 @@ fn now_ms() -> i64 {
     epoch_millis(SystemTime::now())
 }
 
-/// The registry topic and the provider's current record, if any.
+/// The registry topic and the provider's current record, if any (the greatest version of
+/// this region's and the other regions' copies).
 fn registry(cluster: &ClusterArgs, provider: &str) -> Result<(String, Option<Provider>)> {
     let topology = cli::load(&cluster.file)?;
     let topic = cli::topic_for(&topology, Provider::FULL_NAME)?.name;
-    let current = cli::read_all::<Provider>(cluster, &topic)?
-        .into_iter()
-        .map(|(_, p)| p)
-        .rfind(|p| p.provider_id == provider);
-    Ok((topic, current))
+    let mut latest = read_latest(
+        cluster,
+        &topology,
+        &topic,
+        |p: &Provider| p.provider_id.clone(),
+        Provider::order,
+    )?;
+    Ok((topic, latest.remove(provider)))
 }
 
 /// The provider's member of the topic family holding `schema` (its set, its proof requests).
@@ -360,18 +374,28 @@ fn set_topic(
     provider_topic(cluster, ProviderSetEntry::FULL_NAME, provider)
 }
 
+/// Publishes `provider`, changed from the record [`registry`] read, stamped after it; a
+/// provider's home is the region its data resides in.
 fn publish_provider(cluster: &ClusterArgs, topic: &str, provider: &Provider) -> Result<()> {
+    let mut provider = provider.clone();
+    provider.stamp = Writer::of(&cluster.file).stamp(
+        &format!("provider `{}`", provider.provider_id),
+        provider.stamp.as_ref(),
+        Some(&provider.region),
+    )?;
     let producer = PlainProducer::new(&cli::settings(cluster, "cli")?)?;
     producer.send(
         topic,
         provider.provider_id.as_bytes(),
-        &Registry::builtin().encode(provider)?,
+        &Registry::builtin().encode(&provider)?,
     )?;
     producer.flush()
 }
 
 fn onboard(a: OnboardArgs) -> Result<ExitCode> {
     valid_id(&a.name)?;
+    let endpoints = registry_endpoints(&a.region, &a.oprf_urls)
+        .map_err(|e| anyhow::anyhow!("--oprf-url:\n{e}"))?;
     let (registry_topic, existing) = registry(&a.cluster, &a.name)?;
     if existing.is_some() {
         bail!(
@@ -429,7 +453,7 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
             public_key: k.public_key().to_bytes().to_vec(),
         }))
         .collect(),
-        endpoints: [("oprf".to_owned(), a.oprf_url)].into(),
+        endpoints,
         state: ProviderState::Active,
         updated_at: now_ms(),
         set_loaded_at: None,
@@ -447,6 +471,12 @@ fn onboard(a: OnboardArgs) -> Result<ExitCode> {
         "  OPRF public key: {}",
         hex::encode(&provider.oprf_public_key)
     );
+    for e in endpoints_of(&provider.region, &provider.endpoints) {
+        println!(
+            "  OPRF endpoint:   {} (zone {}, region {})",
+            e.url, e.zone, e.region
+        );
+    }
     println!("  set topic:       {}", set.name);
     if let Some(asks) = &asks {
         println!("  proof requests:  {}", asks.name);
@@ -839,13 +869,21 @@ fn list(cluster: &ClusterArgs) -> Result<ExitCode> {
             ),
             _ => "no set loaded".into(),
         };
+        let endpoints: Vec<String> = endpoints_of(&p.region, &p.endpoints)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         println!(
             "{:<16} {:?} region={} claims={} oprf={} ({loaded})",
             p.provider_id,
             p.state,
             p.region,
             p.claims.join(","),
-            p.endpoints.get("oprf").map_or("-", String::as_str),
+            if endpoints.is_empty() {
+                "-".to_owned()
+            } else {
+                endpoints.join(", ")
+            },
         );
     }
     if latest.is_empty() {

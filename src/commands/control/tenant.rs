@@ -49,19 +49,6 @@ pub struct Target {
     pub cluster: ClusterArgs,
     /// Tenant id.
     pub tenant: String,
-    /// Write although the tenant's home is another region: only while that region is down.
-    /// The later write wins when it is back (hybrid logical clocks; the home's on a tie).
-    #[arg(long)]
-    pub away_from_home: bool,
-}
-
-impl Target {
-    fn writer(&self) -> Writer<'_> {
-        Writer {
-            region: self.cluster.file.region.as_deref(),
-            away_from_home: self.away_from_home,
-        }
-    }
 }
 
 /// `tenant add`.
@@ -260,7 +247,7 @@ fn update(
     };
     let now = epoch_millis(SystemTime::now());
     change(&mut tenant, now)?;
-    tenant.stamp = target.writer().stamp(
+    tenant.stamp = Writer::of(&target.cluster.file).stamp(
         &format!("tenant `{}`", tenant.tenant_id),
         tenant.stamp.as_ref(),
         None,
@@ -300,7 +287,7 @@ pub fn run(command: TenantCommand) -> Result<ExitCode> {
             let now = epoch_millis(SystemTime::now());
             let tenant = Tenant {
                 // A new tenant's home is the region it is added in.
-                stamp: a.target.writer().stamp(
+                stamp: Writer::of(&a.target.cluster.file).stamp(
                     &format!("tenant `{}`", a.target.tenant),
                     None,
                     None,
