@@ -3,6 +3,7 @@
 //! holds, reading a topic whole, duration flags and progress bars. Commands use this module;
 //! it never uses a command.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,6 +84,46 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 /// Parses `100ms`, `2s`, `1m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 100ms, 2s, 1m)"))
+}
+
+/// A regions' clusters file (`scripts/infra regions up` writes one): each region's
+/// bootstrap servers and, optionally, its client settings file, as `REGION.bootstrap=…` and
+/// `REGION.kafka_config=…` lines (`#` comments and blank lines skipped).
+pub fn read_clusters(path: &Path) -> Result<BTreeMap<String, (String, Option<PathBuf>)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bootstraps = BTreeMap::new();
+    let mut configs = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = line.split_once('=').and_then(|(k, v)| {
+            let (region, key) = k.trim().split_once('.')?;
+            Some((region.to_owned(), key.to_owned(), v.trim().to_owned()))
+        });
+        match parsed {
+            Some((region, key, value)) if key == "bootstrap" => {
+                bootstraps.insert(region, value);
+            }
+            Some((region, key, value)) if key == "kafka_config" => {
+                configs.insert(region, PathBuf::from(value));
+            }
+            _ => bail!(
+                "{}:{}: expected REGION.bootstrap=HOST:PORT or REGION.kafka_config=FILE",
+                path.display(),
+                n + 1
+            ),
+        }
+    }
+    Ok(bootstraps
+        .into_iter()
+        .map(|(region, bootstrap)| {
+            let config = configs.remove(&region);
+            (region, (bootstrap, config))
+        })
+        .collect())
 }
 
 /// Reads and checks a topology file; every error is reported with `path:line:`.

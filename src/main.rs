@@ -186,6 +186,20 @@ enum BenchCommand {
     /// min/median/max of --runs. Its share of the request path's CPU is in `bench e2e`. Run
     /// it in release from the repository: `cargo run --release -- bench analytics`.
     Analytics(bench::analytics::AnalyticsBenchArgs),
+    /// Two regions on this machine (`scripts/infra regions up eu,us`: a secured KRaft broker
+    /// each, MirrorMaker 2 copying the control topics both ways): (1) a control record's lag
+    /// from one region to the other, p50/p99/max, against produce → visible on one cluster;
+    /// (2) provider endpoint fail-over under paced token requests, one of two evaluation
+    /// services SIGKILLed or SIGSTOPped, against no fault; (3) MirrorMaker 2's CPU and RSS,
+    /// idle and replicating, against a broker's; (4) region us lost and started again: the
+    /// first error its producer sees, the time until it takes and replicates records again,
+    /// and the eu producer's longest gap meanwhile. min/median/max of --runs.
+    ///
+    /// The regions get a run dir and ports of their own (`--run-dir`, `--base-port`), never
+    /// the tests'; the benchmark starts them, and stops them at the end unless they were
+    /// already running or `--keep-running`. Run it from the repository: `cargo run --
+    /// bench regions`. The defaults take about four minutes on 2 cores.
+    Regions(bench::regions::RegionsBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -251,6 +265,7 @@ fn main() -> ExitCode {
             BenchCommand::Zk(args) => bench::zk::zk(args),
             BenchCommand::Analytics(args) => bench::analytics::analytics(args),
             BenchCommand::Disclosure(args) => bench::disclosure::disclosure(args),
+            BenchCommand::Regions(args) => bench::regions::regions(args),
         },
         Command::Schemas { command } => match command {
             SchemasCommand::List => schemas::list(),

@@ -1,7 +1,8 @@
-//! Two regions on loopback (issue 19, its first part): `scripts/infra regions up eu,us` starts
-//! one secured cluster per region, each with its own KRaft cluster id, and MirrorMaker 2 in
-//! dedicated mode between them. The control topics cross, as `<source>.<topic>`; the request
-//! path's topics do not.
+//! Two regions on loopback: `scripts/infra regions up eu,us` starts one secured cluster per
+//! region, each with its own KRaft cluster id, and MirrorMaker 2 in dedicated mode between
+//! them, copying what topology.yaml's `replication:` names. The control topics cross, as
+//! `<source>.<topic>`; the request path's topics do not. Control records written in both
+//! regions at once converge on the version the rule names, in the stages of both.
 
 mod util;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use pavilion_kafka::{KafkaSettings, PlainProducer, TopicReader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use pavilion_schemas::{Tenant, TenantState};
 use util::*;
 
 fn infra(args: &[&str]) -> String {
@@ -47,6 +49,50 @@ impl Region {
         }
     }
 
+    /// The binary against this region, with the repository's topology run `--in-region`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("PAVILION_BOOTSTRAP", &self.bootstrap)
+            .env("PAVILION_KAFKA_CONFIG", &self.config)
+            .env("PAVILION_REGION", self.name)
+            .env("PAVILION_TOPOLOGY", TOPOLOGY);
+        command
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        ok(self.command(args).output().unwrap())
+    }
+
+    /// `pavilion run --task TASK` in this region, until dropped.
+    fn run(&self, task: &str, dir: &std::path::Path) -> Running {
+        let log = dir.join(format!("{}-{task}.log", self.name));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = self
+            .command(&["run", "--task", task, "--instance", self.name])
+            .args(["--commit-interval", "100ms", "--metrics-addr", "off"])
+            .arg("--state-dir")
+            .arg(dir.join(format!("state-{}", self.name)))
+            .env("PAVILION_THREADS", "1")
+            .stdout(std::process::Stdio::from(file.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(file))
+            .spawn()
+            .unwrap();
+        Running(child, log)
+    }
+
+    /// The latest value of every key of `topic`.
+    fn latest(&self, topic: &str) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+        TopicReader::new(&self.settings(), &[topic])
+            .unwrap()
+            .read_to_end(Duration::from_secs(10))
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| Some((r.key, r.value?)))
+            .collect()
+    }
+
     fn settings(&self) -> KafkaSettings {
         let mut s = KafkaSettings::new(&self.bootstrap, "test-regions", std::env::temp_dir());
         s.overrides = pavilion_kafka::read_client_properties(self.config.as_ref()).unwrap();
@@ -74,23 +120,6 @@ impl Region {
             .collect()
     }
 
-    /// `pavilion topics create` on this region for a topology of `topics`.
-    fn create(&self, dir: &std::path::Path, topics: &str) {
-        let file = dir.join(format!("{}.yaml", self.name));
-        std::fs::write(
-            &file,
-            format!("application: regions\ndlq: regions.dlq\ndefaults: {{ partitions: 3 }}\ntopics:\n  regions.dlq: {{}}\n{topics}stages: {{}}\n"),
-        )
-        .unwrap();
-        ok(Command::new(BIN)
-            .args(["topics", "create", "--topology"])
-            .arg(&file)
-            .env("PAVILION_BOOTSTRAP", &self.bootstrap)
-            .env("PAVILION_KAFKA_CONFIG", &self.config)
-            .output()
-            .unwrap());
-    }
-
     /// Waits until `topic` holds a record keyed `key`; how long that took.
     fn await_key(&self, topic: &str, key: &str, bound: Duration) -> Duration {
         let started = Instant::now();
@@ -115,12 +144,35 @@ impl Region {
     }
 }
 
+const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topology.yaml");
+
+/// A `pavilion run` child, killed when dropped.
+struct Running(std::process::Child, PathBuf);
+
+impl Running {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.1).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("{}:\n{}", self.1.display(), lines[lines.len().saturating_sub(30)..].join("\n"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Stops the regions when the test ends: the tests after it have the two cores to themselves.
 struct RegionsUp;
 
 impl Drop for RegionsUp {
     fn drop(&mut self) {
-        infra(&["regions", "down"]);
+        // PAVILION_KEEP_REGIONS=1 keeps them for the next run while developing.
+        if std::env::var_os("PAVILION_KEEP_REGIONS").is_none() {
+            infra(&["regions", "down"]);
+        }
     }
 }
 
@@ -140,10 +192,9 @@ fn control_topics_cross_regions_and_the_request_path_does_not() {
         .collect();
     assert_eq!(ids.len(), 2, "each region has its own cluster id: {ids:?}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let topics = "  pavilion.tenants: { cleanup: compact }\n  pavilion.requests: {}\n";
-    eu.create(dir.path(), topics);
-    us.create(dir.path(), topics);
+    for region in [&eu, &us] {
+        region.cli_ok(&["topics", "create"]);
+    }
     let run = format!("{}", now_ms());
     let send = |region: &Region, topic: &str, key: &str| {
         let producer = PlainProducer::new(&region.settings()).unwrap();
@@ -160,16 +211,108 @@ fn control_topics_cross_regions_and_the_request_path_does_not() {
     let to_eu = eu.await_key("us.pavilion.tenants", &format!("us-tenant-{run}"), bound);
     println!("control record replicated eu → us in {to_us:?}, us → eu in {to_eu:?}");
     for (region, other) in [(&eu, "us"), (&us, "eu")] {
-        let mirrored: Vec<String> = region
+        // MirrorMaker makes its heartbeats topic whatever it is told; it emits none.
+        let heartbeats = format!("{other}.heartbeats");
+        let copies: Vec<String> = region
             .topics()
             .into_iter()
-            .filter(|t| t.starts_with(&format!("{other}.pavilion.")))
+            .filter(|t| t.starts_with(&format!("{other}.")) && *t != heartbeats)
             .collect();
+        if region.topics().contains(&heartbeats) {
+            assert!(region.latest(&heartbeats).is_empty(), "{heartbeats} holds records");
+        }
         assert_eq!(
-            mirrored,
-            [format!("{other}.pavilion.tenants")],
-            "only the allow-listed control topics cross into {}",
+            copies,
+            ["policies", "providers", "tenants"].map(|t| format!("{other}.pavilion.{t}")),
+            "only the control topics are copied into {}",
             region.name
         );
+        let request = format!("{other}-request-{run}");
+        for copy in &copies {
+            assert!(
+                !region.latest(copy).contains_key(request.as_bytes()),
+                "{request} crossed into {copy}"
+            );
+        }
+    }
+}
+
+/// Both regions write the same tenant at the same moment: its home (eu) suspends it, us —
+/// away from home, as during an outage of eu — deletes it. Every region's tenancy stage
+/// ends with the same record, the one `VersionOrder` names (the later hybrid logical clock;
+/// the home's on a tie), whatever order the local record and the copy arrived in.
+#[test]
+fn conflicting_writes_in_both_regions_converge_on_the_version_the_rule_names() {
+    let _serial = serial();
+    infra(&["regions", "up", "eu,us"]);
+    let _up = RegionsUp;
+    let (eu, us) = (Region::of("eu"), Region::of("us"));
+    let dir = tempfile::tempdir().unwrap();
+    for region in [&eu, &us] {
+        region.cli_ok(&["topics", "create"]);
+    }
+    let tenancy = [eu.run("tenancy", dir.path()), us.run("tenancy", dir.path())];
+    let tenant = format!("acme-{}", now_ms());
+    eu.cli_ok(&["tenant", "add", &tenant, "--name", "Acme", "--activate"]);
+    let bound = Duration::from_secs(90);
+    us.await_key("eu.pavilion.tenants", &tenant, bound);
+
+    // Away from home needs saying so.
+    let refused = us.command(&["tenant", "delete", &tenant]).output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("tenant `{tenant}` has its home in region eu, and this is us")),
+        "{stderr}"
+    );
+
+    let at_home = eu.command(&["tenant", "suspend", &tenant]).spawn().unwrap();
+    let away = us
+        .command(&["tenant", "delete", &tenant, "--away-from-home"])
+        .spawn()
+        .unwrap();
+    for mut child in [at_home, away] {
+        assert!(child.wait().unwrap().success());
+    }
+    let written = |region: &Region| -> Tenant {
+        let value = region.latest("pavilion.tenants")[tenant.as_bytes()].clone();
+        pavilion_schemas::Registry::builtin().decode(&value).unwrap()
+    };
+    let (eu_write, us_write) = (written(&eu), written(&us));
+    assert_eq!(eu_write.state, TenantState::Suspended);
+    assert_eq!(us_write.state, TenantState::Deleted);
+    let winner = if eu_write.order() > us_write.order() {
+        eu_write
+    } else {
+        us_write
+    };
+    println!(
+        "eu wrote at hlc {:?}, us at {:?}: {:?} wins",
+        written(&eu).stamp.map(|s| s.hlc),
+        written(&us).stamp.map(|s| s.hlc),
+        winner.state
+    );
+
+    let changelog = "pavilion.tenancy.tenants.changelog";
+    let started = Instant::now();
+    loop {
+        let applied: Vec<Option<Tenant>> = [&eu, &us]
+            .iter()
+            .map(|r| {
+                r.latest(changelog)
+                    .get(tenant.as_bytes())
+                    .map(|v| serde_json::from_slice(v).unwrap())
+            })
+            .collect();
+        if applied.iter().all(|t| t.as_ref() == Some(&winner)) {
+            println!("both regions' tenancy applied it after {:?}", started.elapsed());
+            break;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "the regions did not converge on {winner:?}: {applied:?}\n{}",
+            tenancy.iter().map(Running::log_tail).collect::<Vec<_>>().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 }

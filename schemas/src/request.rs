@@ -275,6 +275,14 @@ pub struct TenantConfig {
     pub privacy_budget_micro: Option<i64>,
 }
 
+/// Whether a region serving `served` (ISO 3166 codes) serves subjects of `jurisdiction`
+/// (`VerificationRequest::subject_jurisdiction`): the code itself, or, for a subdivision such
+/// as `US-CA`, its country.
+pub fn jurisdiction_served(served: &[String], jurisdiction: &str) -> bool {
+    let country = jurisdiction.split('-').next().unwrap_or(jurisdiction);
+    served.iter().any(|j| j == jurisdiction || j == country)
+}
+
 /// `tenant.avsc`: the registry entry of a tenant (compacted, keyed by tenant id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {

@@ -12,6 +12,7 @@ mod evidence;
 pub mod passthrough;
 pub mod policy;
 pub mod psi;
+pub mod regions;
 mod runs;
 pub mod sample;
 pub mod signing;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use pavilion_client::{
-    sign_request, OprfClient, ProviderEndpoint, RequestDraft, Residency, TenantCredentials,
+    sign_request, OprfClient, ProviderEndpoint, RegionRoutes, RequestDraft, Residency,
+    TenantCredentials,
 };
 use pavilion_kafka::{PlainProducer, TopicReader};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
@@ -19,7 +20,8 @@ use pavilion_schemas::{
     RequestRejected, SubjectToken, VerificationRequest, PRESENTATION_PARAM,
 };
 
-use crate::cli::{self, parse_duration, ClusterArgs};
+use crate::cli::{self, parse_duration, ClusterArgs, TopologyFile};
+use crate::commands::control::read_latest;
 
 #[derive(Args)]
 pub struct RequestArgs {
@@ -85,8 +87,56 @@ pub struct RequestArgs {
     /// With --wait, print the answer as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The regions' clusters (`scripts/infra regions up` writes one, and `regions env`
+    /// points $PAVILION_CLUSTERS at it): lines `REGION.bootstrap=HOST:PORT` and
+    /// `REGION.kafka_config=FILE`. With it the request goes to the region of the topology's
+    /// `regions:` that serves --jurisdiction, whatever --bootstrap says, and tokens come only
+    /// from provider endpoints in that region unless --region says otherwise.
+    #[arg(long, env = "PAVILION_CLUSTERS", value_name = "FILE")]
+    pub clusters: Option<PathBuf>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// The cluster a request for a subject of `jurisdiction` goes to: with `--clusters`, the
+/// region serving it; with `--in-region`, that region if it serves it. Refused here rather
+/// than by the region's tenancy, so nothing of the request reaches a region that may not
+/// hold it.
+fn route(a: &RequestArgs) -> Result<(ClusterArgs, Option<String>)> {
+    let topology = cli::load(&TopologyFile {
+        region: None,
+        ..a.cluster.file.clone()
+    })?;
+    if topology.regions.regions.is_empty() {
+        return Ok((a.cluster.clone(), None));
+    }
+    let mut routes = RegionRoutes::default();
+    let clusters = a.clusters.as_deref().map(cli::read_clusters).transpose()?;
+    for region in topology.regions.regions.values() {
+        let target = match &clusters {
+            Some(c) => c.get(&region.name).cloned(),
+            None => (a.cluster.file.region.as_deref() == Some(region.name.as_str()))
+                .then(|| (a.cluster.bootstrap.clone(), a.cluster.kafka_config.clone())),
+        };
+        routes.add(&region.name, region.jurisdictions.clone(), target);
+    }
+    let (region, target) = routes.route(&a.jurisdiction)?;
+    let Some((bootstrap, kafka_config)) = target.clone() else {
+        match (&a.cluster.file.region, &a.clusters) {
+            (Some(here), _) if *here != region => bail!(
+                "--in-region {here}, but subjects of {} are served by region {region}: the request is not sent",
+                a.jurisdiction
+            ),
+            (_, Some(file)) => bail!("{} has no cluster for region {region}, which serves {}", file.display(), a.jurisdiction),
+            // A topology with regions, used as one cluster: nothing to route.
+            _ => return Ok((a.cluster.clone(), None)),
+        }
+    };
+    let mut cluster = a.cluster.clone();
+    cluster.bootstrap = bootstrap;
+    cluster.kafka_config = kafka_config;
+    cluster.file.region = Some(region.to_owned());
+    Ok((cluster, Some(region.to_owned())))
 }
 
 fn claim(text: &str) -> Result<ClaimRequest> {
@@ -143,16 +193,24 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
             .insert(PRESENTATION_PARAM.into(), presentation.trim().to_owned());
     }
 
-    let topology = cli::load(&a.cluster.file)?;
-    let settings = cli::settings(&a.cluster, "cli")?;
+    let (cluster, region) = route(&a)?;
+    if let Some(region) = &region {
+        eprintln!("subject of {}: region {region} ({})", a.jurisdiction, cluster.bootstrap);
+    }
+    let topology = cli::load(&cluster.file)?;
+    let settings = cli::settings(&cluster, "cli")?;
     // First, so that its start-up (an idempotent producer asks for its id on a 500 ms timer
     // when no broker is up yet) overlaps reading the registry and getting the tokens.
     let producer = PlainProducer::new(&settings)?;
     let registry_topic = cli::topic_for(&topology, Provider::FULL_NAME)?.name;
-    let mut providers = BTreeMap::new();
-    for (_, p) in cli::read_all::<Provider>(&a.cluster, &registry_topic)? {
-        providers.insert(p.provider_id.clone(), p);
-    }
+    // This region's registry and the other regions' copies of it, as psi sees them.
+    let providers = read_latest(
+        &cluster,
+        &topology,
+        &registry_topic,
+        |p: &Provider| p.provider_id.clone(),
+        Provider::order,
+    )?;
     let eligible: Vec<ProviderEndpoint> = providers
         .values()
         .filter(|p| a.providers.is_empty() || a.providers.contains(&p.provider_id))
@@ -171,7 +229,12 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
     // Each provider's endpoints, healthy first; a failed or timed-out attempt moves on to
     // the next one in an allowed region.
     let client = OprfClient::with_tls(credentials.clone(), &a.http.tls()?)?;
-    let residency = Residency::regions(a.regions.iter().map(|r| r.trim()));
+    // Routed to a region: the subject's identifier goes only to endpoints there, unless
+    // --region names others.
+    let residency = match (&region, a.regions.is_empty()) {
+        (Some(region), true) => Residency::regions([region.as_str()]),
+        _ => Residency::regions(a.regions.iter().map(|r| r.trim())),
+    };
     let mut tokens = Vec::new();
     for provider in eligible.iter().filter(|_| input.is_some()) {
         let input = input.as_ref().expect("filtered");

@@ -23,6 +23,7 @@
 mod endpoints;
 mod failover;
 mod pool;
+mod regions;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -42,6 +43,7 @@ pub use endpoints::{
     PRIMARY_KEY, ZONE_KEY_PREFIX,
 };
 pub use pool::{BreakerState, EndpointStats, FailoverConfig, PoolStats};
+pub use regions::RegionRoutes;
 
 /// A request-signing key file, as `pavilion tenant add-key --generate` writes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +160,14 @@ pub enum ClientError {
         allowed: String,
         /// The provider's zones and their regions.
         endpoints: String,
+    },
+    /// No region serves the subject's jurisdiction ([`RegionRoutes::route`]).
+    #[error("no region serves subjects of jurisdiction {jurisdiction} ({regions}): the request is not sent")]
+    NoRegion {
+        /// The subject's jurisdiction.
+        jurisdiction: String,
+        /// Each region and what it serves.
+        regions: String,
     },
 }
 

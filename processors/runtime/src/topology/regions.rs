@@ -57,10 +57,7 @@ impl Regions {
 impl RegionSpec {
     /// Whether this region serves subjects of `jurisdiction`.
     pub fn serves(&self, jurisdiction: &str) -> bool {
-        let country = jurisdiction.split('-').next().unwrap_or(jurisdiction);
-        self.jurisdictions
-            .iter()
-            .any(|j| j == jurisdiction || j == country)
+        pavilion_schemas::jurisdiction_served(&self.jurisdictions, jurisdiction)
     }
 }
 
