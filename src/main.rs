@@ -195,10 +195,14 @@ enum BenchCommand {
     /// first error its producer sees, the time until it takes and replicates records again,
     /// and the eu producer's longest gap meanwhile. min/median/max of --runs.
     ///
+    /// Each figure comes with its baseline from the same run (a ratio where one makes
+    /// sense), and every run's value goes to bench/results/regions.json with what it means.
     /// The regions get a run dir and ports of their own (`--run-dir`, `--base-port`), never
     /// the tests'; the benchmark starts them, and stops them at the end unless they were
-    /// already running or `--keep-running`. Run it from the repository: `cargo run --
-    /// bench regions`. The defaults take about four minutes on 2 cores.
+    /// already running or `--keep-running`; (4) SIGKILLs the us broker of whichever regions
+    /// it uses. librdkafka's connection errors on stderr during (4) are the outage itself.
+    /// Run it from the repository: `cargo run -- bench regions`. The defaults take about
+    /// four minutes on 2 cores.
     Regions(bench::regions::RegionsBenchArgs),
 }
 

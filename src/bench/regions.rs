@@ -70,10 +70,10 @@ pub struct RegionsBenchArgs {
     pub failover_rate: u32,
     /// (2) Length of each fail-over case; the fault starts at a quarter of it and ends at
     /// three fifths.
-    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub failover_for: Duration,
     /// (3) How long MirrorMaker 2 and the brokers are watched idle before (1).
-    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub idle: Duration,
     /// (4) How long region us stays down before `regions up` starts it again.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -87,7 +87,8 @@ pub struct RegionsBenchArgs {
     #[arg(long)]
     pub keep_running: bool,
     /// The regions' run dir (`scripts/infra`'s PAVILION_RUN_DIR; the regions live under
-    /// its `regions/`). Default: `$PAVILION_CACHE/run-bench`, apart from the tests' regions.
+    /// its `regions/`). Default: `$PAVILION_CACHE/run-bench` (`~/.cache/pavilion/run-bench`), apart from
+    /// the tests' regions.
     #[arg(long, env = "PAVILION_RUN_DIR", value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Client port of region eu (us: +1000; controllers: +1), PAVILION_REGION_BASE_PORT of
@@ -115,6 +116,9 @@ const LOSS_STEADY: Duration = Duration::from_secs(2);
 /// within `refresh.topics.interval.seconds`, 5 s, then starts its tasks).
 const CROSSING_BOUND: Duration = Duration::from_secs(120);
 
+/// How often the fail-over client probes every endpoint.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
 /// The fail-over client's settings: those of connectors/client/tests/failover.rs.
 fn failover_config() -> FailoverConfig {
     FailoverConfig {
@@ -127,7 +131,6 @@ fn failover_config() -> FailoverConfig {
         ..FailoverConfig::default()
     }
 }
-const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 pub fn regions(a: RegionsBenchArgs) -> Result<ExitCode> {
     if let Ok(listen) = std::env::var(SERVE_ENV) {
@@ -179,7 +182,11 @@ pub fn regions(a: RegionsBenchArgs) -> Result<ExitCode> {
     let tick = clock_ticks_per_second();
     for run in 1..=a.runs {
         let run_tag = format!("{tag}-r{run}");
-        eprintln!("[run {run}/{}] both directions cross", a.runs);
+        eprintln!(
+            "[{:>3.0} s] run {run}/{}: both directions cross",
+            began.elapsed().as_secs_f64(),
+            a.runs
+        );
         // The first run finds the mirrored topics missing until MirrorMaker 2 sees ours; a
         // run after a region loss finds out whether replication came back.
         let warm = [(&eu, &us), (&us, &eu)]
@@ -189,8 +196,10 @@ pub fn regions(a: RegionsBenchArgs) -> Result<ExitCode> {
         }
         let watched = infra.watched()?;
         eprintln!(
-            "[run {run}/{}] (3) MirrorMaker 2 and the brokers idle for {:?}",
-            a.runs, a.idle
+            "[{:>3.0} s] run {run}/{}: (3) MirrorMaker 2 and the brokers idle for {:?}",
+            began.elapsed().as_secs_f64(),
+            a.runs,
+            a.idle
         );
         let ((), idle) = watch(&watched, tick, cores, || {
             std::thread::sleep(a.idle);
@@ -198,8 +207,11 @@ pub fn regions(a: RegionsBenchArgs) -> Result<ExitCode> {
         })?;
         record_usage(&mut f, "idle", &idle);
         eprintln!(
-            "[run {run}/{}] (1) {} control records each way at {}/s",
-            a.runs, a.records, a.rate
+            "[{:>3.0} s] run {run}/{}: (1) {} control records each way at {}/s",
+            began.elapsed().as_secs_f64(),
+            a.runs,
+            a.records,
+            a.rate
         );
         let (lag, busy) = watch(&watched, tick, cores, || {
             replication_lag(&eu, &us, &run_tag, &a)
@@ -207,13 +219,18 @@ pub fn regions(a: RegionsBenchArgs) -> Result<ExitCode> {
         record_usage(&mut f, "replicating", &busy);
         record_lag(&mut f, &lag, a.records);
         eprintln!(
-            "[run {run}/{}] (2) fail-over at {} token requests/s, {:?} a case",
-            a.runs, a.failover_rate, a.failover_for
+            "[{:>3.0} s] run {run}/{}: (2) fail-over at {} token requests/s, {:?} a case",
+            began.elapsed().as_secs_f64(),
+            a.runs,
+            a.failover_rate,
+            a.failover_for
         );
         failover(&a, &mut f)?;
         eprintln!(
-            "[run {run}/{}] (4) region us lost for {:?}, then started again",
-            a.runs, a.outage
+            "[{:>3.0} s] run {run}/{}: (4) region us lost for {:?}, then started again",
+            began.elapsed().as_secs_f64(),
+            a.runs,
+            a.outage
         );
         region_loss(&infra, &eu, &us, &run_tag, &a, &mut f)?;
     }
@@ -254,6 +271,7 @@ pub fn regions(a: RegionsBenchArgs) -> Result<ExitCode> {
                 "delivery_deadline_ms": ms(a.delivery_deadline),
                 "loss_eu_records_per_second": LOSS_EU_RATE,
                 "loss_us_attempt_every_ms": ms(LOSS_US_EVERY),
+                "loss_us_reconnect_backoff_max_ms": 1000,
             },
             "took_s": began.elapsed().as_secs_f64(),
             "regions_up_s": up_took.as_secs_f64(),
@@ -284,8 +302,12 @@ the first record the us producer reported failed (its delivery deadline shown); 
 `regions up` issued → the broker's new process; accepted = → the first record the us producer \
 had acknowledged after that; crossed = accepted → that record visible in eu as \
 us.pavilion.tenants; eu_gap = the eu producer's longest gap between acknowledgements from the \
-kill to acceptance in us, eu_gap_before = before the kill. scripts/infra holds a lock shared \
-with every other scripts/infra call on the machine, so broker_start includes any wait for it.";
+kill to acceptance in us (eu_gap_down: kill → `regions up`; eu_gap_restarting: `regions up` → \
+acceptance, while the us broker starts on the same cores), eu_gap_before = before the kill. \
+The us producer: idempotent, message.timeout.ms = the delivery deadline, \
+reconnect.backoff.max.ms 1000 (librdkafka's default, 10 s, would measure its back-off), one \
+record at a time. scripts/infra holds a lock shared with every other scripts/infra call on the \
+machine, so broker_start includes any wait for it.";
 
 // ---- the regions -------------------------------------------------------------------------
 
@@ -513,6 +535,9 @@ struct Lags {
     by: BTreeMap<String, Vec<f64>>,
 }
 
+/// What one reader saw: its figure, and each key of the run with when it arrived.
+type Arrivals = (&'static str, Vec<(String, Instant)>);
+
 /// Both directions at once: each region's producer writes `records` tenants, paced; four
 /// readers (each region's own topic and its copy of the other's) time every arrival.
 fn replication_lag(eu: &Region, us: &Region, tag: &str, a: &RegionsBenchArgs) -> Result<Lags> {
@@ -545,7 +570,7 @@ fn replication_lag(eu: &Region, us: &Region, tag: &str, a: &RegionsBenchArgs) ->
     let deadline = start
         + Duration::from_secs_f64(f64::from(a.records) / f64::from(a.rate))
         + Duration::from_secs(60);
-    let arrivals = std::thread::scope(|s| -> Result<Vec<(&str, Vec<(String, Instant)>)>> {
+    let arrivals = std::thread::scope(|s| -> Result<Vec<Arrivals>> {
         let sent = &sent;
         let producers: Vec<_> = [eu, us]
             .into_iter()
@@ -570,7 +595,7 @@ fn replication_lag(eu: &Region, us: &Region, tag: &str, a: &RegionsBenchArgs) ->
         let readers: Vec<_> = readers
             .into_iter()
             .map(|(figure, reader, prefix)| {
-                s.spawn(move || -> Result<(&str, Vec<(String, Instant)>)> {
+                s.spawn(move || -> Result<Arrivals> {
                     let mut seen = Vec::new();
                     while seen.len() < a.records as usize && Instant::now() < deadline {
                         if let Some(r) = reader.poll(Duration::from_millis(20))? {
@@ -800,6 +825,16 @@ fn serve_oprf(listen: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// This very binary, to start again: `/proc/self/exe` runs it even when a build replaced the
+/// file meanwhile (its path then names the new one, or nothing).
+fn this_binary() -> Result<PathBuf> {
+    let proc = PathBuf::from("/proc/self/exe");
+    if proc.exists() {
+        return Ok(proc);
+    }
+    Ok(std::env::current_exe()?)
+}
+
 /// An evaluation service process on a fixed loopback port, killed when dropped.
 struct Service {
     addr: SocketAddr,
@@ -820,7 +855,7 @@ impl Service {
 
     /// Starts the process (again, on the same port) and waits until it answers.
     fn restart(&mut self) -> Result<()> {
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(this_binary()?)
             .args(["bench", "regions"])
             .env(SERVE_ENV, self.addr.to_string())
             .stdin(Stdio::piped())
@@ -1129,6 +1164,8 @@ fn region_loss(
         let times = times?;
         Ok(LossTimes {
             eu_gap: longest_gap_within(&acks, times.killed, times.accepted),
+            eu_gap_down: longest_gap_within(&acks, times.killed, times.restart),
+            eu_gap_restarting: longest_gap_within(&acks, times.restart, times.accepted),
             eu_gap_before: longest_gap_within(
                 &acks,
                 acks.first().copied().unwrap_or(times.killed),
@@ -1160,6 +1197,8 @@ fn region_loss(
     f.add("loss.down_ms", ms(t.accepted - t.killed));
     f.add("loss.us_failed_records", us_failed as f64);
     f.add("loss.eu_gap_ms", ms(t.eu_gap));
+    f.add("loss.eu_gap_down_ms", ms(t.eu_gap_down));
+    f.add("loss.eu_gap_restarting_ms", ms(t.eu_gap_restarting));
     f.add("loss.eu_gap_before_ms", ms(t.eu_gap_before));
     f.add(
         "loss.eu_gap_to_before",
@@ -1179,6 +1218,10 @@ struct LossTimes {
     accepted: Instant,
     crossed: Instant,
     eu_gap: Duration,
+    /// … while us was down, before `regions up`.
+    eu_gap_down: Duration,
+    /// … while us was starting again, on the same cores.
+    eu_gap_restarting: Duration,
     eu_gap_before: Duration,
     eu_failed: usize,
 }
@@ -1273,6 +1316,8 @@ fn lose_us(
             accepted: accepted.0,
             crossed,
             eu_gap: Duration::ZERO,
+            eu_gap_down: Duration::ZERO,
+            eu_gap_restarting: Duration::ZERO,
             eu_gap_before: Duration::ZERO,
             eu_failed: 0,
         })
@@ -1492,8 +1537,20 @@ fn print_summary(f: &Runs, a: &RegionsBenchArgs, cores: usize) {
             0,
         ),
         (
-            format!("eu producer ({LOSS_EU_RATE}/s): longest gap while us was down, ms"),
+            format!(
+                "eu producer ({LOSS_EU_RATE}/s): longest gap, kill → us taking records again, ms"
+            ),
             "loss.eu_gap_ms".into(),
+            0,
+        ),
+        (
+            "  while us was down (kill → `regions up`), ms".into(),
+            "loss.eu_gap_down_ms".into(),
+            0,
+        ),
+        (
+            "  while us was starting again, on the same cores, ms".into(),
+            "loss.eu_gap_restarting_ms".into(),
             0,
         ),
         (
@@ -1508,7 +1565,7 @@ fn print_summary(f: &Runs, a: &RegionsBenchArgs, cores: usize) {
             0,
         ),
         (
-            "(before each run) a record crossing eu → us, ms".into(),
+            "(before each run) a record crossing eu → us (run 1: MM2 finds the topic), ms".into(),
             "warmup.eu_us_ms".into(),
             0,
         ),

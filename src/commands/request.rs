@@ -98,6 +98,9 @@ pub struct RequestArgs {
     pub cluster: ClusterArgs,
 }
 
+/// How long a routed request waits for its region's cluster to answer at all.
+const REGION_PROBE: Duration = Duration::from_secs(3);
+
 /// The cluster a request for a subject of `jurisdiction` goes to: with `--clusters`, the
 /// region serving it; with `--in-region`, that region if it serves it. Refused here rather
 /// than by the region's tenancy, so nothing of the request reaches a region that may not
@@ -194,11 +197,21 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
     }
 
     let (cluster, region) = route(&a)?;
-    if let Some(region) = &region {
-        eprintln!("subject of {}: region {region} ({})", a.jurisdiction, cluster.bootstrap);
-    }
     let topology = cli::load(&cluster.file)?;
     let settings = cli::settings(&cluster, "cli")?;
+    if let Some(region) = &region {
+        eprintln!(
+            "subject of {}: region {region} ({})",
+            a.jurisdiction, cluster.bootstrap
+        );
+        // The one region that may take the request: down, it fails now and says so.
+        pavilion_kafka::reachable(&settings, REGION_PROBE).with_context(|| {
+            format!(
+                "region {region} ({}), the only one serving {}, is unreachable: the request is not sent",
+                cluster.bootstrap, a.jurisdiction
+            )
+        })?;
+    }
     // First, so that its start-up (an idempotent producer asks for its id on a 500 ms timer
     // when no broker is up yet) overlaps reading the registry and getting the tokens.
     let producer = PlainProducer::new(&settings)?;
@@ -268,7 +281,10 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
             .ok()
             .and_then(|family| topology.family_topic(&family.name, &request.tenant_id));
         let topics = match decisions {
-            Some(t) => vec![t.name],
+            Some(t) => {
+                ensure_decision_topic(&settings, &t, region.as_deref())?;
+                vec![t.name]
+            }
             None => vec![
                 cli::topic_for(&topology, MatchResult::FULL_NAME)?.name,
                 cli::topic_for(&topology, RequestRejected::FULL_NAME)?.name,
@@ -310,6 +326,28 @@ pub fn run(a: RequestArgs) -> Result<ExitCode> {
         );
     }
     answer
+}
+
+/// The tenant's decision topic, made if missing: activation makes it in the tenant's home
+/// region, and the pipeline elsewhere at its first decision, which --wait must not miss.
+fn ensure_decision_topic(
+    settings: &pavilion_kafka::KafkaSettings,
+    topic: &pavilion_runtime::topology::TopicSpec,
+    region: Option<&str>,
+) -> Result<()> {
+    if pavilion_kafka::topics_with_prefix(settings, &topic.name)?.contains(&topic.name) {
+        return Ok(());
+    }
+    tokio::runtime::Runtime::new()?
+        .block_on(pavilion_kafka::ensure_topics(settings, &[topic]))
+        .with_context(|| {
+            format!(
+                "the decision topic {} does not exist{} yet, and this principal may not create it: send without --wait, or have the operator run `pavilion tenant activate` there",
+                topic.name,
+                region.map(|r| format!(" in region {r}")).unwrap_or_default()
+            )
+        })?;
+    Ok(())
 }
 
 fn print_decision(d: &Decision, json: bool) -> Result<ExitCode> {

@@ -10,8 +10,12 @@
 //! summary, and one decision verified end to end: its signature against the JWKS, its
 //! inclusion in a signed checkpoint, that checkpoint's root on chain. The processes it ran
 //! stop with it; the `restart.sh` it leaves in its folder starts them again.
+//!
+//! `pavilion demo --regions eu,us` is another flow (`regions.rs`): the request path in
+//! several regions, each its own cluster, with an endpoint of a provider killed on the way.
 
 pub(crate) mod processes;
+mod regions;
 pub(crate) mod setup;
 mod verify;
 
@@ -48,8 +52,9 @@ use self::verify::{
 use crate::cli::ClusterArgs;
 use crate::commands::acls::Role;
 
-/// Options of the demo; every one has an environment variable.
+/// Options of the demo; every one but --regions has an environment variable.
 #[derive(Args)]
+#[command(after_long_help = REGIONS_HELP)]
 pub struct DemoArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -63,8 +68,9 @@ pub struct DemoArgs {
     #[arg(long, env = "PAVILION_DEMO_SEED", default_value_t = 7)]
     pub seed: u64,
     /// Verification requests to send (besides the burst, duplicates and malformed ones).
-    #[arg(long, env = "PAVILION_DEMO_REQUESTS", default_value_t = 600)]
-    pub requests: usize,
+    /// Default: 600; 60 with --regions.
+    #[arg(long, env = "PAVILION_DEMO_REQUESTS")]
+    pub requests: Option<usize>,
     /// Malformed records mixed in.
     #[arg(long, env = "PAVILION_DEMO_MALFORMED", default_value_t = 5)]
     pub malformed: usize,
@@ -80,7 +86,53 @@ pub struct DemoArgs {
     /// Give up waiting for the pipeline after this long.
     #[arg(long, env = "PAVILION_DEMO_TIMEOUT", default_value = "300s", value_parser = crate::cli::parse_duration)]
     pub timeout: Duration,
+    /// Run across these regions of the topology instead of on one cluster (e.g. `--regions
+    /// eu,us`): each region its own Kafka cluster, up already (`scripts/infra regions up
+    /// eu,us`). See "Across regions" at the end of --help. Its files go to `<--dir>-regions`.
+    #[arg(long, value_delimiter = ',', value_name = "REGION,REGION")]
+    pub regions: Vec<String>,
+    /// With --regions: each region's cluster, as `REGION.bootstrap=HOST:PORT` and
+    /// `REGION.kafka_config=FILE` lines (`scripts/infra regions up` writes this file and
+    /// `scripts/infra regions env R` exports its path). Default: where scripts/infra writes
+    /// it, `$PAVILION_RUN_DIR/regions/clusters.properties` (run dir
+    /// `~/.cache/pavilion/run` unless set).
+    #[arg(long, env = "PAVILION_CLUSTERS", value_name = "FILE")]
+    pub clusters: Option<PathBuf>,
 }
+
+/// `pavilion demo --help`'s story of `--regions`.
+const REGIONS_HELP: &str = "\
+Across regions (--regions eu,us):
+  scripts/infra regions up eu,us     # a secured Kafka per region, MirrorMaker 2 between them
+  pavilion demo --regions eu,us      # about a minute on two cores
+  scripts/infra regions down
+
+  Each region runs its own pipeline on its own cluster, with the repository topology's
+  topic names: MirrorMaker 2 copies only what topology.yaml's `replication:` names (the
+  tenant, policy and provider registries, as `<region>.<topic>`); requests, decisions and
+  provider sets stay where they are. In each region the demo runs, as an operator would,
+  `topics create`, `keys generate`, `provider onboard` and `provider load` of a bank whose
+  few hundred synthetic members stay there, `provider serve-oprf`, and `run --task tenancy
+  --task policy`, each with --in-region (via $PAVILION_REGION). One tenant is homed in each
+  region and allowed all of them; its policy is pushed at home; it is served elsewhere once
+  its records crossed (the summary says how long that took).
+  Requests then go out paced, for subjects of either region's jurisdictions (DE, FR, US-CA,
+  ...), each routed by the client library to the region serving its subject, with an OPRF
+  token from endpoints in that region only. The first region's bank answers on two
+  endpoints of one key; a third of the way in its primary is SIGKILLed, and the tenants'
+  clients fail over to the other (probes and breakers tell them it is gone). The summary:
+  decisions per region and their verdicts, latency, gaps between decisions around the kill,
+  each client's fail-over counters, and a residency check: no request id of one region in
+  any record of another region's cluster. Exit status 1 if a request failed or one leaked.
+
+  A subject who is not a member of their region's bank comes back `unavailable`, not
+  `not_verified`: the policy also names the other region's bank, which was never asked
+  (residency keeps the identifier out of its region), so no answer is a safe no.
+
+  With --regions, the options that apply are --dir, --seed, --requests, --timeout,
+  --topology and --clusters; the others are the one-cluster demo's. To keep to regions of
+  your own (another run dir and ports than the default ones), set the same
+  PAVILION_RUN_DIR and PAVILION_REGION_BASE_PORT for scripts/infra and the demo.";
 
 fn step(text: &str) {
     println!("▸ {text}");
@@ -161,6 +213,10 @@ struct Sent {
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
+    if !args.regions.is_empty() {
+        return regions::demo(args);
+    }
+    let requests = args.requests.unwrap_or(600);
     let started = Instant::now();
     let run = format!("demo{}", std::process::id());
     // The topology first: nothing is written or deleted for a run that cannot start.
@@ -382,7 +438,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
 
     step(&format!(
         "sending {} requests through the client library (+ a burst, duplicates, {} malformed)",
-        args.requests, args.malformed
+        requests, args.malformed
     ));
     let registry = Registry::builtin();
     let ingest = crate::cli::topic_for(&topology, VerificationRequest::FULL_NAME)?.name;
@@ -428,7 +484,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let mut rng = StdRng::seed_from_u64(args.seed.wrapping_add(1));
     let mut sent: BTreeMap<String, Sent> = BTreeMap::new();
     let mut last: Option<VerificationRequest> = None;
-    let bar = ProgressBar::new(args.requests as u64);
+    let bar = ProgressBar::new(requests as u64);
     bar.set_style(
         ProgressStyle::with_template("  {bar:30} {pos}/{len} sent {msg}")
             .expect("template")
@@ -461,7 +517,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         }
         Ok(())
     };
-    for i in 0..args.requests {
+    for i in 0..requests {
         let roll: f64 = rng.random();
         let subject = email(args.seed, rng.random_range(0..args.subjects * 11 / 10)); // ~9% strangers
         let scenario = MIX
@@ -546,7 +602,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         }
         bar.inc(1);
         // A steady pace, except one burst at the shop (over its 20/s, burst 30).
-        if i != args.requests / 2 {
+        if i != requests / 2 {
             std::thread::sleep(Duration::from_millis(3));
         }
     }

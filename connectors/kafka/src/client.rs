@@ -108,7 +108,18 @@ pub(crate) fn metadata<C: ClientContext>(
     bootstrap: &str,
     topic: Option<&str>,
 ) -> Result<Metadata> {
-    let deadline = Instant::now() + TIMEOUT;
+    metadata_within(client, reported, serve, bootstrap, topic, TIMEOUT)
+}
+
+fn metadata_within<C: ClientContext>(
+    client: &Client<C>,
+    reported: &Reported,
+    serve: impl Fn(),
+    bootstrap: &str,
+    topic: Option<&str>,
+    within: Duration,
+) -> Result<Metadata> {
+    let deadline = Instant::now() + within;
     loop {
         match client.fetch_metadata(topic, Duration::from_secs(1)) {
             Ok(m) => return Ok(m),
@@ -123,6 +134,26 @@ pub(crate) fn metadata<C: ClientContext>(
             }
         }
     }
+}
+
+/// Whether the cluster answers within `within`: a client about to depend on one cluster
+/// (a region's) fails fast when it is down, instead of after every call's own timeout.
+pub fn reachable(settings: &KafkaSettings, within: Duration) -> Result<()> {
+    let consumer: BaseConsumer<Reported> = settings
+        .client()
+        .set("group.id", settings.unused_group("probe"))
+        .set_log_level(RDKafkaLogLevel::Warning)
+        .create_with_context(Reported::default())
+        .context("creating a metadata client")?;
+    metadata_within(
+        consumer.client(),
+        consumer.context(),
+        || serve_events(&consumer),
+        &settings.bootstrap,
+        None,
+        within,
+    )
+    .map(drop)
 }
 
 /// The cluster's metadata, through a client of its own that says why a connection is refused

@@ -11,6 +11,6 @@ mod global;
 mod settings;
 
 pub use admin::{delete_topics_with_prefix, ensure_topics, topics_with_prefix, TopicStatus};
-pub use client::{GroupReader, PlainProducer, ReadRecord, TopicReader};
+pub use client::{reachable, GroupReader, PlainProducer, ReadRecord, TopicReader};
 pub use executor::{run_task, RunnerFactory};
 pub use settings::{read_client_properties, ClientConfigError, KafkaSettings};

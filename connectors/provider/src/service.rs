@@ -68,9 +68,11 @@ impl TenantDirectory {
     /// Records a tenant's latest revision.
     pub fn update(&self, tenant: Tenant) {
         let mut tenants = self.0.write().unwrap_or_else(|p| p.into_inner());
+        // From this region's registry or another region's copy, in any order: the greatest
+        // version, as the broker's tenancy applies it.
         let newer = tenants
             .get(&tenant.tenant_id)
-            .is_none_or(|t| t.revision <= tenant.revision);
+            .is_none_or(|t| t.order() <= tenant.order());
         if newer {
             tenants.insert(tenant.tenant_id.clone(), tenant);
         }

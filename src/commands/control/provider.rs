@@ -757,7 +757,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     let tenants_topic = cli::topic_for(&topology, Tenant::FULL_NAME)?.name;
     let directory = Arc::new(TenantDirectory::default());
     let settings = cli::settings(&a.cluster, "cli")?;
-    let reader = TopicReader::new(&settings, &[&tenants_topic])?;
+    // The registry of the region this serves in, and the other regions' copies of it.
+    let sources = super::existing(&a.cluster, &topology, &tenants_topic)?;
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let reader = TopicReader::new(&settings, &sources)?;
     let mut known = BTreeSet::new();
     for r in reader.read_to_end(Duration::from_secs(60))? {
         if let Some(t) = r
