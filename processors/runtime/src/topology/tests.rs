@@ -611,3 +611,32 @@ stages: {}
         "#]],
     );
 }
+
+#[test]
+fn a_providers_set_crosses_only_to_the_regions_its_residency_names() {
+    let kinds = StageKinds::new([&PSI]);
+    let t = Topology::parse(
+        r#"
+application: app
+dlq: app.dlq
+topics:
+  app.dlq: {}
+  app.tenants: { cleanup: compact }
+  app.sets.{member}: { cleanup: compact }
+regions:
+  eu: { jurisdictions: [DE] }
+  us: { jurisdictions: [US] }
+  uk: { jurisdictions: [GB] }
+replication:
+  topics: [app.tenants]
+  members:
+    "app.sets.{member}": { bank-eu: [uk] }
+stages: {}
+"#,
+        &kinds,
+        &|_| true,
+    )
+    .unwrap();
+    assert_eq!(t.regions.crossing("uk"), ["app.tenants", "app.sets.bank-eu"]);
+    assert_eq!(t.regions.crossing("us"), ["app.tenants"]);
+}
