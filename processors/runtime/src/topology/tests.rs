@@ -637,6 +637,9 @@ stages: {}
         &|_| true,
     )
     .unwrap();
-    assert_eq!(t.regions.crossing("uk"), ["app.tenants", "app.sets.bank-eu"]);
+    assert_eq!(
+        t.regions.crossing("uk"),
+        ["app.tenants", "app.sets.bank-eu"]
+    );
     assert_eq!(t.regions.crossing("us"), ["app.tenants"]);
 }
