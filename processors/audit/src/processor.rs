@@ -1,6 +1,7 @@
 use apache_avro::types::Value;
 use pavilion_runtime::clock::epoch_millis;
-use pavilion_runtime::{Context, Input, ProcessError, Processor, Record};
+use pavilion_runtime::topology::RegionSpec;
+use pavilion_runtime::{Context, Input, ProcessError, Processor, Record, REGION};
 use pavilion_schemas::{
     AcceptedRequest, AuditEntry, Checkpoint, CodecError, DecisionIssued, Event, EventRef,
     MatchResult, NoteSignature, PolicyOutcome, PsiJobResult, Registry, RequestRejected,
@@ -38,6 +39,8 @@ pub struct AuditInput {
     digest: [u8; 32],
     request_id: Option<String>,
     subject: Option<(String, SubjectFields)>,
+    /// The subject's jurisdiction, when the record holds the whole request.
+    jurisdiction: Option<String>,
 }
 
 impl Input for AuditInput {
@@ -51,6 +54,7 @@ impl Input for AuditInput {
                 digest,
                 request_id: None,
                 subject: None,
+                jurisdiction: None,
             }),
         )
     }
@@ -78,6 +82,7 @@ impl AuditInput {
                     digest,
                     request_id: None,
                     subject: None,
+                    jurisdiction: None,
                 })
             }
         };
@@ -90,8 +95,8 @@ impl AuditInput {
             .iter()
             .try_fold(&value, |v, name| field(v, name))
             .ok_or_else(not_there)?;
-        let (request_id, subject) = match value {
-            Value::String(id) => (Some(id.clone()), None),
+        let (request_id, subject, jurisdiction) = match value {
+            Value::String(id) => (Some(id.clone()), None, None),
             request => {
                 let request: VerificationRequest =
                     apache_avro::from_value(request).map_err(|e| CodecError::Avro {
@@ -100,7 +105,11 @@ impl AuditInput {
                         source: Box::new(e),
                     })?;
                 let subject = SubjectFields::of(&request);
-                (Some(request.request_id), subject)
+                (
+                    Some(request.request_id),
+                    subject,
+                    Some(request.subject_jurisdiction),
+                )
             }
         };
         Ok(AuditInput {
@@ -108,6 +117,7 @@ impl AuditInput {
             digest,
             request_id,
             subject,
+            jurisdiction,
         })
     }
 }
@@ -195,7 +205,16 @@ impl Processor for AuditStage {
             offset: record.offset,
             event_type: input.event_type,
         };
-        let encrypted_fields = match input.subject {
+        // A request this region does not serve (misrouted; tenancy refuses it) is logged, but
+        // nothing of its subject is kept here, not even a key for it.
+        let served = match (&input.jurisdiction, ctx.resource::<RegionSpec>(REGION)) {
+            (Some(jurisdiction), Ok(region)) => region.serves(jurisdiction),
+            _ => true,
+        };
+        if !served {
+            ctx.count("subject_not_served", "");
+        }
+        let encrypted_fields = match input.subject.filter(|_| served) {
             None => None,
             Some((key_id, fields)) => {
                 let keys = ctx.resource::<SharedSubjectKeys>(SUBJECT_KEYS)?;

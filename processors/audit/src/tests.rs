@@ -290,6 +290,48 @@ fn after_erasure_the_subjects_events_are_logged_without_subject_fields() {
     assert_eq!(logged[1].encrypted_fields, None);
 }
 
+/// In a region that does not serve the subject's jurisdiction, a (misrouted) request is
+/// logged without its subject's fields, and no subject key is made for it there.
+#[test]
+fn a_request_of_a_jurisdiction_the_region_does_not_serve_keeps_no_subject_fields() {
+    let keys = Arc::new(TestKeys::default());
+    let mut d = driver(&keys);
+    let mut resources = Resources::default();
+    let signer: SharedCheckpointSigner = Arc::new(TestSigner(SigningKey::from_bytes(&[9; 32])));
+    resources.insert(crate::CHECKPOINT_SIGNER, signer);
+    let subject_keys: SharedSubjectKeys = keys.clone();
+    resources.insert(crate::SUBJECT_KEYS, subject_keys);
+    resources.insert(
+        pavilion_runtime::REGION,
+        pavilion_runtime::topology::RegionSpec {
+            name: "us".into(),
+            jurisdictions: vec!["US".into()],
+        },
+    );
+    d.attach_resources(resources);
+    let registry = Registry::builtin();
+    let mut us_subject = request("r-us");
+    us_subject.subject_jurisdiction = "US-CA".into();
+    us_subject.subject_tokens[0].token = vec![0xCD; 64];
+    let logged: Vec<AuditEntry> = d
+        .send("requests", "acme", &request("r-de"))
+        .into_iter()
+        .chain(d.send("requests", "acme", &us_subject))
+        .map(|r| registry.decode(&r.value).unwrap())
+        .collect();
+    assert_eq!(logged[0].request_id.as_deref(), Some("r-de"));
+    assert_eq!(logged[0].encrypted_fields, None);
+    assert!(
+        logged[1].encrypted_fields.is_some(),
+        "a served subject's are kept"
+    );
+    assert_eq!(
+        keys.0.lock().unwrap().len(),
+        1,
+        "a key only for the served subject"
+    );
+}
+
 /// Tenancy dead-letters an undecodable request; audit reads the same record and must not
 /// dead-letter it a second time, yet the log keeps its place: an entry of the reserved type
 /// that commits to the raw bytes' digest and position, and to nothing about a subject.
