@@ -142,22 +142,19 @@ impl GlobalStores {
                     continue;
                 };
                 if let Some(version_of) = spec.versioned_by {
-                    let current = match written.get(&(index, key.clone())) {
-                        Some(v) => Some(v.to_vec()),
-                        None => self.db.get_cf(cf, &key).map_err(|e| self.err(e))?,
-                    };
-                    match (version_of.0)(value) {
+                    let new = match (version_of.0)(value) {
+                        Ok(version) => version,
                         Err(why) => {
                             skip(&why);
                             continue;
                         }
-                        Ok(new) => {
-                            if current
-                                .is_some_and(|c| (version_of.0)(&c).is_ok_and(|old| old > new))
-                            {
-                                continue;
-                            }
-                        }
+                    };
+                    let current = match written.get(&(index, key.clone())) {
+                        Some(v) => Some(v.to_vec()),
+                        None => self.db.get_cf(cf, &key).map_err(|e| self.err(e))?,
+                    };
+                    if current.is_some_and(|c| (version_of.0)(&c).is_ok_and(|old| old > new)) {
+                        continue;
                     }
                     written.insert((index, key.clone()), value);
                 }
