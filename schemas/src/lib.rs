@@ -196,7 +196,8 @@ struct Current {
     inlined: Option<Schema>,
     /// Validates and encodes a generic value with the named types resolved once (the path
     /// for what the direct serializer refuses, with the better error); it writes through a
-    /// buffer of its own, hence the lock.
+    /// buffer of its own, hence the lock. Its schema is `schema` with maps as arrays of
+    /// entries ([`maps_as_entries`]), so that a map is written in key order.
     encoder: Mutex<GenericSingleObjectWriter>,
 }
 
@@ -219,7 +220,7 @@ impl Current {
         fingerprint: [u8; 8],
     ) -> Result<GenericSingleObjectWriter, apache_avro::Error> {
         GenericSingleObjectWriter::new_with_capacity_and_header_builder(
-            schema,
+            &maps_as_entries(schema)?,
             256,
             Header(fingerprint),
         )
@@ -360,10 +361,8 @@ impl Registry {
             .get(E::FULL_NAME)
             .ok_or_else(|| CodecError::UnknownSchema(E::FULL_NAME.into()))?;
         // Straight from the event to bytes, without a generic value (building and resolving
-        // one was most of what encoding cost). It also writes a map in the event's own order
-        // (our maps are sorted), where a generic value's map is a hash map in random order.
-        // Debug builds, so every test of every stage, check that it writes what the generic
-        // path writes, up to that order.
+        // one was most of what encoding cost). Debug builds, so every test of every stage,
+        // check that it writes what the generic path writes.
         let Some(inlined) = &current.inlined else {
             return self.encode_generic(current, event);
         };
@@ -404,6 +403,7 @@ impl Registry {
         };
         let value = apache_avro::to_value(event)
             .and_then(|v| v.resolve(&current.schema))
+            .map(map_entries_in_key_order)
             .map_err(avro)?;
         let mut out = Vec::with_capacity(256);
         let mut encoder = current
@@ -559,6 +559,84 @@ fn inline_refs(
         }
         other => other.clone(),
     })
+}
+
+/// `schema` with every map replaced by an array of `{key, value}` records, which Avro writes
+/// byte for byte as it writes the map: blocks of a count and that many key/value pairs. A
+/// generic value holds a map as a hash map, and apache-avro writes it in that map's random
+/// order, so the same event would encode to different bytes (an event's maps are sorted, and
+/// the direct path writes them in order); written as entries, a map keeps the order of
+/// [`map_entries_in_key_order`].
+fn maps_as_entries(schema: &Schema) -> Result<Schema, apache_avro::Error> {
+    fn replace(json: &mut serde_json::Value, entries: &mut usize) {
+        let map_values = match json {
+            serde_json::Value::Object(object) => {
+                // Defaults are for readers, and a map's `{}` is no array's.
+                object.remove("default");
+                object.values_mut().for_each(|v| replace(v, entries));
+                (object.get("type").and_then(|t| t.as_str()) == Some("map"))
+                    .then(|| object.remove("values").unwrap_or_default())
+            }
+            serde_json::Value::Array(items) => {
+                items.iter_mut().for_each(|v| replace(v, entries));
+                None
+            }
+            _ => None,
+        };
+        if let Some(values) = map_values {
+            *entries += 1;
+            *json = serde_json::json!({
+                "type": "array",
+                "items": {
+                    "type": "record",
+                    // In the enclosing namespace, as the map's own named types are.
+                    "name": format!("MapEntry_{entries}"),
+                    "fields": [
+                        {"name": "key", "type": "string"},
+                        {"name": "value", "type": values},
+                    ],
+                },
+            });
+        }
+    }
+    let mut json = serde_json::to_value(schema)
+        .map_err(|e| apache_avro::Error::new(apache_avro::error::Details::ParseSchemaJson(e)))?;
+    replace(&mut json, &mut 0);
+    Schema::parse(&json)
+}
+
+/// `value` with every map as its entries in key order, for [`maps_as_entries`]' schema.
+fn map_entries_in_key_order(value: Value) -> Value {
+    match value {
+        Value::Map(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+            Value::Array(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| {
+                        Value::Record(vec![
+                            ("key".into(), Value::String(key)),
+                            ("value".into(), map_entries_in_key_order(value)),
+                        ])
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(map_entries_in_key_order).collect())
+        }
+        Value::Record(fields) => Value::Record(
+            fields
+                .into_iter()
+                .map(|(name, value)| (name, map_entries_in_key_order(value)))
+                .collect(),
+        ),
+        Value::Union(branch, value) => {
+            Value::Union(branch, Box::new(map_entries_in_key_order(*value)))
+        }
+        other => other,
+    }
 }
 
 /// Whether a union anywhere in `schema` offers more than one non-null type.
