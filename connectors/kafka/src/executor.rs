@@ -7,9 +7,9 @@
 //! opened by at most one of them at a time ([`Claim`]). Every transaction carries the task's outputs, its dead letters,
 //! the changelog records of its store writes, and its input offsets
 //! (`send_offsets_to_transaction` with the group metadata, the KIP-447 model). Local stores
-//! change only after the commit. On revoke the open transaction commits; on lost partitions
-//! it aborts; on any transaction error the task aborts, drops its clients and starts again
-//! from the committed offsets and changelogs.
+//! change only after the commit. On revoke the open transaction commits; on lost partitions,
+//! and on any transaction error, the task aborts, drops its clients and starts again from the
+//! committed offsets and changelogs.
 //!
 //! All of it is blocking librdkafka work and runs on the stream thread itself, never on an
 //! async executor.
@@ -213,6 +213,13 @@ impl ConsumerContext for TaskContext {
             Rebalance::Revoke(list) => {
                 if consumer.assignment_lost() {
                     core.abort("partitions lost");
+                    // Its session timed out (the broker gone past session.timeout.ms, say).
+                    // librdkafka's own rejoin from here can hang for good under static
+                    // membership (librdkafka#3437; CI saw a task never assigned again after its
+                    // region's cluster was back): the task starts again with fresh clients,
+                    // whose join replaces the old member.
+                    core.failure
+                        .get_or_insert(anyhow!("partitions lost: the group session timed out"));
                 } else if let Some(metadata) = consumer.group_metadata() {
                     if let Err(e) = core.commit(&metadata) {
                         core.failure.get_or_insert(e.context("commit on revoke"));
