@@ -892,9 +892,11 @@ fn eu_traffic_leaves_nothing_in_the_us_region_and_losing_the_us_region_spares_th
             us_oprf.log_tail()
         );
     }
+    let us_log = std::fs::read_to_string(&us_pipeline.1).unwrap_or_default();
     println!(
-        "region loss: first error after {first_error:?}; US answered again {:?} after its cluster was started, after {} unanswered attempt(s)",
+        "region loss: first error after {first_error:?}; US answered again {:?} after its cluster was started, after {} unanswered attempt(s); US tasks started again on lost partitions: {}",
         back.elapsed(),
-        attempts.len()
+        attempts.len(),
+        us_log.matches("partitions lost: the group session timed out").count()
     );
 }

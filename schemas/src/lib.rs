@@ -194,16 +194,19 @@ struct Current {
     /// branch of a compatible kind (a `bytes` value goes to the `string` of
     /// `["string", "bytes"]`), not the branch of the value's type.
     inlined: Option<Schema>,
+    /// `schema` with maps as arrays of entries ([`maps_as_entries`]): what `encoder` writes
+    /// with, so that a map is written in key order.
+    entries: Schema,
     /// Validates and encodes a generic value with the named types resolved once (the path
     /// for what the direct serializer refuses, with the better error); it writes through a
-    /// buffer of its own, hence the lock. Its schema is `schema` with maps as arrays of
-    /// entries ([`maps_as_entries`]), so that a map is written in key order.
+    /// buffer of its own, hence the lock.
     encoder: Mutex<GenericSingleObjectWriter>,
 }
 
 impl Current {
     fn new(schema: Schema, fingerprint: [u8; 8]) -> Result<Current, apache_avro::Error> {
-        let encoder = Mutex::new(Current::encoder(&schema, fingerprint)?);
+        let entries = maps_as_entries(&schema)?;
+        let encoder = Mutex::new(Current::encoder(&entries, fingerprint)?);
         let names = ResolvedSchema::try_from(&schema)?;
         let inlined = inline_refs(&schema, names.get_names())?;
         let inlined = (!has_choice_union(&inlined)).then_some(inlined);
@@ -211,6 +214,7 @@ impl Current {
             inlined,
             schema,
             fingerprint,
+            entries,
             encoder,
         })
     }
@@ -220,7 +224,7 @@ impl Current {
         fingerprint: [u8; 8],
     ) -> Result<GenericSingleObjectWriter, apache_avro::Error> {
         GenericSingleObjectWriter::new_with_capacity_and_header_builder(
-            &maps_as_entries(schema)?,
+            schema,
             256,
             Header(fingerprint),
         )
@@ -412,7 +416,7 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner);
         if let Err(e) = encoder.write_value_ref(&value, &mut out) {
             // A failed write leaves the encoder's buffer mid-record: start from a fresh one.
-            *encoder = Current::encoder(&current.schema, current.fingerprint).map_err(avro)?;
+            *encoder = Current::encoder(&current.entries, current.fingerprint).map_err(avro)?;
             return Err(avro(e));
         }
         Ok(out)
