@@ -226,6 +226,19 @@ pub(crate) fn waiting(
     }
 }
 
+/// The key of an ask's record: the nonce for the first, the nonce and the attempt for a retry.
+/// The provider's evidence instances share its topic's partitions, so a key of its own sends a
+/// retry, by Kafka's partitioner, most likely to another partition than the first ask's, and
+/// so to another instance: an instance that died or hung holding the first partition costs the
+/// retry interval, not the deadline. (Likely, not certain: a retry lands on the first
+/// partition again one time in `partitions`.)
+fn ask_record_key(w: &Waiting) -> String {
+    match w.attempt {
+        1 => hex::encode(&w.question.nonce),
+        attempt => format!("{}.{attempt}", hex::encode(&w.question.nonce)),
+    }
+}
+
 fn send(ctx: &mut Context<'_>, w: &Waiting) -> Result<(), ProcessError> {
     let q = &w.question;
     let request = EvidenceRequest {
@@ -240,12 +253,7 @@ fn send(ctx: &mut Context<'_>, w: &Waiting) -> Result<(), ProcessError> {
         disclose: q.disclose.clone(),
     };
     ctx.count("evidence.asked", &q.provider);
-    ctx.emit_to_member(
-        "proof_requests",
-        &q.provider,
-        hex::encode(&q.nonce),
-        &request,
-    )?;
+    ctx.emit_to_member("proof_requests", &q.provider, ask_record_key(w), &request)?;
     Ok(())
 }
 

@@ -364,6 +364,13 @@ fn a_silent_provider_is_retried_then_times_out_and_its_breaker_opens_and_closes(
         (retries[0].attempt, &retries[0].nonce),
         (2, &asked[0].nonce)
     );
+    // Under a key of its own, so that it may reach another partition (another instance).
+    let keys: Vec<String> = out
+        .iter()
+        .filter(|r| r.topic.starts_with("asks."))
+        .map(|r| String::from_utf8(r.key.clone()).unwrap())
+        .collect();
+    assert_eq!(keys, [format!("{}.2", hex::encode(&asked[0].nonce))]);
     assert!(verdicts(&out).is_empty());
     let out = w.advance(Duration::from_millis(1_000));
     assert!(requests(&out).is_empty() && verdicts(&out).is_empty());
