@@ -29,7 +29,7 @@ use chrono::{Datelike, Months, Utc};
 use pavilion_client::{
     sign_request, OprfClient, ProviderEndpoint, RequestDraft, TenantCredentials,
 };
-use pavilion_kafka::PlainProducer;
+use pavilion_kafka::{GroupReader, PlainProducer};
 use pavilion_provider::normalize::{oprf_input, IdentifierKind};
 use pavilion_schemas::{
     ClaimRequest, Decision, Payload, Provider, Registry, SubjectToken, Verdict,
@@ -893,4 +893,46 @@ fn hostile_answers_on_the_real_broker_are_refused_each_with_its_reason() {
     }
     let (_, metrics) = http_get(port, "/metrics").unwrap();
     assert!(metric(&metrics, "pavilion_stage_events_total{event=\"proofs.rejected\",label=\"date_le_cutoff\",stage=\"psi\"}") >= 4.0, "{metrics}");
+}
+
+/// The evidence service's group member goes on when a rebalance takes a partition whose
+/// record it is answering: librdkafka refuses to store that record's offset (`_STATE`), which
+/// used to end the service (a second instance joining, or one coming back, did it); the
+/// partition's new owner reads the record again.
+#[test]
+fn a_rebalance_under_a_record_in_hand_leaves_the_group_reader_running() {
+    let _serial = serial();
+    let t = TestTopology::new("group-reader", 2, false);
+    let topic = t.topic("events");
+    let producer = PlainProducer::new(&settings()).unwrap();
+    for partition in 0..2 {
+        producer.send_to(&topic, partition, b"k", b"v").unwrap();
+    }
+    producer.flush().unwrap();
+    let group = format!("{}.answerers", t.prefix);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let a = GroupReader::subscribe(&settings(), &group, "a", &[&topic]).unwrap();
+    let mut in_hand = Vec::new();
+    while in_hand.len() < 2 {
+        assert!(Instant::now() < deadline, "a read only {in_hand:?}");
+        in_hand.extend(a.poll(Duration::from_millis(100)).unwrap());
+    }
+    // b joins: the group rebalances, and one of a's two partitions becomes b's, which reads
+    // its record again (nothing was committed).
+    let b = GroupReader::subscribe(&settings(), &group, "b", &[&topic]).unwrap();
+    let moved = loop {
+        assert!(Instant::now() < deadline, "b was given no partition");
+        a.poll(Duration::from_millis(100)).unwrap();
+        if let Some(r) = b.poll(Duration::from_millis(100)).unwrap() {
+            break r.partition;
+        }
+    };
+    for r in &in_hand {
+        a.done(&r.topic, r.partition, r.offset).unwrap_or_else(|e| {
+            panic!(
+                "a, marking its record of partition {} (b's now: {moved}): {e:#}",
+                r.partition
+            )
+        });
+    }
 }

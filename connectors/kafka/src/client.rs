@@ -489,12 +489,24 @@ impl GroupReader {
         next_record(&self.consumer, timeout)
     }
 
-    /// Marks a record as handled: the next automatic commit moves past it.
+    /// Marks a record as handled: the next automatic commit moves past it. A record of a
+    /// partition that a rebalance gave another member meanwhile is not marked (librdkafka
+    /// refuses with `_STATE`): that member reads it again, and the answer is given twice.
     pub fn done(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {
         // librdkafka stores offset + 1, the position after the record.
-        self.consumer
-            .store_offset(topic, partition, offset)
-            .with_context(|| format!("storing the offset of {topic}/{partition}@{offset}"))
+        match self.consumer.store_offset(topic, partition, offset) {
+            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+                tracing::debug!(
+                    topic,
+                    partition,
+                    offset,
+                    "handled a record of a partition no longer assigned"
+                );
+                Ok(())
+            }
+            stored => stored
+                .with_context(|| format!("storing the offset of {topic}/{partition}@{offset}")),
+        }
     }
 }
 
