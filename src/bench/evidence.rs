@@ -32,8 +32,9 @@ use super::e2e::stat_cpu;
 use super::runs::{ms, Runs};
 use super::RunFolder;
 use crate::cli::ClusterArgs;
+use crate::commands::acls::Role;
 use crate::demo::percentile;
-use crate::demo::processes::{free_port, wait_ready, Children};
+use crate::demo::processes::{free_port, wait_ready, Children, Cli};
 use crate::demo::setup::{
     add_tenant, populations, run_topology, start_providers, Registered, TenantSetup,
 };
@@ -355,6 +356,112 @@ impl Phase {
     }
 }
 
+/// When each request of a phase was sent, by id: the instant, and the wall clock (ms).
+type SentAt = BTreeMap<String, (Instant, i64)>;
+
+/// What a fail-over phase does to bank-eu's second evidence instance.
+#[derive(Clone, Copy)]
+pub(crate) enum Fault {
+    /// SIGKILL, then the instance started again under its name (a static member of the
+    /// group: it takes its partitions back at once, without a rebalance).
+    Kill,
+    /// SIGSTOP (hung: its partitions stay its own, nothing is answered), then SIGCONT.
+    Stop,
+}
+
+impl Fault {
+    pub(crate) const ALL: [(Fault, &'static str); 2] =
+        [(Fault::Kill, "kill"), (Fault::Stop, "stop")];
+
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Fault::Kill => "one SIGKILLed, then started again",
+            Fault::Stop => "one SIGSTOPped, then SIGCONTed",
+        }
+    }
+}
+
+/// A fail-over phase's figures ([`Pipeline::failover`]).
+pub(crate) struct Failover {
+    pub(crate) longest_gap_ms: f64,
+    pub(crate) baseline_gap_ms: f64,
+    pub(crate) slowest_ms: f64,
+    pub(crate) baseline_p50_ms: f64,
+    /// Claims decided otherwise than `verified`: every one asked holds, and the first
+    /// instance was up throughout, so each is one another instance could have answered.
+    pub(crate) not_verified: usize,
+    pub(crate) retries: f64,
+    pub(crate) timeouts: f64,
+    pub(crate) outcomes: String,
+}
+
+/// bank-eu's second evidence instance: its command (to start it again after a SIGKILL), its
+/// metrics address, and its process once started.
+struct SecondInstance {
+    cli: Cli,
+    args: Vec<String>,
+    metrics: String,
+    process: Children,
+}
+
+impl SecondInstance {
+    const LOG: &'static str = "evidence-bank-eu-b";
+
+    fn new(cli: Cli) -> Result<SecondInstance> {
+        let metrics = format!("127.0.0.1:{}", free_port()?);
+        let args = ["provider", "serve-evidence", "bank-eu", "--instance", "b"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(["--listen".to_owned(), metrics.clone()])
+            .chain(cli.as_principal(&Role::Provider("bank-eu".into())))
+            .collect();
+        Ok(SecondInstance {
+            cli,
+            args,
+            metrics,
+            process: Children(Vec::new()),
+        })
+    }
+
+    /// Starts the instance unless it runs.
+    fn start(&mut self) -> Result<()> {
+        if self.process.0.is_empty() {
+            self.cli.spawn(&mut self.process, Self::LOG, &self.args)?;
+        }
+        Ok(())
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let (_, child) = self.process.0.first().context("not running")?;
+        let pid = child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid}: {status}");
+        Ok(())
+    }
+
+    fn strike(&mut self, fault: Fault) -> Result<()> {
+        match fault {
+            Fault::Kill => {
+                for (_, mut child) in self.process.0.drain(..) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                Ok(())
+            }
+            Fault::Stop => self.signal("-STOP"),
+        }
+    }
+
+    fn undo(&mut self, fault: Fault) -> Result<()> {
+        match fault {
+            Fault::Kill => self.start(),
+            Fault::Stop => self.signal("-CONT"),
+        }
+    }
+}
+
 /// The pipeline and providers of the end-to-end measurements, and what sends to and reads
 /// from them.
 pub(crate) struct Pipeline {
@@ -381,6 +488,8 @@ pub(crate) struct Pipeline {
     evidence_pid: u32,
     arrivals: mpsc::Receiver<(Vec<u8>, Instant, i64)>,
     decided: BTreeMap<String, Seen>,
+    /// bank-eu's second evidence instance, started by the first fail-over phase.
+    second: Option<SecondInstance>,
     stop_reader: std::sync::Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<()>>,
     children: Children,
@@ -564,6 +673,7 @@ impl Pipeline {
             evidence_pid,
             arrivals,
             decided: BTreeMap::new(),
+            second: Some(SecondInstance::new(cli)?),
             stop_reader,
             reader: Some(reader),
             children,
@@ -664,6 +774,19 @@ impl Pipeline {
         count: usize,
         rate: Option<f64>,
     ) -> Result<Phase> {
+        Ok(self.phase_with(kind, tag, count, rate, |_| Ok(()))?.0)
+    }
+
+    /// [`Pipeline::phase`], calling `before_send(i)` before the `i`th request is sent; also
+    /// when each request was sent.
+    fn phase_with(
+        &mut self,
+        kind: Kind,
+        tag: &str,
+        count: usize,
+        rate: Option<f64>,
+        mut before_send: impl FnMut(usize) -> Result<()>,
+    ) -> Result<(Phase, SentAt)> {
         let requests = self.make(kind, tag, count)?;
         let pipeline_before = scrape(&self.pipeline_metrics)?;
         let evidence_before = scrape(&self.evidence_metrics)?;
@@ -675,7 +798,7 @@ impl Pipeline {
         let queue_max = AtomicI64::new(0);
         let evidence = self.evidence_metrics.clone();
         let tenant = self.trip.tenant.id.as_bytes();
-        let mut sent: BTreeMap<String, (Instant, i64)> = BTreeMap::new();
+        let mut sent = SentAt::new();
         let t0 = Instant::now();
         std::thread::scope(|scope| -> Result<()> {
             scope.spawn(|| {
@@ -695,6 +818,7 @@ impl Pipeline {
                             std::thread::sleep(wait);
                         }
                     }
+                    before_send(i)?;
                     // No flush per request: a client's producer batches (linger), and the
                     // latency counts it.
                     self.producer.send(&self.ingest, tenant, bytes)?;
@@ -734,7 +858,7 @@ impl Pipeline {
             Kind::Evidence => Some(self.legs(&sent)?),
             Kind::Membership => None,
         };
-        Ok(Phase {
+        let phase = Phase {
             latencies,
             written,
             seconds: last.duration_since(t0).as_secs_f64(),
@@ -744,13 +868,113 @@ impl Pipeline {
             cpu_pipeline_s: process_cpu(self.pipeline_pid) - cpu_before.0,
             cpu_evidence_s: process_cpu(self.evidence_pid) - cpu_before.1,
             legs,
+        };
+        Ok((phase, sent))
+    }
+
+    /// Starts bank-eu's second evidence instance (`--instance b`, in the same consumer group,
+    /// so the request topic's partitions are shared between the two) unless it runs, and
+    /// waits until it has answered claims of its own.
+    fn start_second_instance(&mut self) -> Result<()> {
+        let mut second = self
+            .second
+            .take()
+            .context("the second instance is in use")?;
+        let started = second.start();
+        self.second = Some(second);
+        started?;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        for attempt in 0.. {
+            self.phase(
+                Kind::Evidence,
+                &format!("second{attempt}"),
+                10,
+                Some(self.rate),
+            )?;
+            let second = self.second.as_ref().expect("put back above");
+            let proved = scrape(&second.metrics)
+                .map(|t| metric(&t, "pavilion_evidence_proving_seconds_count", &[]))
+                .unwrap_or(0.0);
+            if proved > 0.0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "bank-eu's second evidence instance answered nothing within 90 s (see {}/evidence-bank-eu-b.log)",
+                    self.dir.display()
+                );
+            }
+        }
+        unreachable!("the loop returns or fails")
+    }
+
+    /// A fail-over phase: `count` evidence claims paced at `--rate` while bank-eu runs two
+    /// evidence instances; `fault` strikes the second a quarter of the way through and is
+    /// undone three fifths of the way. The figures: the longest gap between consecutive
+    /// decisions (over the phase, and before the fault as the baseline), the slowest claim
+    /// sent while the fault lasted against the p50 of those before, and the outcomes.
+    pub(crate) fn failover(&mut self, fault: Fault, tag: &str, count: usize) -> Result<Failover> {
+        self.start_second_instance()?;
+        let mut second = self
+            .second
+            .take()
+            .context("the second instance is in use")?;
+        let (strike, undo) = (count / 4, count * 3 / 5);
+        let mut fault_window = (Instant::now(), Instant::now());
+        let phase = self.phase_with(Kind::Evidence, tag, count, Some(self.rate), |i| {
+            if i == strike {
+                fault_window.0 = Instant::now();
+                second.strike(fault)?;
+            } else if i == undo {
+                fault_window.1 = Instant::now();
+                second.undo(fault)?;
+            }
+            Ok(())
+        });
+        if phase.is_err() {
+            // A stopped instance must not stay stopped; a killed one is started again.
+            let _ = second.undo(fault);
+        }
+        self.second = Some(second);
+        let (phase, sent) = phase?;
+        let (strike_at, undo_at) = fault_window;
+        let mut visible: Vec<Instant> = sent.keys().map(|id| self.decided[id].at).collect();
+        visible.sort();
+        let gaps = |upto: Instant| {
+            visible
+                .windows(2)
+                .filter(|w| w[1] <= upto)
+                .map(|w| ms(w[1].duration_since(w[0])))
+                .fold(0.0, f64::max)
+        };
+        let latency = |id: &String, at: &Instant| ms(self.decided[id].at.duration_since(*at));
+        let mut before: Vec<f64> = sent
+            .iter()
+            .filter(|(_, (at, _))| *at < strike_at)
+            .map(|(id, (at, _))| latency(id, at))
+            .collect();
+        before.sort_by(f64::total_cmp);
+        let slowest = sent
+            .iter()
+            .filter(|(_, (at, _))| *at >= strike_at && *at < undo_at)
+            .map(|(id, (at, _))| latency(id, at))
+            .fold(0.0, f64::max);
+        Ok(Failover {
+            longest_gap_ms: gaps(Instant::now()),
+            baseline_gap_ms: gaps(strike_at),
+            slowest_ms: slowest,
+            baseline_p50_ms: percentile(&before, 0.5),
+            not_verified: phase.latencies.len() - phase.verified(),
+            retries: phase.retries(),
+            timeouts: phase.moved.timeouts,
+            outcomes: phase.outcomes_line(),
         })
     }
 
     /// Where each evidence claim's time went, from the records' timestamps (same host):
     /// produce → psi wrote the evidence request → the provider wrote its answer → the
     /// decision was written → it was visible; each leg's times (ms), sorted.
-    fn legs(&self, sent: &BTreeMap<String, (Instant, i64)>) -> Result<[Vec<f64>; 4]> {
+    fn legs(&self, sent: &SentAt) -> Result<[Vec<f64>; 4]> {
         let first_written = |topic: &str| -> Result<BTreeMap<Vec<u8>, i64>> {
             let mut first: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
             for r in
@@ -848,12 +1072,14 @@ impl Pipeline {
         Ok([m, e])
     }
 
-    /// Stops the processes and deletes the run's topics and folder.
-    fn stop(mut self) {
+    /// Stops the processes and deletes the run's topics, and its folder unless `failed`:
+    /// then the folder stays for its logs.
+    fn stop(mut self, failed: bool) {
         self.stop_reader.store(true, Ordering::Relaxed);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
+        self.second = None;
         drop(std::mem::replace(&mut self.children, Children(Vec::new())));
         if let Ok(runtime) = tokio::runtime::Runtime::new() {
             let _ = runtime.block_on(pavilion_kafka::delete_topics_with_prefix(
@@ -861,7 +1087,11 @@ impl Pipeline {
                 &format!("{}.", self.run),
             ));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if failed {
+            eprintln!("  the run's logs are kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -885,7 +1115,7 @@ pub(crate) fn each_run(
             })
             .collect()
     });
-    p.stop();
+    p.stop(outcomes.is_err());
     outcomes
 }
 

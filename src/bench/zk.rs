@@ -20,6 +20,11 @@
 //!    verification batch sizes, timeouts and retries, and each process's CPU. Baseline:
 //!    `--membership-burst` membership claims at once.
 //! 5. **Sizes**: proof (compressed, EIP-197), verifying and proving keys, every artifact.
+//! 6. **Fail-over** of the provider's evidence instances, after the last run: bank-eu starts a
+//!    second instance in the same consumer group; under paced predicate claims one is
+//!    SIGKILLed (then started again), and separately SIGSTOPped (then SIGCONTed). The longest
+//!    gap between consecutive decisions against the same before the fault, the slowest claim
+//!    sent during the fault, and the claims not verified although an instance was up.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +40,8 @@ use pavilion_zk::{
 use serde_json::{json, Value};
 
 use super::evidence::{
-    each_run, record_latency, EndToEndArgs, Kind, Phase, RoundTrip, BATCH_LABELS, LATENCY_SUMMARY,
+    each_run, record_latency, EndToEndArgs, Fault, Kind, Phase, Pipeline, RoundTrip, BATCH_LABELS,
+    LATENCY_SUMMARY,
 };
 use super::runs::{loadavg, ms, Runs};
 use super::write_result;
@@ -70,6 +76,12 @@ pub struct ZkBenchArgs {
     /// Membership-only claims sent at once per run: the throughput baseline.
     #[arg(long, default_value_t = 1_000)]
     pub membership_burst: usize,
+    /// Predicate claims paced at --rate in each fail-over case, after the last run: bank-eu
+    /// runs a second evidence instance, which is SIGKILLed (then started again), and
+    /// separately SIGSTOPped (then SIGCONTed), a quarter of the way through, and back at
+    /// three fifths; each case `--runs` times. 0 skips it.
+    #[arg(long, default_value_t = 200)]
+    pub failover_requests: usize,
 }
 
 /// Batch sizes of the verification figures.
@@ -408,8 +420,13 @@ fn end_to_end(args: &ZkBenchArgs, repo: &str, figures: &mut Runs) -> Result<Vec<
             zb.moved.timeouts,
             mb.per_s()
         );
+        let failover = match run == args.runs && args.failover_requests > 0 {
+            true => failover(p, args, figures)?,
+            false => Vec::new(),
+        };
         Ok(json!({
             "run": run,
+            "failover": failover,
             "latency_zk": z.outcomes,
             "latency_membership": m.outcomes,
             "throughput_zk": zb.outcomes,
@@ -417,6 +434,61 @@ fn end_to_end(args: &ZkBenchArgs, repo: &str, figures: &mut Runs) -> Result<Vec<
         }))
     })
 }
+
+/// The fail-over cases (after the last run, when the second evidence instance no longer
+/// changes the runs' figures), each `--runs` times, into `figures`; each case's outcomes.
+fn failover(p: &mut Pipeline, args: &ZkBenchArgs, figures: &mut Runs) -> Result<Vec<Value>> {
+    let mut outcomes = Vec::new();
+    for k in 1..=args.runs {
+        for (fault, name) in Fault::ALL {
+            eprintln!(
+                "  [fail-over {k}/{}] {} predicate claims at {}/s; bank-eu's second evidence instance: {name}",
+                args.runs, args.failover_requests, args.e2e.rate
+            );
+            let f = p.failover(fault, &format!("f{k}-{name}"), args.failover_requests)?;
+            eprintln!(
+                "  [fail-over {k}/{}] {name}: longest gap {:.0} ms (before: {:.0} ms), slowest claim sent during the fault {:.0} ms (p50 before: {:.0} ms); {}; {:.0} retries, {:.0} timeouts",
+                args.runs,
+                f.longest_gap_ms,
+                f.baseline_gap_ms,
+                f.slowest_ms,
+                f.baseline_p50_ms,
+                f.outcomes,
+                f.retries,
+                f.timeouts
+            );
+            let named = [
+                ("longest_gap_ms", f.longest_gap_ms),
+                ("baseline_gap_ms", f.baseline_gap_ms),
+                ("slowest_ms", f.slowest_ms),
+                ("baseline_p50_ms", f.baseline_p50_ms),
+                ("not_verified", f.not_verified as f64),
+                ("retries", f.retries),
+                ("timeouts", f.timeouts),
+            ];
+            for (figure, value) in named {
+                figures.add(format!("failover.{name}.{figure}"), value);
+            }
+            outcomes.push(json!({ "case": k, "fault": name, "outcomes": f.outcomes }));
+            // Late retries and answers settle before the next case.
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The fail-over part of the summary: (label, figure, decimals); `{f}` is the fault.
+#[rustfmt::skip]
+const FAILOVER_SUMMARY: &[(&str, &str, usize)] = &[
+    ("fail-over of bank-eu's evidence instances, {what}, predicate claims at {rate}/s:", "", 0),
+    ("longest gap between consecutive decisions, ms", "failover.{f}.longest_gap_ms", 0),
+    ("the same before the fault (baseline), ms", "failover.{f}.baseline_gap_ms", 0),
+    ("slowest claim sent while the fault lasted, ms", "failover.{f}.slowest_ms", 0),
+    ("p50 of the claims before the fault (baseline), ms", "failover.{f}.baseline_p50_ms", 0),
+    ("claims not verified (another instance was up)", "failover.{f}.not_verified", 0),
+    ("retries sent by psi", "failover.{f}.retries", 0),
+    ("timeouts", "failover.{f}.timeouts", 0),
+];
 
 /// The throughput part of the summary, after [`LATENCY_SUMMARY`]: (label, figure, decimals);
 /// `{burst}` and `{mburst}` in a label are the options'.
@@ -556,6 +628,15 @@ pub fn zk(args: ZkBenchArgs) -> Result<ExitCode> {
                 .replace("{claim}", "age_over by proof")
         });
         f.summary(THROUGHPUT_SUMMARY, fill);
+        if args.failover_requests > 0 {
+            for (fault, name) in Fault::ALL {
+                f.summary(FAILOVER_SUMMARY, |text| {
+                    fill(text)
+                        .replace("{f}", name)
+                        .replace("{what}", fault.what())
+                });
+            }
+        }
     }
     println!(
         "sizes: proof {} B compressed / {} B EIP-197; {}; all artifacts {} B",
@@ -587,6 +668,7 @@ pub fn zk(args: ZkBenchArgs) -> Result<ExitCode> {
             "verifications_per_way": args.verifications.max(1).div_ceil(256) * 256,
             "burst": args.burst,
             "membership_burst": args.membership_burst,
+            "failover_requests_per_case": args.failover_requests,
         })),
         "goal": {
             "batched_speedup_at_64_at_least": GOAL_SPEEDUP_AT_64,
@@ -598,7 +680,7 @@ pub fn zk(args: ZkBenchArgs) -> Result<ExitCode> {
         "figures": figures.json(),
         "sizes": sizes,
         "outcomes": outcomes,
-        "note": "each figure: median, min and max over the runs, and every run's value. prove: one Prover per circuit in a one-thread rayon pool (one_core) and in rayon's global pool (all_threads, as the evidence service's worker proves), per proof: witness (circom wasm), constraint check, Groth16; p50/p99 of the run's proofs. verify: distinct re-randomized proofs of both circuits in turn, one by one and in consecutive batches of 16/64/256 (pavilion_zk::verify_batch), µs per proof; speed-up = one by one ÷ batched. latency: tenant `shop`, one claim a request, paced; produce → decision visible read_committed; baseline = account_verified (evidence oprf_match) of the same tenant and subjects (bank-eu's adult members); legs from the CreateTime of the proof request (written by psi in its transaction), the provider's answer and the decision (p50 and p99 of each leg). throughput: claims sent at once, first produce → last decision visible; proving from the evidence service's histogram (mean = sum/count, buckets 5/10/20/50/100 ms…), queue = the deepest pavilion_evidence_queue_depth seen (scraped every 20 ms), batches from psi's proofs.batch counter, retries = proof requests psi sent beyond one per claim, CPU = each process's user+system time (/proc/<pid>/stat) over the burst less what it uses idle for as long (measured over 2 s before the bursts). Pipeline: tenancy + fused policy/psi/signing (no audit), one process; bank-eu's evidence service with one proving worker (the demo's setup); psi punctuates every 50 ms, proof deadline 5 s, retry after 1 s (topology.yaml). All on one 2-core machine with Kafka.",
+        "note": "each figure: median, min and max over the runs, and every run's value. prove: one Prover per circuit in a one-thread rayon pool (one_core) and in rayon's global pool (all_threads, as the evidence service's worker proves), per proof: witness (circom wasm), constraint check, Groth16; p50/p99 of the run's proofs. verify: distinct re-randomized proofs of both circuits in turn, one by one and in consecutive batches of 16/64/256 (pavilion_zk::verify_batch), µs per proof; speed-up = one by one ÷ batched. latency: tenant `shop`, one claim a request, paced; produce → decision visible read_committed; baseline = account_verified (evidence oprf_match) of the same tenant and subjects (bank-eu's adult members); legs from the CreateTime of the proof request (written by psi in its transaction), the provider's answer and the decision (p50 and p99 of each leg). throughput: claims sent at once, first produce → last decision visible; proving from the evidence service's histogram (mean = sum/count, buckets 5/10/20/50/100 ms…), queue = the deepest pavilion_evidence_queue_depth seen (scraped every 20 ms), batches from psi's proofs.batch counter, retries = proof requests psi sent beyond one per claim, CPU = each process's user+system time (/proc/<pid>/stat) over the burst less what it uses idle for as long (measured over 2 s before the bursts). Pipeline: tenancy + fused policy/psi/signing (no audit), one process; bank-eu's evidence service with one proving worker (the demo's setup); psi punctuates every 50 ms, proof deadline 5 s, retry after 1 s (topology.yaml). failover: after the last run, bank-eu's second evidence instance (`--instance b`, same consumer group: the request topic's 3 partitions shared) joins; each case paced predicate claims, the fault struck on the second instance a quarter of the way through and undone at three fifths (kill: SIGKILL, then the same static member started again; stop: SIGSTOP, then SIGCONT); gaps between consecutive decisions as they became visible, over the case and before the fault (baseline); slowest = produce → visible of the claims sent while the fault lasted. All on one 2-core machine with Kafka.",
     });
     write_result(&args.out, &result)?;
     Ok(ExitCode::SUCCESS)
