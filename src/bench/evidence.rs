@@ -872,26 +872,19 @@ impl Pipeline {
         Ok((phase, sent))
     }
 
-    /// Starts bank-eu's second evidence instance (`--instance b`, in the same consumer group,
-    /// so the request topic's partitions are shared between the two) unless it runs, and
-    /// waits until it has answered claims of its own.
-    fn start_second_instance(&mut self) -> Result<()> {
-        let mut second = self
-            .second
-            .take()
-            .context("the second instance is in use")?;
-        let started = second.start();
-        self.second = Some(second);
-        started?;
+    /// Paced evidence claims until bank-eu's second evidence instance (`--instance b`, in
+    /// the same consumer group, so the request topic's partitions are shared between the two)
+    /// has answered claims of its own: it has joined the group.
+    fn await_answering(&mut self, second: &SecondInstance) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
             self.phase(
                 Kind::Evidence,
                 &format!("second{attempt}"),
                 10,
                 Some(self.rate),
             )?;
-            let second = self.second.as_ref().expect("put back above");
             let proved = scrape(&second.metrics)
                 .map(|t| metric(&t, "pavilion_evidence_proving_seconds_count", &[]))
                 .unwrap_or(0.0);
@@ -900,12 +893,13 @@ impl Pipeline {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "bank-eu's second evidence instance answered nothing within 90 s (see {}/evidence-bank-eu-b.log)",
-                    self.dir.display()
+                    "bank-eu's second evidence instance answered nothing within 90 s (see {}/{}.log)",
+                    self.dir.display(),
+                    SecondInstance::LOG
                 );
             }
+            attempt += 1;
         }
-        unreachable!("the loop returns or fails")
     }
 
     /// A fail-over phase: `count` evidence claims paced at `--rate` while bank-eu runs two
@@ -914,11 +908,15 @@ impl Pipeline {
     /// decisions (over the phase, and before the fault as the baseline), the slowest claim
     /// sent while the fault lasted against the p50 of those before, and the outcomes.
     pub(crate) fn failover(&mut self, fault: Fault, tag: &str, count: usize) -> Result<Failover> {
-        self.start_second_instance()?;
         let mut second = self
             .second
             .take()
             .context("the second instance is in use")?;
+        let ready = second.start().and_then(|()| self.await_answering(&second));
+        if let Err(e) = ready {
+            self.second = Some(second);
+            return Err(e);
+        }
         let (strike, undo) = (count / 4, count * 3 / 5);
         let mut fault_window = (Instant::now(), Instant::now());
         let phase = self.phase_with(Kind::Evidence, tag, count, Some(self.rate), |i| {
@@ -940,10 +938,11 @@ impl Pipeline {
         let (strike_at, undo_at) = fault_window;
         let mut visible: Vec<Instant> = sent.keys().map(|id| self.decided[id].at).collect();
         visible.sort();
-        let gaps = |upto: Instant| {
+        // The longest gap between decisions visible by `upto` (all of them with `None`).
+        let gaps = |upto: Option<Instant>| {
             visible
                 .windows(2)
-                .filter(|w| w[1] <= upto)
+                .filter(|w| upto.is_none_or(|upto| w[1] <= upto))
                 .map(|w| ms(w[1].duration_since(w[0])))
                 .fold(0.0, f64::max)
         };
@@ -960,8 +959,8 @@ impl Pipeline {
             .map(|(id, (at, _))| latency(id, at))
             .fold(0.0, f64::max);
         Ok(Failover {
-            longest_gap_ms: gaps(Instant::now()),
-            baseline_gap_ms: gaps(strike_at),
+            longest_gap_ms: gaps(None),
+            baseline_gap_ms: gaps(Some(strike_at)),
             slowest_ms: slowest,
             baseline_p50_ms: percentile(&before, 0.5),
             not_verified: phase.latencies.len() - phase.verified(),
